@@ -1,0 +1,31 @@
+"""mtrec: one model trained jointly to retrieve candidates and to rank them.
+
+>>> import mtrec
+>>> ds = mtrec.load_movielens()
+>>> split = mtrec.random_split(ds.interactions, seed=42)
+>>> vocabs = mtrec.Vocabs.from_dataset(ds)
+>>> model = mtrec.MultiTaskModel(len(vocabs.users), len(vocabs.items), mtrec.ModelConfig(), seed=42)
+>>> mtrec.train(model, mtrec.encode(split.train, vocabs), mtrec.TrainConfig())
+>>> mtrec.evaluate(model, mtrec.encode(split.test, vocabs))
+"""
+
+from mtrec.config import ModelConfig, TrainConfig
+from mtrec.data import Dataset, Interactions, Split, load_movielens, random_split
+from mtrec.errors import ArtifactError, ConfigError, DataError, MtrecError, UnknownIdError
+from mtrec.evaluate import EvalReport, evaluate
+from mtrec.experiments import compare
+from mtrec.features import RatingScale, Vocabs, encode
+from mtrec.model import MultiTaskModel
+from mtrec.recommend import Recommendation, retrieve_then_rank
+from mtrec.train import History, train
+from mtrec.vocab import Vocab
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ArtifactError", "ConfigError", "DataError", "Dataset", "EvalReport", "History",
+    "Interactions", "ModelConfig", "MtrecError", "MultiTaskModel", "RatingScale",
+    "Recommendation", "Split", "TrainConfig", "UnknownIdError", "Vocab", "Vocabs",
+    "__version__", "compare", "encode", "evaluate", "load_movielens", "random_split",
+    "retrieve_then_rank", "train",
+]  # fmt: skip

@@ -1,0 +1,3 @@
+from mtrec.cli import main
+
+main()

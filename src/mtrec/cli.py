@@ -1,0 +1,170 @@
+"""The ``mtrec`` command: parse flags, call the library, render. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import traceback
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichBar
+from rich.table import Table
+
+from mtrec.config import ModelConfig, TrainConfig
+from mtrec.data import load_movielens
+from mtrec.data.movielens import SOURCES, cache_path
+from mtrec.errors import MtrecError
+from mtrec.experiments import CompareResult, compare, write_outputs
+from mtrec.train import EpochStats
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mtrec: one model trained jointly to retrieve and to rank.",
+    pretty_exceptions_enable=False,
+)
+data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect datasets.")
+app.add_typer(data_app, name="data")
+err = Console(stderr=True)
+out = Console()
+_state = {"verbose": False}
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(help="A GroupLens ml-100k directory (u.data, u.item, u.user); env MTREC_DATA_DIR."),
+]
+CacheDir = Annotated[Path | None, typer.Option(help="Dataset cache; env MTREC_CACHE_DIR.")]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks and debug logs.")] = False,
+) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )  # fmt: skip
+
+
+class _EpochBar:
+    """A rich progress bar per epoch, showing the running per-task losses."""
+
+    def __init__(self, name: str, console: Console) -> None:
+        self.name, self.console = name, console
+        self.bar: RichBar | None = None
+        self.task = 0
+        self.n = 0
+
+    def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None:
+        self.bar = RichBar(
+            TextColumn(f"{self.name} epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
+            TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=self.console,
+        )  # fmt: skip
+        self.bar.start()
+        self.task = self.bar.add_task("train", total=n_batches, losses="")
+        self.n = 0
+
+    def step(self, losses: dict[str, float]) -> None:
+        assert self.bar is not None
+        self.n += 1
+        if self.n % 10 == 0:  # rendering every batch would cost more than the batch
+            text = "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
+            self.bar.update(self.task, advance=10, losses=text)
+
+    def end_epoch(self, stats: EpochStats) -> None:
+        assert self.bar is not None
+        parts = [f"{k} {v:.4g}" for k, v in
+                 (("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss)) if v is not None]  # fmt: skip
+        self.bar.update(self.task, completed=self.n, losses="  ".join(["mean", *parts]))
+        self.bar.stop()
+
+
+@app.command("compare")
+def compare_cmd(
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
+        "mtrec-out/compare"
+    ),
+    seed: Annotated[int, typer.Option(help="Seeds the split, initialisation and batch order.")] = 42,
+    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 5,
+    batch_size: Annotated[int, typer.Option(help="Rows per batch (also the in-batch negatives).")] = 1000,
+    learning_rate: Annotated[float, typer.Option(help="Adagrad learning rate.")] = 0.1,
+    embedding_dim: Annotated[int, typer.Option(help="Width of both towers.")] = 32,
+    user: Annotated[str, typer.Option(help="User whose retrieve-then-rank list is shown.")] = "5",
+    as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Train the reference's three models (rating, retrieval, multi-task) and compare them."""
+    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
+    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    result = compare(
+        dataset, seed=seed, model_config=ModelConfig(embedding_dim=embedding_dim),
+        train_config=train_config, user_id=_parse_id(user),
+        progress=None if quiet else (lambda name: _EpochBar(name, err)),
+    )  # fmt: skip
+    paths = write_outputs(result, output)
+    if as_json:
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
+        return
+    _print_compare(result)
+    out.print(f"[dim]wrote {', '.join(str(p) for p in paths)}[/dim]")
+
+
+def _print_compare(result: CompareResult) -> None:
+    table = Table(title=f"{result.dataset}, {result.protocol} protocol, seed {result.seed}")
+    for col in ("model", "weights (ret, rank)", "top-10 acc", "RMSE", "RMSE stars", "train s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for m in result.models:
+        table.add_row(m.name, f"{m.retrieval_weight:g}, {m.ranking_weight:g}", f"{m.top10_accuracy:.4f}",
+                      f"{m.rmse:.4f}", f"{m.rmse_stars:.3f}", f"{m.train_seconds:.2f}")  # fmt: skip
+    out.print(table)
+    recs = Table(title=f"Retrieve, then rank: user {result.user_id} (multi-task)")
+    for col in ("#", "title", "retrieval score", "predicted stars"):
+        recs.add_column(col, justify="left" if col == "title" else "right")
+    for n, r in enumerate(result.recommendations, start=1):
+        recs.add_row(str(n), r.title or str(r.item_id), f"{r.retrieval_score:.3f}", f"{r.stars:.2f}")
+    out.print(recs)
+
+
+def _parse_id(text: str) -> int | str:
+    return int(text) if text.lstrip("-").isdigit() else text
+
+
+@data_app.command("fetch")
+def data_fetch(data_dir: DataDir = None, cache_dir: CacheDir = None) -> None:
+    """Load MovieLens-100K through the first source that works and cache it."""
+    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
+    ev = dataset.interactions
+    out.print(
+        f"{dataset.name}: {len(ev):,} ratings, {len(dataset.user_ids()):,} users, "
+        f"{len(dataset.item_ids()):,} items; cache {cache_path(cache_dir)}"
+    )
+    out.print(f"[dim]sources tried in order: {', '.join(SOURCES)}[/dim]")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: run the command, map mtrec's errors to one line and an exit code."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except MtrecError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        err.print("aborted")
+        sys.exit(130)

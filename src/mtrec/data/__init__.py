@@ -1,0 +1,7 @@
+"""Stage 1, data: raw files -> validated columnar interactions and metadata."""
+
+from mtrec.data.interactions import Dataset, Interactions, Items, Users
+from mtrec.data.movielens import load_movielens
+from mtrec.data.split import Split, random_split
+
+__all__ = ["Dataset", "Interactions", "Items", "Split", "Users", "load_movielens", "random_split"]

@@ -1,0 +1,45 @@
+"""Train/test splits of an interaction log."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from mtrec.data.interactions import Interactions
+from mtrec.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class Split:
+    """Disjoint train and test parts of one interaction log, with the seed that made them."""
+
+    train: Interactions
+    test: Interactions
+    seed: int
+
+
+def random_split(interactions: Interactions, *, test_fraction: float = 0.2, seed: int = 42) -> Split:
+    """The reference split: shuffle all rows once with ``seed``, then cut.
+
+    The first ``n - round(n * test_fraction)`` shuffled rows train, the rest test
+    (80,000 / 20,000 on MovieLens-100K). The permutation is NumPy's legacy
+    ``RandomState(seed).permutation``, the same as the Keras-RS anchor run, so both see
+    identical rows. Train rows stay in shuffled order: that order is the batch order.
+
+    >>> split = random_split(interactions, seed=42)
+    >>> len(split.train), len(split.test)
+    (80000, 20000)
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
+    n = len(interactions)
+    n_test = round(n * test_fraction)
+    if n_test == 0 or n_test == n:
+        raise ConfigError(f"test_fraction {test_fraction} of {n} rows leaves an empty train or test set")
+    order = np.random.RandomState(seed).permutation(n)
+    return Split(
+        train=interactions.take(order[: n - n_test]),
+        test=interactions.take(order[n - n_test :]),
+        seed=seed,
+    )

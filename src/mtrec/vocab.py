@@ -1,0 +1,76 @@
+"""Raw ids <-> contiguous table rows, with an explicit policy for unknown ids."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from mtrec.errors import ArtifactError, UnknownIdError
+
+
+class Vocab:
+    """Maps a set of raw ids (integers or strings) to rows ``0..len-1`` and back.
+
+    Rows follow the sorted order of the ids, so the same id set always gives the same
+    rows. Only the features and recommend stages translate ids; the model and the
+    evaluation see rows.
+
+    >>> v = Vocab("item", [30, 10, 20])
+    >>> v.rows([20, 30]).tolist(), v.ids([0]).tolist()
+    ([1, 2], [10])
+    """
+
+    def __init__(self, name: str, ids: ArrayLike) -> None:
+        self.name = name
+        self._ids = np.unique(np.asarray(ids))
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def __contains__(self, raw_id: object) -> bool:
+        return bool(self.known(np.asarray([raw_id]))[0])
+
+    @property
+    def id_array(self) -> NDArray[Any]:
+        """All ids, in row order."""
+        return self._ids
+
+    def known(self, ids: ArrayLike) -> NDArray[np.bool_]:
+        """Which of ``ids`` are in the vocabulary."""
+        ids = np.asarray(ids)
+        if ids.dtype.kind != self._ids.dtype.kind and not (
+            ids.dtype.kind in "iu" and self._ids.dtype.kind in "iu"
+        ):
+            return np.zeros(ids.shape, dtype=bool)
+        pos = np.searchsorted(self._ids, ids).clip(0, max(len(self._ids) - 1, 0))
+        return np.asarray(self._ids[pos] == ids) if len(self._ids) else np.zeros(ids.shape, dtype=bool)
+
+    def rows(self, ids: ArrayLike, unknown: Literal["error", "oov"] = "error") -> NDArray[np.int64]:
+        """Rows of ``ids``; unknown ids raise ``UnknownIdError`` or map to -1 (``"oov"``)."""
+        ids = np.asarray(ids)
+        ok = self.known(ids)
+        if not ok.all():
+            if unknown == "error":
+                raise UnknownIdError(self.name, ids[~ok].flat[0].item())
+        pos = np.searchsorted(self._ids, ids) if ok.any() else np.zeros(ids.shape, dtype=np.int64)
+        return np.where(ok, pos, -1).astype(np.int64)
+
+    def row(self, raw_id: object) -> int:
+        """The row of one id; ``UnknownIdError`` if it is not in the vocabulary."""
+        return int(self.rows(np.asarray([raw_id]))[0])
+
+    def ids(self, rows: ArrayLike) -> NDArray[Any]:
+        """Raw ids of ``rows``."""
+        return self._ids[np.asarray(rows, dtype=np.int64)]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "ids": self._ids.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Vocab:
+        try:
+            return cls(str(data["name"]), data["ids"])
+        except (KeyError, TypeError) as exc:
+            raise ArtifactError(f"vocabulary: expected keys 'name' and 'ids' ({exc})") from None
