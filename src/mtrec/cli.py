@@ -13,7 +13,7 @@ import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
@@ -21,7 +21,7 @@ from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import load_movielens
 from mtrec.data.movielens import SOURCES, cache_path
 from mtrec.errors import MtrecError
-from mtrec.experiments import CompareResult, compare, write_outputs
+from mtrec.experiments import CompareResult, compare, preload_plotting, write_outputs
 from mtrec.train import EpochStats
 
 app = typer.Typer(
@@ -38,20 +38,25 @@ _state = {"verbose": False}
 
 DataDir = Annotated[
     Path | None,
-    typer.Option(help="A GroupLens ml-100k directory (u.data, u.item, u.user); env MTREC_DATA_DIR."),
+    typer.Option(
+        help="A GroupLens ml-100k directory (u.data, u.item, u.user); env MTREC_DATA_DIR."
+    ),
 ]
 CacheDir = Annotated[Path | None, typer.Option(help="Dataset cache; env MTREC_CACHE_DIR.")]
 
 
 @app.callback()
 def _root(
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Tracebacks and debug logs.")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Tracebacks and debug logs.")
+    ] = False,
 ) -> None:
     _state["verbose"] = verbose
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO, format="%(message)s",
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
-    )  # fmt: skip
+    )
 
 
 class _EpochBar:
@@ -60,14 +65,18 @@ class _EpochBar:
     def __init__(self, name: str, console: Console) -> None:
         self.name, self.console = name, console
         self.bar: RichBar | None = None
-        self.task = 0
+        self.task = TaskID(0)
         self.n = 0
 
     def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None:
         self.bar = RichBar(
-            TextColumn(f"{self.name} epoch {epoch}/{epochs}"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("{task.fields[losses]}"), TimeElapsedColumn(), console=self.console,
-        )  # fmt: skip
+            TextColumn(f"{self.name} epoch {epoch}/{epochs}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[losses]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+        )
         self.bar.start()
         self.task = self.bar.add_task("train", total=n_batches, losses="")
         self.n = 0
@@ -81,8 +90,11 @@ class _EpochBar:
 
     def end_epoch(self, stats: EpochStats) -> None:
         assert self.bar is not None
-        parts = [f"{k} {v:.4g}" for k, v in
-                 (("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss)) if v is not None]  # fmt: skip
+        parts = [
+            f"{k} {v:.4g}"
+            for k, v in (("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss))
+            if v is not None
+        ]
         self.bar.update(self.task, completed=self.n, losses="  ".join(["mean", *parts]))
         self.bar.stop()
 
@@ -94,9 +106,13 @@ def compare_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/compare"
     ),
-    seed: Annotated[int, typer.Option(help="Seeds the split, initialisation and batch order.")] = 42,
+    seed: Annotated[
+        int, typer.Option(help="Seeds the split, initialisation and batch order.")
+    ] = 42,
     epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 5,
-    batch_size: Annotated[int, typer.Option(help="Rows per batch (also the in-batch negatives).")] = 1000,
+    batch_size: Annotated[
+        int, typer.Option(help="Rows per batch (also the in-batch negatives).")
+    ] = 1000,
     learning_rate: Annotated[float, typer.Option(help="Adagrad learning rate.")] = 0.1,
     embedding_dim: Annotated[int, typer.Option(help="Width of both towers.")] = 32,
     user: Annotated[str, typer.Option(help="User whose retrieve-then-rank list is shown.")] = "5",
@@ -104,13 +120,17 @@ def compare_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reference's three models (rating, retrieval, multi-task) and compare them."""
+    preload_plotting()
     dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
     train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     result = compare(
-        dataset, seed=seed, model_config=ModelConfig(embedding_dim=embedding_dim),
-        train_config=train_config, user_id=_parse_id(user),
+        dataset,
+        seed=seed,
+        model_config=ModelConfig(embedding_dim=embedding_dim),
+        train_config=train_config,
+        user_id=_parse_id(user),
         progress=None if quiet else (lambda name: _EpochBar(name, err)),
-    )  # fmt: skip
+    )
     paths = write_outputs(result, output)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
@@ -124,14 +144,22 @@ def _print_compare(result: CompareResult) -> None:
     for col in ("model", "weights (ret, rank)", "top-10 acc", "RMSE", "RMSE stars", "train s"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for m in result.models:
-        table.add_row(m.name, f"{m.retrieval_weight:g}, {m.ranking_weight:g}", f"{m.top10_accuracy:.4f}",
-                      f"{m.rmse:.4f}", f"{m.rmse_stars:.3f}", f"{m.train_seconds:.2f}")  # fmt: skip
+        table.add_row(
+            m.name,
+            f"{m.retrieval_weight:g}, {m.ranking_weight:g}",
+            f"{m.top10_accuracy:.4f}",
+            f"{m.rmse:.4f}",
+            f"{m.rmse_stars:.3f}",
+            f"{m.train_seconds:.2f}",
+        )
     out.print(table)
     recs = Table(title=f"Retrieve, then rank: user {result.user_id} (multi-task)")
     for col in ("#", "title", "retrieval score", "predicted stars"):
         recs.add_column(col, justify="left" if col == "title" else "right")
     for n, r in enumerate(result.recommendations, start=1):
-        recs.add_row(str(n), r.title or str(r.item_id), f"{r.retrieval_score:.3f}", f"{r.stars:.2f}")
+        recs.add_row(
+            str(n), r.title or str(r.item_id), f"{r.retrieval_score:.3f}", f"{r.stars:.2f}"
+        )
     out.print(recs)
 
 

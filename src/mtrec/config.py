@@ -68,11 +68,15 @@ def _coerce(owner: str, key: str, hint: Any, value: Any) -> Any:
         raise ConfigError(f"{owner}.{key}: expected {hint}, got {value!r}")
     if origin is typing.Literal:
         if value not in typing.get_args(hint):
-            raise ConfigError(f"{owner}.{key}: expected one of {typing.get_args(hint)}, got {value!r}")
+            raise ConfigError(
+                f"{owner}.{key}: expected one of {typing.get_args(hint)}, got {value!r}"
+            )
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    if isinstance(hint, type) and (not isinstance(value, hint) or isinstance(value, bool) and hint is not bool):
+    if isinstance(hint, type) and (
+        not isinstance(value, hint) or (isinstance(value, bool) and hint is not bool)
+    ):
         raise ConfigError(f"{owner}.{key}: expected {hint.__name__}, got {value!r}")
     return value
 
@@ -90,7 +94,9 @@ class ModelConfig(_JsonConfig):
         if self.embedding_dim < 1:
             raise ConfigError(f"ModelConfig.embedding_dim: expected >= 1, got {self.embedding_dim}")
         if any(width < 1 for width in self.head_layers):
-            raise ConfigError(f"ModelConfig.head_layers: expected widths >= 1, got {self.head_layers}")
+            raise ConfigError(
+                f"ModelConfig.head_layers: expected widths >= 1, got {self.head_layers}"
+            )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,6 +127,10 @@ class TrainConfig(_JsonConfig):
         ]
         for name, ok, expected in checks:
             if not ok:
-                raise ConfigError(f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}")
+                raise ConfigError(
+                    f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}"
+                )
         if self.retrieval_weight == 0 and self.ranking_weight == 0:
-            raise ConfigError("TrainConfig: retrieval_weight and ranking_weight are both 0; nothing to train")
+            raise ConfigError(
+                "TrainConfig: retrieval_weight and ranking_weight are both 0; nothing to train"
+            )

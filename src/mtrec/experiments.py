@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import platform
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -68,7 +69,8 @@ class CompareResult:
             "n_test": self.n_test,
             "model_config": self.model_config.to_dict(),
             "train_config": {
-                k: v for k, v in self.train_config.to_dict().items()
+                k: v
+                for k, v in self.train_config.to_dict().items()
                 if k not in ("retrieval_weight", "ranking_weight")
             },
             "models": [dataclasses.asdict(m) for m in self.models],
@@ -83,7 +85,7 @@ class CompareResult:
                 "python": platform.python_version(),
                 "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
             },
-        }  # fmt: skip
+        }
 
 
 def compare(
@@ -116,12 +118,32 @@ def compare(
         history = train(model, train_data, config, progress(name) if progress else None)
         report = evaluate(model, test_data, k=10)
         models[name] = model
-        results.append(ModelResult(name, w_ret, w_rank, report.top_k_accuracy, report.rmse,
-                                   report.rmse_stars, round(history.seconds, 3), history.epochs))  # fmt: skip
-    recs = retrieve_then_rank(models["multi-task"], vocabs, user_id, k=10, items=dataset.items,
-                              scale=RatingScale())  # fmt: skip
-    return CompareResult(dataset.name, seed, model_config, base, len(split.train), len(split.test),
-                         results, user_id, recs)  # fmt: skip
+        results.append(
+            ModelResult(
+                name,
+                w_ret,
+                w_rank,
+                report.top_k_accuracy,
+                report.rmse,
+                report.rmse_stars,
+                round(history.seconds, 3),
+                history.epochs,
+            )
+        )
+    recs = retrieve_then_rank(
+        models["multi-task"], vocabs, user_id, k=10, items=dataset.items, scale=RatingScale()
+    )
+    return CompareResult(
+        dataset.name,
+        seed,
+        model_config,
+        base,
+        len(split.train),
+        len(split.test),
+        results,
+        user_id,
+        recs,
+    )
 
 
 def write_outputs(result: CompareResult, output_dir: str | Path) -> list[Path]:
@@ -143,13 +165,16 @@ def render_markdown(result: CompareResult) -> str:
         "",
         f"Split: {result.n_train:,} train / {result.n_test:,} test rows (one seeded shuffle). "
         f"Model: {mc.embedding_dim}-d towers, rating head {list(mc.head_layers)} -> 1. "
-        f"Training: {tc.optimizer} lr {tc.learning_rate}, {tc.epochs} epochs, batch {tc.batch_size}. "
+        f"Training: {tc.optimizer} lr {tc.learning_rate}, {tc.epochs} epochs, "
+        f"batch {tc.batch_size}. "
         "Retrieval loss summed over the batch, rating loss averaged (as the reference).",
         "",
-        "Top-10 accuracy: share of 5-star test rows whose movie is in the user's top 10 over the "
-        "whole catalogue, training movies not excluded. RMSE on the scaled rating (0.25 = one star).",
+        "Top-10 accuracy: share of 5-star test rows whose movie is in the user's top 10 over "
+        "the whole catalogue, training movies not excluded. RMSE on the scaled rating "
+        "(0.25 = one star).",
         "",
-        "| model | weights (retrieval, ranking) | top-10 accuracy | RMSE (scaled) | RMSE (stars) | train s |",
+        "| model | weights (retrieval, ranking) | top-10 accuracy | RMSE (scaled) "
+        "| RMSE (stars) | train s |",
         "|---|---|---:|---:|---:|---:|",
     ]
     for m in result.models:
@@ -157,17 +182,45 @@ def render_markdown(result: CompareResult) -> str:
             f"| {m.name} | {m.retrieval_weight:g}, {m.ranking_weight:g} | {m.top10_accuracy:.4f} "
             f"| {m.rmse:.4f} | {m.rmse_stars:.3f} | {m.train_seconds:.2f} |"
         )
-    lines += ["", "## Loss per epoch (mean over batches)", "",
-              "| model | " + " | ".join(f"epoch {e.epoch}" for e in result.models[0].epochs) + " |",
-              "|---|" + "---:|" * len(result.models[0].epochs)]  # fmt: skip
+    lines += [
+        "",
+        "## Loss per epoch (mean over batches)",
+        "",
+        "| model | " + " | ".join(f"epoch {e.epoch}" for e in result.models[0].epochs) + " |",
+        "|---|" + "---:|" * len(result.models[0].epochs),
+    ]
     for m in result.models:
         lines.append(f"| {m.name} | " + " | ".join(f"{e.loss:.4g}" for e in m.epochs) + " |")
-    lines += ["", f"## Retrieve, then rank: user {result.user_id} (multi-task model)", "",
-              "| # | title | retrieval score | predicted stars |", "|---:|---|---:|---:|"]  # fmt: skip
+    lines += [
+        "",
+        f"## Retrieve, then rank: user {result.user_id} (multi-task model)",
+        "",
+        "| # | title | retrieval score | predicted stars |",
+        "|---:|---|---:|---:|",
+    ]
     for n, r in enumerate(result.recommendations, start=1):
         lines.append(f"| {n} | {r.title or r.item_id} | {r.retrieval_score:.3f} | {r.stars:.2f} |")
     lines += ["", "![comparison](compare.png)", ""]
     return "\n".join(lines)
+
+
+def preload_plotting() -> threading.Thread:
+    """Import matplotlib in a background thread while the models train.
+
+    The import takes about half a second and is mostly Python, which runs while the
+    training thread waits in PyTorch kernels (they release the GIL).
+    """
+
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure
+
+    thread = threading.Thread(target=load, name="mtrec-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
 
 
 def plot_comparison(result: CompareResult, path: str | Path) -> None:

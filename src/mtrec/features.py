@@ -23,12 +23,14 @@ class RatingScale:
     high: float = 5.0
 
     def scale(self, rating: ArrayLike) -> NDArray[np.float32]:
-        return ((np.asarray(rating, dtype=np.float32) - self.low) / (self.high - self.low)).astype(np.float32)
+        return ((np.asarray(rating, dtype=np.float32) - self.low) / (self.high - self.low)).astype(
+            np.float32
+        )
 
     def stars(self, scaled: ArrayLike) -> NDArray[np.float32]:
-        """Inverse of :meth:`scale`, clipped to the rating range (the tutorial's 5*y is off scale)."""
+        """Inverse of :meth:`scale`, clipped to the rating range (the tutorial's 5 y is not)."""
         raw = self.low + (self.high - self.low) * np.asarray(scaled, dtype=np.float32)
-        return np.clip(raw, self.low, self.high).astype(np.float32)
+        return np.asarray(np.clip(raw, self.low, self.high), dtype=np.float32)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +52,7 @@ class Vocabs:
 
 @dataclasses.dataclass(frozen=True)
 class EncodedInteractions:
-    """Rows and labels as tensors: ``user``/``item`` (n,) int64, ``label`` (n,) float32 in [0, 1]."""
+    """Rows and labels as tensors: ``user``, ``item`` (n,) int64; ``label`` (n,) float32."""
 
     user: torch.Tensor
     item: torch.Tensor
@@ -60,7 +62,9 @@ class EncodedInteractions:
         return int(self.user.shape[0])
 
 
-def encode(interactions: Interactions, vocabs: Vocabs, scale: RatingScale | None = None) -> EncodedInteractions:
+def encode(
+    interactions: Interactions, vocabs: Vocabs, scale: RatingScale | None = None
+) -> EncodedInteractions:
     """Translate ids to rows (unknown ids are an error) and scale the ratings."""
     scale = scale or RatingScale()
     return EncodedInteractions(

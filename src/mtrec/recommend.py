@@ -62,12 +62,14 @@ def retrieve_then_rank(
     for j in order.tolist():
         raw = ids[j].item() if isinstance(ids[j], np.generic) else ids[j]
         meta = position.get(raw)
-        out.append(Recommendation(
-            item_id=raw,
-            title=None if meta is None or items is None else str(items.titles[meta]),
-            genres=() if meta is None or items is None else tuple(items.genres_of(meta)),
-            retrieval_score=float(retrieval[j]),
-            predicted_rating=float(predicted[j]),
-            stars=float(stars[j]),
-        ))  # fmt: skip
+        out.append(
+            Recommendation(
+                item_id=raw,
+                title=None if meta is None or items is None else str(items.titles[meta]),
+                genres=() if meta is None or items is None else tuple(items.genres_of(meta)),
+                retrieval_score=float(retrieval[j]),
+                predicted_rating=float(predicted[j]),
+                stars=float(stars[j]),
+            )
+        )
     return out

@@ -11,6 +11,7 @@ import torch
 from mtrec.config import TrainConfig
 from mtrec.features import EncodedInteractions
 from mtrec.model import MultiTaskModel
+from mtrec.optim import Adagrad
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,9 +41,9 @@ class Progress(Protocol):
     def end_epoch(self, stats: EpochStats) -> None: ...
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> Adagrad:
     """Adagrad with Keras' constants (accumulator starts at 0.1, epsilon 1e-7), as the reference."""
-    return torch.optim.Adagrad(
+    return Adagrad(
         model.parameters(), lr=config.learning_rate, initial_accumulator_value=0.1, eps=1e-7
     )
 
@@ -81,20 +82,26 @@ def train(
         for lo in range(0, n, size):
             rows = order[lo : lo + size] if order is not None else slice(lo, lo + size)
             parts = model.loss(data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank)
-            optimizer.zero_grad(set_to_none=True)
-            parts.total.backward()
+            optimizer.zero_grad()
+            parts.total.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            batch = torch.stack([
-                parts.total.detach(),
-                parts.retrieval.detach() if parts.retrieval is not None else sums.new_zeros(()),
-                parts.rating.detach() if parts.rating is not None else sums.new_zeros(()),
-            ])  # fmt: skip
+            batch = torch.stack(
+                [
+                    parts.total.detach(),
+                    parts.retrieval.detach() if parts.retrieval is not None else sums.new_zeros(()),
+                    parts.rating.detach() if parts.rating is not None else sums.new_zeros(()),
+                ]
+            )
             sums += batch
             if progress is not None:
                 progress.step(_named(batch.tolist(), w_ret, w_rank))
         mean = _named((sums / n_batches).tolist(), w_ret, w_rank)
         epoch_stats = EpochStats(
-            epoch, mean["loss"], mean.get("retrieval"), mean.get("rating"), time.perf_counter() - start
+            epoch,
+            mean["loss"],
+            mean.get("retrieval"),
+            mean.get("rating"),
+            time.perf_counter() - start,
         )
         stats.append(epoch_stats)
         if progress is not None:

@@ -45,15 +45,16 @@ class Vocab:
         ):
             return np.zeros(ids.shape, dtype=bool)
         pos = np.searchsorted(self._ids, ids).clip(0, max(len(self._ids) - 1, 0))
-        return np.asarray(self._ids[pos] == ids) if len(self._ids) else np.zeros(ids.shape, dtype=bool)
+        return (
+            np.asarray(self._ids[pos] == ids) if len(self._ids) else np.zeros(ids.shape, dtype=bool)
+        )
 
     def rows(self, ids: ArrayLike, unknown: Literal["error", "oov"] = "error") -> NDArray[np.int64]:
         """Rows of ``ids``; unknown ids raise ``UnknownIdError`` or map to -1 (``"oov"``)."""
         ids = np.asarray(ids)
         ok = self.known(ids)
-        if not ok.all():
-            if unknown == "error":
-                raise UnknownIdError(self.name, ids[~ok].flat[0].item())
+        if unknown == "error" and not ok.all():
+            raise UnknownIdError(self.name, ids[~ok].flat[0].item())
         pos = np.searchsorted(self._ids, ids) if ok.any() else np.zeros(ids.shape, dtype=np.int64)
         return np.where(ok, pos, -1).astype(np.int64)
 

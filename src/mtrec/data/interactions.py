@@ -27,9 +27,9 @@ class Interactions:
         n = len(self.user)
         for name in ("item", "rating", "timestamp"):
             if len(getattr(self, name)) != n:
+                rows = len(getattr(self, name))
                 raise DataError(
-                    f"column lengths differ: user has {n} rows, {name} has {len(getattr(self, name))}",
-                    field=name,
+                    f"column lengths differ: user has {n}, {name} has {rows}", field=name
                 )
 
     def __len__(self) -> int:
@@ -37,7 +37,9 @@ class Interactions:
 
     def take(self, rows: NDArray[np.int64] | slice) -> Interactions:
         """The subset at ``rows`` (indices or a slice), in that order."""
-        return Interactions(self.user[rows], self.item[rows], self.rating[rows], self.timestamp[rows])
+        return Interactions(
+            self.user[rows], self.item[rows], self.rating[rows], self.timestamp[rows]
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -57,7 +59,9 @@ class Items:
 
     def genres_of(self, index: int) -> list[str]:
         """Genre names of the item at position ``index``."""
-        return [name for name, flag in zip(self.genre_names, self.genres[index], strict=True) if flag]
+        return [
+            name for name, flag in zip(self.genre_names, self.genres[index], strict=True) if flag
+        ]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,14 +89,18 @@ class Dataset:
 
     def item_ids(self) -> NDArray[np.int64]:
         """Every item id known to the dataset: the catalogue plus any id seen in a rating."""
-        ids = self.interactions.item if self.items is None else np.concatenate(
-            [self.items.ids, self.interactions.item]
+        ids = (
+            self.interactions.item
+            if self.items is None
+            else np.concatenate([self.items.ids, self.interactions.item])
         )
         return np.unique(ids)
 
     def user_ids(self) -> NDArray[np.int64]:
         """Every user id known to the dataset: the user table plus any id seen in a rating."""
-        ids = self.interactions.user if self.users is None else np.concatenate(
-            [self.users.ids, self.interactions.user]
+        ids = (
+            self.interactions.user
+            if self.users is None
+            else np.concatenate([self.users.ids, self.interactions.user])
         )
         return np.unique(ids)

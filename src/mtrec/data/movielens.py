@@ -28,6 +28,7 @@ import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -51,10 +52,26 @@ RECBOLE_FILES = {
     "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
 }
 GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
-    "Documentary", "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery",
-    "Romance", "Sci-Fi", "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 SOURCES = ("dir", "cache", "grouplens", "pypi")
 CACHE_VERSION = 1
 DOWNLOAD_TIMEOUT_S = 30.0
@@ -103,7 +120,9 @@ def load_movielens(
         raise DataError(f"unknown dataset {name!r}; available: {ML100K!r}", field="dataset")
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
-        raise DataError(f"unknown source(s) {unknown}; expected some of {list(SOURCES)}", field="sources")
+        raise DataError(
+            f"unknown source(s) {unknown}; expected some of {list(SOURCES)}", field="sources"
+        )
     data_dir = data_dir or os.environ.get("MTREC_DATA_DIR") or None
     cache = cache_path(cache_dir, name)
     url = grouplens_url or os.environ.get("MTREC_GROUPLENS_URL") or GROUPLENS_URL
@@ -125,7 +144,9 @@ def load_movielens(
                 failures.append(("cache", str(exc)))
                 continue
         fetch: Callable[[], Dataset] = (
-            (lambda: fetch_grouplens(url, grouplens_md5)) if source == "grouplens" else fetch_pypi_mirror
+            (lambda: fetch_grouplens(url, grouplens_md5))
+            if source == "grouplens"
+            else fetch_pypi_mirror
         )
         try:
             dataset = fetch()
@@ -147,7 +168,7 @@ def read_grouplens_dir(directory: str | Path) -> Dataset:
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError("not a directory (expected the GroupLens ml-100k layout)", path=directory)
-    texts = {}
+    texts: dict[str, str] = {}
     for fname in ("u.data", "u.item", "u.user"):
         path = directory / fname
         try:
@@ -168,7 +189,7 @@ def fetch_grouplens(url: str = GROUPLENS_URL, md5: str = GROUPLENS_MD5) -> Datas
         raise DataError(f"checksum mismatch: md5 {digest}, expected {md5}", path=url)
     with zipfile.ZipFile(io.BytesIO(payload)) as archive:
         members = {Path(n).name: n for n in archive.namelist()}
-        texts = {}
+        texts: dict[str, str] = {}
         for fname in ("u.data", "u.item", "u.user"):
             if fname not in members:
                 raise DataError(f"archive has no {fname}", path=url)
@@ -179,8 +200,18 @@ def fetch_grouplens(url: str = GROUPLENS_URL, md5: str = GROUPLENS_MD5) -> Datas
 def fetch_pypi_mirror() -> Dataset:
     """Read MovieLens-100K out of the RecBole wheel on PyPI, without installing RecBole."""
     with tempfile.TemporaryDirectory(prefix="mtrec-pypi-") as tmp:
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--quiet", "--dest", tmp, RECBOLE_REQUIREMENT]  # fmt: skip
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--quiet",
+            "--dest",
+            tmp,
+            RECBOLE_REQUIREMENT,
+        ]
         log.info("fetching MovieLens-100K through PyPI (%s wheel, no install)", RECBOLE_REQUIREMENT)
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, check=False)
         wheel = Path(tmp) / RECBOLE_WHEEL
@@ -194,8 +225,10 @@ def read_recbole_wheel(wheel: str | Path, expected_sha256: str = RECBOLE_WHEEL_S
     """Parse the ml-100k files inside a verified RecBole wheel."""
     digest = file_digest(wheel)
     if digest != expected_sha256:
-        raise DataError(f"checksum mismatch: sha256 {digest}, expected {expected_sha256}", path=wheel)
-    texts = {}
+        raise DataError(
+            f"checksum mismatch: sha256 {digest}, expected {expected_sha256}", path=wheel
+        )
+    texts: dict[str, str] = {}
     with zipfile.ZipFile(wheel) as archive:
         for fname, sha in RECBOLE_FILES.items():
             payload = archive.read(RECBOLE_PREFIX + fname)
@@ -223,8 +256,9 @@ class _Table:
             if len(parts) != n_fields:
                 raise DataError(
                     f"expected {n_fields} {what}-separated fields, got {len(parts)}: {line[:80]!r}",
-                    path=path, line=number,
-                )  # fmt: skip
+                    path=path,
+                    line=number,
+                )
             self.rows.append(parts)
             self.lines.append(number)
         if not self.rows:
@@ -251,19 +285,24 @@ class _Table:
                 except ValueError:
                     kind = "an integer" if convert is int else "a number"
                     raise DataError(
-                        f"expected {kind}, got {value!r}", path=self.path, line=self.lines[pos], field=field
+                        f"expected {kind}, got {value!r}",
+                        path=self.path,
+                        line=self.lines[pos],
+                        field=field,
                     ) from None
             raise
 
-    def check_range(self, values: NDArray[np.generic], lo: float, hi: float, field: str) -> None:
+    def check_range(self, values: NDArray[Any], lo: float, hi: float, field: str) -> None:
         bad = np.flatnonzero((values < lo) | (values > hi))
         if len(bad):
             pos = int(bad[0])
             raise DataError(
                 f"expected a value in [{lo:g}, {hi:g}], got {values[pos]!r}"
                 + (f" ({len(bad)} such rows)" if len(bad) > 1 else ""),
-                path=self.path, line=self.lines[pos], field=field,
-            )  # fmt: skip
+                path=self.path,
+                line=self.lines[pos],
+                field=field,
+            )
 
 
 def _ratings(table: _Table) -> Interactions:
@@ -291,14 +330,24 @@ def parse_grouplens(texts: dict[str, str], where: str | Path) -> Dataset:
     flags = np.array([row[5:] for row in items.rows])
     if not np.isin(flags, ("0", "1")).all():
         pos = int(np.flatnonzero(~np.isin(flags, ("0", "1")).all(axis=1))[0])
-        raise DataError("expected genre flags 0 or 1", path=items.path, line=items.lines[pos], field="genres")
+        raise DataError(
+            "expected genre flags 0 or 1", path=items.path, line=items.lines[pos], field="genres"
+        )
     titles = items.column(1)
-    years = [_year(date) or _year(title.rstrip(")")) for date, title in zip(items.column(2), titles, strict=True)]
+    years = [
+        _year(date) or _year(title.rstrip(")"))
+        for date, title in zip(items.column(2), titles, strict=True)
+    ]
     return Dataset(
         name=ML100K,
         interactions=_ratings(ratings),
-        items=Items(items.ints(0, "item_id"), np.array(titles), np.array(years, dtype=np.int32),
-                    flags == "1", GENRES),  # fmt: skip
+        items=Items(
+            items.ints(0, "item_id"),
+            np.array(titles),
+            np.array(years, dtype=np.int32),
+            flags == "1",
+            GENRES,
+        ),
         users=_users(users),
     )
 
@@ -323,7 +372,12 @@ def parse_recbole(texts: dict[str, str], where: str) -> Dataset:
     for pos, genres in enumerate(items.column(3)):
         for genre in genres.split():
             if genre not in index:
-                raise DataError(f"unknown genre {genre!r}", path=items.path, line=items.lines[pos], field="class")
+                raise DataError(
+                    f"unknown genre {genre!r}",
+                    path=items.path,
+                    line=items.lines[pos],
+                    field="class",
+                )
             flags[pos, index[genre]] = True
     years = np.array([_year(y) for y in items.column(2)], dtype=np.int32)
     # RecBole strips "(year)" from titles; restore the GroupLens display form.
@@ -338,8 +392,22 @@ def parse_recbole(texts: dict[str, str], where: str) -> Dataset:
 
 # --- cache -------------------------------------------------------------------------------
 
-_CACHE_KEYS = ("user", "item", "rating", "timestamp", "item_ids", "titles", "years", "genres",
-               "genre_names", "user_ids", "age", "gender", "occupation", "zip_code")  # fmt: skip
+_CACHE_KEYS = (
+    "user",
+    "item",
+    "rating",
+    "timestamp",
+    "item_ids",
+    "titles",
+    "years",
+    "genres",
+    "genre_names",
+    "user_ids",
+    "age",
+    "gender",
+    "occupation",
+    "zip_code",
+)
 
 
 def write_cache(dataset: Dataset, path: str | Path) -> None:
@@ -347,14 +415,24 @@ def write_cache(dataset: Dataset, path: str | Path) -> None:
     if dataset.items is None or dataset.users is None:
         raise DataError("only datasets with item and user metadata are cached", path=path)
     it, us, ev = dataset.items, dataset.users, dataset.interactions
-    arrays = dict(
-        user=ev.user, item=ev.item, rating=ev.rating, timestamp=ev.timestamp,
-        item_ids=it.ids, titles=it.titles, years=it.years, genres=it.genres,
-        genre_names=np.array(it.genre_names), user_ids=us.ids, age=us.age, gender=us.gender,
-        occupation=us.occupation, zip_code=us.zip_code,
-    )  # fmt: skip
+    arrays: dict[str, NDArray[Any]] = dict(
+        user=ev.user,
+        item=ev.item,
+        rating=ev.rating,
+        timestamp=ev.timestamp,
+        item_ids=it.ids,
+        titles=it.titles,
+        years=it.years,
+        genres=it.genres,
+        genre_names=np.array(it.genre_names),
+        user_ids=us.ids,
+        age=us.age,
+        gender=us.gender,
+        occupation=us.occupation,
+        zip_code=us.zip_code,
+    )
     with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]  # stub types allow_pickle here
 
 
 def read_cache(path: str | Path) -> Dataset:
@@ -368,7 +446,13 @@ def read_cache(path: str | Path) -> Dataset:
         return Dataset(
             name=ML100K,
             interactions=Interactions(a["user"], a["item"], a["rating"], a["timestamp"]),
-            items=Items(a["item_ids"], a["titles"], a["years"], a["genres"], tuple(a["genre_names"].tolist())),
+            items=Items(
+                a["item_ids"],
+                a["titles"],
+                a["years"],
+                a["genres"],
+                tuple(a["genre_names"].tolist()),
+            ),
             users=Users(a["user_ids"], a["age"], a["gender"], a["occupation"], a["zip_code"]),
         )
     except ArtifactError:

@@ -19,7 +19,9 @@ class Split:
     seed: int
 
 
-def random_split(interactions: Interactions, *, test_fraction: float = 0.2, seed: int = 42) -> Split:
+def random_split(
+    interactions: Interactions, *, test_fraction: float = 0.2, seed: int = 42
+) -> Split:
     """The reference split: shuffle all rows once with ``seed``, then cut.
 
     The first ``n - round(n * test_fraction)`` shuffled rows train, the rest test
@@ -36,7 +38,9 @@ def random_split(interactions: Interactions, *, test_fraction: float = 0.2, seed
     n = len(interactions)
     n_test = round(n * test_fraction)
     if n_test == 0 or n_test == n:
-        raise ConfigError(f"test_fraction {test_fraction} of {n} rows leaves an empty train or test set")
+        raise ConfigError(
+            f"test_fraction {test_fraction} of {n} rows leaves an empty train or test set"
+        )
     order = np.random.RandomState(seed).permutation(n)
     return Split(
         train=interactions.take(order[: n - n_test]),

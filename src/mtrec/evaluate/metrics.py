@@ -8,7 +8,9 @@ import torch
 def rmse(predicted: torch.Tensor, target: torch.Tensor) -> float:
     """Root mean squared error of two (n,) tensors."""
     if predicted.shape != target.shape or predicted.numel() == 0:
-        raise ValueError(f"rmse: expected two equal non-empty shapes, got {predicted.shape}, {target.shape}")
+        raise ValueError(
+            f"rmse: expected two equal non-empty shapes, got {predicted.shape}, {target.shape}"
+        )
     return float(torch.sqrt(torch.mean((predicted.double() - target.double()) ** 2)))
 
 

@@ -30,18 +30,24 @@ class EvalReport:
 
 
 @torch.no_grad()
-def predict_ratings(model: MultiTaskModel, data: EncodedInteractions, batch_size: int = 65536) -> torch.Tensor:
+def predict_ratings(
+    model: MultiTaskModel, data: EncodedInteractions, batch_size: int = 65536
+) -> torch.Tensor:
     """(n,) predicted scaled ratings for every row of ``data``, in batches."""
     out = [
-        model.predict_rating(model.embed_users(data.user[lo : lo + batch_size]),
-                             model.embed_items(data.item[lo : lo + batch_size]))
+        model.predict_rating(
+            model.embed_users(data.user[lo : lo + batch_size]),
+            model.embed_items(data.item[lo : lo + batch_size]),
+        )
         for lo in range(0, len(data), batch_size)
-    ]  # fmt: skip
+    ]
     return torch.cat(out)
 
 
 @torch.no_grad()
-def top_k_items(model: MultiTaskModel, user_rows: torch.Tensor, k: int, batch_size: int = 4096) -> torch.Tensor:
+def top_k_items(
+    model: MultiTaskModel, user_rows: torch.Tensor, k: int, batch_size: int = 4096
+) -> torch.Tensor:
     """(n,) user rows -> (n, min(k, n_items)) item rows by descending dot product.
 
     Scores the whole catalogue ``batch_size`` users at a time, so memory stays at
@@ -79,4 +85,4 @@ def evaluate(
     users, targets = test.user[relevant], test.item[relevant]
     hits = top_k_hits(top_k_items(model, users, k), targets)
     accuracy = float(hits.double().mean()) if len(hits) else float("nan")
-    return EvalReport("reference", k, accuracy, error, error * rating_range, len(test), int(len(hits)))
+    return EvalReport("reference", k, accuracy, error, error * rating_range, len(test), len(hits))

@@ -2,10 +2,43 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+
+
+class _InBatchSoftmax(torch.autograd.Function):
+    """Summed in-batch softmax cross-entropy with a hand-written backward.
+
+    Same value and gradients as ``F.cross_entropy(q @ c.T, arange(B), reduction="sum")``
+    (tested), but the (B, B) probabilities are computed once, in place, and reused by
+    the backward pass: the generic path runs log_softmax forward, its backward, and an
+    nll_loss backward that fills another (B, B) tensor.
+    """
+
+    @staticmethod
+    def forward(ctx: Any, query: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
+        logits = query @ candidate.T  # (B, B)
+        positive = logits.diagonal().sum()
+        top = logits.amax(dim=1, keepdim=True)  # (B, 1), for a stable exp
+        probs = logits.sub_(top).exp_()
+        norm = probs.sum(dim=1, keepdim=True)  # (B, 1)
+        loss = norm.log().sum() + top.sum() - positive
+        probs.div_(norm)  # softmax over each row
+        ctx.save_for_backward(query, candidate, probs)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if getattr(ctx, "consumed", False):  # the probabilities are overwritten below
+            raise RuntimeError("retrieval_loss supports one backward pass per forward")
+        ctx.consumed = True
+        query, candidate, dlogits = ctx.saved_tensors
+        dlogits.diagonal().sub_(1.0)  # d loss / d logits = softmax - identity
+        dlogits.mul_(grad)
+        return dlogits @ candidate, dlogits.T @ query
 
 
 def retrieval_loss(
@@ -22,9 +55,16 @@ def retrieval_loss(
         A scalar: the cross-entropy of logits ``query @ candidate.T`` (B, B) against the
         diagonal.
     """
-    logits = query @ candidate.T  # (B, B)
-    target = torch.arange(query.shape[0], device=query.device)
-    return F.cross_entropy(logits, target, reduction=reduction)
+    if query.shape != candidate.shape or query.dim() != 2:
+        raise ValueError(
+            f"retrieval_loss: expected two (B, d) tensors, got {query.shape}, {candidate.shape}"
+        )
+    if not (query.requires_grad or candidate.requires_grad):
+        logits = query @ candidate.T
+        target = torch.arange(query.shape[0], device=query.device)
+        return F.cross_entropy(logits, target, reduction=reduction)
+    loss: torch.Tensor = _InBatchSoftmax.apply(query, candidate)  # type: ignore[no-untyped-call]
+    return loss / query.shape[0] if reduction == "mean" else loss
 
 
 def rating_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
