@@ -9,7 +9,6 @@ import traceback
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
@@ -120,13 +119,14 @@ def compare_cmd(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reference's three models (rating, retrieval, multi-task) and compare them."""
+    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    model_config = ModelConfig(embedding_dim=embedding_dim)
     preload_plotting()
     dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
-    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
     result = compare(
         dataset,
         seed=seed,
-        model_config=ModelConfig(embedding_dim=embedding_dim),
+        model_config=model_config,
         train_config=train_config,
         user_id=_parse_id(user),
         progress=None if quiet else (lambda name: _EpochBar(name, err)),
@@ -182,17 +182,9 @@ def data_fetch(data_dir: DataDir = None, cache_dir: CacheDir = None) -> None:
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map mtrec's errors to one line and an exit code."""
     try:
-        app(args=argv, standalone_mode=False)
+        app(args=argv)  # standalone: usage errors print themselves and exit 2
     except MtrecError as exc:
         if _state["verbose"]:
             traceback.print_exc()
         err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Exit as exc:
-        sys.exit(exc.exit_code)
-    except click.ClickException as exc:
-        exc.show()
-        sys.exit(exc.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        err.print("aborted")
-        sys.exit(130)

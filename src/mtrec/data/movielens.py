@@ -292,12 +292,15 @@ class _Table:
                     ) from None
             raise
 
-    def check_range(self, values: NDArray[Any], lo: float, hi: float, field: str) -> None:
+    def check_range(
+        self, values: NDArray[Any], index: int, lo: float, hi: float, field: str
+    ) -> None:
+        """Raise naming the first row whose column ``index`` is out of [lo, hi]."""
         bad = np.flatnonzero((values < lo) | (values > hi))
         if len(bad):
             pos = int(bad[0])
             raise DataError(
-                f"expected a value in [{lo:g}, {hi:g}], got {values[pos]!r}"
+                f"expected a value in [{lo:g}, {hi:g}], got {self.rows[pos][index].strip()}"
                 + (f" ({len(bad)} such rows)" if len(bad) > 1 else ""),
                 path=self.path,
                 line=self.lines[pos],
@@ -309,9 +312,9 @@ def _ratings(table: _Table) -> Interactions:
     user = table.ints(0, "user_id")
     item = table.ints(1, "item_id")
     rating = table.floats(2, "rating")
-    table.check_range(rating, 1, 5, "rating")
-    table.check_range(user, 1, np.iinfo(np.int32).max, "user_id")
-    table.check_range(item, 1, np.iinfo(np.int32).max, "item_id")
+    table.check_range(rating, 2, 1, 5, "rating")
+    table.check_range(user, 0, 1, np.iinfo(np.int32).max, "user_id")
+    table.check_range(item, 1, 1, np.iinfo(np.int32).max, "item_id")
     timestamp = table.floats(3, "timestamp").astype(np.int64)
     return Interactions(user, item, rating, timestamp)
 

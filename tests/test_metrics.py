@@ -1,0 +1,73 @@
+"""Metrics and the evaluation protocol against hand-computed values."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mtrec.config import ModelConfig
+from mtrec.evaluate import evaluate, rmse, top_k_hits, top_k_items
+from mtrec.features import EncodedInteractions
+from mtrec.model import MultiTaskModel
+
+
+def test_rmse_by_hand() -> None:
+    assert rmse(torch.tensor([1.0, 2.0, 4.0]), torch.tensor([1.0, 0.0, 1.0])) == pytest.approx(
+        math.sqrt((0 + 4 + 9) / 3)
+    )
+    with pytest.raises(ValueError):
+        rmse(torch.tensor([1.0]), torch.tensor([1.0, 2.0]))
+
+
+def test_top_k_hits() -> None:
+    top = torch.tensor([[3, 1], [0, 2], [4, 4]])
+    assert top_k_hits(top, torch.tensor([1, 3, 4])).tolist() == [True, False, True]
+
+
+def _model_with(users: list[list[float]], items: list[list[float]]) -> MultiTaskModel:
+    model = MultiTaskModel(
+        len(users), len(items), ModelConfig(embedding_dim=2, head_layers=(2,)), seed=0
+    )
+    with torch.no_grad():
+        model.user_embedding.weight.copy_(torch.tensor(users))
+        model.item_embedding.weight.copy_(torch.tensor(items))
+    return model
+
+
+def test_top_k_items_orders_by_dot_product_and_caps_k() -> None:
+    model = _model_with([[1.0, 0.0], [0.0, 1.0]], [[0.1, 0.9], [0.8, 0.0], [0.5, 0.5], [-1.0, 0.2]])
+    assert top_k_items(model, torch.tensor([0, 1]), 2).tolist() == [[1, 2], [0, 2]]
+    assert top_k_items(model, torch.tensor([0]), 10).shape == (1, 4)  # k > catalogue
+    assert top_k_items(model, torch.tensor([0, 1, 0]), 2, batch_size=1).tolist() == [
+        [1, 2],
+        [0, 2],
+        [1, 2],
+    ]
+
+
+def test_evaluate_reference_accuracy_counts_only_five_star_rows() -> None:
+    # user 0 ranks items 1, 2 first; user 1 ranks 0, 2 first (k=2)
+    model = _model_with([[1.0, 0.0], [0.0, 1.0]], [[0.1, 0.9], [0.8, 0.0], [0.5, 0.5], [-1.0, 0.2]])
+    test = EncodedInteractions(
+        user=torch.tensor([0, 0, 1, 1, 0]),
+        item=torch.tensor([1, 3, 0, 3, 0]),
+        label=torch.tensor([1.0, 1.0, 1.0, 0.75, 0.0]),  # 5, 5, 5, 4, 1 stars
+    )
+    report = evaluate(model, test, k=2)
+    # five-star rows: (0,1) hit, (0,3) miss, (1,0) hit -> 2/3; the 4-star (1,3) row is ignored
+    assert report.n_top_k_rows == 3
+    assert report.top_k_accuracy == pytest.approx(2 / 3)
+    with torch.no_grad():
+        pred = model.predict_rating(model.embed_users(test.user), model.embed_items(test.item))
+    expected = math.sqrt(float(((pred - test.label) ** 2).mean()))
+    assert report.rmse == pytest.approx(expected, rel=1e-6)
+    assert report.rmse_stars == pytest.approx(4 * expected, rel=1e-6)
+
+
+def test_evaluate_training_items_are_not_excluded_in_reference_protocol() -> None:
+    # The reference protocol scores the whole catalogue: a top item stays a hit.
+    model = _model_with([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]])
+    test = EncodedInteractions(torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]))
+    assert evaluate(model, test, k=1).top_k_accuracy == 1.0

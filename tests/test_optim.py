@@ -1,0 +1,42 @@
+"""mtrec's Adagrad must be torch.optim.Adagrad (Keras constants), step for step."""
+
+from __future__ import annotations
+
+import torch
+
+from mtrec.optim import Adagrad
+
+
+def test_matches_torch_adagrad_over_steps() -> None:
+    gen = torch.Generator().manual_seed(0)
+    ours = [
+        torch.randn(5, 3, generator=gen).requires_grad_(),
+        torch.randn(4, generator=gen).requires_grad_(),
+    ]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    opt_a = Adagrad(ours, lr=0.1, initial_accumulator_value=0.1, eps=1e-7)
+    opt_b = torch.optim.Adagrad(theirs, lr=0.1, initial_accumulator_value=0.1, eps=1e-7)
+    targets = [torch.randn(5, 3, generator=gen), torch.randn(4, generator=gen)]
+    for step in range(6):
+        for params, opt in ((ours, opt_a), (theirs, opt_b)):
+            opt.zero_grad()
+            loss = sum(
+                ((p - t) ** 2 * (step + 1)).sum() for p, t in zip(params, targets, strict=True)
+            )
+            loss.backward()
+            opt.step()
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.allclose(a, b, rtol=0, atol=1e-7)
+
+
+def test_update_by_hand_and_params_without_grad_untouched() -> None:
+    p = torch.tensor([1.0, -2.0], requires_grad=True)
+    idle = torch.tensor([5.0], requires_grad=True)
+    opt = Adagrad([p, idle], lr=0.5, initial_accumulator_value=0.1, eps=0.0)
+    p.grad = torch.tensor([0.3, -0.4])
+    opt.step()
+    # acc = 0.1 + g^2 = [0.19, 0.26]; p -= 0.5 * g / sqrt(acc)
+    expected = torch.tensor([1.0 - 0.5 * 0.3 / 0.19**0.5, -2.0 + 0.5 * 0.4 / 0.26**0.5])
+    assert torch.allclose(p.detach(), expected, atol=1e-6)
+    assert idle.item() == 5.0
+    assert torch.allclose(opt.accumulators[1], torch.tensor([0.1]))

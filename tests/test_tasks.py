@@ -1,0 +1,98 @@
+"""Losses against values computed by hand on 2-3 rows."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mtrec.config import ModelConfig
+from mtrec.model import MultiTaskModel, rating_loss, retrieval_loss
+
+
+def test_retrieval_loss_by_hand() -> None:
+    # logits = q @ c.T = [[1, 0], [0, 2]]; row 0: log(e^1 + e^0) - 1; row 1: log(e^0 + e^2) - 2
+    q = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    c = torch.tensor([[1.0, 0.0], [0.0, 2.0]])
+    expected = (math.log(math.e + 1) - 1) + (math.log(1 + math.e**2) - 2)
+    assert retrieval_loss(q, c).item() == pytest.approx(expected, rel=1e-6)
+    assert retrieval_loss(q, c, reduction="mean").item() == pytest.approx(expected / 2, rel=1e-6)
+
+
+def test_retrieval_loss_three_rows_with_grad() -> None:
+    q = torch.tensor([[1.0, 2.0], [0.5, -1.0], [0.0, 1.0]], requires_grad=True)
+    c = torch.tensor([[0.0, 1.0], [1.0, 1.0], [2.0, -1.0]], requires_grad=True)
+    logits = [
+        [sum(a * b for a, b in zip(qi, cj, strict=True)) for cj in c.tolist()] for qi in q.tolist()
+    ]
+    expected = sum(math.log(sum(math.exp(v) for v in row)) - row[i] for i, row in enumerate(logits))
+    loss = retrieval_loss(q, c)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    # d loss / d q_i = sum_j (softmax_ij - [i == j]) c_j
+    probs = torch.softmax(torch.tensor(logits), dim=1) - torch.eye(3)
+    assert torch.allclose(q.grad, probs @ c.detach(), atol=1e-6)
+    assert torch.allclose(c.grad, probs.T @ q.detach(), atol=1e-6)
+
+
+def test_fused_retrieval_loss_matches_cross_entropy_at_batch_scale() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q = (torch.randn(257, 16, generator=gen) * 3).requires_grad_()
+    c = (torch.randn(257, 16, generator=gen) * 3).requires_grad_()
+    q2, c2 = q.detach().clone().requires_grad_(), c.detach().clone().requires_grad_()
+    ours = retrieval_loss(q, c) * 0.7
+    ref = F.cross_entropy(q2 @ c2.T, torch.arange(257), reduction="sum") * 0.7
+    ours.backward()
+    ref.backward()
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
+    assert torch.allclose(q.grad, q2.grad, rtol=1e-4, atol=1e-5)
+    assert torch.allclose(c.grad, c2.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_retrieval_loss_rejects_mismatched_shapes() -> None:
+    with pytest.raises(ValueError, match="expected two"):
+        retrieval_loss(torch.zeros(3, 2), torch.zeros(4, 2))
+
+
+def test_rating_loss_by_hand() -> None:
+    pred = torch.tensor([0.5, 1.0, 0.0])
+    target = torch.tensor([0.25, 0.5, 0.0])
+    assert rating_loss(pred, target).item() == pytest.approx((0.0625 + 0.25 + 0) / 3)
+
+
+def test_multitask_loss_is_weighted_sum_and_skips_zero_weight_tasks() -> None:
+    model = MultiTaskModel(4, 5, ModelConfig(embedding_dim=3, head_layers=(4,)), seed=1)
+    user, item, label = (
+        torch.tensor([0, 1, 3]),
+        torch.tensor([4, 2, 0]),
+        torch.tensor([0.1, 0.9, 0.5]),
+    )
+    both = model.loss(user, item, label, 2.0, 3.0)
+    u, i = model.embed_users(user), model.embed_items(item)
+    ret = F.cross_entropy(u @ i.T, torch.arange(3), reduction="sum")
+    rat = F.mse_loss(model.predict_rating(u, i), label)
+    assert both.total.item() == pytest.approx((2 * ret + 3 * rat).item(), rel=1e-6)
+    only_rating = model.loss(user, item, label, 0.0, 1.0)
+    assert only_rating.retrieval is None
+    assert only_rating.total.item() == pytest.approx(rat.item(), rel=1e-6)
+    only_retrieval = model.loss(user, item, label, 1.0, 0.0)
+    assert only_retrieval.rating is None
+    only_retrieval.total.backward()
+    assert all(p.grad is None for p in model.rating_head.parameters())
+
+
+def test_model_init_is_keras_like_and_seeded() -> None:
+    a = MultiTaskModel(10, 20, ModelConfig(), seed=3)
+    b = MultiTaskModel(10, 20, ModelConfig(), seed=3)
+    c = MultiTaskModel(10, 20, ModelConfig(), seed=4)
+    assert all(
+        torch.equal(x, y)
+        for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True)
+    )
+    assert not torch.equal(a.user_embedding.weight, c.user_embedding.weight)
+    assert a.item_embedding.weight.abs().max() <= 0.05
+    first = a.rating_head[0]
+    assert first.weight.abs().max() <= (6 / (64 + 256)) ** 0.5
+    assert torch.count_nonzero(first.bias) == 0
