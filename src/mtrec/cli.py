@@ -114,12 +114,23 @@ def compare_cmd(
     ] = 1000,
     learning_rate: Annotated[float, typer.Option(help="Adagrad learning rate.")] = 0.1,
     embedding_dim: Annotated[int, typer.Option(help="Width of both towers.")] = 32,
+    precision: Annotated[
+        str,
+        typer.Option(help="Training matmuls: auto (bf16 on CPUs with native bf16), fp32, bf16."),
+    ] = "auto",
     user: Annotated[str, typer.Option(help="User whose retrieve-then-rank list is shown.")] = "5",
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
     """Train the reference's three models (rating, retrieval, multi-task) and compare them."""
-    train_config = TrainConfig(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate)
+    train_config = TrainConfig.from_dict(
+        {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "learning_rate": learning_rate,
+            "precision": precision,
+        }
+    )
     model_config = ModelConfig(embedding_dim=embedding_dim)
     preload_plotting()
     dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)

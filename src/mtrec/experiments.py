@@ -40,6 +40,8 @@ class ModelResult:
     rmse: float
     rmse_stars: float
     train_seconds: float
+    precision: str
+    """The matmul precision training ran in (``fp32`` or ``bf16``)."""
     epochs: list[EpochStats]
 
 
@@ -127,6 +129,7 @@ def compare(
                 report.rmse,
                 report.rmse_stars,
                 round(history.seconds, 3),
+                history.precision,
                 history.epochs,
             )
         )
@@ -166,7 +169,7 @@ def render_markdown(result: CompareResult) -> str:
         f"Split: {result.n_train:,} train / {result.n_test:,} test rows (one seeded shuffle). "
         f"Model: {mc.embedding_dim}-d towers, rating head {list(mc.head_layers)} -> 1. "
         f"Training: {tc.optimizer} lr {tc.learning_rate}, {tc.epochs} epochs, "
-        f"batch {tc.batch_size}. "
+        f"batch {tc.batch_size}, {result.models[0].precision} matmuls. "
         "Retrieval loss summed over the batch, rating loss averaged (as the reference).",
         "",
         "Top-10 accuracy: share of 5-star test rows whose movie is in the user's top 10 over "
@@ -231,7 +234,8 @@ def plot_comparison(result: CompareResult, path: str | Path) -> None:
     from matplotlib.figure import Figure  # no pyplot: no global state, faster import
 
     names = [m.name for m in result.models]
-    fig = Figure(figsize=(9, 3.6), layout="constrained")
+    fig = Figure(figsize=(9, 3.6))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.8, wspace=0.25)
     colors = ["#4C72B0", "#DD8452", "#55A868"][: len(names)]
     for ax, key, title in zip(
         fig.subplots(1, 2),

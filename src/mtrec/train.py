@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import platform
 import time
 from typing import Protocol
 
@@ -27,10 +28,34 @@ class EpochStats:
 
 @dataclasses.dataclass(frozen=True)
 class History:
-    """What a training run did, epoch by epoch."""
+    """What a training run did, epoch by epoch, and in which matmul precision."""
 
     epochs: list[EpochStats]
     seconds: float
+    precision: str
+
+
+def native_bf16() -> bool:
+    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16).
+
+    Without them bf16 matmuls are emulated and slower than float32, so ``auto`` would
+    only lose accuracy.
+    """
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def compute_dtype(precision: str) -> torch.dtype | None:
+    """The matmul dtype for a ``TrainConfig.precision`` (None: plain float32)."""
+    if precision == "bf16" or (precision == "auto" and native_bf16()):
+        return torch.bfloat16
+    return None
 
 
 class Progress(Protocol):
@@ -70,6 +95,7 @@ def train(
     n, size = len(data), config.batch_size
     n_batches = -(-n // size)
     w_ret, w_rank = config.retrieval_weight, config.ranking_weight
+    dtype = compute_dtype(config.precision)
     model.train()
     stats: list[EpochStats] = []
     start_run = time.perf_counter()
@@ -81,7 +107,9 @@ def train(
             progress.start_epoch(epoch, config.epochs, n_batches)
         for lo in range(0, n, size):
             rows = order[lo : lo + size] if order is not None else slice(lo, lo + size)
-            parts = model.loss(data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank)
+            parts = model.loss(
+                data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank, dtype
+            )
             optimizer.zero_grad()
             parts.total.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
@@ -107,7 +135,8 @@ def train(
         if progress is not None:
             progress.end_epoch(epoch_stats)
     model.eval()
-    return History(stats, time.perf_counter() - start_run)
+    precision = "bf16" if dtype is torch.bfloat16 else "fp32"
+    return History(stats, time.perf_counter() - start_run, precision)
 
 
 def _named(values: list[float], w_ret: float, w_rank: float) -> dict[str, float]:

@@ -86,20 +86,27 @@ class MultiTaskModel(nn.Module):
         label: torch.Tensor,
         retrieval_weight: float = 1.0,
         ranking_weight: float = 1.0,
+        compute_dtype: torch.dtype | None = None,
     ) -> LossParts:
         """Weighted multi-task loss of one batch of (user row, item row, scaled label).
 
         A task whose weight is 0 is not computed at all: it could not change the
         gradients, and skipping it is what makes the single-task models cheap.
+        ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the matmuls of both tasks in that
+        dtype under autocast; weights, softmax, losses and optimizer state stay float32.
         """
         u = self.embed_users(user)
         i = self.embed_items(item)
         total = u.new_zeros(())
         retrieval = rating = None
         if retrieval_weight:
-            retrieval = retrieval_loss(u, i)
+            retrieval = retrieval_loss(u, i, compute_dtype=compute_dtype)
             total = total + retrieval_weight * retrieval
         if ranking_weight:
-            rating = rating_loss(self.predict_rating(u, i), label)
+            with torch.autocast(
+                u.device.type, dtype=compute_dtype, enabled=compute_dtype is not None
+            ):
+                predicted = self.predict_rating(u, i)
+            rating = rating_loss(predicted.float(), label)
             total = total + ranking_weight * rating
         return LossParts(total, retrieval, rating)

@@ -18,8 +18,12 @@ class _InBatchSoftmax(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx: Any, query: torch.Tensor, candidate: torch.Tensor) -> torch.Tensor:
-        logits = query @ candidate.T  # (B, B)
+    def forward(
+        ctx: Any, query: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype | None
+    ) -> torch.Tensor:
+        if dtype is not None:  # the three matmuls in ``dtype``, everything else in float32
+            query, candidate = query.to(dtype), candidate.to(dtype)
+        logits = (query @ candidate.T).float()  # (B, B)
         positive = logits.diagonal().sum()
         top = logits.amax(dim=1, keepdim=True)  # (B, 1), for a stable exp
         probs = logits.sub_(top).exp_()
@@ -31,18 +35,22 @@ class _InBatchSoftmax(torch.autograd.Function):
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
         if getattr(ctx, "consumed", False):  # the probabilities are overwritten below
             raise RuntimeError("retrieval_loss supports one backward pass per forward")
         ctx.consumed = True
         query, candidate, dlogits = ctx.saved_tensors
         dlogits.diagonal().sub_(1.0)  # d loss / d logits = softmax - identity
         dlogits.mul_(grad)
-        return dlogits @ candidate, dlogits.T @ query
+        dlogits = dlogits.to(query.dtype)
+        return (dlogits @ candidate).float(), (dlogits.T @ query).float(), None
 
 
 def retrieval_loss(
-    query: torch.Tensor, candidate: torch.Tensor, reduction: Literal["sum", "mean"] = "sum"
+    query: torch.Tensor,
+    candidate: torch.Tensor,
+    reduction: Literal["sum", "mean"] = "sum",
+    compute_dtype: torch.dtype | None = None,
 ) -> torch.Tensor:
     """In-batch softmax: row i's own candidate is the positive, the batch's others negatives.
 
@@ -50,6 +58,8 @@ def retrieval_loss(
         query: (B, d) user embeddings.
         candidate: (B, d) item embeddings; ``candidate[i]`` is what ``query[i]`` rated.
         reduction: ``"sum"`` over the batch (the reference) or ``"mean"``.
+        compute_dtype: run the three matmuls in this dtype (e.g. ``torch.bfloat16``, 4x
+            faster than float32 on CPUs with native bf16); softmax and loss stay float32.
 
     Returns:
         A scalar: the cross-entropy of logits ``query @ candidate.T`` (B, B) against the
@@ -60,10 +70,11 @@ def retrieval_loss(
             f"retrieval_loss: expected two (B, d) tensors, got {query.shape}, {candidate.shape}"
         )
     if not (query.requires_grad or candidate.requires_grad):
-        logits = query @ candidate.T
+        dtype = compute_dtype or query.dtype
+        logits = (query.to(dtype) @ candidate.to(dtype).T).float()
         target = torch.arange(query.shape[0], device=query.device)
         return F.cross_entropy(logits, target, reduction=reduction)
-    loss: torch.Tensor = _InBatchSoftmax.apply(query, candidate)  # type: ignore[no-untyped-call]
+    loss: torch.Tensor = _InBatchSoftmax.apply(query, candidate, compute_dtype)  # type: ignore[no-untyped-call]
     return loss / query.shape[0] if reduction == "mean" else loss
 
 
