@@ -21,6 +21,7 @@ from mtrec.data import load_movielens
 from mtrec.data.movielens import SOURCES, cache_path
 from mtrec.errors import MtrecError
 from mtrec.experiments import CompareResult, compare, preload_plotting, write_outputs
+from mtrec.runtime import tune_allocator
 from mtrec.train import EpochStats
 
 app = typer.Typer(
@@ -192,6 +193,7 @@ def data_fetch(data_dir: DataDir = None, cache_dir: CacheDir = None) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map mtrec's errors to one line and an exit code."""
+    tune_allocator()
     try:
         app(args=argv)  # standalone: usage errors print themselves and exit 2
     except MtrecError as exc:

@@ -1,0 +1,33 @@
+"""Process-level tuning that the command-line tool applies once at start."""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import platform
+
+_M_TRIM_THRESHOLD = -1
+_M_TOP_PAD = -2
+_M_MMAP_THRESHOLD = -3
+
+
+def tune_allocator() -> bool:
+    """Keep freed large blocks in glibc's heap instead of returning them to the OS.
+
+    Training allocates and frees (batch x batch) tensors of a few MB every step. By
+    default glibc serves those with fresh ``mmap`` calls whose pages fault in on first
+    touch, so each step pays for zeroing memory it just gave back: ``mtrec compare``
+    took 96k-283k minor page faults and 3.5-3.7 s, against 78k and 3.35 s with this
+    setting (``/usr/bin/time``, this 2-core machine). Returns whether it applied (glibc
+    on Linux only; elsewhere it does nothing).
+    """
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return False
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, 256 << 20)  # blocks below 256 MB come from the heap
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, 1 << 30)  # and stay there once freed
+    ok &= libc.mallopt(_M_TOP_PAD, 64 << 20)
+    return bool(ok)
