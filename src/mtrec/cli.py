@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
@@ -12,7 +13,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
-from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
@@ -59,44 +60,46 @@ def _root(
     )
 
 
-class _EpochBar:
-    """A rich progress bar per epoch, showing the running per-task losses."""
+class _ModelBar:
+    """One model's line in a shared rich progress display, plus a summary line per epoch."""
 
-    def __init__(self, name: str, console: Console) -> None:
-        self.name, self.console = name, console
-        self.bar: RichBar | None = None
-        self.task = TaskID(0)
+    def __init__(self, bar: RichBar, name: str) -> None:
+        self.bar, self.name = bar, name
+        self.task = bar.add_task(name, total=None, losses="")
         self.n = 0
 
     def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None:
-        self.bar = RichBar(
-            TextColumn(f"{self.name} epoch {epoch}/{epochs}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[losses]}"),
-            TimeElapsedColumn(),
-            console=self.console,
+        self.bar.reset(
+            self.task, total=n_batches, description=f"{self.name} epoch {epoch}/{epochs}"
         )
-        self.bar.start()
-        self.task = self.bar.add_task("train", total=n_batches, losses="")
         self.n = 0
 
     def step(self, losses: dict[str, float]) -> None:
-        assert self.bar is not None
         self.n += 1
         if self.n % 10 == 0:  # rendering every batch would cost more than the batch
-            text = "  ".join(f"{k} {v:.4g}" for k, v in losses.items())
-            self.bar.update(self.task, advance=10, losses=text)
+            text = "  ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "loss")
+            self.bar.update(self.task, completed=self.n, losses=text)
 
     def end_epoch(self, stats: EpochStats) -> None:
-        assert self.bar is not None
+        self.bar.update(self.task, completed=self.n)
         parts = [
-            f"{k} {v:.4g}"
-            for k, v in (("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss))
-            if v is not None
+            f"{task} loss {value:.4g}"
+            for task, value in (("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss))
+            if value is not None
         ]
-        self.bar.update(self.task, completed=self.n, losses="  ".join(["mean", *parts]))
-        self.bar.stop()
+        summary = f"{self.name} epoch {stats.epoch}: {', '.join(parts)} ({stats.seconds:.2f} s)"
+        self.bar.console.print(f"[dim]{summary}[/dim]")
+
+
+def _progress_bars(console: Console) -> RichBar:
+    return RichBar(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[losses]}"),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 @app.command("compare")
@@ -135,14 +138,16 @@ def compare_cmd(
     model_config = ModelConfig(embedding_dim=embedding_dim)
     preload_plotting()
     dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
-    result = compare(
-        dataset,
-        seed=seed,
-        model_config=model_config,
-        train_config=train_config,
-        user_id=_parse_id(user),
-        progress=None if quiet else (lambda name: _EpochBar(name, err)),
-    )
+    bars = _progress_bars(err)
+    with contextlib.nullcontext() if quiet else bars:
+        result = compare(
+            dataset,
+            seed=seed,
+            model_config=model_config,
+            train_config=train_config,
+            user_id=_parse_id(user),
+            progress=None if quiet else (lambda name: _ModelBar(bars, name)),
+        )
     paths = write_outputs(result, output)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")

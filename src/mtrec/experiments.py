@@ -113,26 +113,29 @@ def compare(
     vocabs = Vocabs.from_dataset(dataset)
     vocabs.users.row(user_id)  # fail before training, not after, on an unknown user
     train_data, test_data = encode(split.train, vocabs), encode(split.test, vocabs)
-    results, models = [], {}
-    for name, w_ret, w_rank in REFERENCE_MODELS:
+
+    def fit(spec: tuple[str, float, float]) -> tuple[ModelResult, MultiTaskModel]:
+        name, w_ret, w_rank = spec
         config = dataclasses.replace(base, retrieval_weight=w_ret, ranking_weight=w_rank)
         model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config, seed=seed)
         history = train(model, train_data, config, progress(name) if progress else None)
         report = evaluate(model, test_data, k=10)
-        models[name] = model
-        results.append(
-            ModelResult(
-                name,
-                w_ret,
-                w_rank,
-                report.top_k_accuracy,
-                report.rmse,
-                report.rmse_stars,
-                round(history.seconds, 3),
-                history.precision,
-                history.epochs,
-            )
+        result = ModelResult(
+            name,
+            w_ret,
+            w_rank,
+            report.top_k_accuracy,
+            report.rmse,
+            report.rmse_stars,
+            round(history.seconds, 3),
+            history.precision,
+            history.epochs,
         )
+        return result, model
+
+    fitted = [fit(spec) for spec in REFERENCE_MODELS]
+    results = [result for result, _ in fitted]
+    models = {result.name: model for result, model in fitted}
     recs = retrieve_then_rank(
         models["multi-task"], vocabs, user_id, k=10, items=dataset.items, scale=RatingScale()
     )
