@@ -21,4 +21,5 @@ fi
 extras=""
 [ "${1:-}" = "--dev" ] && extras="[dev]"
 "${pip[@]}" -e ".${extras}"
+command -v pyenv >/dev/null && pyenv rehash 2>/dev/null || true  # expose the mtrec command under pyenv
 echo "mtrec setup: $("$py" -m mtrec --help >/dev/null && echo ready) ($("$py" -c 'import mtrec; print(mtrec.__version__)'))"
