@@ -96,7 +96,7 @@ def test_missing_file_is_named(tiny_dir: Path) -> None:
 
 def test_named_directory_wins_and_its_errors_are_final(tiny_dir: Path, tmp_path: Path) -> None:
     ds = load_movielens(data_dir=tiny_dir, cache_dir=tmp_path / "cache")
-    assert len(ds.interactions) == 1200
+    assert len(ds.interactions) == 1200 and ds.source == f"dir {tiny_dir}"
     assert not (tmp_path / "cache").exists()  # a user's own directory is not copied
     _corrupt(tiny_dir / "u.data", 2, "bad")
     with pytest.raises(DataError, match=r"u\.data:2"):
@@ -166,12 +166,14 @@ def test_download_with_good_checksum_is_cached(
         grouplens_md5=md5,
     )
     assert len(ds.interactions) == 1200
+    assert ds.source == f"grouplens {url}/ml-100k.zip"
     assert cache_path(cache_dir).exists()
     (root / "ml-100k.zip").unlink()  # the next load must come from the cache
     again = load_movielens(
         cache_dir=cache_dir, sources=NO_NETWORK, grouplens_url=f"{url}/ml-100k.zip"
     )
     assert np.array_equal(again.interactions.user, ds.interactions.user)
+    assert again.source == f"cache {cache_path(cache_dir)}"
 
 
 def test_download_with_bad_checksum_caches_nothing(

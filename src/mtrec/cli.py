@@ -19,7 +19,6 @@ from rich.table import Table
 
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import load_movielens
-from mtrec.data.movielens import SOURCES, cache_path
 from mtrec.errors import MtrecError
 from mtrec.experiments import CompareResult, compare, preload_plotting, write_outputs
 from mtrec.runtime import tune_allocator
@@ -191,9 +190,10 @@ def data_fetch(data_dir: DataDir = None, cache_dir: CacheDir = None) -> None:
     ev = dataset.interactions
     out.print(
         f"{dataset.name}: {len(ev):,} ratings, {len(dataset.user_ids()):,} users, "
-        f"{len(dataset.item_ids()):,} items; cache {cache_path(cache_dir)}"
+        f"{len(dataset.item_ids()):,} items, from {dataset.source}",
+        highlight=False,
+        soft_wrap=True,
     )
-    out.print(f"[dim]sources tried in order: {', '.join(SOURCES)}[/dim]")
 
 
 def main(argv: list[str] | None = None) -> None:

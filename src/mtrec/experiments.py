@@ -58,12 +58,14 @@ class CompareResult:
     models: list[ModelResult]
     user_id: int | str
     recommendations: list[Recommendation]
+    data_source: str = ""
     protocol: str = "reference"
 
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` document (schema documented in the README)."""
         return {
             "dataset": self.dataset,
+            "data_source": self.data_source,
             "protocol": self.protocol,
             "seed": self.seed,
             "k": 10,
@@ -149,6 +151,7 @@ def compare(
         results,
         user_id,
         recs,
+        data_source=dataset.source,
     )
 
 
@@ -168,6 +171,8 @@ def render_markdown(result: CompareResult) -> str:
     tc, mc = result.train_config, result.model_config
     lines = [
         f"# mtrec compare: {result.dataset}, {result.protocol} protocol, seed {result.seed}",
+        "",
+        f"Data: {result.dataset} from {result.data_source or 'memory'}.",
         "",
         f"Split: {result.n_train:,} train / {result.n_test:,} test rows (one seeded shuffle). "
         f"Model: {mc.embedding_dim}-d towers, rating head {list(mc.head_layers)} -> 1. "

@@ -86,6 +86,8 @@ class Dataset:
     interactions: Interactions
     items: Items | None = None
     users: Users | None = None
+    source: str = ""
+    """Where it was loaded from (e.g. ``cache /path/ml-100k.v1.npz``), for reports."""
 
     def item_ids(self) -> NDArray[np.int64]:
         """Every item id known to the dataset: the catalogue plus any id seen in a rating."""

@@ -17,6 +17,7 @@ download leaves nothing behind that a later run would trust.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import logging
@@ -132,13 +133,14 @@ def load_movielens(
             if data_dir is None:
                 failures.append(("dir", "no directory named (--data-dir or MTREC_DATA_DIR)"))
                 continue
-            return read_grouplens_dir(data_dir)  # the user named it: its errors are final
+            # the user named it: its errors are final
+            return dataclasses.replace(read_grouplens_dir(data_dir), source=f"dir {data_dir}")
         if source == "cache":
             if not cache.exists():
                 failures.append(("cache", f"{cache} does not exist yet"))
                 continue
             try:
-                return read_cache(cache)
+                return dataclasses.replace(read_cache(cache), source=f"cache {cache}")
             except ArtifactError as exc:
                 log.warning("ignoring unreadable cache: %s", exc)
                 failures.append(("cache", str(exc)))
@@ -156,7 +158,8 @@ def load_movielens(
         if "cache" in sources:
             write_cache(dataset, cache)
             log.info("cached %s at %s", name, cache)
-        return dataset
+        where = url if source == "grouplens" else f"PyPI {RECBOLE_REQUIREMENT} wheel"
+        return dataclasses.replace(dataset, source=f"{source} {where}")
     raise SourceError(name, failures)
 
 
