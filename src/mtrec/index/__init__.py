@@ -1,0 +1,60 @@
+"""Stage 6, index: candidates for serving, by inner product over item embeddings."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mtrec.errors import ArtifactError, ConfigError
+from mtrec.index.ann import FaissIndex
+from mtrec.index.base import Exclusions, Index, recall_at_k
+from mtrec.index.exact import ExactIndex
+
+INDEX_KINDS = ("exact", "faiss-hnsw", "faiss-ivf")
+
+
+def build_index(kind: str, embeddings: NDArray[np.float32], **params: Any) -> Index:
+    """Build an index of ``kind`` (one of ``INDEX_KINDS``) over (n_items, d) embeddings."""
+    if kind == "exact":
+        return ExactIndex.build(embeddings)
+    if kind in ("faiss-hnsw", "faiss-ivf"):
+        return FaissIndex.build(embeddings, method=kind.removeprefix("faiss-"), **params)  # type: ignore[arg-type]
+    raise ConfigError(f"index kind: expected one of {INDEX_KINDS}, got {kind!r}")
+
+
+def load_index(directory: str | Path) -> Index:
+    """Load whichever index ``directory/index.json`` describes."""
+    try:
+        kind = json.loads((Path(directory) / "index.json").read_text())["kind"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ArtifactError(f"{directory}/index.json: unreadable ({exc})") from None
+    if kind == "exact":
+        return ExactIndex.load(directory)
+    if kind in ("faiss-hnsw", "faiss-ivf"):
+        return FaissIndex.load(directory)
+    raise ArtifactError(f"{directory}/index.json: unknown index kind {kind!r}")
+
+
+def recall_vs_exact(
+    index: Index, exact: ExactIndex, queries: NDArray[np.float32], k: int = 10
+) -> float:
+    """Recall@k of ``index`` against the exact top-k for ``queries``."""
+    _, approx = index.search(queries, k)
+    _, truth = exact.search(queries, k)
+    return recall_at_k(approx, truth)
+
+
+__all__ = [
+    "INDEX_KINDS",
+    "ExactIndex",
+    "Exclusions",
+    "FaissIndex",
+    "Index",
+    "build_index",
+    "load_index",
+    "recall_vs_exact",
+]

@@ -1,0 +1,119 @@
+"""Exact search: a matrix product and top-k, in chunks of the catalogue."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Self
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+from safetensors.numpy import load_file, save_file
+
+from mtrec.errors import ArtifactError
+from mtrec.index.base import Exclusions, check_queries, exclusion_pairs
+from mtrec.io import atomic_path, write_json
+
+
+class ExactIndex:
+    """Brute-force inner-product search: the reference every other index is measured by.
+
+    Scores are computed ``chunk_items`` catalogue rows at a time (and ``query_batch``
+    queries at a time), keeping a running top-k, so memory stays at
+    ``query_batch x chunk_items`` scores whatever the catalogue size: a 1M-item
+    catalogue never materialises a (queries x 1M) matrix.
+
+    >>> index = ExactIndex.build(item_embeddings)          # (n_items, d) float32
+    >>> scores, rows = index.search(queries, k=10, exclude=[seen_rows])
+    """
+
+    kind = "exact"
+    is_exact = True
+
+    def __init__(
+        self, embeddings: NDArray[np.float32], chunk_items: int = 262_144, query_batch: int = 1024
+    ):
+        self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
+        if self.embeddings.ndim != 2:
+            raise ArtifactError(
+                f"ExactIndex: embeddings must be 2-d, got shape {self.embeddings.shape}"
+            )
+        self._items = torch.from_numpy(self.embeddings)
+        self.chunk_items = chunk_items
+        self.query_batch = query_batch
+
+    @classmethod
+    def build(cls, embeddings: NDArray[np.float32], **options: int) -> Self:
+        return cls(embeddings, **options)
+
+    @property
+    def n_items(self) -> int:
+        return int(self.embeddings.shape[0])
+
+    @property
+    def dim(self) -> int:
+        return int(self.embeddings.shape[1])
+
+    @torch.no_grad()
+    def search(
+        self, queries: NDArray[np.float32], k: int, exclude: Exclusions = None
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        q = check_queries(queries, self.dim, k, exclude)
+        k = min(k, self.n_items)
+        ex_q, ex_rows = exclusion_pairs(exclude, len(q))
+        scores = np.empty((len(q), k), dtype=np.float32)
+        rows = np.empty((len(q), k), dtype=np.int64)
+        for qlo in range(0, len(q), self.query_batch):
+            qhi = min(qlo + self.query_batch, len(q))
+            sel = (ex_q >= qlo) & (ex_q < qhi)
+            s, r = self._search_block(
+                torch.from_numpy(q[qlo:qhi]), k, ex_q[sel] - qlo, ex_rows[sel]
+            )
+            scores[qlo:qhi], rows[qlo:qhi] = s, r
+        return scores, rows
+
+    def _search_block(
+        self, q: torch.Tensor, k: int, ex_q: NDArray[np.int64], ex_rows: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        best_s = torch.full((len(q), k), -torch.inf)
+        best_r = torch.full((len(q), k), -1, dtype=torch.long)
+        for lo in range(0, self.n_items, self.chunk_items):
+            hi = min(lo + self.chunk_items, self.n_items)
+            s = q @ self._items[lo:hi].T  # (b, chunk)
+            inside = (ex_rows >= lo) & (ex_rows < hi)
+            if inside.any():
+                s[
+                    torch.from_numpy(ex_q[inside]), torch.from_numpy(ex_rows[inside] - lo)
+                ] = -torch.inf
+            top_s, top_r = torch.topk(s, min(k, hi - lo), dim=1)
+            cand_s = torch.cat([best_s, top_s], dim=1)
+            cand_r = torch.cat([best_r, top_r + lo], dim=1)
+            best_s, pos = torch.topk(cand_s, k, dim=1)
+            best_r = torch.gather(cand_r, 1, pos)
+        best_r[torch.isneginf(best_s)] = -1  # excluded or missing: no row
+        return best_s.numpy(), best_r.numpy()
+
+    def save(self, directory: str | Path) -> None:
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        with atomic_path(directory / "embeddings.safetensors") as tmp:
+            save_file({"embeddings": self.embeddings}, str(tmp))
+        write_json(
+            directory / "index.json", {"kind": self.kind, "n_items": self.n_items, "dim": self.dim}
+        )
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        path = Path(directory) / "embeddings.safetensors"
+        try:
+            meta = json.loads((Path(directory) / "index.json").read_text())
+            embeddings = load_file(str(path))["embeddings"]
+        except (OSError, ValueError, KeyError) as exc:
+            raise ArtifactError(f"{directory}: cannot load the exact index ({exc})") from None
+        if meta.get("kind") != cls.kind or embeddings.shape != (
+            meta.get("n_items"),
+            meta.get("dim"),
+        ):
+            raise ArtifactError(f"{directory}/index.json does not describe {path.name}")
+        return cls(embeddings)

@@ -1,0 +1,159 @@
+"""One contract every index passes: exact equals a NumPy argsort oracle, ANN reaches recall."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtrec.errors import ConfigError
+from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index, recall_vs_exact
+from mtrec.index.base import recall_at_k
+
+
+def oracle(items: np.ndarray, queries: np.ndarray, k: int, exclude=None):  # type: ignore[no-untyped-def]
+    """Ten lines of NumPy: score everything, blank the excluded, argsort."""
+    scores = queries.astype(np.float64) @ items.astype(np.float64).T
+    if exclude is not None:
+        for i, banned in enumerate(exclude):
+            scores[i, banned] = -np.inf
+    rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    top = np.take_along_axis(scores, rows, 1)
+    return top, np.where(np.isneginf(top), -1, rows)
+
+
+class IndexContract:
+    """Mixin: subclasses provide ``make(items) -> Index`` and the recall they promise."""
+
+    min_recall = 1.0
+
+    def make(self, items: np.ndarray) -> Index:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def data(self) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(0)
+        items = rng.normal(size=(500, 16)).astype(np.float32)
+        queries = rng.normal(size=(40, 16)).astype(np.float32)
+        return items, queries
+
+    def _agreement(self, rows: np.ndarray, truth: np.ndarray) -> float:
+        return recall_at_k(rows, truth)
+
+    def test_matches_oracle(self, data: tuple[np.ndarray, np.ndarray]) -> None:
+        items, queries = data
+        index = self.make(items)
+        scores, rows = index.search(queries, 10)
+        _, truth = oracle(items, queries, 10)
+        assert rows.shape == scores.shape == (40, 10)
+        assert self._agreement(rows, truth) >= self.min_recall
+        assert np.all(np.diff(scores, axis=1) <= 1e-6)  # best first
+        valid = rows >= 0
+        expected = np.einsum("qd,qkd->qk", queries, items[np.where(valid, rows, 0)])
+        assert np.allclose(scores[valid], expected[valid], atol=1e-4)
+
+    def test_exclusions_are_honoured(self, data: tuple[np.ndarray, np.ndarray]) -> None:
+        items, queries = data
+        index = self.make(items)
+        _, plain = index.search(queries, 10)
+        exclude = [row[:5].copy() for row in plain]  # ban each query's own top 5
+        _, rows = index.search(queries, 10, exclude=exclude)
+        for banned, got in zip(exclude, rows, strict=True):
+            assert not np.isin(got, banned).any()
+        _, truth = oracle(items, queries, 10, exclude)
+        assert self._agreement(rows, truth) >= self.min_recall
+
+    def test_k_larger_than_catalogue(self) -> None:
+        rng = np.random.default_rng(1)
+        items = rng.normal(size=(7, 4)).astype(np.float32)
+        index = self.make(items)
+        scores, rows = index.search(
+            items[:2], 50, exclude=[np.array([0, 1]), np.array([], dtype=np.int64)]
+        )
+        assert rows.shape == (2, 7)
+        assert sorted(rows[1].tolist()) == list(range(7))
+        assert sorted(rows[0][:5].tolist()) == [2, 3, 4, 5, 6]
+        assert rows[0][5:].tolist() == [-1, -1] and np.isneginf(scores[0][5:]).all()
+
+    def test_batch_equals_single_queries(self, data: tuple[np.ndarray, np.ndarray]) -> None:
+        items, queries = data
+        index = self.make(items)
+        exclude = [np.arange(i, i + 3) for i in range(len(queries))]
+        batch_s, batch_r = index.search(queries, 8, exclude=exclude)
+        for i in range(len(queries)):
+            s, r = index.search(queries[i : i + 1], 8, exclude=[exclude[i]])
+            assert np.array_equal(r[0], batch_r[i])
+            assert np.allclose(s[0], batch_s[i])
+
+    def test_save_load_round_trip(
+        self, data: tuple[np.ndarray, np.ndarray], tmp_path: Path
+    ) -> None:
+        items, queries = data
+        index = self.make(items)
+        index.save(tmp_path / "idx")
+        again = load_index(tmp_path / "idx")
+        assert type(again) is type(index) and again.kind == index.kind
+        a, b = index.search(queries, 10), again.search(queries, 10)
+        assert np.array_equal(a[1], b[1]) and np.array_equal(a[0], b[0])
+
+    def test_rejects_bad_queries(self, data: tuple[np.ndarray, np.ndarray]) -> None:
+        items, queries = data
+        index = self.make(items)
+        with pytest.raises(ConfigError, match="shape"):
+            index.search(queries[:, :3], 5)
+        with pytest.raises(ConfigError, match="k must be"):
+            index.search(queries, 0)
+        with pytest.raises(ConfigError, match="exclude"):
+            index.search(queries, 5, exclude=[np.array([1])])
+
+
+class TestExactIndex(IndexContract):
+    def make(self, items: np.ndarray) -> Index:
+        return ExactIndex.build(items)
+
+    def _agreement(self, rows: np.ndarray, truth: np.ndarray) -> float:
+        assert np.array_equal(rows, truth)  # the oracle, exactly
+        return 1.0
+
+    def test_chunking_does_not_change_results(self, data: tuple[np.ndarray, np.ndarray]) -> None:
+        items, queries = data
+        whole = ExactIndex(items).search(queries, 10)
+        chunked = ExactIndex(items, chunk_items=37, query_batch=6).search(
+            queries, 10, exclude=[np.array([], dtype=np.int64)] * len(queries)
+        )
+        assert np.array_equal(whole[1], chunked[1])
+        assert np.allclose(whole[0], chunked[0])
+
+
+needs_faiss = pytest.mark.skipif(
+    importlib.util.find_spec("faiss") is None, reason="faiss-cpu (the 'ann' extra) is not installed"
+)
+
+
+@needs_faiss
+class TestFaissHNSW(IndexContract):
+    min_recall = 0.95
+
+    def make(self, items: np.ndarray) -> Index:
+        return build_index("faiss-hnsw", items, m=16, ef_search=64)
+
+
+@needs_faiss
+class TestFaissIVF(IndexContract):
+    min_recall = 0.9
+
+    def make(self, items: np.ndarray) -> Index:
+        return FaissIndex.build(items, method="ivf", nlist=8, nprobe=8)
+
+
+@needs_faiss
+def test_recall_vs_exact_and_unknown_kind(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    items = rng.normal(size=(300, 8)).astype(np.float32)
+    exact = ExactIndex.build(items)
+    assert recall_vs_exact(exact, exact, items[:20]) == 1.0
+    assert recall_vs_exact(build_index("faiss-hnsw", items), exact, items[:20]) >= 0.95
+    with pytest.raises(ConfigError, match="index kind"):
+        build_index("annoy", items)
