@@ -127,3 +127,72 @@ def test_bad_flag_value_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> 
     capsys.readouterr()
     assert _run(["compare", "--epochs", "0", "--data-dir", "/nonexistent"]) == 3
     assert "TrainConfig.epochs: expected >= 1, got 0" in capsys.readouterr().err
+
+
+def test_train_recommend_similar_evaluate(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    train = [
+        "train",
+        "--data-dir",
+        str(tiny_dir),
+        "-o",
+        str(model),
+        "--epochs",
+        "3",
+        "--batch-size",
+        "64",
+        "--embedding-dim",
+        "8",
+        "--quiet",
+        "--json",
+    ]
+    assert _run(train) == 0
+    trained = json.loads(capsys.readouterr().out)
+    assert trained["metrics"]["index"]["kind"] == "exact"
+    assert json.loads((model / "config.json").read_text())["model_config"]["embedding_dim"] == 8
+
+    assert _run(["recommend", "-m", str(model), "-u", "3", "-k", "4", "--json"]) == 0
+    recs = json.loads(capsys.readouterr().out)
+    assert recs["user_id"] == 3 and not recs["fallback"] and len(recs["items"]) == 4
+    assert {"item_id", "title", "genres", "retrieval_score", "predicted_rating", "stars"} <= set(
+        recs["items"][0]
+    )
+
+    assert _run(["recommend", "-m", str(model), "-u", "nobody", "-k", "2", "--json"]) == 0
+    cold = json.loads(capsys.readouterr().out)
+    assert cold["fallback"] and cold["notice"] and cold["items"][0]["stars"] is None
+
+    assert _run(["recommend", "-m", str(model), "-u", "3"]) == 0
+    assert "retrieved, then ranked" in capsys.readouterr().out
+
+    assert _run(["similar", "-m", str(model), "-i", "1", "-k", "3", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 3
+
+    assert (
+        _run(["recommend", "-m", str(model), "--all-users", "-o", str(tmp_path / "r.parquet")]) == 0
+    )
+    assert "600 recommendations for 60 users" in capsys.readouterr().out
+
+    assert _run(["evaluate", "-m", str(model), "--data-dir", str(tiny_dir), "--json"]) == 0
+    evaluated = json.loads(capsys.readouterr().out)
+    assert evaluated["metrics"]["rmse"] == pytest.approx(trained["metrics"]["rmse"])
+
+
+def test_recommend_errors(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _run(["recommend", "-m", str(tmp_path / "none"), "-u", "1"]) == 5
+    assert "no such model directory" in capsys.readouterr().err
+    assert _run(["recommend", "-m", str(tmp_path), "--all-users"]) == 3
+    assert "--output" in capsys.readouterr().err
+    assert _run(["recommend", "-m", str(tmp_path)]) == 3
+    model = tmp_path / "m"
+    train = ["train", "--data-dir", str(tiny_dir), "-o", str(model), "--epochs", "1", "--quiet"]
+    assert _run(train) == 0
+    capsys.readouterr()
+    assert _run(["similar", "-m", str(model), "-i", "777"]) == 4
+    assert "unknown item id 777" in capsys.readouterr().err
+    assert _run(["train", "--data-dir", str(tiny_dir), "-o", str(model), "--index", "annoy"]) == 3
+    assert _run(["train", "--data-dir", str(tiny_dir), "-o", str(model), "--preset", "fancy"]) == 3

@@ -17,6 +17,8 @@ STAGES = [
     "optim",
     "train",
     "evaluate",
+    "index",
+    "artifact",
     "recommend",
     "experiments",
     "cli",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import sys
@@ -17,10 +18,21 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
+from mtrec import artifact
 from mtrec.config import ModelConfig, TrainConfig
+from mtrec.config import preset as make_preset
 from mtrec.data import load_movielens
-from mtrec.errors import MtrecError
-from mtrec.experiments import CompareResult, compare, preload_plotting, write_outputs
+from mtrec.errors import ConfigError, MtrecError
+from mtrec.experiments import (
+    CompareResult,
+    compare,
+    evaluate_saved,
+    preload_plotting,
+    train_model,
+    write_outputs,
+)
+from mtrec.index import INDEX_KINDS
+from mtrec.recommend import Recommender, write_all_users
 from mtrec.runtime import tune_allocator
 from mtrec.train import EpochStats
 
@@ -174,9 +186,13 @@ def _print_compare(result: CompareResult) -> None:
         recs.add_column(col, justify="left" if col == "title" else "right")
     for n, r in enumerate(result.recommendations, start=1):
         recs.add_row(
-            str(n), r.title or str(r.item_id), f"{r.retrieval_score:.3f}", f"{r.stars:.2f}"
+            str(n), r.title or str(r.item_id), _num(r.retrieval_score, 3), _num(r.stars, 2)
         )
     out.print(recs)
+
+
+def _num(value: float | None, digits: int) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
 
 
 def _parse_id(text: str) -> int | str:
@@ -194,6 +210,178 @@ def data_fetch(data_dir: DataDir = None, cache_dir: CacheDir = None) -> None:
         highlight=False,
         soft_wrap=True,
     )
+
+
+ModelDir = Annotated[
+    Path, typer.Option("--model", "-m", help="A directory written by mtrec train.")
+]
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+
+
+@app.command("train")
+def train_cmd(
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The model directory to write.")
+    ] = Path("mtrec-out/model"),
+    preset: Annotated[
+        str, typer.Option(help="Named configuration the flags below override.")
+    ] = "reference",
+    retrieval_weight: Annotated[
+        float | None, typer.Option(help="Weight of the retrieval loss.")
+    ] = None,
+    ranking_weight: Annotated[float | None, typer.Option(help="Weight of the rating loss.")] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    embedding_dim: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seeds split, initialisation, batch order.")
+    ] = None,
+    shuffle: Annotated[
+        bool | None, typer.Option("--shuffle/--no-shuffle", help="Reshuffle each epoch.")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32 or bf16 training matmuls.")
+    ] = None,
+    index: Annotated[str, typer.Option(help="exact, faiss-hnsw or faiss-ivf.")] = "exact",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train one multi-task model and write it, with its index, to a model directory."""
+    model_config, train_config = make_preset(
+        preset,
+        retrieval_weight=retrieval_weight,
+        ranking_weight=ranking_weight,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        embedding_dim=embedding_dim,
+        seed=seed,
+        shuffle=shuffle,
+        precision=precision,
+    )
+    if index not in INDEX_KINDS:
+        raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {index!r}")
+    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
+    bars = _progress_bars(err)
+    with contextlib.nullcontext() if quiet else bars:
+        saved = train_model(
+            dataset,
+            model_config,
+            train_config,
+            index=index,
+            progress=None if quiet else _ModelBar(bars, "multi-task"),
+        )
+    path = artifact.save(saved, output)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"model": str(path), "metrics": saved.metrics}, indent=2) + "\n"
+        )
+        return
+    m = saved.metrics
+    out.print(
+        f"top-10 accuracy {m['top_k_accuracy']:.4f}, RMSE {m['rmse']:.4f} "
+        f"({m['rmse_stars']:.3f} stars), trained in {m['train_seconds']:.2f} s; "
+        f"index {m['index']['kind']}",
+        highlight=False,
+    )
+    out.print(f"[dim]wrote {path}[/dim]")
+
+
+@app.command("evaluate")
+def evaluate_cmd(
+    model: ModelDir, data_dir: DataDir = None, cache_dir: CacheDir = None, as_json: AsJson = False
+) -> None:
+    """Re-evaluate a saved model on its own split (rebuilt from the data and checked)."""
+    saved = artifact.load(model)
+    report = evaluate_saved(saved, load_movielens(data_dir=data_dir, cache_dir=cache_dir))
+    now = dataclasses.asdict(report)
+    if as_json:
+        sys.stdout.write(
+            json.dumps({"model": str(model), "metrics": now, "saved": saved.metrics}, indent=2)
+            + "\n"
+        )
+        return
+    table = Table(title=f"{model}: {report.protocol} protocol, {report.n_test:,} test rows")
+    for col in ("metric", "now", "at training"):
+        table.add_column(col, justify="left" if col == "metric" else "right")
+    for key in ("top_k_accuracy", "rmse", "rmse_stars"):
+        table.add_row(key, f"{now[key]:.4f}", f"{saved.metrics.get(key, float('nan')):.4f}")
+    out.print(table)
+
+
+@app.command("recommend")
+def recommend_cmd(
+    model: ModelDir,
+    user: Annotated[str | None, typer.Option("--user", "-u", help="The user's id.")] = None,
+    k: Annotated[int, typer.Option("-k", help="How many items to show.")] = 10,
+    candidates: Annotated[int, typer.Option(help="How many to retrieve before ranking.")] = 100,
+    include_seen: Annotated[
+        bool, typer.Option(help="Allow items the user rated in training.")
+    ] = False,
+    all_users: Annotated[bool, typer.Option(help="Every user, written to --output.")] = False,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Parquet file for --all-users.")
+    ] = None,
+    as_json: AsJson = False,
+) -> None:
+    """Retrieve candidates by dot product, rank them by predicted rating, show the top k."""
+    if all_users == (user is not None):
+        raise ConfigError("recommend: give exactly one of --user ID or --all-users")
+    if all_users and output is None:
+        raise ConfigError("recommend --all-users: --output FILE.parquet is required")
+    rec = Recommender.load(model)
+    if all_users:
+        assert output is not None
+        rows = write_all_users(
+            rec, output, k=k, candidates=candidates, exclude_seen=not include_seen
+        )
+        out.print(f"wrote {rows:,} recommendations for {len(rec.vocabs.users):,} users to {output}")
+        return
+    assert user is not None
+    result = rec.recommend(user, k=k, candidates=candidates, exclude_seen=not include_seen)
+    if as_json:
+        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        return
+    if result.notice:
+        err.print(f"[yellow]notice:[/yellow] {result.notice}", highlight=False)
+    kind = "most popular (fallback)" if result.fallback else "retrieved, then ranked"
+    table = Table(title=f"user {user}: {kind}")
+    for col in ("#", "title", "genres", "retrieval score", "predicted stars"):
+        table.add_column(col, justify="left" if col in ("title", "genres") else "right")
+    for n, r in enumerate(result.items, start=1):
+        table.add_row(
+            str(n),
+            r.title or str(r.item_id),
+            ", ".join(r.genres),
+            _num(r.retrieval_score, 3),
+            _num(r.stars, 2),
+        )
+    out.print(table)
+
+
+@app.command("similar")
+def similar_cmd(
+    model: ModelDir,
+    item: Annotated[str, typer.Option("--item", "-i", help="The item's id.")],
+    k: Annotated[int, typer.Option("-k", help="How many items to show.")] = 10,
+    as_json: AsJson = False,
+) -> None:
+    """Items whose embeddings are closest (cosine) to the given item's."""
+    rec = Recommender.load(model)
+    items = rec.similar(item, k=k)
+    if as_json:
+        sys.stdout.write(json.dumps([dataclasses.asdict(s) for s in items], indent=2) + "\n")
+        return
+    row = rec.item_row(item)
+    table = Table(title=f"similar to {rec.saved.items.titles[row] or item}")
+    for col in ("#", "title", "genres", "cosine"):
+        table.add_column(col, justify="left" if col in ("title", "genres") else "right")
+    for n, s in enumerate(items, start=1):
+        table.add_row(str(n), s.title or str(s.item_id), ", ".join(s.genres), f"{s.score:.3f}")
+    out.print(table)
 
 
 def main(argv: list[str] | None = None) -> None:

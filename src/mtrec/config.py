@@ -140,3 +140,24 @@ class TrainConfig(_JsonConfig):
             raise ConfigError(
                 "TrainConfig: retrieval_weight and ranking_weight are both 0; nothing to train"
             )
+
+
+PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
+    "reference": ({}, {}),
+}
+"""Named (ModelConfig, TrainConfig) overrides; ``reference`` is the tutorial's setup."""
+
+
+def preset(name: str, **train_overrides: Any) -> tuple[ModelConfig, TrainConfig]:
+    """The configs of a named preset, with ``None``-valued overrides ignored.
+
+    Keys of ``train_overrides`` that are ModelConfig fields go to the model config.
+    """
+    if name not in PRESETS:
+        raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
+    model, train = dict(PRESETS[name][0]), dict(PRESETS[name][1])
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    for key, value in train_overrides.items():
+        if value is not None:
+            (model if key in model_fields else train)[key] = value
+    return ModelConfig.from_dict(model), TrainConfig.from_dict(train)

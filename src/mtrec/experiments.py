@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import dataclasses
 import datetime
+import hashlib
 import platform
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
+from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.config import ModelConfig, TrainConfig
-from mtrec.data import Dataset, random_split
-from mtrec.evaluate import evaluate
-from mtrec.features import RatingScale, Vocabs, encode
+from mtrec.data import Dataset, Interactions, random_split
+from mtrec.errors import DataError
+from mtrec.evaluate import EvalReport, evaluate
+from mtrec.features import RatingScale, Vocabs, encode, popularity, seen_items
+from mtrec.index import ExactIndex, FaissIndex, build_index, recall_vs_exact
 from mtrec.io import atomic_path, write_json
 from mtrec.model import MultiTaskModel
 from mtrec.recommend import Recommendation, retrieve_then_rank
@@ -153,6 +158,109 @@ def compare(
         recs,
         data_source=dataset.source,
     )
+
+
+def train_model(
+    dataset: Dataset,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    *,
+    test_fraction: float = 0.2,
+    index: str = "exact",
+    index_params: dict[str, Any] | None = None,
+    progress: Progress | None = None,
+) -> SavedModel:
+    """What ``mtrec train`` does: split, train one model, evaluate it, index its items.
+
+    The result is ready for ``mtrec.artifact.save`` and for ``Recommender(...)``. The
+    split is recorded (seed, fraction and a fingerprint of the test rows) so that
+    ``evaluate_saved`` can rebuild and check it later.
+
+    >>> saved = train_model(load_movielens(), train_config=TrainConfig(seed=42))
+    >>> artifact.save(saved, "mtrec-out/model")
+    """
+    model_config = model_config or ModelConfig()
+    train_config = train_config or TrainConfig()
+    split = random_split(dataset.interactions, test_fraction=test_fraction, seed=train_config.seed)
+    vocabs = Vocabs.from_dataset(dataset)
+    train_data, test_data = encode(split.train, vocabs), encode(split.test, vocabs)
+    model = MultiTaskModel(
+        len(vocabs.users), len(vocabs.items), model_config, seed=train_config.seed
+    )
+    history = train(model, train_data, train_config, progress)
+    report = evaluate(model, test_data, k=10)
+    with torch.inference_mode():
+        item_emb = model.embed_items().numpy().copy()
+        user_emb = model.user_embedding.weight.numpy()
+    built = build_index(index, item_emb, **(index_params or {}))
+    index_info: dict[str, Any] = {"kind": built.kind, "is_exact": built.is_exact}
+    if not built.is_exact:  # measured against the oracle on every user, stored with it
+        recall = recall_vs_exact(built, ExactIndex(item_emb), user_emb, k=10)
+        index_info["recall_at_10_vs_exact"] = recall
+        if isinstance(built, FaissIndex):
+            built.recall["recall_at_10"] = recall
+    indptr, seen = seen_items(train_data, len(vocabs.users))
+    metrics = {
+        **dataclasses.asdict(report),
+        "train_seconds": round(history.seconds, 3),
+        "precision": history.precision,
+        "history": [dataclasses.asdict(e) for e in history.epochs],
+        "index": index_info,
+    }
+    data = {
+        "dataset": dataset.name,
+        "source": dataset.source,
+        "split": {
+            "kind": "random",
+            "seed": train_config.seed,
+            "test_fraction": test_fraction,
+            "n_train": len(split.train),
+            "n_test": len(split.test),
+            "test_fingerprint": split_fingerprint(split.test),
+        },
+    }
+    return SavedModel(
+        model,
+        model_config,
+        train_config,
+        vocabs,
+        ItemInfo.from_items(vocabs.items, dataset.items),
+        indptr,
+        seen,
+        popularity(train_data, len(vocabs.items)),
+        built,
+        data,
+        metrics,
+    )
+
+
+def split_fingerprint(test: Interactions) -> str:
+    """SHA-256 of the test rows (user, item, rating), to tell whether a split is the same."""
+    digest = hashlib.sha256()
+    for column in (test.user, test.item, test.rating):
+        digest.update(np.ascontiguousarray(column).tobytes())
+    return digest.hexdigest()
+
+
+def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
+    """Re-evaluate a saved model on its own split, rebuilt from ``dataset``.
+
+    Raises ``DataError`` when the rebuilt test rows differ from those the model was
+    evaluated on at training time (other data, or another version of it).
+    """
+    split_info = saved.data.get("split", {})
+    split = random_split(
+        dataset.interactions,
+        test_fraction=split_info.get("test_fraction", 0.2),
+        seed=split_info.get("seed", 42),
+    )
+    if split_fingerprint(split.test) != split_info.get("test_fingerprint"):
+        raise DataError(
+            f"the test split rebuilt from {dataset.source or dataset.name} differs from the one "
+            "this model was evaluated on; evaluate it on the data it was trained with",
+            field="split",
+        )
+    return evaluate(saved.model, encode(split.test, saved.vocabs), k=10)
 
 
 def write_outputs(result: CompareResult, output_dir: str | Path) -> list[Path]:

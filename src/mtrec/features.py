@@ -72,3 +72,28 @@ def encode(
         item=torch.from_numpy(vocabs.items.rows(interactions.item)),
         label=torch.from_numpy(scale.scale(interactions.rating)),
     )
+
+
+def seen_items(
+    data: EncodedInteractions, n_users: int
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Each user's rated item rows as CSR: items of user u are ``items[indptr[u]:indptr[u+1]]``.
+
+    Duplicates are removed and rows sorted within each user; built with one sort, no
+    Python loop per row.
+    """
+    users, items = data.user.numpy(), data.item.numpy()
+    pairs = np.unique(users.astype(np.int64) * (int(items.max(initial=0)) + 1) + items)
+    width = int(items.max(initial=0)) + 1
+    u, i = pairs // width, pairs % width
+    indptr = np.zeros(n_users + 1, dtype=np.int64)
+    np.add.at(indptr, u + 1, 1)
+    return np.cumsum(indptr), i.astype(np.int64)
+
+
+def popularity(
+    data: EncodedInteractions, n_items: int, min_label: float = 0.75
+) -> NDArray[np.int64]:
+    """Per item row, how many ratings reached ``min_label`` (0.75 = four stars on 1..5)."""
+    liked = data.item[data.label >= min_label].numpy()
+    return np.bincount(liked, minlength=n_items).astype(np.int64)

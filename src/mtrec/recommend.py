@@ -1,16 +1,29 @@
-"""Retrieve, then rank: candidates by dot product, ordered by the rating head."""
+"""Retrieve, then rank: candidates from the index, ordered by the rating head.
+
+``Recommender`` is the one object the CLI (and later the HTTP service) use: it holds a
+loaded model directory and answers ``recommend``, ``similar`` and ``rank`` with typed
+records. Ids are raw dataset ids; rows never leave this module.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
+from mtrec import artifact
+from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.data import Items
-from mtrec.evaluate import top_k_items
+from mtrec.errors import ConfigError, UnknownIdError
 from mtrec.features import RatingScale, Vocabs
+from mtrec.index import ExactIndex, Index
+from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
+from mtrec.vocab import Vocab
 
 
 @dataclasses.dataclass(frozen=True)
@@ -20,15 +33,84 @@ class Recommendation:
     item_id: int | str
     title: str | None
     genres: tuple[str, ...]
-    retrieval_score: float
-    """Dot product of the user and item embeddings (what retrieval sorted by)."""
-    predicted_rating: float
-    """The rating head's scaled prediction y (unclipped)."""
-    stars: float
-    """``1 + 4 y`` on MovieLens, clipped to the rating range."""
+    retrieval_score: float | None
+    """Dot product of the user and item embeddings (None for a cold-start fallback)."""
+    predicted_rating: float | None
+    """The rating head's scaled prediction y, unclipped (None for a fallback)."""
+    stars: float | None
+    """``1 + 4 y`` on MovieLens, clipped to the rating range (None for a fallback)."""
 
 
-@torch.no_grad()
+@dataclasses.dataclass(frozen=True)
+class Recommendations:
+    """A user's list; ``fallback`` marks the popularity list given to an unknown user."""
+
+    user_id: int | str
+    items: list[Recommendation]
+    fallback: bool = False
+    notice: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarItem:
+    """An item near another in embedding space; ``score`` is the cosine similarity."""
+
+    item_id: int | str
+    title: str | None
+    genres: tuple[str, ...]
+    score: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedBatch:
+    """Retrieve-then-rank results for many users as (n_users, k) arrays (-1 rows pad)."""
+
+    rows: NDArray[np.int64]
+    retrieval: NDArray[np.float32]
+    predicted: NDArray[np.float32]
+
+
+@torch.inference_mode()
+def rank_candidates(
+    model: MultiTaskModel, user_rows: NDArray[np.int64], candidates: NDArray[np.int64]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Retrieval scores and predicted ratings of (n, c) candidate rows for n users.
+
+    Padding rows (-1) get score and prediction ``-inf`` so they sort last.
+    """
+    n, c = candidates.shape
+    valid = candidates >= 0
+    users = model.embed_users(torch.from_numpy(np.repeat(user_rows, c)))  # (n*c, d)
+    items = model.embed_items(torch.from_numpy(np.where(valid, candidates, 0).reshape(-1)))
+    retrieval = (users * items).sum(dim=1).reshape(n, c).numpy()
+    predicted = model.predict_rating(users, items).reshape(n, c).numpy()
+    return np.where(valid, retrieval, -np.inf), np.where(valid, predicted, -np.inf)
+
+
+def retrieve_and_rank(
+    model: MultiTaskModel,
+    index: Index,
+    user_rows: NDArray[np.int64],
+    *,
+    k: int,
+    candidates: int,
+    exclude: list[NDArray[np.int64]] | None = None,
+) -> RankedBatch:
+    """Top ``candidates`` rows by retrieval score, re-sorted by predicted rating; first ``k``."""
+    if k < 1 or candidates < 1:
+        raise ConfigError(f"k and candidates must be >= 1, got k={k}, candidates={candidates}")
+    with torch.inference_mode():
+        queries = model.embed_users(torch.from_numpy(user_rows)).numpy()
+    _, rows = index.search(queries, max(k, candidates), exclude=exclude)
+    retrieval, predicted = rank_candidates(model, user_rows, rows)
+    order = np.argsort(-predicted, axis=1, kind="stable")[:, :k]
+    return RankedBatch(
+        np.take_along_axis(rows, order, 1),
+        np.take_along_axis(retrieval, order, 1),
+        np.take_along_axis(predicted, order, 1),
+    )
+
+
 def retrieve_then_rank(
     model: MultiTaskModel,
     vocabs: Vocabs,
@@ -39,37 +121,238 @@ def retrieve_then_rank(
     items: Items | None = None,
     scale: RatingScale | None = None,
 ) -> list[Recommendation]:
-    """Top ``candidates`` items by retrieval score, re-sorted by predicted rating, first ``k``.
-
-    ``candidates`` defaults to ``k`` (the reference: retrieve ten, rate those ten).
-    ``items`` supplies titles and genres. Raises ``UnknownIdError`` for an unknown user.
+    """The reference's prediction: top ``candidates`` (default ``k``) over the whole
+    catalogue by dot product, training movies included, ranked by predicted rating.
 
     >>> recs = retrieve_then_rank(model, vocabs, 5, items=dataset.items)
-    >>> [(r.title, round(r.stars, 1)) for r in recs[:2]]
     """
-    scale = scale or RatingScale()
-    user_row = torch.tensor([vocabs.users.row(user_id)])
-    rows = top_k_items(model, user_row, candidates or k)[0]  # (c,)
-    user = model.embed_users(user_row).expand(len(rows), -1)  # (c, d)
-    item = model.embed_items(rows)
-    retrieval = (user * item).sum(dim=1)
-    predicted = model.predict_rating(user, item)
-    order = torch.argsort(predicted, descending=True, stable=True)[:k]
-    stars = scale.stars(predicted.numpy())
-    ids = vocabs.items.ids(rows.numpy())
-    position = {} if items is None else {i: p for p, i in enumerate(items.ids.tolist())}
+    with torch.inference_mode():
+        index = ExactIndex(model.embed_items().numpy())
+    row = np.array([vocabs.users.row(user_id)], dtype=np.int64)
+    batch = retrieve_and_rank(model, index, row, k=k, candidates=candidates or k)
+    info = ItemInfo.from_items(vocabs.items, items)
+    return _records(batch, 0, vocabs.items, info, scale or RatingScale())
+
+
+def _records(
+    batch: RankedBatch, i: int, vocab: Vocab, info: ItemInfo, scale: RatingScale
+) -> list[Recommendation]:
     out = []
-    for j in order.tolist():
-        raw = ids[j].item() if isinstance(ids[j], np.generic) else ids[j]
-        meta = position.get(raw)
+    stars = scale.stars(batch.predicted[i])
+    for j, row in enumerate(batch.rows[i].tolist()):
+        if row < 0:
+            break
         out.append(
             Recommendation(
-                item_id=raw,
-                title=None if meta is None or items is None else str(items.titles[meta]),
-                genres=() if meta is None or items is None else tuple(items.genres_of(meta)),
-                retrieval_score=float(retrieval[j]),
-                predicted_rating=float(predicted[j]),
+                item_id=vocab.id_array[row].item(),
+                title=info.titles[row],
+                genres=tuple(info.genres[row]),
+                retrieval_score=float(batch.retrieval[i, j]),
+                predicted_rating=float(batch.predicted[i, j]),
                 stars=float(stars[j]),
             )
         )
     return out
+
+
+class Recommender:
+    """A saved model, ready to answer: retrieve, then rank; similar items; rank given items.
+
+    >>> rec = Recommender.load("mtrec-out/model")
+    >>> rec.recommend(5, k=10).items[0].title
+    >>> rec.similar(50, k=5)
+    """
+
+    def __init__(self, saved: SavedModel) -> None:
+        self.saved = saved
+        self.model = saved.model
+        self.vocabs = saved.vocabs
+        self.index = saved.index
+        with torch.inference_mode():
+            items = self.model.embed_items().numpy()
+        norms = np.linalg.norm(items, axis=1, keepdims=True)
+        self._cosine = ExactIndex(items / np.maximum(norms, 1e-12))
+        order = np.argsort(-saved.popularity, kind="stable")
+        self._popular = order.astype(np.int64)
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Recommender:
+        """Load a directory written by ``mtrec train`` (see ``mtrec.artifact``)."""
+        return cls(artifact.load(directory))
+
+    @staticmethod
+    def _coerce(vocab: Vocab, raw: int | str) -> int | str:
+        """An id as typed on a command line or in a URL ("5") in the vocabulary's own type."""
+        if isinstance(raw, str) and vocab.id_array.dtype.kind in "iu":
+            text = raw.strip()
+            if text.lstrip("-").isdigit():
+                return int(text)
+        return raw
+
+    def _row(self, vocab: Vocab, raw: int | str) -> int | None:
+        raw = self._coerce(vocab, raw)
+        return vocab.row(raw) if raw in vocab else None
+
+    def user_known(self, user_id: int | str) -> bool:
+        return self._row(self.vocabs.users, user_id) is not None
+
+    def item_row(self, item_id: int | str) -> int:
+        """The row of a known item; ``UnknownIdError`` otherwise."""
+        row = self._row(self.vocabs.items, item_id)
+        if row is None:
+            raise UnknownIdError("item", self._coerce(self.vocabs.items, item_id))
+        return row
+
+    def seen(self, user_id: int | str) -> list[int | str]:
+        """Ids of the items ``user_id`` rated in training (empty for an unknown user)."""
+        row = self._row(self.vocabs.users, user_id)
+        return [] if row is None else self.vocabs.items.ids(self._seen_rows(row)).tolist()
+
+    def _seen_rows(self, row: int) -> NDArray[np.int64]:
+        return self.saved.seen_items[self.saved.seen_indptr[row] : self.saved.seen_indptr[row + 1]]
+
+    def recommend(
+        self, user_id: int | str, k: int = 10, candidates: int = 100, exclude_seen: bool = True
+    ) -> Recommendations:
+        """Top ``candidates`` by retrieval score (minus training items unless
+        ``exclude_seen=False``), ranked by predicted rating, first ``k``. An unknown user
+        gets the items most often rated four stars or more, flagged ``fallback``."""
+        return self.recommend_many([user_id], k, candidates, exclude_seen)[0]
+
+    def recommend_many(
+        self,
+        user_ids: Sequence[int | str],
+        k: int = 10,
+        candidates: int = 100,
+        exclude_seen: bool = True,
+    ) -> list[Recommendations]:
+        """``recommend`` for many users in one batched index search and head pass."""
+        rows = [self._row(self.vocabs.users, u) for u in user_ids]
+        known = np.array([r for r in rows if r is not None], dtype=np.int64)
+        batch = self.rank_rows(known, k, candidates, exclude_seen) if len(known) else None
+        out, j = [], 0
+        for user_id, row in zip(user_ids, rows, strict=True):
+            if row is None:
+                out.append(self._fallback(user_id, k))
+                continue
+            assert batch is not None
+            out.append(
+                Recommendations(
+                    self.vocabs.users.id_array[row].item(),  # the id as the model knows it
+                    _records(batch, j, self.vocabs.items, self.saved.items, self.saved.scale),
+                )
+            )
+            j += 1
+        return out
+
+    def rank_rows(
+        self, user_rows: NDArray[np.int64], k: int, candidates: int, exclude_seen: bool
+    ) -> RankedBatch:
+        """Retrieve-then-rank for user rows, as arrays (what batch export writes)."""
+        exclude = [self._seen_rows(int(r)) for r in user_rows] if exclude_seen else None
+        return retrieve_and_rank(
+            self.model, self.index, user_rows, k=k, candidates=candidates, exclude=exclude
+        )
+
+    def _fallback(self, user_id: int | str, k: int) -> Recommendations:
+        info = self.saved.items
+        items = [
+            Recommendation(
+                self.vocabs.items.id_array[r].item(),
+                info.titles[r],
+                tuple(info.genres[r]),
+                None,
+                None,
+                None,
+            )
+            for r in self._popular[:k].tolist()
+        ]
+        notice = (
+            f"unknown user {user_id!r}: showing the items most often rated 4+ stars in training"
+        )
+        return Recommendations(user_id, items, fallback=True, notice=notice)
+
+    def rank(self, user_id: int | str, item_ids: Sequence[int | str]) -> list[Recommendation]:
+        """The given items ordered by predicted rating for ``user_id`` (both must be known)."""
+        user = self._row(self.vocabs.users, user_id)
+        if user is None:
+            raise UnknownIdError("user", self._coerce(self.vocabs.users, user_id))
+        cands = np.array([[self.item_row(i) for i in item_ids]], dtype=np.int64)
+        retrieval, predicted = rank_candidates(self.model, np.array([user]), cands)
+        order = np.argsort(-predicted, axis=1, kind="stable")
+        batch = RankedBatch(
+            np.take_along_axis(cands, order, 1),
+            np.take_along_axis(retrieval, order, 1),
+            np.take_along_axis(predicted, order, 1),
+        )
+        return _records(batch, 0, self.vocabs.items, self.saved.items, self.saved.scale)
+
+    def similar(self, item_id: int | str, k: int = 10) -> list[SimilarItem]:
+        """The ``k`` items with the most similar embeddings (cosine), the item itself excluded."""
+        row = self.item_row(item_id)
+        query = self._cosine.embeddings[row : row + 1]
+        scores, rows = self._cosine.search(query, k, exclude=[np.array([row])])
+        info = self.saved.items
+        return [
+            SimilarItem(
+                self.vocabs.items.id_array[r].item(),
+                info.titles[r],
+                tuple(info.genres[r]),
+                float(s),
+            )
+            for s, r in zip(scores[0].tolist(), rows[0].tolist(), strict=True)
+            if r >= 0
+        ]
+
+
+def write_all_users(
+    rec: Recommender,
+    path: str | Path,
+    *,
+    k: int = 10,
+    candidates: int = 100,
+    exclude_seen: bool = True,
+    users_per_batch: int = 4096,
+) -> int:
+    """Write every known user's list to a Parquet file, atomically; returns the row count.
+
+    Columns: ``user_id, rank, item_id, title, retrieval_score, predicted_rating, stars``.
+    Users are processed ``users_per_batch`` at a time, so memory stays bounded.
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    vocab_users, vocab_items = rec.vocabs.users, rec.vocabs.items
+    titles = np.array([t or "" for t in rec.saved.items.titles], dtype=object)
+    n_users = len(vocab_users)
+    written = 0
+    with atomic_path(path) as tmp:
+        writer: pq.ParquetWriter | None = None
+        try:
+            for lo in range(0, n_users, users_per_batch):
+                user_rows = np.arange(lo, min(lo + users_per_batch, n_users), dtype=np.int64)
+                batch = rec.rank_rows(user_rows, k, candidates, exclude_seen)
+                keep = batch.rows >= 0
+                ranks = np.broadcast_to(np.arange(1, batch.rows.shape[1] + 1), batch.rows.shape)
+                item_rows = batch.rows[keep]
+                table = pa.table(
+                    {
+                        "user_id": vocab_users.ids(
+                            np.broadcast_to(user_rows[:, None], batch.rows.shape)[keep]
+                        ),
+                        "rank": ranks[keep].astype(np.int32),
+                        "item_id": vocab_items.ids(item_rows),
+                        "title": titles[item_rows],
+                        "retrieval_score": batch.retrieval[keep],
+                        "predicted_rating": batch.predicted[keep],
+                        "stars": rec.saved.scale.stars(batch.predicted[keep]),
+                    }
+                )
+                if writer is None:
+                    writer = pq.ParquetWriter(str(tmp), table.schema)
+                writer.write_table(table)
+                written += table.num_rows
+        finally:
+            if writer is not None:
+                writer.close()
+    return written

@@ -1,0 +1,195 @@
+"""Saved models: round trip, corruption, atomic writes; the Recommender on top of them."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from mtrec import artifact
+from mtrec.config import ModelConfig, TrainConfig
+from mtrec.data.movielens import read_grouplens_dir
+from mtrec.errors import ArtifactError, ConfigError, UnknownIdError
+from mtrec.experiments import evaluate_saved, train_model
+from mtrec.index import ExactIndex
+from mtrec.recommend import Recommender, write_all_users
+
+SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
+FAST = TrainConfig(epochs=5, batch_size=64)
+
+
+@pytest.fixture
+def saved_dir(tiny_dir: Path, tmp_path: Path) -> Path:
+    saved = train_model(read_grouplens_dir(tiny_dir), SMALL, FAST)
+    return artifact.save(saved, tmp_path / "model")
+
+
+def test_save_load_gives_identical_scores_and_recommendations(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    saved = train_model(read_grouplens_dir(tiny_dir), SMALL, FAST)
+    before = Recommender(saved)
+    path = artifact.save(saved, tmp_path / "model")
+    after = Recommender.load(path)
+    for a, b in zip(
+        saved.model.state_dict().values(), after.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    users = list(range(1, 61))
+    assert before.recommend_many(users, k=7) == after.recommend_many(users, k=7)
+    assert before.similar(3, k=5) == after.similar(3, k=5)
+    assert after.saved.metrics == json.loads(json.dumps(saved.metrics))
+    assert after.saved.items.titles[0] == "Café Müller (1951)"
+    assert sorted(p.name for p in path.iterdir()) == [
+        "config.json", "index", "items.json", "manifest.json", "metrics.json",
+        "model.safetensors", "seen.safetensors", "vocab.json",
+    ]  # fmt: skip
+    assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+
+
+def test_recommend_excludes_training_items_and_ranks_by_prediction(saved_dir: Path) -> None:
+    rec = Recommender.load(saved_dir)
+    for user in range(1, 61):
+        result = rec.recommend(user, k=8, candidates=20)
+        seen = set(rec.seen(user))
+        assert seen and not result.fallback
+        assert not seen & {r.item_id for r in result.items}
+        preds = [r.predicted_rating for r in result.items]
+        assert preds == sorted(preds, reverse=True)
+    with_seen = rec.recommend(1, k=40, candidates=40, exclude_seen=False)
+    assert set(rec.seen(1)) <= {r.item_id for r in with_seen.items}
+    assert rec.recommend("1", k=3) == rec.recommend(1, k=3)  # ids as typed on a command line
+
+
+def test_candidates_are_the_top_by_retrieval_score(saved_dir: Path) -> None:
+    rec = Recommender.load(saved_dir)
+    result = rec.recommend(7, k=5, candidates=5, exclude_seen=False)
+    user = rec.model.embed_users(torch.tensor([rec.vocabs.users.row(7)])).detach().numpy()
+    _, rows = ExactIndex(rec.model.embed_items().detach().numpy()).search(user, 5)
+    assert {r.item_id for r in result.items} == set(rec.vocabs.items.ids(rows[0]).tolist())
+
+
+def test_unknown_user_falls_back_and_unknown_item_is_an_error(saved_dir: Path) -> None:
+    rec = Recommender.load(saved_dir)
+    result = rec.recommend(4242, k=4)
+    assert result.fallback and result.notice and "4242" in result.notice
+    assert len(result.items) == 4 and all(r.stars is None for r in result.items)
+    pop = rec.saved.popularity
+    assert [rec.item_row(r.item_id) for r in result.items] == np.argsort(-pop, kind="stable")[
+        :4
+    ].tolist()
+    with pytest.raises(UnknownIdError, match="unknown item id 999"):
+        rec.similar(999)
+    with pytest.raises(UnknownIdError, match="unknown item id 'x'"):
+        rec.rank(1, [1, "x"])
+    with pytest.raises(UnknownIdError, match="unknown user"):
+        rec.rank(4242, [1])
+
+
+def test_rank_orders_given_items_and_similar_excludes_itself(saved_dir: Path) -> None:
+    rec = Recommender.load(saved_dir)
+    ranked = rec.rank(2, [5, 30, 12, 1])
+    assert sorted(r.item_id for r in ranked) == [1, 5, 12, 30]
+    assert [r.predicted_rating for r in ranked] == sorted(
+        (r.predicted_rating for r in ranked), reverse=True
+    )
+    similar = rec.similar(3, k=50)
+    assert len(similar) == 39 and 3 not in {s.item_id for s in similar}
+    assert all(-1.0 <= s.score <= 1.0 for s in similar)
+
+
+def test_all_users_export(saved_dir: Path, tmp_path: Path) -> None:
+    rec = Recommender.load(saved_dir)
+    n = write_all_users(rec, tmp_path / "recs.parquet", k=5, users_per_batch=7)
+    table = pq.read_table(tmp_path / "recs.parquet").to_pydict()
+    assert n == 60 * 5 == len(table["user_id"])
+    assert table["rank"][:5] == [1, 2, 3, 4, 5] and table["user_id"][:5] == [1] * 5
+    single = rec.recommend(1, k=5)
+    assert table["item_id"][:5] == [r.item_id for r in single.items]
+    assert table["title"][0] == single.items[0].title
+
+
+def test_corrupt_or_missing_files_are_named(saved_dir: Path) -> None:
+    weights = saved_dir / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:-100])
+    with pytest.raises(ArtifactError, match=r"model\.safetensors: corrupt"):
+        artifact.load(saved_dir)
+
+
+def test_missing_vocabulary(saved_dir: Path) -> None:
+    (saved_dir / "vocab.json").unlink()
+    with pytest.raises(ArtifactError, match=r"vocab\.json: missing"):
+        artifact.load(saved_dir)
+
+
+def test_flipped_byte_in_seen_items(saved_dir: Path) -> None:
+    path = saved_dir / "seen.safetensors"
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(ArtifactError, match=r"seen\.safetensors: corrupt"):
+        artifact.load(saved_dir)
+
+
+def test_newer_format_version_is_refused(saved_dir: Path) -> None:
+    config = json.loads((saved_dir / "config.json").read_text())
+    config["format_version"] = artifact.FORMAT_VERSION + 1
+    (saved_dir / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ArtifactError, match="format_version 2; this mtrec reads format 1"):
+        artifact.load(saved_dir)
+    with pytest.raises(ArtifactError, match="no such model directory"):
+        artifact.load(saved_dir / "nope")
+
+
+def test_failed_save_keeps_the_old_model(saved_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    saved = artifact.load(saved_dir)
+    before = (saved_dir / "model.safetensors").read_bytes()
+
+    def boom(directory: object) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(saved.index, "save", boom)
+    with pytest.raises(OSError, match="disk full"):
+        artifact.save(saved, saved_dir)
+    assert (saved_dir / "model.safetensors").read_bytes() == before
+    assert (
+        artifact.load(saved_dir).vocabs.items.id_array.tolist()
+        == saved.vocabs.items.id_array.tolist()
+    )
+    assert not [p for p in saved_dir.parent.iterdir() if p.name.startswith(".")]
+
+
+def test_evaluate_saved_rebuilds_and_checks_the_split(tiny_dir: Path, saved_dir: Path) -> None:
+    saved = artifact.load(saved_dir)
+    dataset = read_grouplens_dir(tiny_dir)
+    report = evaluate_saved(saved, dataset)
+    assert report.rmse == pytest.approx(saved.metrics["rmse"])
+    assert report.top_k_accuracy == pytest.approx(saved.metrics["top_k_accuracy"])
+    lines = (tiny_dir / "u.data").read_text().splitlines()
+    (tiny_dir / "u.data").write_text("\n".join(lines[:-1]) + "\n")
+    from mtrec.errors import DataError
+
+    with pytest.raises(DataError, match="differs from the one this model was evaluated on"):
+        evaluate_saved(saved, read_grouplens_dir(tiny_dir))
+
+
+def test_faiss_index_in_a_saved_model(tiny_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("faiss")
+    saved = train_model(read_grouplens_dir(tiny_dir), SMALL, FAST, index="faiss-hnsw")
+    assert saved.metrics["index"]["recall_at_10_vs_exact"] >= 0.95
+    rec = Recommender.load(artifact.save(saved, tmp_path / "m"))
+    assert rec.index.kind == "faiss-hnsw" and not rec.index.is_exact
+    assert rec.recommend(3, k=5) == Recommender(saved).recommend(3, k=5)
+
+
+def test_missing_faiss_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtrec.index import build_index
+
+    monkeypatch.setitem(sys.modules, "faiss", None)
+    with pytest.raises(ConfigError, match=r"pip install 'mtrec\[ann\]'"):
+        build_index("faiss-hnsw", np.zeros((4, 2), dtype=np.float32))
