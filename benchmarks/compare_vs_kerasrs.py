@@ -79,7 +79,8 @@ def main() -> None:
             {"round": n, "mtrec_s": mtrec_s, "kerasrs_s": anchor_s, "ratio": mtrec_s / anchor_s}
         )
         print(
-            f"round {n}: mtrec {mtrec_s:6.2f} s   keras-rs {anchor_s:6.2f} s   ratio {mtrec_s / anchor_s:.3f}"
+            f"round {n}: mtrec {mtrec_s:6.2f} s   keras-rs {anchor_s:6.2f} s   "
+            f"ratio {mtrec_s / anchor_s:.3f}"
         )
     multi = next(m for m in json.loads(mtrec_out)["models"] if m["name"] == "multi-task")
     anchor_multi = next(
@@ -97,7 +98,8 @@ def main() -> None:
         "load_average_after": os.getloadavg(),
     }
     print(
-        f"median: mtrec {summary['median_mtrec_s']:.2f} s, keras-rs {summary['median_kerasrs_s']:.2f} s, "
+        f"median: mtrec {summary['median_mtrec_s']:.2f} s, "
+        f"keras-rs {summary['median_kerasrs_s']:.2f} s, "
         f"median ratio {summary['median_ratio']:.3f}"
     )
     print(

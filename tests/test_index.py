@@ -120,7 +120,7 @@ class TestExactIndex(IndexContract):
     def test_chunking_does_not_change_results(self, data: tuple[np.ndarray, np.ndarray]) -> None:
         items, queries = data
         whole = ExactIndex(items).search(queries, 10)
-        chunked = ExactIndex(items, chunk_items=37, query_batch=6).search(
+        chunked = ExactIndex(items, score_budget=37 * 6, query_batch=6).search(
             queries, 10, exclude=[np.array([], dtype=np.int64)] * len(queries)
         )
         assert np.array_equal(whole[1], chunked[1])

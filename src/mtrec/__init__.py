@@ -7,45 +7,35 @@
 >>> model = mtrec.MultiTaskModel(len(vocabs.users), len(vocabs.items), mtrec.ModelConfig(), seed=42)
 >>> mtrec.train(model, mtrec.encode(split.train, vocabs), mtrec.TrainConfig())
 >>> mtrec.evaluate(model, mtrec.encode(split.test, vocabs))
+
+Saved models (``mtrec train``) are served by ``mtrec.Recommender.load(directory)``.
 """
 
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, Split, load_movielens, random_split
 from mtrec.errors import ArtifactError, ConfigError, DataError, MtrecError, UnknownIdError
 from mtrec.evaluate import EvalReport, evaluate
-from mtrec.experiments import compare
+from mtrec.experiments import compare, evaluate_saved, train_model
 from mtrec.features import RatingScale, Vocabs, encode
+from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index
 from mtrec.model import MultiTaskModel
-from mtrec.recommend import Recommendation, retrieve_then_rank
+from mtrec.recommend import (
+    Recommendation,
+    Recommendations,
+    Recommender,
+    SimilarItem,
+    retrieve_then_rank,
+)
 from mtrec.train import History, train
 from mtrec.vocab import Vocab
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArtifactError",
-    "ConfigError",
-    "DataError",
-    "Dataset",
-    "EvalReport",
-    "History",
-    "Interactions",
-    "ModelConfig",
-    "MtrecError",
-    "MultiTaskModel",
-    "RatingScale",
-    "Recommendation",
-    "Split",
-    "TrainConfig",
-    "UnknownIdError",
-    "Vocab",
-    "Vocabs",
-    "__version__",
-    "compare",
-    "encode",
-    "evaluate",
-    "load_movielens",
-    "random_split",
-    "retrieve_then_rank",
-    "train",
-]
+    "ArtifactError", "ConfigError", "DataError", "Dataset", "EvalReport", "ExactIndex",
+    "FaissIndex", "History", "Index", "Interactions", "ModelConfig", "MtrecError",
+    "MultiTaskModel", "RatingScale", "Recommendation", "Recommendations", "Recommender",
+    "SimilarItem", "Split", "TrainConfig", "UnknownIdError", "Vocab", "Vocabs", "__version__",
+    "build_index", "compare", "encode", "evaluate", "evaluate_saved", "load_index",
+    "load_movielens", "random_split", "retrieve_then_rank", "train", "train_model",
+]  # fmt: skip

@@ -191,6 +191,13 @@ def _print_compare(result: CompareResult) -> None:
     out.print(recs)
 
 
+def _key_int(option: str) -> tuple[str, int]:
+    key, _, value = option.partition("=")
+    if not key or not value.strip().isdigit():
+        raise ConfigError(f"--index-option: expected KEY=INTEGER, got {option!r}")
+    return key.strip(), int(value)
+
+
 def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -246,6 +253,12 @@ def train_cmd(
         str | None, typer.Option(help="auto, fp32 or bf16 training matmuls.")
     ] = None,
     index: Annotated[str, typer.Option(help="exact, faiss-hnsw or faiss-ivf.")] = "exact",
+    index_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=INT for the index, repeatable: m, ef_construction, ef_search, nlist, nprobe."
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: AsJson = False,
 ) -> None:
@@ -264,6 +277,7 @@ def train_cmd(
     )
     if index not in INDEX_KINDS:
         raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {index!r}")
+    index_params = dict(_key_int(option) for option in index_option or [])
     dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
@@ -272,6 +286,7 @@ def train_cmd(
             model_config,
             train_config,
             index=index,
+            index_params=index_params,
             progress=None if quiet else _ModelBar(bars, "multi-task"),
         )
     path = artifact.save(saved, output)

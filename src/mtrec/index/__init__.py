@@ -15,15 +15,26 @@ from mtrec.index.base import Exclusions, Index, recall_at_k
 from mtrec.index.exact import ExactIndex
 
 INDEX_KINDS = ("exact", "faiss-hnsw", "faiss-ivf")
+INDEX_OPTIONS: dict[str, tuple[str, ...]] = {
+    "exact": (),
+    "faiss-hnsw": ("m", "ef_construction", "ef_search"),
+    "faiss-ivf": ("nlist", "nprobe"),
+}
 
 
 def build_index(kind: str, embeddings: NDArray[np.float32], **params: Any) -> Index:
     """Build an index of ``kind`` (one of ``INDEX_KINDS``) over (n_items, d) embeddings."""
+    allowed = INDEX_OPTIONS.get(kind)
+    if allowed is None:
+        raise ConfigError(f"index kind: expected one of {INDEX_KINDS}, got {kind!r}")
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(
+            f"{kind} index: unknown option(s) {unknown}; it takes {list(allowed) or 'none'}"
+        )
     if kind == "exact":
         return ExactIndex.build(embeddings)
-    if kind in ("faiss-hnsw", "faiss-ivf"):
-        return FaissIndex.build(embeddings, method=kind.removeprefix("faiss-"), **params)  # type: ignore[arg-type]
-    raise ConfigError(f"index kind: expected one of {INDEX_KINDS}, got {kind!r}")
+    return FaissIndex.build(embeddings, method=kind.removeprefix("faiss-"), **params)  # type: ignore[arg-type]
 
 
 def load_index(directory: str | Path) -> Index:

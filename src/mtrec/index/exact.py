@@ -19,10 +19,10 @@ from mtrec.io import atomic_path, write_json
 class ExactIndex:
     """Brute-force inner-product search: the reference every other index is measured by.
 
-    Scores are computed ``chunk_items`` catalogue rows at a time (and ``query_batch``
-    queries at a time), keeping a running top-k, so memory stays at
-    ``query_batch x chunk_items`` scores whatever the catalogue size: a 1M-item
-    catalogue never materialises a (queries x 1M) matrix.
+    Scores are computed ``query_batch`` queries at a time against as many catalogue
+    rows as fit in ``score_budget`` scores (64 MB by default), keeping a running top-k:
+    memory stays bounded whatever the catalogue size, so a batch of 1,000 queries over
+    1M items never materialises a (1,000 x 1M) matrix.
 
     >>> index = ExactIndex.build(item_embeddings)          # (n_items, d) float32
     >>> scores, rows = index.search(queries, k=10, exclude=[seen_rows])
@@ -32,7 +32,7 @@ class ExactIndex:
     is_exact = True
 
     def __init__(
-        self, embeddings: NDArray[np.float32], chunk_items: int = 262_144, query_batch: int = 1024
+        self, embeddings: NDArray[np.float32], score_budget: int = 1 << 24, query_batch: int = 1024
     ):
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if self.embeddings.ndim != 2:
@@ -40,7 +40,7 @@ class ExactIndex:
                 f"ExactIndex: embeddings must be 2-d, got shape {self.embeddings.shape}"
             )
         self._items = torch.from_numpy(self.embeddings)
-        self.chunk_items = chunk_items
+        self.score_budget = score_budget
         self.query_batch = query_batch
 
     @classmethod
@@ -78,8 +78,9 @@ class ExactIndex:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         best_s = torch.full((len(q), k), -torch.inf)
         best_r = torch.full((len(q), k), -1, dtype=torch.long)
-        for lo in range(0, self.n_items, self.chunk_items):
-            hi = min(lo + self.chunk_items, self.n_items)
+        chunk = max(k, self.score_budget // len(q))
+        for lo in range(0, self.n_items, chunk):
+            hi = min(lo + chunk, self.n_items)
             s = q @ self._items[lo:hi].T  # (b, chunk)
             inside = (ex_rows >= lo) & (ex_rows < hi)
             if inside.any():
