@@ -196,3 +196,6 @@ def test_recommend_errors(
     assert "unknown item id 777" in capsys.readouterr().err
     assert _run(["train", "--data-dir", str(tiny_dir), "-o", str(model), "--index", "annoy"]) == 3
     assert _run(["train", "--data-dir", str(tiny_dir), "-o", str(model), "--preset", "fancy"]) == 3
+    bad_option = ["train", "--data-dir", str(tiny_dir), "-o", str(model), "--index-option", "m=x"]
+    assert _run(bad_option) == 3
+    assert "expected KEY=INTEGER, got 'm=x'" in capsys.readouterr().err

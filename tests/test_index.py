@@ -157,3 +157,11 @@ def test_recall_vs_exact_and_unknown_kind(tmp_path: Path) -> None:
     assert recall_vs_exact(build_index("faiss-hnsw", items), exact, items[:20]) >= 0.95
     with pytest.raises(ConfigError, match="index kind"):
         build_index("annoy", items)
+
+
+def test_index_options_are_checked() -> None:
+    items = np.zeros((4, 2), dtype=np.float32)
+    with pytest.raises(ConfigError, match=r"exact index: unknown option\(s\) \['m'\]; it takes none"):
+        build_index("exact", items, m=3)
+    with pytest.raises(ConfigError, match=r"faiss-hnsw index: unknown option\(s\) \['nprobe'\]"):
+        build_index("faiss-hnsw", items, nprobe=3)
