@@ -161,7 +161,9 @@ def test_recall_vs_exact_and_unknown_kind(tmp_path: Path) -> None:
 
 def test_index_options_are_checked() -> None:
     items = np.zeros((4, 2), dtype=np.float32)
-    with pytest.raises(ConfigError, match=r"exact index: unknown option\(s\) \['m'\]; it takes none"):
+    with pytest.raises(
+        ConfigError, match=r"exact index: unknown option\(s\) \['m'\]; it takes none"
+    ):
         build_index("exact", items, m=3)
     with pytest.raises(ConfigError, match=r"faiss-hnsw index: unknown option\(s\) \['nprobe'\]"):
         build_index("faiss-hnsw", items, nprobe=3)

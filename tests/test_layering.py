@@ -15,6 +15,7 @@ STAGES = [
     "features",
     "model",
     "optim",
+    "checkpoint",
     "train",
     "evaluate",
     "index",

@@ -19,6 +19,7 @@ from rich.progress import Progress as RichBar
 from rich.table import Table
 
 from mtrec import artifact
+from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.config import preset as make_preset
 from mtrec.data import load_movielens
@@ -259,10 +260,30 @@ def train_cmd(
             help="KEY=INT for the index, repeatable: m, ef_construction, ef_search, nlist, nprobe."
         ),
     ] = None,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint here at each epoch's end (and --checkpoint-every)."),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Also checkpoint every N batches.")
+    ] = None,
+    keep_checkpoints: Annotated[int, typer.Option(help="How many checkpoints to keep.")] = 3,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest valid checkpoint.")
+    ] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Train one multi-task model and write it, with its index, to a model directory."""
+    if checkpoint_dir is None and (resume or checkpoint_every):
+        raise ConfigError("--resume and --checkpoint-every need --checkpoint-dir")
+    if keep_checkpoints < 1 or (checkpoint_every is not None and checkpoint_every < 1):
+        raise ConfigError("--keep-checkpoints and --checkpoint-every must be >= 1")
+    checkpoints = (
+        None
+        if checkpoint_dir is None
+        else Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume)
+    )
     model_config, train_config = make_preset(
         preset,
         retrieval_weight=retrieval_weight,
@@ -288,6 +309,7 @@ def train_cmd(
             index=index,
             index_params=index_params,
             progress=None if quiet else _ModelBar(bars, "multi-task"),
+            checkpoints=checkpoints,
         )
     path = artifact.save(saved, output)
     if as_json:

@@ -65,6 +65,12 @@ class UnknownIdError(MtrecError, KeyError):
         return str(self.args[0])
 
 
+class TrainingError(MtrecError):
+    """Training cannot go on (a non-finite loss, a checkpoint that does not fit the run)."""
+
+    exit_code = 6
+
+
 class ArtifactError(MtrecError):
     """A saved file (cache, model) is missing, corrupt or from an unsupported version."""
 

@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from mtrec.artifact import ItemInfo, SavedModel
+from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, random_split
 from mtrec.errors import DataError
@@ -169,6 +170,7 @@ def train_model(
     index: str = "exact",
     index_params: dict[str, Any] | None = None,
     progress: Progress | None = None,
+    checkpoints: Checkpointing | None = None,
 ) -> SavedModel:
     """What ``mtrec train`` does: split, train one model, evaluate it, index its items.
 
@@ -187,7 +189,7 @@ def train_model(
     model = MultiTaskModel(
         len(vocabs.users), len(vocabs.items), model_config, seed=train_config.seed
     )
-    history = train(model, train_data, train_config, progress)
+    history = train(model, train_data, train_config, progress, checkpoints)
     report = evaluate(model, test_data, k=10)
     with torch.inference_mode():
         item_emb = model.embed_items().numpy().copy()

@@ -31,9 +31,24 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             os.fsync(fh.fileno())
         os.chmod(tmp_path, 0o666 & ~current_umask())  # mkstemp's 0600 is for the temp only
         os.replace(tmp_path, target)
+        fsync_dir(target.parent)  # make the rename itself durable
     finally:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+
+
+def fsync_dir(directory: str | Path) -> None:
+    """Flush a directory entry (a rename) to disk where the platform allows it."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def current_umask() -> int:

@@ -3,16 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
+import logging
+import math
 import platform
 import time
+from pathlib import Path
 from typing import Protocol
 
 import torch
 
+from mtrec.checkpoint import (
+    Checkpointing,
+    TrainState,
+    list_checkpoints,
+    load_latest,
+    save_checkpoint,
+)
 from mtrec.config import TrainConfig
+from mtrec.errors import TrainingError
 from mtrec.features import EncodedInteractions
 from mtrec.model import MultiTaskModel
 from mtrec.optim import Adagrad
+
+log = logging.getLogger("mtrec.train")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,6 +93,7 @@ def train(
     data: EncodedInteractions,
     config: TrainConfig,
     progress: Progress | None = None,
+    checkpoints: Checkpointing | None = None,
 ) -> History:
     """Fit ``model`` to ``data`` in place and return per-epoch losses.
 
@@ -85,6 +101,11 @@ def train(
     shuffled once by the split, then the same order every epoch). With
     ``config.shuffle`` a generator seeded from ``config.seed`` draws a new permutation
     each epoch, so one seed fixes the batch order either way.
+
+    ``checkpoints`` saves the run at each epoch's end (and every N batches if asked);
+    with ``resume`` it continues from the newest valid checkpoint and ends with the
+    same weights as an uninterrupted run. A non-finite loss raises ``TrainingError``
+    before it can touch the weights, naming the epoch and batch.
 
     >>> model = MultiTaskModel(len(vocabs.users), len(vocabs.items), ModelConfig(), seed=42)
     >>> history = train(model, encode(split.train, vocabs), TrainConfig(epochs=5))
@@ -96,34 +117,72 @@ def train(
     n_batches = -(-n // size)
     w_ret, w_rank = config.retrieval_weight, config.ranking_weight
     dtype = compute_dtype(config.precision)
-    model.train()
     stats: list[EpochStats] = []
+    epoch, first_step, sums = 1, 0, [0.0, 0.0, 0.0]
+    fingerprint = run_fingerprint(model, config, n)
+    last_checkpoint: Path | None = None
+    if checkpoints is not None:
+        resumed = _resume(checkpoints, fingerprint, model, optimizer, generator)
+        if resumed is not None:
+            state, last_checkpoint = resumed
+            epoch, first_step, sums = state.epoch, state.step, state.sums
+            stats = [EpochStats(**h) for h in state.history]
+
+    def snapshot(epoch: int, step: int, rng: torch.Tensor) -> Path:
+        assert checkpoints is not None
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            where = f"{last_checkpoint}" if last_checkpoint else "none was written"
+            position = (
+                f"after epoch {epoch - 1}" if step == 0 else f"at epoch {epoch}, batch {step}"
+            )
+            raise TrainingError(
+                f"training diverged: non-finite weights {position}; not checkpointed. "
+                f"Last good checkpoint: {where}"
+            )
+        history = [dataclasses.asdict(s) for s in stats]
+        state = TrainState(
+            epoch, step, model.state_dict(), optimizer.accumulators, rng, sums, history, fingerprint
+        )
+        return save_checkpoint(checkpoints, state)
+
+    every = (checkpoints.every_steps or 0) if checkpoints is not None else 0
+    model.train()
     start_run = time.perf_counter()
-    for epoch in range(1, config.epochs + 1):
+    while epoch <= config.epochs:
         start = time.perf_counter()
+        epoch_rng = generator.get_state()
         order = torch.randperm(n, generator=generator) if config.shuffle else None
-        sums = torch.zeros(3)
         if progress is not None:
             progress.start_epoch(epoch, config.epochs, n_batches)
-        for lo in range(0, n, size):
+        for step in range(first_step, n_batches):
+            lo = step * size
             rows = order[lo : lo + size] if order is not None else slice(lo, lo + size)
             parts = model.loss(
                 data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank, dtype
             )
+            zero = parts.total.new_zeros(())
+            values = torch.stack(
+                [
+                    parts.total.detach(),
+                    parts.retrieval.detach() if parts.retrieval is not None else zero,
+                    parts.rating.detach() if parts.rating is not None else zero,
+                ]
+            ).tolist()
+            if not math.isfinite(values[0]):
+                where = f"{last_checkpoint}" if last_checkpoint else "none was written"
+                raise TrainingError(
+                    f"training diverged: loss {values[0]} at epoch {epoch}, batch {step + 1} of "
+                    f"{n_batches}; the weights stop before it. Last good checkpoint: {where}"
+                )
             optimizer.zero_grad()
             parts.total.backward()  # type: ignore[no-untyped-call]
             optimizer.step()
-            batch = torch.stack(
-                [
-                    parts.total.detach(),
-                    parts.retrieval.detach() if parts.retrieval is not None else sums.new_zeros(()),
-                    parts.rating.detach() if parts.rating is not None else sums.new_zeros(()),
-                ]
-            )
-            sums += batch
+            sums = [a + b for a, b in zip(sums, values, strict=True)]
             if progress is not None:
-                progress.step(_named(batch.tolist(), w_ret, w_rank))
-        mean = _named((sums / n_batches).tolist(), w_ret, w_rank)
+                progress.step(_named(values, w_ret, w_rank))
+            if every and (step + 1) % every == 0 and step + 1 < n_batches:
+                last_checkpoint = snapshot(epoch, step + 1, epoch_rng)
+        mean = _named([s / n_batches for s in sums], w_ret, w_rank)
         epoch_stats = EpochStats(
             epoch,
             mean["loss"],
@@ -134,9 +193,56 @@ def train(
         stats.append(epoch_stats)
         if progress is not None:
             progress.end_epoch(epoch_stats)
+        epoch, first_step, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
+        if checkpoints is not None:  # positioned at the start of the next epoch
+            last_checkpoint = snapshot(epoch, 0, generator.get_state())
     model.eval()
     precision = "bf16" if dtype is torch.bfloat16 else "fp32"
     return History(stats, time.perf_counter() - start_run, precision)
+
+
+def run_fingerprint(model: MultiTaskModel, config: TrainConfig, n_rows: int) -> str:
+    """Identifies a run for its checkpoints: model shape, hyperparameters except the epoch
+    count (a run may be extended), and the training data's size."""
+    described = {
+        "model": model.config.to_dict(),
+        "tables": [model.user_embedding.num_embeddings, model.n_items],
+        "train": {k: v for k, v in config.to_dict().items() if k != "epochs"},
+        "rows": n_rows,
+    }
+    return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _resume(
+    settings: Checkpointing,
+    fingerprint: str,
+    model: MultiTaskModel,
+    optimizer: Adagrad,
+    generator: torch.Generator,
+) -> tuple[TrainState, Path] | None:
+    existing = list_checkpoints(settings.directory)
+    if not settings.resume:
+        if existing:
+            raise TrainingError(
+                f"{settings.directory} already holds checkpoints ({existing[0].name}); "
+                "pass --resume to continue that run, or choose an empty --checkpoint-dir"
+            )
+        return None
+    found = load_latest(settings, fingerprint)
+    if found is None:
+        if existing:
+            log.warning(
+                "no valid checkpoint in %s: starting from the beginning", settings.directory
+            )
+        return None
+    state, path = found
+    model.load_state_dict(state.model)
+    with torch.no_grad():
+        for mine, saved in zip(optimizer.accumulators, state.accumulators, strict=True):
+            mine.copy_(saved)
+    generator.set_state(state.epoch_rng)
+    log.info("resuming from %s (epoch %d, batch %d)", path, state.epoch, state.step)
+    return state, path
 
 
 def _named(values: list[float], w_ret: float, w_rank: float) -> dict[str, float]:
