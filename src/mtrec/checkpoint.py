@@ -126,7 +126,13 @@ def read_checkpoint(path: Path) -> TrainState:
 
 
 def load_latest(settings: Checkpointing, fingerprint: str) -> tuple[TrainState, Path] | None:
-    """The newest checkpoint of this run that verifies; corrupt ones are skipped with a warning."""
+    """The newest checkpoint of this run that verifies; corrupt ones are skipped with a warning.
+
+    Temporary files left by a run killed while writing are removed first.
+    """
+    if settings.directory.is_dir():
+        for stale in settings.directory.glob(".ckpt-e*.safetensors.*.tmp"):
+            stale.unlink(missing_ok=True)
     for path in list_checkpoints(settings.directory):
         try:
             state = read_checkpoint(path)
