@@ -1,9 +1,12 @@
 from __future__ import annotations
 
+import os
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 from synthetic import planted_ratings, write_grouplens
 
 from mtrec.data import Dataset
@@ -29,3 +32,9 @@ def ml100k() -> Dataset:
         return load_movielens()
     except SourceError as exc:
         pytest.skip(f"MovieLens-100K unreachable from every source: {exc}")
+
+
+# Fuzzing budgets: "ci" keeps the suite fast; HYPOTHESIS_PROFILE=long for a deeper run.
+settings.register_profile("ci", max_examples=60, deadline=timedelta(seconds=5), derandomize=True)
+settings.register_profile("long", max_examples=3000, deadline=timedelta(seconds=5))
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

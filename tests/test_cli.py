@@ -199,3 +199,37 @@ def test_recommend_errors(
     bad_option = ["train", "--data-dir", str(tiny_dir), "-o", str(model), "--index-option", "m=x"]
     assert _run(bad_option) == 3
     assert "expected KEY=INTEGER, got 'm=x'" in capsys.readouterr().err
+
+
+def test_train_with_checkpoints_and_resume(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ckpt = tmp_path / "ckpt"
+    base = [
+        "train",
+        "--data-dir",
+        str(tiny_dir),
+        "--epochs",
+        "2",
+        "--batch-size",
+        "64",
+        "--quiet",
+        "--checkpoint-dir",
+        str(ckpt),
+        "--checkpoint-every",
+        "5",
+    ]
+    assert _run([*base, "-o", str(tmp_path / "a")]) == 0
+    # 15 batches an epoch: checkpoints after batches 5 and 10 and at each epoch end; 3 kept
+    assert sorted(p.name for p in ckpt.iterdir()) == [
+        "ckpt-e0002-s000005.safetensors",
+        "ckpt-e0002-s000010.safetensors",
+        "ckpt-e0003-s000000.safetensors",
+    ]
+    capsys.readouterr()
+    assert _run([*base, "-o", str(tmp_path / "b")]) == 6  # would mix two runs
+    assert "pass --resume" in capsys.readouterr().err
+    assert _run([*base, "-o", str(tmp_path / "b"), "--resume"]) == 0  # already complete: no steps
+    a = (tmp_path / "a" / "model.safetensors").read_bytes()
+    assert a == (tmp_path / "b" / "model.safetensors").read_bytes()
+    assert _run(["train", "--data-dir", str(tiny_dir), "--resume"]) == 3

@@ -209,7 +209,12 @@ def load(directory: str | Path) -> SavedModel:
         ) from None
     model.eval()
     seen = _safetensors(root / "seen.safetensors", load_numpy)
+    _check_seen(root / "seen.safetensors", seen, len(vocabs.users), len(vocabs.items))
     items = _json(root, "items.json")
+    if sorted(items) != ["genres", "titles", "years"] or any(
+        not isinstance(items[k], list) or len(items[k]) != len(vocabs.items) for k in items
+    ):
+        raise ArtifactError(f"{root / 'items.json'}: expected titles, genres, years per item")
     index = load_index(root / "index")
     if index.n_items != len(vocabs.items):
         raise ArtifactError(
@@ -232,6 +237,25 @@ def load(directory: str | Path) -> SavedModel:
         )
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{root}: incomplete files ({exc})") from None
+
+
+def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) -> None:
+    try:
+        indptr, items, pop = seen["indptr"], seen["items"], seen["popularity"]
+    except KeyError as exc:
+        raise ArtifactError(f"{path}: missing array {exc}") from None
+    ok = (
+        indptr.shape == (n_users + 1,)
+        and items.ndim == 1
+        and pop.shape == (n_items,)
+        and indptr.dtype.kind == items.dtype.kind == pop.dtype.kind == "i"
+        and indptr[0] == 0
+        and indptr[-1] == len(items)
+        and bool(np.all(np.diff(indptr) >= 0))
+        and (len(items) == 0 or (items.min() >= 0 and items.max() < n_items))
+    )
+    if not ok:
+        raise ArtifactError(f"{path}: arrays do not fit {n_users} users and {n_items} items")
 
 
 def _json(root: Path, name: str) -> dict[str, Any]:

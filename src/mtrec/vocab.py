@@ -71,7 +71,18 @@ class Vocab:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Vocab:
-        try:
-            return cls(str(data["name"]), data["ids"])
-        except (KeyError, TypeError) as exc:
-            raise ArtifactError(f"vocabulary: expected keys 'name' and 'ids' ({exc})") from None
+        """Rebuild from ``to_dict`` output; anything else raises ``ArtifactError``."""
+        if not isinstance(data, dict) or not isinstance(data.get("name"), str):
+            raise ArtifactError(
+                "vocabulary: expected an object with a string 'name' and a list 'ids'"
+            )
+        ids = data.get("ids")
+        ints = isinstance(ids, list) and all(type(i) is int for i in ids)
+        strs = isinstance(ids, list) and all(type(i) is str for i in ids)
+        if not (ints or strs):
+            raise ArtifactError(
+                f"vocabulary {data['name']!r}: 'ids' must be a list of all integers or all strings"
+            )
+        if ints and ids and not (min(ids) >= -(2**63) and max(ids) < 2**63):
+            raise ArtifactError(f"vocabulary {data['name']!r}: an id does not fit in 64 bits")
+        return cls(data["name"], np.array(ids, dtype=np.int64 if ints else np.str_))

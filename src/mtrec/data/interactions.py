@@ -54,6 +54,14 @@ class Items:
     """(n_items, n_genres) flags, columns named by ``genre_names``."""
     genre_names: tuple[str, ...]
 
+    def __post_init__(self) -> None:
+        _same_length("item", self.ids, titles=self.titles, years=self.years, genres=self.genres)
+        if self.genres.ndim != 2 or self.genres.shape[1] != len(self.genre_names):
+            raise DataError(
+                f"genre flags of shape {self.genres.shape} for {len(self.genre_names)} genres",
+                field="genres",
+            )
+
     def __len__(self) -> int:
         return len(self.ids)
 
@@ -74,8 +82,24 @@ class Users:
     occupation: NDArray[np.str_]
     zip_code: NDArray[np.str_]
 
+    def __post_init__(self) -> None:
+        _same_length(
+            "user",
+            self.ids,
+            age=self.age,
+            gender=self.gender,
+            occupation=self.occupation,
+            zip_code=self.zip_code,
+        )
+
     def __len__(self) -> int:
         return len(self.ids)
+
+
+def _same_length(what: str, ids: NDArray[np.generic], **columns: NDArray[np.generic]) -> None:
+    for name, column in columns.items():
+        if len(column) != len(ids):
+            raise DataError(f"{what} metadata: {len(ids)} ids but {len(column)} {name}", field=name)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -416,6 +416,26 @@ _CACHE_KEYS = (
 )
 
 
+_INT, _FLOAT, _STR, _BOOL = "iu", "f", "U", "b"
+_CACHE_SCHEMA = {
+    "user": (_INT, 1),
+    "item": (_INT, 1),
+    "rating": (_FLOAT, 1),
+    "timestamp": (_INT, 1),
+    "item_ids": (_INT, 1),
+    "titles": (_STR, 1),
+    "years": (_INT, 1),
+    "genres": (_BOOL, 2),
+    "genre_names": (_STR, 1),
+    "user_ids": (_INT, 1),
+    "age": (_INT, 1),
+    "gender": (_STR, 1),
+    "occupation": (_STR, 1),
+    "zip_code": (_STR, 1),
+}
+"""Expected dtype kinds and dimensions of each cached array."""
+
+
 def write_cache(dataset: Dataset, path: str | Path) -> None:
     """Write a normalised copy (plain arrays, no pickle) atomically."""
     if dataset.items is None or dataset.users is None:
@@ -449,6 +469,12 @@ def read_cache(path: str | Path) -> Dataset:
             if missing:
                 raise ArtifactError(f"{path}: unreadable cache, missing arrays {missing}")
             a = {k: npz[k] for k in _CACHE_KEYS}
+        for key, (kinds, ndim) in _CACHE_SCHEMA.items():
+            if a[key].dtype.kind not in kinds or a[key].ndim != ndim:
+                raise ArtifactError(
+                    f"{path}: unreadable cache, array {key!r} is {a[key].dtype}"
+                    f" with {a[key].ndim} dimension(s)"
+                )
         return Dataset(
             name=ML100K,
             interactions=Interactions(a["user"], a["item"], a["rating"], a["timestamp"]),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +10,7 @@ from numpy.typing import NDArray
 
 from mtrec.errors import ArtifactError, ConfigError
 from mtrec.index.ann import FaissIndex
-from mtrec.index.base import Exclusions, Index, recall_at_k
+from mtrec.index.base import Exclusions, Index, read_index_meta, recall_at_k
 from mtrec.index.exact import ExactIndex
 
 INDEX_KINDS = ("exact", "faiss-hnsw", "faiss-ivf")
@@ -39,10 +38,7 @@ def build_index(kind: str, embeddings: NDArray[np.float32], **params: Any) -> In
 
 def load_index(directory: str | Path) -> Index:
     """Load whichever index ``directory/index.json`` describes."""
-    try:
-        kind = json.loads((Path(directory) / "index.json").read_text())["kind"]
-    except (OSError, ValueError, KeyError) as exc:
-        raise ArtifactError(f"{directory}/index.json: unreadable ({exc})") from None
+    kind = read_index_meta(directory).get("kind")
     if kind == "exact":
         return ExactIndex.load(directory)
     if kind in ("faiss-hnsw", "faiss-ivf"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Self
@@ -11,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mtrec.errors import ArtifactError, ConfigError
-from mtrec.index.base import Exclusions, check_queries
+from mtrec.index.base import Exclusions, check_queries, read_index_meta
 from mtrec.io import atomic_path, write_json
 
 
@@ -138,8 +137,8 @@ class FaissIndex:
     def load(cls, directory: str | Path) -> Self:
         faiss = _faiss()
         directory = Path(directory)
+        meta = read_index_meta(directory)
         try:
-            meta = json.loads((directory / "index.json").read_text())
             index = faiss.read_index(str(directory / "faiss.index"))
         except (OSError, ValueError, RuntimeError) as exc:
             raise ArtifactError(f"{directory}: cannot load the FAISS index ({exc})") from None

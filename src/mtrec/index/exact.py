@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Self
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
+from safetensors import SafetensorError
 from safetensors.numpy import load_file, save_file
 
 from mtrec.errors import ArtifactError
-from mtrec.index.base import Exclusions, check_queries, exclusion_pairs
+from mtrec.index.base import Exclusions, check_queries, exclusion_pairs, read_index_meta
 from mtrec.io import atomic_path, write_json
 
 
@@ -107,14 +107,12 @@ class ExactIndex:
     @classmethod
     def load(cls, directory: str | Path) -> Self:
         path = Path(directory) / "embeddings.safetensors"
+        meta = read_index_meta(directory)
         try:
-            meta = json.loads((Path(directory) / "index.json").read_text())
             embeddings = load_file(str(path))["embeddings"]
-        except (OSError, ValueError, KeyError) as exc:
-            raise ArtifactError(f"{directory}: cannot load the exact index ({exc})") from None
-        if meta.get("kind") != cls.kind or embeddings.shape != (
-            meta.get("n_items"),
-            meta.get("dim"),
-        ):
+        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            raise ArtifactError(f"{path}: cannot load the exact index ({exc})") from None
+        shape = (meta.get("n_items"), meta.get("dim"))
+        if meta.get("kind") != cls.kind or embeddings.ndim != 2 or embeddings.shape != shape:
             raise ArtifactError(f"{directory}/index.json does not describe {path.name}")
         return cls(embeddings)
