@@ -193,3 +193,15 @@ def test_missing_faiss_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "faiss", None)
     with pytest.raises(ConfigError, match=r"pip install 'mtrec\[ann\]'"):
         build_index("faiss-hnsw", np.zeros((4, 2), dtype=np.float32))
+
+
+def test_history_lists_the_best_rated_training_items(saved_dir: Path, tiny_dir: Path) -> None:
+    rec = Recommender.load(saved_dir)
+    history = rec.history(1, k=50)
+    assert {h.item_id for h in history} == set(rec.seen(1))
+    ratings = [h.rating for h in history]
+    assert ratings == sorted(ratings, reverse=True) and set(ratings) <= {1.0, 2.0, 3.0, 4.0, 5.0}
+    raw = read_grouplens_dir(tiny_dir).interactions
+    given = {int(i): float(r) for u, i, r in zip(raw.user, raw.item, raw.rating, strict=True) if u == 1}
+    assert all(given[h.item_id] == h.rating for h in history)
+    assert rec.history(4242) == []

@@ -98,3 +98,20 @@ def test_configs_round_trip_and_reject_bad_input() -> None:
         ModelConfig.from_dict({"head_layers": [4, "x"]})
     with pytest.raises(ConfigError, match="invalid JSON"):
         ModelConfig.from_json("{")
+
+
+def test_seen_items_csr_keeps_the_last_rating_of_a_pair() -> None:
+    import torch
+
+    from mtrec.features import EncodedInteractions, seen_items
+
+    data = EncodedInteractions(
+        torch.tensor([2, 0, 2, 2, 0]),
+        torch.tensor([3, 1, 0, 3, 4]),
+        torch.tensor([1.0, 0.5, 0.75, 0.2, 0.9]),
+    )
+    seen = seen_items(data, n_users=4)
+    assert seen.indptr.tolist() == [0, 2, 2, 4, 4]
+    assert seen.of(0)[0].tolist() == [1, 4] and seen.of(1)[0].tolist() == []
+    items, labels = seen.of(2)
+    assert items.tolist() == [0, 3] and labels.tolist() == pytest.approx([0.75, 0.2])

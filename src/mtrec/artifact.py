@@ -38,7 +38,7 @@ from safetensors.torch import save_file as save_torch
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Items
 from mtrec.errors import ArtifactError, ConfigError
-from mtrec.features import RatingScale, Vocabs
+from mtrec.features import RatingScale, SeenItems, Vocabs
 from mtrec.index import Index, load_index
 from mtrec.io import current_umask, file_digest, write_json
 from mtrec.model import MultiTaskModel
@@ -86,8 +86,7 @@ class SavedModel:
     train_config: TrainConfig
     vocabs: Vocabs
     items: ItemInfo
-    seen_indptr: NDArray[np.int64]
-    seen_items: NDArray[np.int64]
+    seen: SeenItems
     popularity: NDArray[np.int64]
     index: Index
     data: dict[str, Any]
@@ -135,7 +134,12 @@ def _write_files(saved: SavedModel, out: Path) -> None:
     )
     write_json(out / "items.json", dataclasses.asdict(saved.items))
     save_numpy(
-        {"indptr": saved.seen_indptr, "items": saved.seen_items, "popularity": saved.popularity},
+        {
+            "indptr": saved.seen.indptr,
+            "items": saved.seen.items,
+            "labels": saved.seen.labels,
+            "popularity": saved.popularity,
+        },
         str(out / "seen.safetensors"),
     )
     write_json(out / "metrics.json", saved.metrics)
@@ -227,8 +231,7 @@ def load(directory: str | Path) -> SavedModel:
             train_config,
             vocabs,
             ItemInfo(**items),
-            seen["indptr"],
-            seen["items"],
+            SeenItems(seen["indptr"], seen["items"], seen["labels"]),
             seen["popularity"],
             index,
             config.get("data", {}),
@@ -242,6 +245,7 @@ def load(directory: str | Path) -> SavedModel:
 def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) -> None:
     try:
         indptr, items, pop = seen["indptr"], seen["items"], seen["popularity"]
+        labels = seen["labels"]
     except KeyError as exc:
         raise ArtifactError(f"{path}: missing array {exc}") from None
     ok = (
@@ -251,6 +255,8 @@ def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) ->
         and indptr.dtype.kind == items.dtype.kind == pop.dtype.kind == "i"
         and indptr[0] == 0
         and indptr[-1] == len(items)
+        and labels.shape == items.shape
+        and labels.dtype.kind == "f"
         and bool(np.all(np.diff(indptr) >= 0))
         and (len(items) == 0 or (items.min() >= 0 and items.max() < n_items))
     )

@@ -201,7 +201,7 @@ def train_model(
         index_info["recall_at_10_vs_exact"] = recall
         if isinstance(built, FaissIndex):
             built.recall["recall_at_10"] = recall
-    indptr, seen = seen_items(train_data, len(vocabs.users))
+    seen = seen_items(train_data, len(vocabs.users))
     metrics = {
         **dataclasses.asdict(report),
         "train_seconds": round(history.seconds, 3),
@@ -227,7 +227,6 @@ def train_model(
         train_config,
         vocabs,
         ItemInfo.from_items(vocabs.items, dataset.items),
-        indptr,
         seen,
         popularity(train_data, len(vocabs.items)),
         built,

@@ -74,21 +74,38 @@ def encode(
     )
 
 
-def seen_items(
-    data: EncodedInteractions, n_users: int
-) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
-    """Each user's rated item rows as CSR: items of user u are ``items[indptr[u]:indptr[u+1]]``.
+@dataclasses.dataclass(frozen=True)
+class SeenItems:
+    """Each user's training items and their scaled ratings, as CSR arrays.
 
-    Duplicates are removed and rows sorted within each user; built with one sort, no
-    Python loop per row.
+    User row u rated ``items[indptr[u]:indptr[u + 1]]`` (sorted, no duplicates) with
+    ``labels`` at the same positions. Recommendations leave these out; the service shows
+    a user's best-rated ones.
     """
-    users, items = data.user.numpy(), data.item.numpy()
-    pairs = np.unique(users.astype(np.int64) * (int(items.max(initial=0)) + 1) + items)
+
+    indptr: NDArray[np.int64]
+    items: NDArray[np.int64]
+    labels: NDArray[np.float32]
+
+    def of(self, user_row: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
+        lo, hi = int(self.indptr[user_row]), int(self.indptr[user_row + 1])
+        return self.items[lo:hi], self.labels[lo:hi]
+
+
+def seen_items(data: EncodedInteractions, n_users: int) -> SeenItems:
+    """Build :class:`SeenItems` with one sort, no Python loop per row.
+
+    A (user, item) pair rated more than once keeps its last rating.
+    """
+    users, items = data.user.numpy().astype(np.int64), data.item.numpy().astype(np.int64)
     width = int(items.max(initial=0)) + 1
-    u, i = pairs // width, pairs % width
+    keys = users * width + items
+    # np.unique keeps the first occurrence: reverse so that the last rating wins
+    pairs, first = np.unique(keys[::-1], return_index=True)
+    labels = data.label.numpy()[::-1][first]
     indptr = np.zeros(n_users + 1, dtype=np.int64)
-    np.add.at(indptr, u + 1, 1)
-    return np.cumsum(indptr), i.astype(np.int64)
+    np.add.at(indptr, pairs // width + 1, 1)
+    return SeenItems(np.cumsum(indptr), pairs % width, labels.astype(np.float32))
 
 
 def popularity(

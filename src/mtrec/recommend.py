@@ -62,6 +62,16 @@ class SimilarItem:
 
 
 @dataclasses.dataclass(frozen=True)
+class RatedItem:
+    """An item the user rated in training, with the rating they gave (in stars)."""
+
+    item_id: int | str
+    title: str | None
+    genres: tuple[str, ...]
+    rating: float
+
+
+@dataclasses.dataclass(frozen=True)
 class RankedBatch:
     """Retrieve-then-rank results for many users as (n_users, k) arrays (-1 rows pad)."""
 
@@ -209,7 +219,27 @@ class Recommender:
         return [] if row is None else self.vocabs.items.ids(self._seen_rows(row)).tolist()
 
     def _seen_rows(self, row: int) -> NDArray[np.int64]:
-        return self.saved.seen_items[self.saved.seen_indptr[row] : self.saved.seen_indptr[row + 1]]
+        return self.saved.seen.of(row)[0]
+
+    def history(self, user_id: int | str, k: int = 10) -> list[RatedItem]:
+        """The user's ``k`` best-rated training items (ties: the more popular first);
+        empty for an unknown user."""
+        row = self._row(self.vocabs.users, user_id)
+        if row is None:
+            return []
+        items, labels = self.saved.seen.of(row)
+        order = np.lexsort((-self.saved.popularity[items], -labels))[:k]
+        stars = self.saved.scale.stars(labels[order])
+        info = self.saved.items
+        return [
+            RatedItem(
+                self.vocabs.items.id_array[r].item(),
+                info.titles[r],
+                tuple(info.genres[r]),
+                float(s),
+            )
+            for r, s in zip(items[order].tolist(), stars.tolist(), strict=True)
+        ]
 
     def recommend(
         self, user_id: int | str, k: int = 10, candidates: int = 100, exclude_seen: bool = True
