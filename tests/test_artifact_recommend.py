@@ -202,6 +202,8 @@ def test_history_lists_the_best_rated_training_items(saved_dir: Path, tiny_dir: 
     ratings = [h.rating for h in history]
     assert ratings == sorted(ratings, reverse=True) and set(ratings) <= {1.0, 2.0, 3.0, 4.0, 5.0}
     raw = read_grouplens_dir(tiny_dir).interactions
-    given = {int(i): float(r) for u, i, r in zip(raw.user, raw.item, raw.rating, strict=True) if u == 1}
+    given = {
+        int(i): float(r) for u, i, r in zip(raw.user, raw.item, raw.rating, strict=True) if u == 1
+    }
     assert all(given[h.item_id] == h.rating for h in history)
     assert rec.history(4242) == []

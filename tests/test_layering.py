@@ -22,6 +22,7 @@ STAGES = [
     "artifact",
     "recommend",
     "experiments",
+    "serve",
     "cli",
 ]
 

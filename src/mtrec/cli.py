@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -419,6 +420,34 @@ def similar_cmd(
     for n, s in enumerate(items, start=1):
         table.add_row(str(n), s.title or str(s.item_id), ", ".join(s.genres), f"{s.score:.3f}")
     out.print(table)
+
+
+@app.command("serve")
+def serve_cmd(
+    model: ModelDir,
+    host: Annotated[
+        str, typer.Option(help="Address to bind; 0.0.0.0 exposes it to the network.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    api_key_file: Annotated[
+        Path | None, typer.Option(help="File whose first line is the API key (else MTREC_API_KEY).")
+    ] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve recommendations over HTTP (JSON API, /docs, /metrics and a web page at /)."""
+    try:
+        from mtrec.serve import read_api_key, serve
+    except ImportError as exc:
+        raise ConfigError(
+            f"the service needs the 'serve' extra: pip install 'mtrec[serve]' ({exc})"
+        ) from None
+    key = read_api_key(api_key_file, os.environ)
+    err.print(
+        f"serving {model} on http://{host}:{port}/ "
+        f"({'API key required' if key else 'no API key: open to anyone who can reach the port'})",
+        highlight=False,
+    )
+    serve(model, host=host, port=port, api_key=key, log_level=log_level)
 
 
 def main(argv: list[str] | None = None) -> None:

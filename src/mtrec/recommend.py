@@ -203,6 +203,10 @@ class Recommender:
         raw = self._coerce(vocab, raw)
         return vocab.row(raw) if raw in vocab else None
 
+    def canonical_id(self, kind: str, raw: int | str) -> int | str:
+        """``raw`` (e.g. "5" from a URL) as the ``kind`` ("user" or "item") vocabulary types it."""
+        return self._coerce(self.vocabs.users if kind == "user" else self.vocabs.items, raw)
+
     def user_known(self, user_id: int | str) -> bool:
         return self._row(self.vocabs.users, user_id) is not None
 

@@ -1,0 +1,451 @@
+"""The HTTP service: FastAPI over the same ``Recommender`` the command line uses.
+
+``create_app(model_dir)`` builds the app (tests use it in process); ``mtrec serve`` runs it
+on uvicorn. Routes are thin: validate, call the ``Recommender``, serialise. Every error
+is a JSON body ``{"error": {"type", "message"}}``; tracebacks stay in the server log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import hmac
+import logging
+import signal
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextlib import asynccontextmanager
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Body, FastAPI, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    generate_latest,
+)
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mtrec.errors import ArtifactError, ConfigError, MtrecError, UnknownIdError
+from mtrec.recommend import Recommender
+
+log = logging.getLogger("mtrec.serve")
+
+MAX_K = 100
+MAX_CANDIDATES = 1000
+MAX_ITEMS = 1000
+MAX_BODY_BYTES = 64 * 1024
+OPEN_PATHS = frozenset({"/", "/healthz", "/readyz"})
+"""Routes that need no API key: the page, liveness and readiness."""
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+
+
+class ModelHolder:
+    """The live ``Recommender``; ``reload`` swaps in a freshly loaded one.
+
+    The new model is loaded and checked completely before the reference is replaced,
+    in one assignment: a request in flight keeps the model it started with, and no
+    request ever sees a half-loaded one.
+    """
+
+    def __init__(self, model_dir: Path) -> None:
+        self.model_dir = model_dir
+        self.recommender = Recommender.load(model_dir)
+        self.loaded_at = time.time()
+        self.generation = 1
+        self._lock = asyncio.Lock()
+
+    async def reload(self) -> dict[str, Any]:
+        async with self._lock:  # one reload at a time; requests go on meanwhile
+            fresh = await run_in_threadpool(Recommender.load, self.model_dir)
+            self.recommender, self.loaded_at = fresh, time.time()
+            self.generation += 1
+            log.info("model reloaded from %s (generation %d)", self.model_dir, self.generation)
+            return self.describe()
+
+    def describe(self) -> dict[str, Any]:
+        saved = self.recommender.saved
+        return {
+            "model_dir": str(self.model_dir),
+            "generation": self.generation,
+            "loaded_at": self.loaded_at,
+            "users": len(saved.vocabs.users),
+            "items": len(saved.vocabs.items),
+            "index": saved.index.kind,
+        }
+
+
+class RankRequest(BaseModel):
+    """Items to order by predicted rating for one user."""
+
+    user_id: int | str
+    item_ids: list[int | str] = Field(min_length=1, max_length=MAX_ITEMS)
+
+
+class ItemOut(BaseModel):
+    item_id: int | str
+    title: str | None
+    genres: list[str]
+
+
+class RecommendationOut(ItemOut):
+    retrieval_score: float | None = Field(description="user . item embedding; null for a fallback")
+    predicted_rating: float | None = Field(description="the rating head's scaled output y")
+    stars: float | None = Field(description="1 + 4y clipped to [1, 5]; null for a fallback")
+
+
+class RecommendationsOut(BaseModel):
+    user_id: int | str
+    items: list[RecommendationOut]
+    fallback: bool = Field(description="true: an unknown user, given the most popular items")
+    notice: str | None
+
+
+class RankOut(BaseModel):
+    user_id: int | str
+    items: list[RecommendationOut]
+
+
+class RatedItemOut(ItemOut):
+    rating: float = Field(description="the user's own rating, in stars")
+
+
+class HistoryOut(BaseModel):
+    user_id: int | str
+    items: list[RatedItemOut]
+
+
+class SimilarItemOut(ItemOut):
+    score: float = Field(description="cosine similarity of the item embeddings")
+
+
+class SimilarOut(BaseModel):
+    item_id: int | str
+    items: list[SimilarItemOut]
+
+
+class ErrorBody(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    error: ErrorBody
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorOut, "description": text}
+    for code, text in (
+        (401, "missing or wrong API key"),
+        (404, "unknown id"),
+        (413, "body too large"),
+        (422, "invalid input"),
+    )
+}
+
+
+def _error(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": {"type": kind, "message": message}}, status_code=status)
+
+
+class _Guard:
+    """ASGI middleware: API key, body size and metrics, before any route runs."""
+
+    def __init__(self, app: Any, api_key: str | None, max_body: int, metrics: _Metrics) -> None:
+        self.app, self.api_key, self.max_body, self.metrics = app, api_key, max_body, metrics
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start = time.perf_counter()
+        status = {"code": 500}
+
+        async def send_and_record(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = message["status"]
+            await send(message)
+
+        response = self._refuse(scope)
+        try:
+            if response is None and scope["method"] in ("POST", "PUT", "PATCH"):
+                receive, too_large = await self._buffer(receive)
+                if too_large:
+                    response = _error(413, "too_large", f"request body over {self.max_body} bytes")
+            if response is not None:
+                await response(scope, receive, send_and_record)
+            else:
+                await self.app(scope, receive, send_and_record)
+        finally:
+            route = scope.get("route")
+            label = getattr(route, "path", None) or ("other" if response is None else scope["path"])
+            self.metrics.observe(
+                scope["method"], label, status["code"], time.perf_counter() - start
+            )
+
+    async def _buffer(self, receive: Receive) -> tuple[Receive, bool]:
+        """Read the whole body (at most ``max_body`` bytes), then replay it to the app."""
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                return _replay([message]), False
+            chunks.append(message.get("body", b""))
+            size += len(chunks[-1])
+            if size > self.max_body:
+                return receive, True
+            if not message.get("more_body", False):
+                return _replay(
+                    [{"type": "http.request", "body": b"".join(chunks), "more_body": False}]
+                ), False
+
+    def _refuse(self, scope: Scope) -> JSONResponse | None:
+        headers = dict(scope["headers"])
+        length = headers.get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return _error(413, "too_large", f"request body over {self.max_body} bytes")
+        if self.api_key is None or scope["path"] in OPEN_PATHS:
+            return None
+        given = headers.get(b"authorization", b"")
+        expected = b"Bearer " + self.api_key.encode()
+        if not hmac.compare_digest(given, expected):
+            return _error(
+                401, "unauthorized", "missing or wrong API key (Authorization: Bearer <key>)"
+            )
+        return None
+
+
+def _replay(messages: list[Message]) -> Receive:
+    pending = list(messages)
+
+    async def receive() -> Message:
+        if pending:
+            return pending.pop(0)
+        return {"type": "http.disconnect"}
+
+    return receive
+
+
+class _Metrics:
+    """Prometheus counters and latency histogram, in a registry of this app's own."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mtrec_http_requests_total",
+            "HTTP requests by route and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mtrec_http_request_duration_seconds",
+            "HTTP request latency by route",
+            ["route"],
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+
+def create_app(
+    model_dir: str | Path, *, api_key: str | None = None, max_body: int = MAX_BODY_BYTES
+) -> FastAPI:
+    """The service over the model in ``model_dir`` (loaded now: a bad model fails here).
+
+    ``api_key``: when set, every route but ``/``, ``/healthz`` and ``/readyz`` needs
+    ``Authorization: Bearer <key>``. The service reads no path but ``model_dir``.
+
+    >>> app = create_app("mtrec-out/model")
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+    """
+    holder = ModelHolder(Path(model_dir))
+    metrics = _Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> Any:
+        loop = asyncio.get_running_loop()
+        # SIGHUP reloads the model, as the admin route does (only where signals can be had)
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(
+                signal.SIGHUP, lambda: asyncio.ensure_future(_reload_logged(holder))
+            )
+        yield
+
+    app = FastAPI(
+        title="mtrec",
+        version="1",
+        summary="Retrieve, then rank: recommendations from one multi-task model.",
+        lifespan=lifespan,
+    )
+    app.state.holder = holder
+
+    @app.exception_handler(UnknownIdError)
+    async def unknown_id(request: Request, exc: UnknownIdError) -> JSONResponse:
+        return _error(404, "unknown_id", str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        return _error(exc.status_code, kind, str(exc.detail))
+
+    @app.exception_handler(ConfigError)
+    async def bad_value(request: Request, exc: ConfigError) -> JSONResponse:
+        return _error(422, "invalid", str(exc))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        problems = [
+            f"{'.'.join(str(p) for p in e.get('loc', ()))}: {e.get('msg', 'invalid')}"
+            for e in exc.errors()
+        ]
+        return _error(422, "invalid", "; ".join(problems) or "invalid request")
+
+    @app.exception_handler(Exception)
+    async def internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return _error(500, "internal", "internal error (logged on the server)")
+
+    @app.get("/healthz", tags=["operations"])
+    async def healthz() -> dict[str, str]:
+        """The process is up."""
+        return {"status": "ok"}
+
+    @app.get("/readyz", tags=["operations"])
+    async def readyz() -> dict[str, Any]:
+        """A model is loaded and answering."""
+        return {"status": "ready", **holder.describe()}
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus() -> Response:
+        """Request counts by route and status, and latency histograms (Prometheus text)."""
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        tags=["recommendations"],
+        response_model=RecommendationsOut,
+        responses=ERRORS,
+    )
+    async def recommendations(
+        user_id: str,
+        k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+        candidates: Annotated[int, Query(ge=1, le=MAX_CANDIDATES)] = 100,
+        exclude_seen: bool = True,
+    ) -> JSONResponse:
+        """Retrieve ``candidates`` by dot product (minus training items), rank by predicted
+        rating, return the top ``k``. An unknown user gets popular items, ``fallback: true``."""
+        result = holder.recommender.recommend(
+            user_id, k=k, candidates=candidates, exclude_seen=exclude_seen
+        )
+        return JSONResponse(dataclasses.asdict(result))
+
+    @app.get(
+        "/v1/users/{user_id}/history",
+        tags=["recommendations"],
+        response_model=HistoryOut,
+        responses=ERRORS,
+    )
+    async def history(user_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> JSONResponse:
+        """The user's best-rated training items (empty for an unknown user)."""
+        rec = holder.recommender
+        items = rec.history(user_id, k=k)
+        body = {
+            "user_id": rec.canonical_id("user", user_id),
+            "items": [dataclasses.asdict(i) for i in items],
+        }
+        return JSONResponse(body)
+
+    @app.post("/v1/rank", tags=["recommendations"], response_model=RankOut, responses=ERRORS)
+    async def rank(request: Annotated[RankRequest, Body()]) -> JSONResponse:
+        """The given items ordered by predicted rating for the user (404 for unknown ids)."""
+        rec = holder.recommender
+        items = rec.rank(request.user_id, request.item_ids)
+        user_id = rec.canonical_id("user", request.user_id)
+        return JSONResponse({"user_id": user_id, "items": [dataclasses.asdict(i) for i in items]})
+
+    @app.get(
+        "/v1/items/{item_id}/similar",
+        tags=["recommendations"],
+        response_model=SimilarOut,
+        responses=ERRORS,
+    )
+    async def similar(item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10) -> JSONResponse:
+        """Items with the most similar embeddings (cosine), the item itself left out."""
+        rec = holder.recommender
+        items = rec.similar(item_id, k=k)
+        body = {
+            "item_id": rec.canonical_id("item", item_id),
+            "items": [dataclasses.asdict(i) for i in items],
+        }
+        return JSONResponse(body)
+
+    @app.post("/v1/admin/reload", tags=["operations"])
+    async def reload() -> JSONResponse:
+        """Load the model directory again (e.g. after ``mtrec train`` replaced it) and swap it
+        in without a restart; on failure the current model stays and the error is returned."""
+        try:
+            return JSONResponse(await holder.reload())
+        except MtrecError as exc:
+            log.error("reload failed, keeping generation %d: %s", holder.generation, exc)
+            return _error(409, "reload_failed", f"kept the current model: {exc}")
+
+    page_html = resources.files("mtrec").joinpath("page.html").read_text(encoding="utf-8")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    async def page() -> HTMLResponse:
+        """One page: a user's top-rated movies, recommendations and similar movies."""
+        return HTMLResponse(page_html)
+
+    app.add_middleware(_Guard, api_key=api_key, max_body=max_body, metrics=metrics)
+    return app
+
+
+async def _reload_logged(holder: ModelHolder) -> None:
+    try:
+        await holder.reload()
+    except MtrecError as exc:
+        log.error("reload on SIGHUP failed, keeping generation %d: %s", holder.generation, exc)
+
+
+def read_api_key(key_file: Path | None, environ: MutableMapping[str, str]) -> str | None:
+    """The API key from ``key_file`` (first line) or ``MTREC_API_KEY``; never from argv."""
+    if key_file is not None:
+        try:
+            key = key_file.read_text(encoding="utf-8").strip().splitlines()[0].strip()
+        except (OSError, IndexError) as exc:
+            raise ConfigError(f"{key_file}: cannot read an API key ({exc})") from None
+        if not key:
+            raise ConfigError(f"{key_file}: the API key is empty")
+        return key
+    return environ.get("MTREC_API_KEY") or None
+
+
+def serve(
+    model_dir: Path,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    api_key: str | None = None,
+    log_level: str = "info",
+) -> None:
+    """Run the service on uvicorn until interrupted (SIGHUP reloads the model)."""
+    import uvicorn
+
+    if not (model_dir / "manifest.json").exists():
+        raise ArtifactError(f"{model_dir}: not a model directory (no manifest.json)")
+    app = create_app(model_dir, api_key=api_key)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -1,0 +1,267 @@
+"""The HTTP service: every route in process, auth, limits, errors, hot swap; a real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
+from fastapi.testclient import TestClient
+
+from mtrec import artifact
+from mtrec.config import ModelConfig, TrainConfig
+from mtrec.data.movielens import read_grouplens_dir
+from mtrec.experiments import train_model
+from mtrec.serve import MAX_BODY_BYTES, create_app
+
+
+def _train(tiny_dir: Path, out: Path, seed: int = 0) -> Path:
+    saved = train_model(
+        read_grouplens_dir(tiny_dir),
+        ModelConfig(embedding_dim=8, head_layers=(16,)),
+        TrainConfig(epochs=3, batch_size=64, seed=seed),
+    )
+    return artifact.save(saved, out)
+
+
+@pytest.fixture
+def model_dir(tiny_dir: Path, tmp_path: Path) -> Path:
+    return _train(tiny_dir, tmp_path / "model")
+
+
+@pytest.fixture
+def client(model_dir: Path) -> TestClient:
+    return TestClient(create_app(model_dir), raise_server_exceptions=False)
+
+
+def _error(response: Any, status: int, kind: str) -> str:
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error"} and body["error"]["type"] == kind
+    return str(body["error"]["message"])
+
+
+def test_health_ready_page_docs(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz").json()
+    assert ready["status"] == "ready" and ready["users"] == 60 and ready["items"] == 40
+    page = client.get("/")
+    assert page.status_code == 200 and "retrieve, then rank" in page.text
+    spec = client.get("/openapi.json").json()
+    assert "/v1/users/{user_id}/recommendations" in spec["paths"] and "/v1/rank" in spec["paths"]
+    assert client.get("/docs").status_code == 200
+
+
+def test_recommendations(client: TestClient) -> None:
+    body = client.get("/v1/users/3/recommendations?k=4&candidates=20").json()
+    assert body["user_id"] == 3 and body["fallback"] is False and len(body["items"]) == 4
+    stars = [i["stars"] for i in body["items"]]
+    assert all(1 <= s <= 5 for s in stars)
+    preds = [i["predicted_rating"] for i in body["items"]]
+    assert preds == sorted(preds, reverse=True)
+    seen = client.get("/v1/users/3/recommendations?k=40&candidates=40&exclude_seen=false").json()
+    assert len(seen["items"]) == 40
+    cold = client.get("/v1/users/nobody/recommendations?k=3").json()
+    assert (
+        cold["fallback"] is True
+        and "nobody" in cold["notice"]
+        and cold["items"][0]["stars"] is None
+    )
+
+
+def test_history_rank_similar(client: TestClient) -> None:
+    history = client.get("/v1/users/1/history?k=5").json()
+    assert history["user_id"] == 1 and len(history["items"]) == 5
+    ranked = client.post("/v1/rank", json={"user_id": 2, "item_ids": [5, "30", 12]}).json()
+    assert sorted(i["item_id"] for i in ranked["items"]) == [5, 12, 30]
+    similar = client.get("/v1/items/3/similar?k=4").json()
+    assert similar["item_id"] == 3 and len(similar["items"]) == 4
+    assert 3 not in [i["item_id"] for i in similar["items"]]
+
+
+def test_unknown_ids_are_404_with_json(client: TestClient) -> None:
+    assert "unknown item id 999" in _error(client.get("/v1/items/999/similar"), 404, "unknown_id")
+    assert "unknown item id 77" in _error(
+        client.post("/v1/rank", json={"user_id": 1, "item_ids": [77]}), 404, "unknown_id"
+    )
+    assert "unknown user" in _error(
+        client.post("/v1/rank", json={"user_id": "zz", "item_ids": [1]}), 404, "unknown_id"
+    )
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/v1/users/1/recommendations?k=0",
+        "/v1/users/1/recommendations?k=101",
+        "/v1/users/1/recommendations?candidates=1001",
+        "/v1/users/1/recommendations?k=x",
+        "/v1/items/1/similar?k=-1",
+        "/v1/users/1/history?k=1000",
+    ],
+)
+def test_bounds_are_422(client: TestClient, path: str) -> None:
+    _error(client.get(path), 422, "invalid")
+
+
+def test_malformed_and_oversized_bodies(client: TestClient) -> None:
+    _error(
+        client.post("/v1/rank", content=b"{not json", headers={"content-type": "application/json"}),
+        422,
+        "invalid",
+    )
+    _error(client.post("/v1/rank", json={"user_id": 1}), 422, "invalid")
+    _error(client.post("/v1/rank", json={"user_id": 1, "item_ids": []}), 422, "invalid")
+    _error(
+        client.post("/v1/rank", json={"user_id": 1, "item_ids": list(range(1001))}), 422, "invalid"
+    )
+    big = json.dumps({"user_id": 1, "item_ids": [1] * 40000}).encode()
+    assert len(big) > MAX_BODY_BYTES
+    _error(
+        client.post("/v1/rank", content=big, headers={"content-type": "application/json"}),
+        413,
+        "too_large",
+    )
+
+    def chunks():  # no content-length: counted as it arrives
+        for _ in range(100):
+            yield b" " * 1000
+
+    _error(
+        client.post("/v1/rank", content=chunks(), headers={"content-type": "application/json"}),
+        413,
+        "too_large",
+    )
+
+
+def test_unknown_routes_and_methods_answer_in_json(client: TestClient) -> None:
+    _error(client.get("/v2/nothing"), 404, "not_found")
+    _error(client.delete("/v1/rank"), 405, "method_not_allowed")
+
+
+def test_api_key(model_dir: Path) -> None:
+    client = TestClient(create_app(model_dir, api_key="s3cret"), raise_server_exceptions=False)
+    for path in ("/", "/healthz", "/readyz"):
+        assert client.get(path).status_code == 200
+    for path in ("/v1/users/1/recommendations", "/metrics", "/v1/items/1/similar", "/openapi.json"):
+        _error(client.get(path), 401, "unauthorized")
+        _error(client.get(path, headers={"Authorization": "Bearer wrong"}), 401, "unauthorized")
+        assert client.get(path, headers={"Authorization": "Bearer s3cret"}).status_code == 200
+    _error(client.post("/v1/admin/reload"), 401, "unauthorized")
+
+
+def test_metrics_count_routes_and_statuses(client: TestClient) -> None:
+    client.get("/v1/users/1/recommendations")
+    client.get("/v1/users/2/recommendations")
+    client.get("/v1/items/999/similar")
+    text = client.get("/metrics").text
+    route = "/v1/users/{user_id}/recommendations"
+    assert f'mtrec_http_requests_total{{method="GET",route="{route}",status="200"}} 2.0' in text
+    assert 'route="/v1/items/{item_id}/similar",status="404"} 1.0' in text
+    assert "mtrec_http_request_duration_seconds_bucket" in text
+
+
+def test_errors_do_not_leak_tracebacks(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    holder = client.app.state.holder  # type: ignore[attr-defined]
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("secret internals /etc/passwd")
+
+    monkeypatch.setattr(holder.recommender, "recommend", boom)
+    message = _error(client.get("/v1/users/1/recommendations"), 500, "internal")
+    assert "secret" not in message and "Traceback" not in message
+
+
+def test_reload_swaps_the_model_and_keeps_it_on_failure(
+    client: TestClient, model_dir: Path, tiny_dir: Path, tmp_path: Path
+) -> None:
+    before = client.get("/v1/users/3/recommendations?k=5").json()
+    _train(tiny_dir, model_dir, seed=5)  # a new model written over the directory
+    reloaded = client.post("/v1/admin/reload").json()
+    assert reloaded["generation"] == 2
+    after = client.get("/v1/users/3/recommendations?k=5").json()
+    assert after != before
+    (model_dir / "vocab.json").write_text("{}")  # now break it: the reload must be refused
+    message = _error(client.post("/v1/admin/reload"), 409, "reload_failed")
+    assert "vocab.json" in message and "kept the current model" in message
+    assert client.get("/v1/users/3/recommendations?k=5").json() == after
+    assert client.get("/readyz").json()["generation"] == 2
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def test_real_server_process(model_dir: Path, tmp_path: Path) -> None:
+    port = _free_port()
+    key_file = tmp_path / "key"
+    key_file.write_text("k3y\n")
+    env = {**os.environ, "MTREC_API_KEY": "ignored-when-a-file-is-given"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtrec",
+            "serve",
+            "-m",
+            str(model_dir),
+            "--port",
+            str(port),
+            "--api-key-file",
+            str(key_file),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):
+            try:
+                if _get(f"{base}/healthz")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.05)
+        auth = {"Authorization": "Bearer k3y"}
+        status, body = _get(f"{base}/v1/users/5/recommendations?k=3", auth)
+        assert status == 200 and len(body["items"]) == 3
+        assert _get(f"{base}/v1/users/5/recommendations", {"Authorization": "Bearer x"})[0] == 401
+        shutil.copytree(model_dir, tmp_path / "backup")
+        proc.send_signal(signal.SIGHUP)  # reload the same directory
+        for _ in range(100):
+            if _get(f"{base}/readyz")[1].get("generation") == 2:
+                break
+            time.sleep(0.05)
+        assert _get(f"{base}/readyz")[1]["generation"] == 2
+        assert _get(f"{base}/v1/users/5/recommendations?k=3", auth)[1] == body
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=20)
+    assert "API key required" in stderr
+    assert "Traceback" not in stderr
