@@ -207,3 +207,18 @@ def test_history_lists_the_best_rated_training_items(saved_dir: Path, tiny_dir: 
     }
     assert all(given[h.item_id] == h.rating for h in history)
     assert rec.history(4242) == []
+
+
+def test_to_dict_matches_the_dataclass_fields(saved_dir: Path) -> None:
+    import dataclasses
+
+    rec = Recommender.load(saved_dir)
+
+    def plain(obj: object) -> object:  # asdict, with tuples as JSON lists
+        return json.loads(json.dumps(dataclasses.asdict(obj)))  # type: ignore[call-overload]
+
+    result = rec.recommend(2, k=3)
+    assert result.to_dict() == plain(result)
+    assert [s.to_dict() for s in rec.similar(2, k=3)] == [plain(s) for s in rec.similar(2, k=3)]
+    assert [h.to_dict() for h in rec.history(2, k=3)] == [plain(h) for h in rec.history(2, k=3)]
+    assert rec.recommend(4242, k=2).to_dict() == plain(rec.recommend(4242, k=2))

@@ -381,7 +381,7 @@ def recommend_cmd(
     assert user is not None
     result = rec.recommend(user, k=k, candidates=candidates, exclude_seen=not include_seen)
     if as_json:
-        sys.stdout.write(json.dumps(dataclasses.asdict(result), indent=2) + "\n")
+        sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
     if result.notice:
         err.print(f"[yellow]notice:[/yellow] {result.notice}", highlight=False)
@@ -411,7 +411,7 @@ def similar_cmd(
     rec = Recommender.load(model)
     items = rec.similar(item, k=k)
     if as_json:
-        sys.stdout.write(json.dumps([dataclasses.asdict(s) for s in items], indent=2) + "\n")
+        sys.stdout.write(json.dumps([s.to_dict() for s in items], indent=2) + "\n")
         return
     row = rec.item_row(item)
     table = Table(title=f"similar to {rec.saved.items.titles[row] or item}")

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
+import gc
 import hmac
 import logging
 import signal
@@ -352,7 +352,7 @@ def create_app(
         result = holder.recommender.recommend(
             user_id, k=k, candidates=candidates, exclude_seen=exclude_seen
         )
-        return JSONResponse(dataclasses.asdict(result))
+        return JSONResponse(result.to_dict())
 
     @app.get(
         "/v1/users/{user_id}/history",
@@ -366,7 +366,7 @@ def create_app(
         items = rec.history(user_id, k=k)
         body = {
             "user_id": rec.canonical_id("user", user_id),
-            "items": [dataclasses.asdict(i) for i in items],
+            "items": [i.to_dict() for i in items],
         }
         return JSONResponse(body)
 
@@ -376,7 +376,7 @@ def create_app(
         rec = holder.recommender
         items = rec.rank(request.user_id, request.item_ids)
         user_id = rec.canonical_id("user", request.user_id)
-        return JSONResponse({"user_id": user_id, "items": [dataclasses.asdict(i) for i in items]})
+        return JSONResponse({"user_id": user_id, "items": [i.to_dict() for i in items]})
 
     @app.get(
         "/v1/items/{item_id}/similar",
@@ -390,7 +390,7 @@ def create_app(
         items = rec.similar(item_id, k=k)
         body = {
             "item_id": rec.canonical_id("item", item_id),
-            "items": [dataclasses.asdict(i) for i in items],
+            "items": [i.to_dict() for i in items],
         }
         return JSONResponse(body)
 
@@ -441,11 +441,18 @@ def serve(
     port: int = 8000,
     api_key: str | None = None,
     log_level: str = "info",
+    threads: int = 1,
 ) -> None:
     """Run the service on uvicorn until interrupted (SIGHUP reloads the model)."""
+    import torch
     import uvicorn
 
     if not (model_dir / "manifest.json").exists():
         raise ArtifactError(f"{model_dir}: not a model directory (no manifest.json)")
+    # One request is a handful of small kernels: intra-op threads only spin against the
+    # event loop (measured: p99 at 32 connections fell from 75 ms to 20 ms with 1 thread).
+    torch.set_num_threads(threads)
     app = create_app(model_dir, api_key=api_key)
+    gc.collect()
+    gc.freeze()  # the loaded model's objects leave the collector's scans: fewer latency spikes
     uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False)

@@ -61,6 +61,8 @@ class ExactIndex:
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
         q = check_queries(queries, self.dim, k, exclude)
         k = min(k, self.n_items)
+        if k == 0:  # an empty catalogue
+            return np.zeros((len(q), 0), dtype=np.float32), np.zeros((len(q), 0), dtype=np.int64)
         ex_q, ex_rows = exclusion_pairs(exclude, len(q))
         scores = np.empty((len(q), k), dtype=np.float32)
         rows = np.empty((len(q), k), dtype=np.int64)
@@ -76,9 +78,8 @@ class ExactIndex:
     def _search_block(
         self, q: torch.Tensor, k: int, ex_q: NDArray[np.int64], ex_rows: NDArray[np.int64]
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        best_s = torch.full((len(q), k), -torch.inf)
-        best_r = torch.full((len(q), k), -1, dtype=torch.long)
         chunk = max(k, self.score_budget // len(q))
+        best_s = best_r = None
         for lo in range(0, self.n_items, chunk):
             hi = min(lo + chunk, self.n_items)
             s = q @ self._items[lo:hi].T  # (b, chunk)
@@ -88,10 +89,14 @@ class ExactIndex:
                     torch.from_numpy(ex_q[inside]), torch.from_numpy(ex_rows[inside] - lo)
                 ] = -torch.inf
             top_s, top_r = torch.topk(s, min(k, hi - lo), dim=1)
+            if best_s is None or best_r is None:  # the first chunk (often the only one)
+                best_s, best_r = top_s, top_r + lo
+                continue
             cand_s = torch.cat([best_s, top_s], dim=1)
             cand_r = torch.cat([best_r, top_r + lo], dim=1)
             best_s, pos = torch.topk(cand_s, k, dim=1)
             best_r = torch.gather(cand_r, 1, pos)
+        assert best_s is not None and best_r is not None  # k >= 1 and n_items >= 1
         best_r[torch.isneginf(best_s)] = -1  # excluded or missing: no row
         return best_s.numpy(), best_r.numpy()
 

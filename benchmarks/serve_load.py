@@ -1,0 +1,192 @@
+"""Load test of `mtrec serve` on 127.0.0.1 with wrk (Debian's package) in a separate process.
+
+Serves the MovieLens-100K model, then for 1, 8, 32 and 128 connections runs wrk for
+``--duration`` seconds against ``GET /v1/users/{random user}/recommendations?k=10`` and
+reports throughput, p50/p95/p99 latency and every kind of failed request. Last, the
+same at 32 connections while the model directory is replaced and reloaded every 2 s
+(``POST /v1/admin/reload``): a swap must fail no request.
+
+    apt-get install wrk                          # once
+    python benchmarks/serve_load.py              # 30 s per run
+    python benchmarks/serve_load.py --duration 10 --json out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+LUA = r"""
+math.randomseed(42)
+request = function()
+  return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations?k=10")
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'RESULT {"requests": %d, "seconds": %.3f, "p50_ms": %.3f, "p95_ms": %.3f, "p99_ms": %.3f, ' ..
+    '"max_ms": %.3f, "connect_errors": %d, "read_errors": %d, "write_errors": %d, ' ..
+    '"non_2xx": %d, "timeouts": %d}\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50) / 1e3,
+    latency:percentile(95) / 1e3, latency:percentile(99) / 1e3, latency.max / 1e3,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [
+            "wrk",
+            "-t",
+            "1",
+            "-c",
+            str(connections),
+            "-d",
+            f"{duration}s",
+            "--timeout",
+            "5s",
+            "-s",
+            str(script),
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
+    result["connections"] = connections
+    result["rps"] = result["requests"] / result["seconds"]
+    result["failed"] = sum(
+        result[k] for k in ("connect_errors", "read_errors", "write_errors", "non_2xx", "timeouts")
+    )
+    return result
+
+
+def show(r: dict[str, Any], label: str = "") -> None:
+    print(
+        f"{r['connections']:>4} conn{label}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
+        f"p95 {r['p95_ms']:6.2f} ms  p99 {r['p99_ms']:6.2f} ms  max {r['max_ms']:7.2f} ms  "
+        f"failed {r['failed']} of {r['requests']}",
+        flush=True,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--duration", type=int, default=30)
+    ap.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32, 128])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    if shutil.which("wrk") is None:
+        sys.exit("wrk is not installed: apt-get install wrk")
+
+    work = Path(tempfile.mkdtemp(prefix="mtrec-load-"))
+    for name, seed in (("a", 42), ("b", 7)):  # two models to swap between
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "mtrec",
+                "train",
+                "-q",
+                "--seed",
+                str(seed),
+                "-o",
+                str(work / name),
+            ],
+            check=True,
+            capture_output=True,
+        )
+    served = work / "served"
+    shutil.copytree(work / "a", served)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mtrec",
+            "serve",
+            "-m",
+            str(served),
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env={**os.environ, "MTREC_API_KEY": ""},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    base = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            urllib.request.urlopen(f"{base}/readyz", timeout=2).read()
+            break
+        except OSError:
+            time.sleep(0.05)
+    script = work / "recs.lua"
+    script.write_text(LUA)
+    results = []
+    try:
+        wrk(base, 8, 3, script)  # warm up
+        for connections in args.connections:
+            results.append(wrk(base, connections, args.duration, script))
+            show(results[-1])
+        swaps = {"ok": 0, "refused": 0}
+        stop = threading.Event()
+
+        def swapper() -> None:
+            flip = 0
+            while not stop.wait(2.0):
+                flip ^= 1
+                fresh = work / "incoming"
+                shutil.copytree(work / ("b" if flip else "a"), fresh)
+                old = work / "old"
+                os.replace(served, old)  # the served directory is replaced whole ...
+                os.replace(fresh, served)
+                shutil.rmtree(old)
+                request = urllib.request.Request(
+                    f"{base}/v1/admin/reload", method="POST"
+                )  # ... then reloaded
+                try:
+                    urllib.request.urlopen(request, timeout=10).read()
+                    swaps["ok"] += 1
+                except OSError:
+                    swaps["refused"] += 1
+
+        thread = threading.Thread(target=swapper)
+        thread.start()
+        during = wrk(base, 32, args.duration, script)
+        stop.set()
+        thread.join()
+        show(during, f" during {swaps['ok']} model swaps")
+        during["swaps"] = swaps
+    finally:
+        server.terminate()
+        server.communicate(timeout=20)
+    if args.json:
+        args.json.write_text(json.dumps({"runs": results, "during_swaps": during}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
