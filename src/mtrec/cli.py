@@ -433,6 +433,9 @@ def serve_cmd(
         Path | None, typer.Option(help="File whose first line is the API key (else MTREC_API_KEY).")
     ] = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+    threads: Annotated[
+        int, typer.Option(help="PyTorch threads (1 suits many small requests).")
+    ] = 1,
 ) -> None:
     """Serve recommendations over HTTP (JSON API, /docs, /metrics and a web page at /)."""
     try:
@@ -447,7 +450,9 @@ def serve_cmd(
         f"({'API key required' if key else 'no API key: open to anyone who can reach the port'})",
         highlight=False,
     )
-    serve(model, host=host, port=port, api_key=key, log_level=log_level)
+    if threads < 1:
+        raise ConfigError(f"--threads: expected >= 1, got {threads}")
+    serve(model, host=host, port=port, api_key=key, log_level=log_level, threads=threads)
 
 
 def main(argv: list[str] | None = None) -> None:
