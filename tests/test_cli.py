@@ -233,3 +233,29 @@ def test_train_with_checkpoints_and_resume(
     a = (tmp_path / "a" / "model.safetensors").read_bytes()
     assert a == (tmp_path / "b" / "model.safetensors").read_bytes()
     assert _run(["train", "--data-dir", str(tiny_dir), "--resume"]) == 3
+
+
+def test_compare_with_baselines_reports_both_protocols(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "compare",
+        "--data-dir",
+        str(tiny_dir),
+        "-o",
+        str(tmp_path),
+        "--baselines",
+        "--json",
+        *ARGS,
+    ]
+    assert _run(args) == 0
+    result = json.loads(capsys.readouterr().out)
+    names = [b["name"] for b in result["baselines"]]
+    assert names == ["popularity", "EASE lambda=500", "global mean"]
+    for row in [*result["models"], *result["baselines"][:2]]:
+        assert set(row["honest"]) == {"top10_accuracy", "recall", "ndcg", "mrr", "coverage"}
+        # a test item is never a training item, so excluding those can only move it up
+        assert row["honest"]["top10_accuracy"] >= row["top10_accuracy"] - 1e-9
+    mean = result["baselines"][2]
+    assert mean["rmse"] > 0 and mean["top10_accuracy"] is None  # not a retriever: null, not NaN
+    assert "| popularity | - |" in (tmp_path / "report.md").read_text()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -40,11 +41,7 @@ def test_top_k_items_orders_by_dot_product_and_caps_k() -> None:
     model = _model_with([[1.0, 0.0], [0.0, 1.0]], [[0.1, 0.9], [0.8, 0.0], [0.5, 0.5], [-1.0, 0.2]])
     assert top_k_items(model, torch.tensor([0, 1]), 2).tolist() == [[1, 2], [0, 2]]
     assert top_k_items(model, torch.tensor([0]), 10).shape == (1, 4)  # k > catalogue
-    assert top_k_items(model, torch.tensor([0, 1, 0]), 2, batch_size=1).tolist() == [
-        [1, 2],
-        [0, 2],
-        [1, 2],
-    ]
+    assert top_k_items(model, torch.tensor([0, 1, 0]), 2).tolist() == [[1, 2], [0, 2], [1, 2]]
 
 
 def test_evaluate_reference_accuracy_counts_only_five_star_rows() -> None:
@@ -71,3 +68,49 @@ def test_evaluate_training_items_are_not_excluded_in_reference_protocol() -> Non
     model = _model_with([[1.0, 0.0]], [[1.0, 0.0], [0.0, 1.0]])
     test = EncodedInteractions(torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]))
     assert evaluate(model, test, k=1).top_k_accuracy == 1.0
+
+
+def test_ranking_metrics_by_hand() -> None:
+    import numpy as np
+
+    from mtrec.evaluate import ranking_metrics
+
+    top = np.array([[3, 1, 2], [0, 4, -1], [5, 6, 7]])
+    # user 0: relevant {1, 9}, one hit at rank 2; user 1: relevant {4}, hit at rank 2;
+    # user 2: nothing relevant, left out of every mean
+    got = ranking_metrics(top, np.array([0, 0, 1]), np.array([1, 9, 4]))
+    d2 = 1 / math.log2(3)
+    assert got["recall"] == pytest.approx((1 / 2 + 1) / 2)
+    assert got["ndcg"] == pytest.approx((d2 / (1 + d2) + d2 / 1) / 2)
+    assert got["mrr"] == pytest.approx(0.5)
+    assert got["n_users"] == 2
+    none = ranking_metrics(top, np.array([], dtype=np.int64), np.array([], dtype=np.int64))
+    assert math.isnan(none["recall"]) and none["n_users"] == 0
+    perfect = ranking_metrics(np.array([[7, 8]]), np.array([0, 0, 0]), np.array([7, 8, 9]))
+    assert perfect["recall"] == pytest.approx(2 / 3) and perfect["ndcg"] == pytest.approx(1.0)
+
+
+def test_honest_protocol_excludes_training_items() -> None:
+    from mtrec.features import SeenItems
+
+    # one user whose best-scored item (0) was rated in training; the test item is 1
+    model = _model_with([[1.0, 0.0]], [[1.0, 0.0], [0.5, 0.0], [0.1, 0.0]])
+    test = EncodedInteractions(torch.tensor([0]), torch.tensor([1]), torch.tensor([1.0]))
+    seen = SeenItems(np.array([0, 1]), np.array([0]), np.array([1.0], dtype=np.float32))
+    reference = evaluate(model, test, k=1)
+    honest = evaluate(model, test, k=1, protocol="honest", seen=seen)
+    assert reference.protocol == "reference" and reference.top_k_accuracy == 0.0
+    assert honest.protocol == "honest" and honest.top_k_accuracy == 1.0
+    assert honest.recall == 1.0 and honest.ndcg == 1.0 and honest.mrr == 1.0
+    assert honest.coverage == pytest.approx(1 / 3)
+    assert honest.mae == pytest.approx(
+        abs(
+            float(
+                model.predict_rating(model.embed_users(test.user), model.embed_items(test.item))[0]
+            )
+            - 1.0
+        ),
+        rel=1e-5,
+    )
+    with pytest.raises(ValueError, match="needs the training items"):
+        evaluate(model, test, protocol="honest")

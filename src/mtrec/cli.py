@@ -30,6 +30,7 @@ from mtrec.experiments import (
     compare,
     evaluate_saved,
     preload_plotting,
+    table_rows,
     train_model,
     write_outputs,
 )
@@ -136,6 +137,9 @@ def compare_cmd(
         typer.Option(help="Training matmuls: auto (bf16 on CPUs with native bf16), fp32, bf16."),
     ] = "auto",
     user: Annotated[str, typer.Option(help="User whose retrieve-then-rank list is shown.")] = "5",
+    baselines: Annotated[
+        bool, typer.Option(help="Also evaluate popularity, EASE and the global mean.")
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -160,6 +164,7 @@ def compare_cmd(
             train_config=train_config,
             user_id=_parse_id(user),
             progress=None if quiet else (lambda name: _ModelBar(bars, name)),
+            baselines=baselines,
         )
     paths = write_outputs(result, output)
     if as_json:
@@ -170,19 +175,14 @@ def compare_cmd(
 
 
 def _print_compare(result: CompareResult) -> None:
-    table = Table(title=f"{result.dataset}, {result.protocol} protocol, seed {result.seed}")
-    for col in ("model", "weights (ret, rank)", "top-10 acc", "RMSE", "RMSE stars", "train s"):
+    table = Table(title=f"{result.dataset}, seed {result.seed}: reference and honest protocols")
+    headers, rows = table_rows(result)
+    for col in headers:
         table.add_column(col, justify="left" if col == "model" else "right")
-    for m in result.models:
-        table.add_row(
-            m.name,
-            f"{m.retrieval_weight:g}, {m.ranking_weight:g}",
-            f"{m.top10_accuracy:.4f}",
-            f"{m.rmse:.4f}",
-            f"{m.rmse_stars:.3f}",
-            f"{m.train_seconds:.2f}",
-        )
-    out.print(table)
+    for row in rows:
+        table.add_row(*row)
+    # a terminal gets its own width; a pipe or a file gets whole names instead of 80 columns
+    (out if out.is_terminal else Console(width=132)).print(table)
     recs = Table(title=f"Retrieve, then rank: user {result.user_id} (multi-task)")
     for col in ("#", "title", "retrieval score", "predicted stars"):
         recs.add_column(col, justify="left" if col == "title" else "right")

@@ -7,6 +7,7 @@ import datetime
 import hashlib
 import platform
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -15,12 +16,21 @@ import numpy as np
 import torch
 
 from mtrec.artifact import ItemInfo, SavedModel
+from mtrec.baselines import ease, global_mean, popularity
 from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, random_split
 from mtrec.errors import DataError
-from mtrec.evaluate import EvalReport, evaluate
-from mtrec.features import RatingScale, Vocabs, encode, popularity, seen_items
+from mtrec.evaluate import EvalReport, evaluate, ranking_report, rating_report
+from mtrec.features import (
+    EncodedInteractions,
+    RatingScale,
+    SeenItems,
+    Vocabs,
+    encode,
+    seen_items,
+)
+from mtrec.features import popularity as item_popularity
 from mtrec.index import ExactIndex, FaissIndex, build_index, recall_vs_exact
 from mtrec.io import atomic_path, write_json
 from mtrec.model import MultiTaskModel
@@ -37,18 +47,68 @@ REFERENCE_MODELS: tuple[tuple[str, float, float], ...] = (
 
 @dataclasses.dataclass(frozen=True)
 class ModelResult:
-    """One trained model's weights, metrics and cost."""
+    """One trained model's (or baseline's) weights, metrics and cost.
+
+    The flat metrics are the reference protocol's; ``honest`` holds the ranking metrics
+    with each user's training items excluded (rating metrics do not depend on it).
+    """
 
     name: str
-    retrieval_weight: float
-    ranking_weight: float
+    retrieval_weight: float | None
+    ranking_weight: float | None
     top10_accuracy: float
     rmse: float
     rmse_stars: float
     train_seconds: float
     precision: str
-    """The matmul precision training ran in (``fp32`` or ``bf16``)."""
+    """The matmul precision training ran in (``fp32`` or ``bf16``; ``-`` for a baseline)."""
     epochs: list[EpochStats]
+    mae: float = float("nan")
+    mae_stars: float = float("nan")
+    recall: float = float("nan")
+    ndcg: float = float("nan")
+    mrr: float = float("nan")
+    coverage: float = float("nan")
+    honest: dict[str, float] = dataclasses.field(default_factory=dict)
+    kind: str = "model"
+
+
+RANKING_KEYS = ("top_k_accuracy", "recall", "ndcg", "mrr", "coverage")
+
+
+def _result(
+    name: str,
+    weights: tuple[float | None, float | None],
+    reference: EvalReport,
+    honest: EvalReport,
+    seconds: float = 0.0,
+    precision: str = "-",
+    epochs: list[EpochStats] | None = None,
+    kind: str = "model",
+) -> ModelResult:
+    h = {
+        ("top10_accuracy" if key == "top_k_accuracy" else key): getattr(honest, key)
+        for key in RANKING_KEYS
+    }
+    return ModelResult(
+        name,
+        weights[0],
+        weights[1],
+        reference.top_k_accuracy,
+        reference.rmse,
+        reference.rmse_stars,
+        round(seconds, 3),
+        precision,
+        epochs or [],
+        reference.mae,
+        reference.mae_stars,
+        reference.recall,
+        reference.ndcg,
+        reference.mrr,
+        reference.coverage,
+        h,
+        kind,
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,36 +126,52 @@ class CompareResult:
     recommendations: list[Recommendation]
     data_source: str = ""
     protocol: str = "reference"
+    baselines: list[ModelResult] = dataclasses.field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``results.json`` document (schema documented in the README)."""
-        return {
-            "dataset": self.dataset,
-            "data_source": self.data_source,
-            "protocol": self.protocol,
-            "seed": self.seed,
-            "k": 10,
-            "n_train": self.n_train,
-            "n_test": self.n_test,
-            "model_config": self.model_config.to_dict(),
-            "train_config": {
-                k: v
-                for k, v in self.train_config.to_dict().items()
-                if k not in ("retrieval_weight", "ranking_weight")
-            },
-            "models": [dataclasses.asdict(m) for m in self.models],
-            "recommendations": {
-                "model": "multi-task",
-                "user_id": self.user_id,
-                "items": [dataclasses.asdict(r) for r in self.recommendations],
-            },
-            "environment": {
-                "torch": torch.__version__,
-                "threads": torch.get_num_threads(),
-                "python": platform.python_version(),
-                "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-            },
-        }
+        """The ``results.json`` document (schema documented in the README); NaN becomes null."""
+        document: dict[str, Any] = _json_safe(
+            {
+                "dataset": self.dataset,
+                "data_source": self.data_source,
+                "protocol": self.protocol,
+                "seed": self.seed,
+                "k": 10,
+                "n_train": self.n_train,
+                "n_test": self.n_test,
+                "model_config": self.model_config.to_dict(),
+                "train_config": {
+                    k: v
+                    for k, v in self.train_config.to_dict().items()
+                    if k not in ("retrieval_weight", "ranking_weight")
+                },
+                "models": [dataclasses.asdict(m) for m in self.models],
+                "baselines": [dataclasses.asdict(m) for m in self.baselines],
+                "recommendations": {
+                    "model": "multi-task",
+                    "user_id": self.user_id,
+                    "items": [dataclasses.asdict(r) for r in self.recommendations],
+                },
+                "environment": {
+                    "torch": torch.__version__,
+                    "threads": torch.get_num_threads(),
+                    "python": platform.python_version(),
+                    "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
+                },
+            }
+        )
+        return document
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN (a metric that does not apply) as null, so the JSON is valid for every reader."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
 
 
 def compare(
@@ -106,6 +182,7 @@ def compare(
     train_config: TrainConfig | None = None,
     user_id: int | str = 5,
     progress: Callable[[str], Progress] | None = None,
+    baselines: bool = False,
 ) -> CompareResult:
     """Train and evaluate the reference's three weightings on one seeded split.
 
@@ -127,22 +204,27 @@ def compare(
         config = dataclasses.replace(base, retrieval_weight=w_ret, ranking_weight=w_rank)
         model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config, seed=seed)
         history = train(model, train_data, config, progress(name) if progress else None)
-        report = evaluate(model, test_data, k=10)
-        result = ModelResult(
+        reference = evaluate(model, test_data, k=10)
+        honest = evaluate(model, test_data, k=10, protocol="honest", seen=seen)
+        result = _result(
             name,
-            w_ret,
-            w_rank,
-            report.top_k_accuracy,
-            report.rmse,
-            report.rmse_stars,
-            round(history.seconds, 3),
+            (w_ret, w_rank),
+            reference,
+            honest,
+            history.seconds,
             history.precision,
             history.epochs,
         )
         return result, model
 
+    seen = seen_items(train_data, len(vocabs.users))
     fitted = [fit(spec) for spec in REFERENCE_MODELS]
     results = [result for result, _ in fitted]
+    extra = (
+        _baselines(train_data, test_data, seen, len(vocabs.users), len(vocabs.items))
+        if baselines
+        else []
+    )
     models = {result.name: model for result, model in fitted}
     recs = retrieve_then_rank(
         models["multi-task"], vocabs, user_id, k=10, items=dataset.items, scale=RatingScale()
@@ -158,7 +240,58 @@ def compare(
         user_id,
         recs,
         data_source=dataset.source,
+        baselines=extra,
     )
+
+
+def _baselines(
+    train: EncodedInteractions,
+    test: EncodedInteractions,
+    seen: SeenItems,
+    n_users: int,
+    n_items: int,
+) -> list[ModelResult]:
+    """Popularity and EASE (retrieval), the global mean (rating), through the same metrics."""
+    out = []
+    nan = float("nan")
+    for vectors in (popularity(train, n_users, n_items), ease(train, n_users, n_items)):
+        start = time.perf_counter()
+        reports = [
+            EvalReport(
+                protocol=p,
+                k=10,
+                rmse=nan,
+                rmse_stars=nan,
+                n_test=len(test),
+                **ranking_report(vectors.users, vectors.items, test, k=10, protocol=p, seen=seen),
+            )
+            for p in ("reference", "honest")
+        ]
+        out.append(
+            _result(
+                vectors.name,
+                (None, None),
+                reports[0],
+                reports[1],
+                time.perf_counter() - start,
+                kind="baseline",
+            )
+        )
+    mean = global_mean(train)
+    rated = rating_report(torch.full_like(test.label, mean), test.label)
+    blank = EvalReport(
+        protocol="reference",
+        k=10,
+        top_k_accuracy=nan,
+        n_top_k_rows=0,
+        n_test=len(test),
+        rmse=rated["rmse"],
+        rmse_stars=rated["rmse_stars"],
+        mae=rated["mae"],
+        mae_stars=rated["mae_stars"],
+    )
+    out.append(_result("global mean", (None, None), blank, blank, kind="baseline"))
+    return out
 
 
 def train_model(
@@ -228,7 +361,7 @@ def train_model(
         vocabs,
         ItemInfo.from_items(vocabs.items, dataset.items),
         seen,
-        popularity(train_data, len(vocabs.items)),
+        item_popularity(train_data, len(vocabs.items)),
         built,
         data,
         metrics,
@@ -275,11 +408,49 @@ def write_outputs(result: CompareResult, output_dir: str | Path) -> list[Path]:
     return [out / "results.json", out / "report.md", out / "compare.png"]
 
 
+def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """The comparison table (models, then baselines) as text cells, for any renderer."""
+
+    def num(value: float | None, digits: int) -> str:
+        return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+    headers = [
+        "model",
+        "weights (ret, rank)",
+        "top-10 ref",
+        "top-10 honest",
+        "recall@10",
+        "NDCG@10",
+        "RMSE",
+        "RMSE stars",
+        "train s",
+    ]
+    rows = []
+    for m in [*result.models, *result.baselines]:
+        weights = (
+            "-" if m.retrieval_weight is None else f"{m.retrieval_weight:g}, {m.ranking_weight:g}"
+        )
+        rows.append(
+            [
+                m.name,
+                weights,
+                num(m.top10_accuracy, 4),
+                num(m.honest.get("top10_accuracy"), 4),
+                num(m.honest.get("recall"), 4),
+                num(m.honest.get("ndcg"), 4),
+                num(m.rmse, 4),
+                num(m.rmse_stars, 3),
+                num(m.train_seconds, 2),
+            ]
+        )
+    return headers, rows
+
+
 def render_markdown(result: CompareResult) -> str:
     """A self-contained report: setup, the table, per-epoch losses, one user's list."""
     tc, mc = result.train_config, result.model_config
     lines = [
-        f"# mtrec compare: {result.dataset}, {result.protocol} protocol, seed {result.seed}",
+        f"# mtrec compare: {result.dataset}, seed {result.seed}, reference and honest protocols",
         "",
         f"Data: {result.dataset} from {result.data_source or 'memory'}.",
         "",
@@ -290,18 +461,16 @@ def render_markdown(result: CompareResult) -> str:
         "Retrieval loss summed over the batch, rating loss averaged (as the reference).",
         "",
         "Top-10 accuracy: share of 5-star test rows whose movie is in the user's top 10 over "
-        "the whole catalogue, training movies not excluded. RMSE on the scaled rating "
+        "the whole catalogue; under the reference protocol the movies the user rated in "
+        "training are not excluded, under the honest one they are. Recall@10 and NDCG@10 "
+        "(honest): per user, relevant = test ratings of 4+ stars. RMSE on the scaled rating "
         "(0.25 = one star).",
         "",
-        "| model | weights (retrieval, ranking) | top-10 accuracy | RMSE (scaled) "
-        "| RMSE (stars) | train s |",
-        "|---|---|---:|---:|---:|---:|",
     ]
-    for m in result.models:
-        lines.append(
-            f"| {m.name} | {m.retrieval_weight:g}, {m.ranking_weight:g} | {m.top10_accuracy:.4f} "
-            f"| {m.rmse:.4f} | {m.rmse_stars:.3f} | {m.train_seconds:.2f} |"
-        )
+    headers, rows = table_rows(result)
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|---|---|" + "---:|" * (len(headers) - 2))
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
     lines += [
         "",
         "## Loss per epoch (mean over batches)",

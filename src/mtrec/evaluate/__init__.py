@@ -1,6 +1,16 @@
-"""Stage 5, evaluation: pure metrics, and the protocol that applies them to a model."""
+"""Stage 5, evaluation: pure metrics, and the protocols that apply them to a model."""
 
-from mtrec.evaluate.metrics import rmse, top_k_hits
-from mtrec.evaluate.protocol import EvalReport, evaluate, predict_ratings, top_k_items
+from mtrec.evaluate.metrics import mae, ranking_metrics, rmse, top_k_hits
+from mtrec.evaluate.protocol import (
+    EvalReport,
+    evaluate,
+    predict_ratings,
+    ranking_report,
+    rating_report,
+    top_k_items,
+)
 
-__all__ = ["EvalReport", "evaluate", "predict_ratings", "rmse", "top_k_hits", "top_k_items"]
+__all__ = [
+    "EvalReport", "evaluate", "mae", "predict_ratings", "ranking_metrics", "ranking_report",
+    "rating_report", "rmse", "top_k_hits", "top_k_items",
+]  # fmt: skip

@@ -1,14 +1,33 @@
-"""Evaluation of a trained model on held-out interactions (the reference protocol)."""
+"""Evaluation of a trained model (or a baseline) on held-out interactions.
+
+Two protocols, named in every report:
+
+- ``reference`` (the tutorial's, PROTOCOL.md): every item in the catalogue is a
+  candidate, including those the user rated in training;
+- ``honest``: the user's training items are removed from the top-k before scoring,
+  as a deployed recommender would (nobody is recommended what they already rated).
+
+Ranking metrics come from inner products of user vectors with item vectors, searched
+with the exact index: the model's embeddings, or a baseline's vectors (popularity:
+one dimension; EASE: the user's interaction row against the item-item weights).
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+from typing import Any, Literal
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 
-from mtrec.evaluate.metrics import rmse, top_k_hits
-from mtrec.features import EncodedInteractions
+from mtrec.evaluate.metrics import mae, ranking_metrics, rmse
+from mtrec.features import EncodedInteractions, SeenItems
+from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
+
+Protocol = Literal["reference", "honest"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -16,8 +35,11 @@ class EvalReport:
     """Metrics of one model on one test set.
 
     ``top_k_accuracy`` is the reference's: among test rows rated above ``threshold``
-    (scaled; 0.9 means five stars), the share whose movie is in the user's top ``k`` by
-    dot product over the whole catalogue, training movies NOT excluded.
+    (scaled; 0.9 means five stars), the share whose movie is in the user's top ``k``.
+    Recall@k, NDCG@k and MRR@k are per user, relevant = test rows rated at least
+    ``relevant_min`` (0.75: four stars), averaged over users with a relevant item.
+    ``coverage`` is the share of the catalogue appearing in some user's top k.
+    Rating metrics are NaN for a retrieval-only scorer, ranking ones for a rating-only one.
     """
 
     protocol: str
@@ -27,6 +49,13 @@ class EvalReport:
     rmse_stars: float
     n_test: int
     n_top_k_rows: int
+    mae: float = math.nan
+    mae_stars: float = math.nan
+    recall: float = math.nan
+    ndcg: float = math.nan
+    mrr: float = math.nan
+    coverage: float = math.nan
+    n_users: int = 0
 
 
 @torch.no_grad()
@@ -45,21 +74,68 @@ def predict_ratings(
 
 
 @torch.no_grad()
-def top_k_items(
-    model: MultiTaskModel, user_rows: torch.Tensor, k: int, batch_size: int = 4096
-) -> torch.Tensor:
-    """(n,) user rows -> (n, min(k, n_items)) item rows by descending dot product.
+def top_k_items(model: MultiTaskModel, user_rows: torch.Tensor, k: int) -> torch.Tensor:
+    """(n,) user rows -> (n, min(k, n_items)) item rows by descending dot product."""
+    index = ExactIndex(model.embed_items().numpy())
+    _, rows = index.search(model.embed_users(user_rows).numpy(), k)
+    return torch.from_numpy(rows)
 
-    Scores the whole catalogue ``batch_size`` users at a time, so memory stays at
-    ``batch_size x n_items`` scores whatever the number of users.
+
+def ranking_report(
+    user_vectors: NDArray[np.float32],
+    item_vectors: NDArray[np.float32],
+    test: EncodedInteractions,
+    *,
+    k: int = 10,
+    protocol: Protocol = "reference",
+    seen: SeenItems | None = None,
+    threshold: float = 0.9,
+    relevant_min: float = 0.75,
+) -> dict[str, Any]:
+    """Top-k accuracy, recall, NDCG, MRR and coverage of inner-product retrieval.
+
+    ``user_vectors[u] . item_vectors[i]`` scores item row i for user row u. The
+    ``honest`` protocol needs ``seen`` (the training items to exclude).
     """
-    items = model.embed_items()  # (n_items, d)
-    k = min(k, items.shape[0])
-    out = []
-    for lo in range(0, len(user_rows), batch_size):
-        scores = model.embed_users(user_rows[lo : lo + batch_size]) @ items.T  # (b, n_items)
-        out.append(torch.topk(scores, k, dim=1).indices)
-    return torch.cat(out) if out else torch.empty((0, k), dtype=torch.long)
+    if k < 1:
+        raise ValueError(f"evaluate: k must be >= 1, got {k}")
+    if protocol not in ("reference", "honest"):
+        raise ValueError(f"evaluate: protocol must be 'reference' or 'honest', got {protocol!r}")
+    if protocol == "honest" and seen is None:
+        raise ValueError("evaluate: the honest protocol needs the training items (seen)")
+    test_users, test_items = test.user.numpy(), test.item.numpy()
+    labels = test.label.numpy()
+    users = np.unique(test_users)  # every user with a test row, in row order
+    exclude = [seen.of(int(u))[0] for u in users] if protocol == "honest" and seen else None
+    _, top = ExactIndex(item_vectors).search(user_vectors[users], k, exclude=exclude)
+    position = np.searchsorted(users, test_users)  # test row -> its user's row of ``top``
+    five = labels > threshold
+    hits = (top[position[five]] == test_items[five, None]).any(axis=1)
+    relevant = labels >= relevant_min
+    ranked = ranking_metrics(top, position[relevant], test_items[relevant])
+    shown = np.unique(top[top >= 0])
+    return {
+        "top_k_accuracy": float(hits.mean()) if len(hits) else math.nan,
+        "n_top_k_rows": len(hits),
+        "recall": ranked["recall"],
+        "ndcg": ranked["ndcg"],
+        "mrr": ranked["mrr"],
+        "n_users": int(ranked["n_users"]),
+        "coverage": len(shown) / len(item_vectors),
+    }
+
+
+def rating_report(
+    predicted: torch.Tensor, target: torch.Tensor, rating_range: float = 4.0
+) -> dict[str, float]:
+    """RMSE and MAE, scaled and in stars."""
+    error, absolute = rmse(predicted, target), mae(predicted, target)
+    return {
+        "rmse": error,
+        "rmse_stars": error * rating_range,
+        "mae": absolute,
+        "mae_stars": absolute * rating_range,
+    }
 
 
 def evaluate(
@@ -69,20 +145,21 @@ def evaluate(
     k: int = 10,
     threshold: float = 0.9,
     rating_range: float = 4.0,
+    protocol: Protocol = "reference",
+    seen: SeenItems | None = None,
 ) -> EvalReport:
-    """RMSE over all test rows and top-k accuracy over the rows above ``threshold``.
+    """Rating and ranking metrics of ``model`` on ``test`` under ``protocol``.
 
-    ``rating_range`` converts scaled RMSE to stars (4 on a 1..5 scale).
+    ``rating_range`` converts scaled errors to stars (4 on a 1..5 scale).
 
     >>> report = evaluate(model, encode(split.test, vocabs))
-    >>> report.top_k_accuracy, report.rmse
+    >>> honest = evaluate(model, test, protocol="honest", seen=seen_items(train, n_users))
     """
-    if k < 1:
-        raise ValueError(f"evaluate: k must be >= 1, got {k}")
     model.eval()
-    error = rmse(predict_ratings(model, test), test.label)
-    relevant = test.label > threshold
-    users, targets = test.user[relevant], test.item[relevant]
-    hits = top_k_hits(top_k_items(model, users, k), targets)
-    accuracy = float(hits.double().mean()) if len(hits) else float("nan")
-    return EvalReport("reference", k, accuracy, error, error * rating_range, len(test), len(hits))
+    with torch.no_grad():
+        users, items = model.embed_users(None).numpy(), model.embed_items().numpy()
+    ranked = ranking_report(
+        users, items, test, k=k, protocol=protocol, seen=seen, threshold=threshold
+    )
+    rated = rating_report(predict_ratings(model, test), test.label, rating_range)
+    return EvalReport(protocol=protocol, k=k, n_test=len(test), **ranked, **rated)  # type: ignore[arg-type]

@@ -65,8 +65,10 @@ class MultiTaskModel(nn.Module):
     def n_items(self) -> int:
         return int(self.item_embedding.num_embeddings)
 
-    def embed_users(self, rows: torch.Tensor) -> torch.Tensor:
-        """(B,) user rows -> (B, d) query embeddings."""
+    def embed_users(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) user rows -> (B, d) query embeddings; ``None`` gives every user."""
+        if rows is None:
+            return self.user_embedding.weight
         return self.user_embedding(rows)  # type: ignore[no-any-return]
 
     def embed_items(self, rows: torch.Tensor | None = None) -> torch.Tensor:
