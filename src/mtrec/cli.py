@@ -21,13 +21,12 @@ from rich.table import Table
 
 from mtrec import artifact
 from mtrec.checkpoint import Checkpointing
-from mtrec.config import ModelConfig, TrainConfig
 from mtrec.config import preset as make_preset
 from mtrec.data import load_movielens
 from mtrec.errors import ConfigError, MtrecError
 from mtrec.experiments import (
     CompareResult,
-    compare,
+    compare_seeds,
     evaluate_saved,
     preload_plotting,
     table_rows,
@@ -123,19 +122,23 @@ def compare_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/compare"
     ),
+    preset: Annotated[str, typer.Option(help="reference (the tutorial) or tuned.")] = "reference",
     seed: Annotated[
         int, typer.Option(help="Seeds the split, initialisation and batch order.")
     ] = 42,
-    epochs: Annotated[int, typer.Option(help="Training epochs per model.")] = 5,
+    seeds: Annotated[
+        str | None, typer.Option(help="Several seeds, e.g. 42,1,2: mean and std are reported.")
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs per model.")] = None,
     batch_size: Annotated[
-        int, typer.Option(help="Rows per batch (also the in-batch negatives).")
-    ] = 1000,
-    learning_rate: Annotated[float, typer.Option(help="Adagrad learning rate.")] = 0.1,
-    embedding_dim: Annotated[int, typer.Option(help="Width of both towers.")] = 32,
+        int | None, typer.Option(help="Rows per batch (the in-batch negatives).")
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    embedding_dim: Annotated[int | None, typer.Option(help="Width of both towers.")] = None,
     precision: Annotated[
-        str,
+        str | None,
         typer.Option(help="Training matmuls: auto (bf16 on CPUs with native bf16), fp32, bf16."),
-    ] = "auto",
+    ] = None,
     user: Annotated[str, typer.Option(help="User whose retrieve-then-rank list is shown.")] = "5",
     baselines: Annotated[
         bool, typer.Option(help="Also evaluate popularity, EASE and the global mean.")
@@ -143,23 +146,23 @@ def compare_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
-    """Train the reference's three models (rating, retrieval, multi-task) and compare them."""
-    train_config = TrainConfig.from_dict(
-        {
-            "epochs": epochs,
-            "batch_size": batch_size,
-            "learning_rate": learning_rate,
-            "precision": precision,
-        }
+    """Train the three weightings (rating, retrieval, multi-task) and compare them."""
+    model_config, train_config = make_preset(
+        preset,
+        epochs=epochs,
+        batch_size=batch_size,
+        learning_rate=learning_rate,
+        embedding_dim=embedding_dim,
+        precision=precision,
     )
-    model_config = ModelConfig(embedding_dim=embedding_dim)
+    seed_list = [seed] if seeds is None else [_parse_seed(s) for s in seeds.split(",")]
     preload_plotting()
     dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
-        result = compare(
+        result = compare_seeds(
             dataset,
-            seed=seed,
+            seed_list,
             model_config=model_config,
             train_config=train_config,
             user_id=_parse_id(user),
@@ -172,6 +175,12 @@ def compare_cmd(
         return
     _print_compare(result)
     out.print(f"[dim]wrote {', '.join(str(p) for p in paths)}[/dim]")
+
+
+def _parse_seed(text: str) -> int:
+    if not text.strip().lstrip("-").isdigit():
+        raise ConfigError(f"--seeds: expected integers separated by commas, got {text!r}")
+    return int(text)
 
 
 def _print_compare(result: CompareResult) -> None:

@@ -89,6 +89,23 @@ class ModelConfig(_JsonConfig):
     """Width of the user and item embeddings; the retrieval score is their dot product."""
     head_layers: tuple[int, ...] = (256, 128)
     """Hidden ReLU layers of the rating head, applied to concat(user, item) embeddings."""
+    normalize: bool = False
+    """L2-normalise both towers' outputs: the retrieval score becomes a cosine."""
+    rating_biases: bool = False
+    """Add learned user and item biases to the rating head's output."""
+    dot_in_head: bool = False
+    """Feed the user-item dot product to the rating head as one more input."""
+    dropout: float = 0.0
+    """Dropout after each hidden layer of the rating head (training only)."""
+    user_features: tuple[str, ...] = ()
+    """Categorical side features added to the user tower (e.g. age, gender, occupation)."""
+    item_features: tuple[str, ...] = ()
+    """Categorical side features added to the item tower (e.g. genres, year)."""
+    feature_sizes: tuple[int, ...] = ()
+    """Vocabulary size of each feature, users' then items' (code 0 means none); left empty,
+    they are taken from the data when the model is built."""
+    feature_widths: tuple[int, ...] = ()
+    """Values per row of each feature (1, or more for multi-valued ones like genres)."""
 
     def __post_init__(self) -> None:
         if self.embedding_dim < 1:
@@ -97,6 +114,19 @@ class ModelConfig(_JsonConfig):
             raise ConfigError(
                 f"ModelConfig.head_layers: expected widths >= 1, got {self.head_layers}"
             )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(
+                f"ModelConfig.dropout: expected a value in [0, 1), got {self.dropout}"
+            )
+        n = len(self.user_features) + len(self.item_features)
+        given = (len(self.feature_sizes), len(self.feature_widths))
+        if given != (0, 0) and given != (n, n):  # empty: filled from the data at build time
+            raise ConfigError(
+                f"ModelConfig: {n} features need {n} feature_sizes and feature_widths "
+                f"(or none, to take them from the data), got {given[0]} and {given[1]}"
+            )
+        if any(v < 1 for v in (*self.feature_sizes, *self.feature_widths)):
+            raise ConfigError("ModelConfig: feature sizes and widths must be >= 1")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,8 +140,24 @@ class TrainConfig(_JsonConfig):
     epochs: int = 5
     batch_size: int = 1000
     learning_rate: float = 0.1
-    optimizer: typing.Literal["adagrad"] = "adagrad"
-    """Adagrad with Keras' defaults (initial accumulator 0.1, epsilon 1e-7), as the reference."""
+    optimizer: typing.Literal["adagrad", "adam", "adamw"] = "adagrad"
+    """Adagrad with Keras' defaults (initial accumulator 0.1, epsilon 1e-7), as the reference;
+    or Adam / AdamW (``torch.optim``)."""
+    weight_decay: float = 0.0
+    """L2 penalty (Adagrad, Adam) or decoupled weight decay (AdamW)."""
+    retrieval_reduction: typing.Literal["sum", "mean"] = "sum"
+    """``sum`` over the batch (the reference, so weights mean different things at different
+    batch sizes) or ``mean`` (weights mean the same at any batch size)."""
+    temperature: float = 1.0
+    """Retrieval logits are divided by it (useful with normalised embeddings)."""
+    logq_correction: bool = False
+    """Subtract each candidate's log sampling probability (its training frequency) from its
+    in-batch logit, so popular items are not over-penalised as negatives."""
+    remove_accidental_hits: bool = False
+    """Drop the logits of other copies of a row's own item in the batch."""
+    positive_min_rating: float | None = None
+    """Only rows rated at least this (scaled; 0.75 = four stars) are retrieval positives;
+    the rest still serve as negatives, and the rating head learns from every row."""
     seed: int = 42
     """Seeds initialisation and, with ``shuffle``, the batch order of every epoch."""
     shuffle: bool = False
@@ -130,6 +176,8 @@ class TrainConfig(_JsonConfig):
             ("learning_rate", self.learning_rate > 0, "> 0"),
             ("retrieval_weight", self.retrieval_weight >= 0, ">= 0"),
             ("ranking_weight", self.ranking_weight >= 0, ">= 0"),
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("temperature", self.temperature > 0, "> 0"),
         ]
         for name, ok, expected in checks:
             if not ok:
@@ -144,8 +192,36 @@ class TrainConfig(_JsonConfig):
 
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
     "reference": ({}, {}),
+    "tuned": (
+        {
+            "embedding_dim": 64,
+            "rating_biases": True,
+            "dropout": 0.2,
+            "user_features": ("age", "gender", "occupation"),
+            "item_features": ("genres", "year"),
+        },
+        {
+            "optimizer": "adamw",
+            "learning_rate": 0.001,
+            "weight_decay": 0.05,
+            "epochs": 15,
+            "shuffle": True,
+            "retrieval_reduction": "mean",
+            "logq_correction": True,
+            "remove_accidental_hits": True,
+            "positive_min_rating": 0.75,
+            "retrieval_weight": 2.0,
+            "ranking_weight": 1.0,
+        },
+    ),
 }
-"""Named (ModelConfig, TrainConfig) overrides; ``reference`` is the tutorial's setup."""
+"""Named (ModelConfig, TrainConfig) overrides.
+
+``reference``: the tutorial's setup. ``tuned``: side features (user age, gender,
+occupation; movie genres and year), 64-d towers, rating biases, head dropout 0.2, AdamW,
+15 shuffled epochs, a mean-reduced retrieval loss with log-Q correction and accidental
+hits removed, 4+ star ratings as the only retrieval positives, weights 2 : 1. Chosen on
+MovieLens-100K seed 42 and checked on seeds 1 and 2 (numbers in the README)."""
 
 
 def preset(name: str, **train_overrides: Any) -> tuple[ModelConfig, TrainConfig]:

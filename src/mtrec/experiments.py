@@ -8,7 +8,7 @@ import hashlib
 import platform
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +20,7 @@ from mtrec.baselines import ease, global_mean, popularity
 from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, random_split
-from mtrec.errors import DataError
+from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import EvalReport, evaluate, ranking_report, rating_report
 from mtrec.features import (
     EncodedInteractions,
@@ -28,6 +28,7 @@ from mtrec.features import (
     SeenItems,
     Vocabs,
     encode,
+    feature_codes,
     seen_items,
 )
 from mtrec.features import popularity as item_popularity
@@ -37,12 +38,16 @@ from mtrec.model import MultiTaskModel
 from mtrec.recommend import Recommendation, retrieve_then_rank
 from mtrec.train import EpochStats, Progress, train
 
-REFERENCE_MODELS: tuple[tuple[str, float, float], ...] = (
-    ("rating-specialised", 0.0, 1.0),
-    ("retrieval-specialised", 1.0, 0.0),
-    ("multi-task", 1.0, 1.0),
-)
-"""(name, retrieval weight, ranking weight) of the reference's three models."""
+
+def weightings(config: TrainConfig) -> tuple[tuple[str, float, float], ...]:
+    """(name, retrieval weight, ranking weight) of the three compared models: each task
+    alone, then both with the config's weights (1 : 1 in the reference)."""
+    ret, rank = config.retrieval_weight, config.ranking_weight
+    return (
+        ("rating-specialised", 0.0, rank),
+        ("retrieval-specialised", ret, 0.0),
+        ("multi-task", ret, rank),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -127,6 +132,34 @@ class CompareResult:
     data_source: str = ""
     protocol: str = "reference"
     baselines: list[ModelResult] = dataclasses.field(default_factory=list)
+    other_seeds: list[CompareResult] = dataclasses.field(default_factory=list)
+    """Runs of the same comparison on further seeds (``compare_seeds``)."""
+
+    def summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Mean and standard deviation over this run and ``other_seeds``, per row and metric."""
+        runs = [self, *self.other_seeds]
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for position, row in enumerate([*self.models, *self.baselines]):
+            rows = [[*r.models, *r.baselines][position] for r in runs]
+            metrics: dict[str, list[float]] = {}
+            for r in rows:
+                for key in (
+                    "top10_accuracy",
+                    "rmse",
+                    "rmse_stars",
+                    "mae",
+                    "recall",
+                    "ndcg",
+                    "train_seconds",
+                ):
+                    metrics.setdefault(key, []).append(getattr(r, key))
+                for key, value in r.honest.items():
+                    metrics.setdefault(f"honest_{key}", []).append(value)
+            out[row.name] = {
+                key: {"mean": float(np.mean(values)), "std": float(np.std(values))}
+                for key, values in metrics.items()
+            }
+        return out
 
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` document (schema documented in the README); NaN becomes null."""
@@ -145,6 +178,16 @@ class CompareResult:
                     for k, v in self.train_config.to_dict().items()
                     if k not in ("retrieval_weight", "ranking_weight")
                 },
+                "seeds": [self.seed, *(r.seed for r in self.other_seeds)],
+                "summary": self.summary(),
+                "other_runs": [
+                    {
+                        "seed": r.seed,
+                        "models": [dataclasses.asdict(m) for m in r.models],
+                        "baselines": [dataclasses.asdict(m) for m in r.baselines],
+                    }
+                    for r in self.other_seeds
+                ],
                 "models": [dataclasses.asdict(m) for m in self.models],
                 "baselines": [dataclasses.asdict(m) for m in self.baselines],
                 "recommendations": {
@@ -161,6 +204,25 @@ class CompareResult:
             }
         )
         return document
+
+
+def compare_seeds(dataset: Dataset, seeds: Sequence[int], **options: Any) -> CompareResult:
+    """``compare`` on each seed; the first seed's result carries the others and their
+    mean and standard deviation (``summary``)."""
+    if not seeds:
+        raise ConfigError("compare: give at least one seed")
+    runs = [compare(dataset, seed=seed, **options) for seed in seeds]
+    return dataclasses.replace(runs[0], other_seeds=runs[1:])
+
+
+def build_model(dataset: Dataset, vocabs: Vocabs, config: ModelConfig, seed: int) -> MultiTaskModel:
+    """A fresh model for ``config``, with its side features (if any) encoded from ``dataset``."""
+    if not (config.user_features or config.item_features):
+        return MultiTaskModel(len(vocabs.users), len(vocabs.items), config, seed=seed)
+    codes = feature_codes(dataset, vocabs, config.user_features, config.item_features)
+    model = MultiTaskModel(len(vocabs.users), len(vocabs.items), codes.configure(config), seed=seed)
+    codes.install(model)
+    return model
 
 
 def _json_safe(value: Any) -> Any:
@@ -202,7 +264,7 @@ def compare(
     def fit(spec: tuple[str, float, float]) -> tuple[ModelResult, MultiTaskModel]:
         name, w_ret, w_rank = spec
         config = dataclasses.replace(base, retrieval_weight=w_ret, ranking_weight=w_rank)
-        model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config, seed=seed)
+        model = build_model(dataset, vocabs, model_config, seed)
         history = train(model, train_data, config, progress(name) if progress else None)
         reference = evaluate(model, test_data, k=10)
         honest = evaluate(model, test_data, k=10, protocol="honest", seen=seen)
@@ -218,7 +280,7 @@ def compare(
         return result, model
 
     seen = seen_items(train_data, len(vocabs.users))
-    fitted = [fit(spec) for spec in REFERENCE_MODELS]
+    fitted = [fit(spec) for spec in weightings(base)]
     results = [result for result, _ in fitted]
     extra = (
         _baselines(train_data, test_data, seen, len(vocabs.users), len(vocabs.items))
@@ -319,9 +381,8 @@ def train_model(
     split = random_split(dataset.interactions, test_fraction=test_fraction, seed=train_config.seed)
     vocabs = Vocabs.from_dataset(dataset)
     train_data, test_data = encode(split.train, vocabs), encode(split.test, vocabs)
-    model = MultiTaskModel(
-        len(vocabs.users), len(vocabs.items), model_config, seed=train_config.seed
-    )
+    model = build_model(dataset, vocabs, model_config, train_config.seed)
+    model_config = model.config
     history = train(model, train_data, train_config, progress, checkpoints)
     report = evaluate(model, test_data, k=10)
     with torch.inference_mode():
@@ -446,6 +507,11 @@ def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _mean_std(stat: dict[str, float]) -> str:
+    mean, std = stat["mean"], stat["std"]
+    return "-" if mean != mean else f"{mean:.4f} ± {std:.4f}"
+
+
 def render_markdown(result: CompareResult) -> str:
     """A self-contained report: setup, the table, per-epoch losses, one user's list."""
     tc, mc = result.train_config, result.model_config
@@ -467,6 +533,20 @@ def render_markdown(result: CompareResult) -> str:
         "(0.25 = one star).",
         "",
     ]
+    if result.other_seeds:
+        seeds = ", ".join(str(s) for s in [result.seed, *(r.seed for r in result.other_seeds)])
+        lines += [
+            f"## Mean and standard deviation over seeds {seeds}",
+            "",
+            "| model | top-10 ref | top-10 honest | recall@10 | NDCG@10 | RMSE | train s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        keys = ("top10_accuracy", "honest_top10_accuracy", "honest_recall", "honest_ndcg", "rmse")
+        for name, stats in result.summary().items():
+            cells = [_mean_std(stats[key]) for key in keys]
+            seconds = stats["train_seconds"]["mean"]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+        lines += ["", f"## Seed {result.seed}", ""]
     headers, rows = table_rows(result)
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|---|---|" + "---:|" * (len(headers) - 2))

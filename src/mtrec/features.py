@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Protocol
 
 import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from mtrec.config import ModelConfig
 from mtrec.data import Dataset, Interactions
+from mtrec.errors import ConfigError
 from mtrec.vocab import Vocab
 
 
@@ -114,3 +117,107 @@ def popularity(
     """Per item row, how many ratings reached ``min_label`` (0.75 = four stars on 1..5)."""
     liked = data.item[data.label >= min_label].numpy()
     return np.bincount(liked, minlength=n_items).astype(np.int64)
+
+
+USER_FEATURES = ("age", "gender", "occupation")
+ITEM_FEATURES = ("genres", "year")
+AGE_BUCKETS = (18, 25, 35, 45, 50, 56)
+"""MovieLens' own age groups: under 18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+."""
+
+
+class _TakesFeatureCodes(Protocol):
+    def set_feature_codes(self, side: str, name: str, codes: torch.Tensor) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class FeatureCodes:
+    """Side-feature codes per user/item row (0 = none), and each feature's vocabulary size."""
+
+    user: dict[str, torch.Tensor]
+    item: dict[str, torch.Tensor]
+    sizes: dict[str, int]
+
+    def configure(self, config: ModelConfig) -> ModelConfig:
+        """``config`` with these features' names, sizes and widths filled in."""
+        names = [("user", n) for n in self.user] + [("item", n) for n in self.item]
+        tables = {"user": self.user, "item": self.item}
+        return dataclasses.replace(
+            config,
+            user_features=tuple(self.user),
+            item_features=tuple(self.item),
+            feature_sizes=tuple(self.sizes[f"{s}.{n}"] for s, n in names),
+            feature_widths=tuple(int(tables[s][n].shape[1]) for s, n in names),
+        )
+
+    def install(self, model: _TakesFeatureCodes) -> None:
+        """Copy the codes into a model built from :meth:`configure`'s config."""
+        for name, codes in self.user.items():
+            model.set_feature_codes("user", name, codes)
+        for name, codes in self.item.items():
+            model.set_feature_codes("item", name, codes)
+
+
+def feature_codes(
+    dataset: Dataset, vocabs: Vocabs, user_features: tuple[str, ...], item_features: tuple[str, ...]
+) -> FeatureCodes:
+    """Encode MovieLens side features for the model's towers.
+
+    Users: ``age`` (MovieLens' 7 groups), ``gender``, ``occupation``. Items: ``genres``
+    (multi-valued: up to all of an item's genres) and ``year`` (5-year buckets from 1920).
+    A user or item without metadata gets code 0, which embeds to zero.
+    """
+    unknown = sorted(set(user_features) - set(USER_FEATURES)) + sorted(
+        set(item_features) - set(ITEM_FEATURES)
+    )
+    if unknown:
+        raise ConfigError(
+            f"unknown side feature(s) {unknown}; users have {list(USER_FEATURES)}, "
+            f"items {list(ITEM_FEATURES)}"
+        )
+    if (user_features and dataset.users is None) or (item_features and dataset.items is None):
+        raise ConfigError(
+            f"dataset {dataset.name!r} has no user or item metadata for side features"
+        )
+    users: dict[str, torch.Tensor] = {}
+    items: dict[str, torch.Tensor] = {}
+    sizes: dict[str, int] = {}
+    if user_features:
+        assert dataset.users is not None
+        where = vocabs.users.rows(dataset.users.ids, unknown="oov")
+        keep = where >= 0
+        for name in user_features:
+            column = {
+                "age": dataset.users.age,
+                "gender": dataset.users.gender,
+                "occupation": dataset.users.occupation,
+            }[name]
+            if name == "age":
+                codes, size = (
+                    np.searchsorted(AGE_BUCKETS, column, side="right") + 1,
+                    len(AGE_BUCKETS) + 2,
+                )
+            else:
+                values, inverse = np.unique(column, return_inverse=True)
+                codes, size = inverse + 1, len(values) + 1
+            table = np.zeros((len(vocabs.users), 1), dtype=np.int64)
+            table[where[keep], 0] = codes[keep]
+            users[name], sizes[f"user.{name}"] = torch.from_numpy(table), int(size)
+    if item_features:
+        assert dataset.items is not None
+        where = vocabs.items.rows(dataset.items.ids, unknown="oov")
+        keep = where >= 0
+        for name in item_features:
+            if name == "genres":
+                flags = dataset.items.genres
+                width = max(1, int(flags.sum(axis=1).max(initial=1)))
+                ranked = np.argsort(~flags, axis=1, kind="stable")[:, :width]  # set flags first
+                codes = np.where(np.take_along_axis(flags, ranked, 1), ranked + 1, 0)
+                size = flags.shape[1] + 1
+            else:
+                years = dataset.items.years.astype(np.int64)
+                codes = np.where(years > 0, np.clip((years - 1920) // 5, -1, 20) + 2, 0)[:, None]
+                size = 23
+            table = np.zeros((len(vocabs.items), codes.shape[1]), dtype=np.int64)
+            table[where[keep]] = codes[keep]
+            items[name], sizes[f"item.{name}"] = torch.from_numpy(table), int(size)
+    return FeatureCodes(users, items, sizes)

@@ -28,9 +28,10 @@ class Adagrad:
         lr: float,
         initial_accumulator_value: float = 0.1,
         eps: float = 1e-7,
+        weight_decay: float = 0.0,
     ) -> None:
         self.params = [p for p in params if p.requires_grad]
-        self.lr, self.eps = lr, eps
+        self.lr, self.eps, self.weight_decay = lr, eps, weight_decay
         self.accumulators = [torch.full_like(p, initial_accumulator_value) for p in self.params]
 
     def zero_grad(self) -> None:
@@ -47,7 +48,66 @@ class Adagrad:
         if not live:
             return
         params, grads, accs = (list(t) for t in zip(*live, strict=True))
+        if self.weight_decay:
+            grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
         torch._foreach_addcmul_(accs, grads, grads)
         denom = torch._foreach_sqrt(accs)
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(params, grads, denom, value=-self.lr)
+
+
+class Adam:
+    """Adam, or AdamW with ``decoupled=True``, in foreach kernels (no ``torch._dynamo`` import).
+
+    Same arithmetic as ``torch.optim.Adam``/``AdamW`` (tested) for parameters that get a
+    gradient every step; a parameter without one in a step is left untouched, moments
+    included. ``accumulators`` (both moments and the step count) is what a checkpoint saves.
+    """
+
+    def __init__(
+        self,
+        params: Iterable[torch.Tensor],
+        lr: float,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        decoupled: bool = False,
+    ) -> None:
+        self.params = [p for p in params if p.requires_grad]
+        self.lr, self.betas, self.eps = lr, betas, eps
+        self.weight_decay, self.decoupled = weight_decay, decoupled
+        self.exp_avg = [torch.zeros_like(p) for p in self.params]
+        self.exp_avg_sq = [torch.zeros_like(p) for p in self.params]
+        self.step_count = torch.zeros((), dtype=torch.float64)
+
+    @property
+    def accumulators(self) -> list[torch.Tensor]:
+        return [*self.exp_avg, *self.exp_avg_sq, self.step_count]
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        live = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not live:
+            return
+        self.step_count += 1
+        t = float(self.step_count)
+        b1, b2 = self.betas
+        params = [self.params[i] for i in live]
+        grads: list[torch.Tensor] = [self.params[i].grad for i in live]  # type: ignore[misc]
+        m = [self.exp_avg[i] for i in live]
+        v = [self.exp_avg_sq[i] for i in live]
+        if self.weight_decay and self.decoupled:
+            torch._foreach_mul_(params, 1 - self.lr * self.weight_decay)
+        elif self.weight_decay:
+            grads = list(torch._foreach_add(grads, params, alpha=self.weight_decay))
+        torch._foreach_lerp_(m, grads, 1 - b1)
+        torch._foreach_mul_(v, b2)
+        torch._foreach_addcmul_(v, grads, grads, value=1 - b2)
+        denom = torch._foreach_sqrt(v)
+        torch._foreach_div_(denom, (1 - b2**t) ** 0.5)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(params, m, denom, value=-self.lr / (1 - b1**t))

@@ -126,10 +126,11 @@ def rank_candidates(
     """
     n, c = candidates.shape
     valid = candidates >= 0
-    users = model.embed_users(torch.from_numpy(np.repeat(user_rows, c)))  # (n*c, d)
-    items = model.embed_items(torch.from_numpy(np.where(valid, candidates, 0).reshape(-1)))
+    user_t = torch.from_numpy(np.repeat(user_rows, c))
+    item_t = torch.from_numpy(np.where(valid, candidates, 0).reshape(-1))
+    users, items = model.embed_users(user_t), model.embed_items(item_t)  # (n*c, d)
     retrieval = (users * items).sum(dim=1).reshape(n, c).numpy()
-    predicted = model.predict_rating(users, items).reshape(n, c).numpy()
+    predicted = model.predict_rating(users, items, user_t, item_t).reshape(n, c).numpy()
     return np.where(valid, retrieval, -np.inf), np.where(valid, predicted, -np.inf)
 
 

@@ -24,8 +24,8 @@ from mtrec.checkpoint import (
 from mtrec.config import TrainConfig
 from mtrec.errors import TrainingError
 from mtrec.features import EncodedInteractions
-from mtrec.model import MultiTaskModel
-from mtrec.optim import Adagrad
+from mtrec.model import MultiTaskModel, RetrievalOptions
+from mtrec.optim import Adagrad, Adam
 
 log = logging.getLogger("mtrec.train")
 
@@ -81,10 +81,22 @@ class Progress(Protocol):
     def end_epoch(self, stats: EpochStats) -> None: ...
 
 
-def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> Adagrad:
-    """Adagrad with Keras' constants (accumulator starts at 0.1, epsilon 1e-7), as the reference."""
-    return Adagrad(
-        model.parameters(), lr=config.learning_rate, initial_accumulator_value=0.1, eps=1e-7
+def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> Adagrad | Adam:
+    """The configured optimizer. Adagrad takes Keras' constants (accumulator starts at 0.1,
+    epsilon 1e-7), as the reference; its weight decay is an L2 term in the gradient."""
+    if config.optimizer == "adagrad":
+        return Adagrad(
+            model.parameters(),
+            lr=config.learning_rate,
+            initial_accumulator_value=0.1,
+            eps=1e-7,
+            weight_decay=config.weight_decay,
+        )
+    return Adam(
+        model.parameters(),
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        decoupled=config.optimizer == "adamw",
     )
 
 
@@ -117,6 +129,7 @@ def train(
     n_batches = -(-n // size)
     w_ret, w_rank = config.retrieval_weight, config.ranking_weight
     dtype = compute_dtype(config.precision)
+    options = retrieval_options(config, data, model.n_items)
     stats: list[EpochStats] = []
     epoch, first_step, sums = 1, 0, [0.0, 0.0, 0.0]
     fingerprint = run_fingerprint(model, config, n)
@@ -158,7 +171,7 @@ def train(
             lo = step * size
             rows = order[lo : lo + size] if order is not None else slice(lo, lo + size)
             parts = model.loss(
-                data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank, dtype
+                data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank, dtype, options
             )
             zero = parts.total.new_zeros(())
             values = torch.stack(
@@ -201,6 +214,23 @@ def train(
     return History(stats, time.perf_counter() - start_run, precision)
 
 
+def retrieval_options(
+    config: TrainConfig, data: EncodedInteractions, n_items: int
+) -> RetrievalOptions:
+    """The in-batch softmax's options; log-Q from each item's share of the training rows."""
+    log_q = None
+    if config.logq_correction:
+        counts = torch.bincount(data.item, minlength=n_items).double().clamp_min(1.0)
+        log_q = (counts / len(data)).log().float()
+    return RetrievalOptions(
+        reduction=config.retrieval_reduction,
+        temperature=config.temperature,
+        log_q=log_q,
+        remove_accidental_hits=config.remove_accidental_hits,
+        positive_min_label=config.positive_min_rating,
+    )
+
+
 def run_fingerprint(model: MultiTaskModel, config: TrainConfig, n_rows: int) -> str:
     """Identifies a run for its checkpoints: model shape, hyperparameters except the epoch
     count (a run may be extended), and the training data's size."""
@@ -217,7 +247,7 @@ def _resume(
     settings: Checkpointing,
     fingerprint: str,
     model: MultiTaskModel,
-    optimizer: Adagrad,
+    optimizer: Adagrad | Adam,
     generator: torch.Generator,
 ) -> tuple[TrainState, Path] | None:
     existing = list_checkpoints(settings.directory)

@@ -67,6 +67,8 @@ def predict_ratings(
         model.predict_rating(
             model.embed_users(data.user[lo : lo + batch_size]),
             model.embed_items(data.item[lo : lo + batch_size]),
+            data.user[lo : lo + batch_size],
+            data.item[lo : lo + batch_size],
         )
         for lo in range(0, len(data), batch_size)
     ]

@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from mtrec.config import ModelConfig
 from mtrec.model.tasks import rating_loss, retrieval_loss
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalOptions:
+    """How the in-batch softmax is computed (the defaults are the reference's)."""
+
+    reduction: Literal["sum", "mean"] = "sum"
+    temperature: float = 1.0
+    log_q: torch.Tensor | None = None
+    """(n_items,) log sampling probability of every item, for the log-Q correction."""
+    remove_accidental_hits: bool = False
+    positive_min_label: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,16 +56,42 @@ class MultiTaskModel(nn.Module):
         self.user_embedding = nn.Embedding(n_users, dim)
         self.item_embedding = nn.Embedding(n_items, dim)
         layers: list[nn.Module] = []
-        width = 2 * dim
+        width = 2 * dim + (1 if config.dot_in_head else 0)
         for hidden in config.head_layers:
             layers += [nn.Linear(width, hidden), nn.ReLU()]
+            if config.dropout:
+                layers.append(nn.Dropout(config.dropout))
             width = hidden
         layers.append(nn.Linear(width, 1))
         self.rating_head = nn.Sequential(*layers)
+        # Side features: an embedding table per feature, its codes per user/item as buffers
+        # (saved with the weights); code 0 means "none" and embeds to zero.
+        self.feature_embeddings = nn.ModuleDict()
+        n_features = len(config.user_features) + len(config.item_features)
+        if len(config.feature_sizes) != n_features:
+            raise ValueError(
+                "MultiTaskModel: side features need their sizes (FeatureCodes.configure)"
+            )
+        names = [("user", f) for f in config.user_features] + [
+            ("item", f) for f in config.item_features
+        ]
+        for (side, name), size, fwidth in zip(
+            names, config.feature_sizes, config.feature_widths, strict=True
+        ):
+            self.feature_embeddings[f"{side}_{name}"] = nn.Embedding(size, dim, padding_idx=0)
+            rows = n_users if side == "user" else n_items
+            self.register_buffer(
+                f"codes_{side}_{name}", torch.zeros((rows, fwidth), dtype=torch.long)
+            )
+        if config.rating_biases:
+            self.user_bias = nn.Embedding(n_users, 1)
+            self.item_bias = nn.Embedding(n_items, 1)
         self._init_weights(seed)
 
     @torch.no_grad()
     def _init_weights(self, seed: int) -> None:
+        # The reference's tensors draw first and in the same order, so adding an option
+        # never changes how the others start.
         gen = torch.Generator().manual_seed(seed)
         for table in (self.user_embedding, self.item_embedding):
             table.weight.uniform_(-0.05, 0.05, generator=gen)
@@ -60,26 +100,64 @@ class MultiTaskModel(nn.Module):
                 limit = (6.0 / (layer.in_features + layer.out_features)) ** 0.5
                 layer.weight.uniform_(-limit, limit, generator=gen)
                 layer.bias.zero_()
+        for feature in self.feature_embeddings.values():
+            assert isinstance(feature, nn.Embedding)
+            feature.weight.uniform_(-0.05, 0.05, generator=gen)
+            feature.weight[0].zero_()
+        if self.config.rating_biases:
+            self.user_bias.weight.zero_()
+            self.item_bias.weight.zero_()
+
+    def set_feature_codes(self, side: str, name: str, codes: torch.Tensor) -> None:
+        """Install the (rows, width) codes of one side feature (0 = none)."""
+        buffer = getattr(self, f"codes_{side}_{name}")
+        if buffer.shape != codes.shape:
+            got, want = tuple(codes.shape), tuple(buffer.shape)
+            raise ValueError(f"feature {side}.{name}: codes of shape {got}, expected {want}")
+        buffer.copy_(codes)
 
     @property
     def n_items(self) -> int:
         return int(self.item_embedding.num_embeddings)
 
+    def _tower(self, side: str, table: nn.Embedding, rows: torch.Tensor | None) -> torch.Tensor:
+        out = table.weight if rows is None else table(rows)
+        for name in self.config.user_features if side == "user" else self.config.item_features:
+            codes = getattr(self, f"codes_{side}_{name}")
+            codes = codes if rows is None else codes[rows]  # (B, width)
+            out = out + self.feature_embeddings[f"{side}_{name}"](codes).sum(dim=1)
+        if self.config.normalize:
+            out = F.normalize(out, dim=-1)
+        return out
+
     def embed_users(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) user rows -> (B, d) query embeddings; ``None`` gives every user."""
-        if rows is None:
-            return self.user_embedding.weight
-        return self.user_embedding(rows)  # type: ignore[no-any-return]
+        return self._tower("user", self.user_embedding, rows)
 
     def embed_items(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) item rows -> (B, d) candidate embeddings; ``None`` gives the whole catalogue."""
-        if rows is None:
-            return self.item_embedding.weight
-        return self.item_embedding(rows)  # type: ignore[no-any-return]
+        return self._tower("item", self.item_embedding, rows)
 
-    def predict_rating(self, user_emb: torch.Tensor, item_emb: torch.Tensor) -> torch.Tensor:
-        """(B, d), (B, d) -> (B,) predicted scaled ratings (unclipped, as trained)."""
-        return self.rating_head(torch.cat([user_emb, item_emb], dim=1)).squeeze(1)  # type: ignore[no-any-return]
+    def predict_rating(
+        self,
+        user_emb: torch.Tensor,
+        item_emb: torch.Tensor,
+        user_rows: torch.Tensor | None = None,
+        item_rows: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """(B, d), (B, d) -> (B,) predicted scaled ratings (unclipped, as trained).
+
+        With ``rating_biases`` the rows are needed too (their biases are added).
+        """
+        inputs = [user_emb, item_emb]
+        if self.config.dot_in_head:
+            inputs.append((user_emb * item_emb).sum(dim=1, keepdim=True))
+        out = self.rating_head(torch.cat(inputs, dim=1)).squeeze(1)
+        if self.config.rating_biases:
+            if user_rows is None or item_rows is None:
+                raise ValueError("predict_rating: this model has rating biases; pass the rows too")
+            out = out + self.user_bias(user_rows).squeeze(1) + self.item_bias(item_rows).squeeze(1)
+        return out  # type: ignore[no-any-return]
 
     def loss(
         self,
@@ -89,6 +167,7 @@ class MultiTaskModel(nn.Module):
         retrieval_weight: float = 1.0,
         ranking_weight: float = 1.0,
         compute_dtype: torch.dtype | None = None,
+        options: RetrievalOptions | None = None,
     ) -> LossParts:
         """Weighted multi-task loss of one batch of (user row, item row, scaled label).
 
@@ -102,13 +181,26 @@ class MultiTaskModel(nn.Module):
         total = u.new_zeros(())
         retrieval = rating = None
         if retrieval_weight:
-            retrieval = retrieval_loss(u, i, compute_dtype=compute_dtype)
+            options = options or RetrievalOptions()
+            weights = None
+            if options.positive_min_label is not None:
+                weights = (label >= options.positive_min_label).float()
+            retrieval = retrieval_loss(
+                u,
+                i,
+                options.reduction,
+                compute_dtype,
+                temperature=options.temperature,
+                log_q=None if options.log_q is None else options.log_q[item],
+                candidate_ids=item if options.remove_accidental_hits else None,
+                weights=weights,
+            )
             total = total + retrieval_weight * retrieval
         if ranking_weight:
             with torch.autocast(
                 u.device.type, dtype=compute_dtype, enabled=compute_dtype is not None
             ):
-                predicted = self.predict_rating(u, i)
+                predicted = self.predict_rating(u, i, user, item)
             rating = rating_loss(predicted.float(), label)
             total = total + ranking_weight * rating
         return LossParts(total, retrieval, rating)

@@ -49,6 +49,11 @@ def retrieval_loss(
     candidate: torch.Tensor,
     reduction: Literal["sum", "mean"] = "sum",
     compute_dtype: torch.dtype | None = None,
+    *,
+    temperature: float = 1.0,
+    log_q: torch.Tensor | None = None,
+    candidate_ids: torch.Tensor | None = None,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch softmax: row i's own candidate is the positive, the batch's others negatives.
 
@@ -58,6 +63,15 @@ def retrieval_loss(
         reduction: ``"sum"`` over the batch (the reference) or ``"mean"``.
         compute_dtype: run the three matmuls in this dtype (e.g. ``torch.bfloat16``, 4x
             faster than float32 on CPUs with native bf16); softmax and loss stay float32.
+        temperature: logits are divided by it (with L2-normalised embeddings, < 1 sharpens).
+        log_q: (B,) log sampling probability of each candidate; subtracted from its logit
+            column (the log-Q correction: popular items are not penalised for showing up
+            as negatives more often).
+        candidate_ids: (B,) item rows; a row's logits to *other* copies of its own item
+            (accidental hits: the same movie twice in a batch) are removed.
+        weights: (B,) per-row weights of the loss, e.g. 0 for ratings below a threshold
+            (those rows still serve as negatives for the others); ``mean`` then divides
+            by the weights' sum.
 
     Returns:
         A scalar: the cross-entropy of logits ``query @ candidate.T`` (B, B) against the
@@ -67,6 +81,10 @@ def retrieval_loss(
         raise ValueError(
             f"retrieval_loss: expected two (B, d) tensors, got {query.shape}, {candidate.shape}"
         )
+    if temperature != 1.0 or log_q is not None or candidate_ids is not None or weights is not None:
+        return _adjusted_in_batch_loss(
+            query, candidate, reduction, compute_dtype, temperature, log_q, candidate_ids, weights
+        )
     if not (query.requires_grad or candidate.requires_grad):
         dtype = compute_dtype or query.dtype
         logits = (query.to(dtype) @ candidate.to(dtype).T).float()
@@ -74,6 +92,33 @@ def retrieval_loss(
         return F.cross_entropy(logits, target, reduction=reduction)
     loss: torch.Tensor = _InBatchSoftmax.apply(query, candidate, compute_dtype)  # type: ignore[no-untyped-call]
     return loss / query.shape[0] if reduction == "mean" else loss
+
+
+def _adjusted_in_batch_loss(
+    query: torch.Tensor,
+    candidate: torch.Tensor,
+    reduction: Literal["sum", "mean"],
+    compute_dtype: torch.dtype | None,
+    temperature: float,
+    log_q: torch.Tensor | None,
+    candidate_ids: torch.Tensor | None,
+    weights: torch.Tensor | None,
+) -> torch.Tensor:
+    """The in-batch softmax with its options, through autograd (the options' own path)."""
+    dtype = compute_dtype or query.dtype
+    logits = (query.to(dtype) @ candidate.to(dtype).T).float() / temperature  # (B, B)
+    if log_q is not None:
+        logits = logits - log_q.float()[None, :]
+    if candidate_ids is not None:
+        same = candidate_ids[None, :] == candidate_ids[:, None]
+        same.fill_diagonal_(False)
+        logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(query.shape[0], device=query.device)
+    per_row = F.cross_entropy(logits, target, reduction="none")
+    if weights is None:
+        return per_row.sum() if reduction == "sum" else per_row.mean()
+    total = (per_row * weights).sum()
+    return total if reduction == "sum" else total / weights.sum().clamp_min(1e-12)
 
 
 def rating_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
