@@ -56,16 +56,47 @@ def _same(a: MultiTaskModel, b: MultiTaskModel) -> bool:
     )
 
 
-@pytest.mark.parametrize("crash_at", [5, 12, 13, 30])  # mid-epoch, epoch end, just after, late
-def test_resume_after_crash_is_bit_identical(data, tmp_path: Path, crash_at: int) -> None:  # type: ignore[no-untyped-def]
-    reference = _model(data)
-    expected = train(reference, data[0], CONFIG)
+TUNED_LIKE = TrainConfig(
+    epochs=3,
+    batch_size=100,
+    shuffle=True,
+    seed=7,
+    optimizer="adamw",
+    learning_rate=0.01,
+    weight_decay=0.05,
+    logq_correction=True,
+    remove_accidental_hits=True,
+    positive_min_rating=0.75,
+    retrieval_reduction="mean",
+)
+DROPOUT = ModelConfig(embedding_dim=8, head_layers=(16,), dropout=0.3, rating_biases=True)
+CASES = [
+    (5, CONFIG, SMALL),
+    (12, CONFIG, SMALL),
+    (13, CONFIG, SMALL),
+    (30, CONFIG, SMALL),
+    (17, TUNED_LIKE, DROPOUT),
+]
+"""Mid-epoch, at an epoch's end, just after, late; and AdamW with dropout and the options."""
+
+
+@pytest.mark.parametrize(("crash_at", "config", "shape"), CASES)
+def test_resume_after_crash_is_bit_identical(  # type: ignore[no-untyped-def]
+    data, tmp_path: Path, crash_at: int, config: TrainConfig, shape: ModelConfig
+) -> None:
+    def fresh() -> MultiTaskModel:
+        return MultiTaskModel(data[1], data[2], shape, seed=7)
+
+    reference = fresh()
+    torch.rand(3)  # other use of the global generator must not matter
+    expected = train(reference, data[0], config)
     settings = Checkpointing(tmp_path / "ckpt", every_steps=4, keep=2)
     with pytest.raises(Crash):
-        train(_model(data), data[0], CONFIG, CrashAt(crash_at), settings)
-    resumed = _model(data)
+        train(fresh(), data[0], config, CrashAt(crash_at), settings)
+    resumed = fresh()
+    torch.rand(5)
     history = train(
-        resumed, data[0], CONFIG, checkpoints=Checkpointing(tmp_path / "ckpt", 4, 2, resume=True)
+        resumed, data[0], config, checkpoints=Checkpointing(tmp_path / "ckpt", 4, 2, resume=True)
     )
     assert _same(reference, resumed)
     assert [e.loss for e in history.epochs] == pytest.approx(

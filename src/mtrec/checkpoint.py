@@ -60,13 +60,15 @@ class TrainState:
     history: list[dict[str, Any]]
     fingerprint: str
     """Identifies the run (configs and data size): a checkpoint resumes only its own run."""
+    global_rng: torch.Tensor | None = None
+    """PyTorch's global generator state when the checkpoint was taken (dropout draws from it)."""
 
 
 def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:
     h = hashlib.sha256(json.dumps(meta, sort_keys=True).encode())
     for key in sorted(tensors):
         h.update(key.encode())
-        h.update(tensors[key].contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensors[key].reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -75,6 +77,8 @@ def save_checkpoint(settings: Checkpointing, state: TrainState) -> Path:
     tensors = {f"model/{k}": v.detach().contiguous() for k, v in state.model.items()}
     tensors |= {f"optim/{i}": a.contiguous() for i, a in enumerate(state.accumulators)}
     tensors["rng/epoch_start"] = state.epoch_rng
+    if state.global_rng is not None:
+        tensors["rng/global"] = state.global_rng
     meta = {
         "format": FORMAT,
         "epoch": str(state.epoch),
@@ -122,6 +126,7 @@ def read_checkpoint(path: Path) -> TrainState:
         sums=json.loads(meta["sums"]),
         history=json.loads(meta["history"]),
         fingerprint=meta["fingerprint"],
+        global_rng=tensors.get("rng/global"),
     )
 
 

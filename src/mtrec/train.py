@@ -124,6 +124,7 @@ def train(
     >>> history.epochs[-1].loss
     """
     generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed)  # dropout draws from the global generator: seed it too
     optimizer = make_optimizer(model, config)
     n, size = len(data), config.batch_size
     n_batches = -(-n // size)
@@ -154,7 +155,15 @@ def train(
             )
         history = [dataclasses.asdict(s) for s in stats]
         state = TrainState(
-            epoch, step, model.state_dict(), optimizer.accumulators, rng, sums, history, fingerprint
+            epoch,
+            step,
+            model.state_dict(),
+            optimizer.accumulators,
+            rng,
+            sums,
+            history,
+            fingerprint,
+            torch.get_rng_state(),
         )
         return save_checkpoint(checkpoints, state)
 
@@ -271,6 +280,8 @@ def _resume(
         for mine, saved in zip(optimizer.accumulators, state.accumulators, strict=True):
             mine.copy_(saved)
     generator.set_state(state.epoch_rng)
+    if state.global_rng is not None:
+        torch.set_rng_state(state.global_rng)
     log.info("resuming from %s (epoch %d, batch %d)", path, state.epoch, state.step)
     return state, path
 
