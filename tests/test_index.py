@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mtrec.errors import ConfigError
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index, recall_vs_exact
@@ -167,3 +169,25 @@ def test_index_options_are_checked() -> None:
         build_index("exact", items, m=3)
     with pytest.raises(ConfigError, match=r"faiss-hnsw index: unknown option\(s\) \['nprobe'\]"):
         build_index("faiss-hnsw", items, nprobe=3)
+
+
+@given(
+    seed=st.integers(0, 10_000),
+    n_items=st.integers(1, 60),
+    k=st.integers(1, 70),
+    banned=st.lists(st.lists(st.integers(0, 59), max_size=70), min_size=1, max_size=4),
+)
+def test_exclusions_never_come_back(
+    seed: int, n_items: int, k: int, banned: list[list[int]]
+) -> None:
+    """Whatever is excluded (duplicates, out of range ones dropped) never appears in a result."""
+    rng = np.random.default_rng(seed)
+    items = rng.normal(size=(n_items, 3)).astype(np.float32)
+    queries = rng.normal(size=(len(banned), 3)).astype(np.float32)
+    exclude = [np.array([b for b in ban if b < n_items], dtype=np.int64) for ban in banned]
+    _, rows = ExactIndex.build(items).search(queries, k, exclude=exclude)
+    for got, ban in zip(rows, exclude, strict=True):
+        valid = got[got >= 0]
+        assert not np.isin(valid, ban).any()
+        assert len(valid) == min(k, n_items - len(np.unique(ban)))
+        assert len(set(valid.tolist())) == len(valid)

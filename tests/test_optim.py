@@ -40,3 +40,30 @@ def test_update_by_hand_and_params_without_grad_untouched() -> None:
     assert torch.allclose(p.detach(), expected, atol=1e-6)
     assert idle.item() == 5.0
     assert torch.allclose(opt.accumulators[1], torch.tensor([0.1]))
+
+
+import pytest  # noqa: E402
+
+from mtrec.optim import Adam  # noqa: E402
+
+
+@pytest.mark.parametrize(("decoupled", "weight_decay"), [(False, 0.0), (False, 0.1), (True, 0.05)])
+def test_adam_and_adamw_match_torch(decoupled: bool, weight_decay: float) -> None:
+    gen = torch.Generator().manual_seed(1)
+    ours = [
+        torch.randn(4, 3, generator=gen).requires_grad_(),
+        torch.randn(5, generator=gen).requires_grad_(),
+    ]
+    theirs = [p.detach().clone().requires_grad_() for p in ours]
+    opt_a = Adam(ours, lr=0.01, weight_decay=weight_decay, decoupled=decoupled)
+    cls = torch.optim.AdamW if decoupled else torch.optim.Adam
+    opt_b = cls(theirs, lr=0.01, weight_decay=weight_decay)
+    targets = [torch.randn(4, 3, generator=gen), torch.randn(5, generator=gen)]
+    for _ in range(7):
+        for params, opt in ((ours, opt_a), (theirs, opt_b)):
+            opt.zero_grad()
+            sum(((p - t) ** 2).sum() for p, t in zip(params, targets, strict=True)).backward()
+            opt.step()
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    assert float(opt_a.step_count) == 7 and len(opt_a.accumulators) == 5

@@ -96,3 +96,70 @@ def test_model_init_is_keras_like_and_seeded() -> None:
     first = a.rating_head[0]
     assert first.weight.abs().max() <= (6 / (64 + 256)) ** 0.5
     assert torch.count_nonzero(first.bias) == 0
+
+
+def _ce_rows(logits: list[list[float]]) -> list[float]:
+    """Cross-entropy of each row against its diagonal, by hand."""
+    return [
+        math.log(sum(math.exp(v) for v in row if v != -math.inf)) - row[i]
+        for i, row in enumerate(logits)
+    ]
+
+
+Q = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+C = torch.tensor([[1.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+LOGITS = [[1.0, 0.0, 1.0], [0.0, 2.0, 0.0], [1.0, 2.0, 1.0]]  # Q @ C.T
+
+
+def test_temperature_by_hand() -> None:
+    scaled = [[v / 0.5 for v in row] for row in LOGITS]
+    assert retrieval_loss(Q, C, temperature=0.5).item() == pytest.approx(
+        sum(_ce_rows(scaled)), rel=1e-6
+    )
+
+
+def test_log_q_correction_by_hand() -> None:
+    log_q = torch.tensor([math.log(0.5), math.log(0.25), math.log(0.25)])
+    corrected = [[v - float(log_q[j]) for j, v in enumerate(row)] for row in LOGITS]
+    got = retrieval_loss(Q, C, log_q=log_q)
+    assert got.item() == pytest.approx(sum(_ce_rows(corrected)), rel=1e-6)
+
+
+def test_accidental_hits_removed_by_hand() -> None:
+    ids = torch.tensor([7, 3, 7])  # rows 0 and 2 hold the same item
+    masked = [row[:] for row in LOGITS]
+    masked[0][2] = masked[2][0] = -math.inf
+    got = retrieval_loss(Q, C, candidate_ids=ids)
+    assert got.item() == pytest.approx(sum(_ce_rows(masked)), rel=1e-6)
+
+
+def test_row_weights_and_mean_reduction_by_hand() -> None:
+    rows = _ce_rows(LOGITS)
+    weights = torch.tensor([1.0, 0.0, 1.0])  # row 1 (a low rating) is not a positive
+    assert retrieval_loss(Q, C, weights=weights).item() == pytest.approx(
+        rows[0] + rows[2], rel=1e-6
+    )
+    assert retrieval_loss(Q, C, "mean", weights=weights).item() == pytest.approx(
+        (rows[0] + rows[2]) / 2, rel=1e-6
+    )
+    assert retrieval_loss(Q, C, "mean").item() == pytest.approx(sum(rows) / 3, rel=1e-6)
+
+
+def test_model_options_rating_biases_dot_and_normalisation() -> None:
+    config = ModelConfig(
+        embedding_dim=3, head_layers=(4,), rating_biases=True, dot_in_head=True, normalize=True
+    )
+    model = MultiTaskModel(4, 5, config, seed=0)
+    with torch.no_grad():
+        model.user_bias.weight[2] = 0.5
+        model.item_bias.weight[1] = -0.25
+    users, items = torch.tensor([2, 0]), torch.tensor([1, 1])
+    u, i = model.embed_users(users), model.embed_items(items)
+    assert torch.allclose(u.norm(dim=1), torch.ones(2)) and torch.allclose(
+        i.norm(dim=1), torch.ones(2)
+    )
+    head_only = model.rating_head(torch.cat([u, i, (u * i).sum(1, keepdim=True)], dim=1)).squeeze(1)
+    got = model.predict_rating(u, i, users, items)
+    assert torch.allclose(got, head_only + torch.tensor([0.25, -0.25]))
+    with pytest.raises(ValueError, match="pass the rows"):
+        model.predict_rating(u, i)

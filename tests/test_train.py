@@ -100,3 +100,35 @@ def test_unknown_user_in_retrieve_then_rank(tiny_dir: Path) -> None:
     _ds, vocabs, model, *_ = _fit(tiny_dir, TrainConfig(epochs=1, batch_size=64))
     with pytest.raises(UnknownIdError, match="unknown user id 999"):
         retrieve_then_rank(model, vocabs, 999)
+
+
+def test_side_features_are_encoded_from_metadata(tiny_dir: Path) -> None:
+    from mtrec.experiments import build_model
+    from mtrec.features import feature_codes
+
+    ds = read_grouplens_dir(tiny_dir)
+    vocabs = Vocabs.from_dataset(ds)
+    codes = feature_codes(ds, vocabs, ("age", "gender", "occupation"), ("genres", "year"))
+    row = vocabs.users.row(1)  # age 21 -> group 18-24 (code 2), F -> 1 of ("F", "M"), engineer
+    assert codes.user["age"][row].tolist() == [2]
+    assert codes.user["gender"][row].tolist() == [1]
+    assert codes.user["occupation"][row].tolist() == [
+        1 + ["artist", "engineer", "student"].index("engineer")
+    ]
+    item = vocabs.items.row(1)  # the synthetic item 1 has one genre flag (index 2: Adventure)
+    assert codes.item["genres"][item].tolist()[0] == 3 and codes.item["genres"].shape[1] == 1
+    assert codes.item["year"][item].tolist() == [2 + (1951 - 1920) // 5]
+    config = ModelConfig(
+        embedding_dim=4, head_layers=(4,), user_features=("age",), item_features=("genres",)
+    )
+    model = build_model(ds, vocabs, config, seed=0)
+    assert model.config.feature_sizes == (8, 20) and model.config.feature_widths == (1, 1)
+    plain = model.user_embedding(torch.tensor([row]))
+    with_features = model.embed_users(torch.tensor([row]))
+    assert torch.allclose(
+        with_features - plain, model.feature_embeddings["user_age"](torch.tensor([[2]])).sum(1)
+    )
+    from mtrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown side feature"):
+        feature_codes(ds, vocabs, ("shoe_size",), ())
