@@ -19,6 +19,7 @@ STAGES = [
     "checkpoint",
     "train",
     "index",
+    "retrieval",
     "evaluate",
     "artifact",
     "recommend",

@@ -114,3 +114,33 @@ def test_honest_protocol_excludes_training_items() -> None:
     )
     with pytest.raises(ValueError, match="needs the training items"):
         evaluate(model, test, protocol="honest")
+
+
+def test_list_reports_intervals(tiny_dir) -> None:  # type: ignore[no-untyped-def]
+    from mtrec.config import TrainConfig
+    from mtrec.data import random_split
+    from mtrec.data.movielens import read_grouplens_dir
+    from mtrec.evaluate import list_reports
+    from mtrec.features import Vocabs, encode, seen_items
+    from mtrec.train import train
+
+    ds = read_grouplens_dir(tiny_dir)
+    vocabs = Vocabs.from_dataset(ds)
+    split = random_split(ds.interactions, seed=0)
+    tr, te = encode(split.train, vocabs), encode(split.test, vocabs)
+    model = MultiTaskModel(
+        len(vocabs.users), len(vocabs.items), ModelConfig(embedding_dim=8, head_layers=(8,)), seed=0
+    )
+    train(model, tr, TrainConfig(epochs=5, batch_size=64))
+    reports = list_reports(
+        model, te, seen_items(tr, len(vocabs.users)), k=5, candidates=(10,), n_boot=200
+    )
+    assert [r.name for r in reports] == ["retrieval", "retrieve 10, then rank", "popularity"]
+    for r in reports:
+        assert 0 <= r.recall <= 1 and r.recall_ci[0] <= r.recall <= r.recall_ci[1]
+        assert r.ndcg_ci[0] <= r.ndcg <= r.ndcg_ci[1] and r.n_users > 0
+    assert reports[0].recall_vs_retrieval_ci == (0.0, 0.0)
+    again = list_reports(
+        model, te, seen_items(tr, len(vocabs.users)), k=5, candidates=(10,), n_boot=200
+    )
+    assert again == reports  # seeded resampling

@@ -28,6 +28,7 @@ from mtrec.experiments import (
     CompareResult,
     compare_seeds,
     evaluate_saved,
+    list_rows,
     preload_plotting,
     table_rows,
     train_model,
@@ -191,7 +192,18 @@ def _print_compare(result: CompareResult) -> None:
     for row in rows:
         table.add_row(*row)
     # a terminal gets its own width; a pipe or a file gets whole names instead of 80 columns
-    (out if out.is_terminal else Console(width=132)).print(table)
+    wide = out if out.is_terminal else Console(width=132)
+    wide.print(table)
+    if result.lists:
+        lists = Table(
+            title="The lists a user gets: retrieval alone, retrieve then rank, popularity"
+        )
+        headers, rows = list_rows(result)
+        for col in headers:
+            lists.add_column(col, justify="left" if col == headers[0] else "right")
+        for row in rows:
+            lists.add_row(*row)
+        wide.print(lists)
     recs = Table(title=f"Retrieve, then rank: user {result.user_id} (multi-task)")
     for col in ("#", "title", "retrieval score", "predicted stars"):
         recs.add_column(col, justify="left" if col == "title" else "right")

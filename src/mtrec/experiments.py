@@ -21,7 +21,14 @@ from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, random_split
 from mtrec.errors import ConfigError, DataError
-from mtrec.evaluate import EvalReport, evaluate, ranking_report, rating_report
+from mtrec.evaluate import (
+    EvalReport,
+    ListReport,
+    evaluate,
+    list_reports,
+    ranking_report,
+    rating_report,
+)
 from mtrec.features import (
     EncodedInteractions,
     RatingScale,
@@ -132,6 +139,8 @@ class CompareResult:
     data_source: str = ""
     protocol: str = "reference"
     baselines: list[ModelResult] = dataclasses.field(default_factory=list)
+    lists: list[ListReport] = dataclasses.field(default_factory=list)
+    """The multi-task model's lists (retrieval, retrieve-then-rank, popularity), honest."""
     other_seeds: list[CompareResult] = dataclasses.field(default_factory=list)
     """Runs of the same comparison on further seeds (``compare_seeds``)."""
 
@@ -190,6 +199,7 @@ class CompareResult:
                 ],
                 "models": [dataclasses.asdict(m) for m in self.models],
                 "baselines": [dataclasses.asdict(m) for m in self.baselines],
+                "lists": [dataclasses.asdict(r) for r in self.lists],
                 "recommendations": {
                     "model": "multi-task",
                     "user_id": self.user_id,
@@ -303,6 +313,7 @@ def compare(
         recs,
         data_source=dataset.source,
         baselines=extra,
+        lists=list_reports(models["multi-task"], test_data, seen, k=10),
     )
 
 
@@ -507,9 +518,39 @@ def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def _ci(interval: tuple[float, float]) -> str:
+    return f"[{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
+def _with_ci(value: float, interval: tuple[float, float]) -> str:
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
 def _mean_std(stat: dict[str, float]) -> str:
     mean, std = stat["mean"], stat["std"]
     return "-" if mean != mean else f"{mean:.4f} ± {std:.4f}"
+
+
+def list_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """The lists table (retrieval, retrieve-then-rank, popularity) as text cells."""
+    headers = [
+        "list (multi-task, honest)",
+        "recall@10 [95% CI]",
+        "NDCG@10 [95% CI]",
+        "recall vs retrieval",
+        "NDCG vs retrieval",
+    ]
+    rows = [
+        [
+            r.name,
+            _with_ci(r.recall, r.recall_ci),
+            _with_ci(r.ndcg, r.ndcg_ci),
+            _ci(r.recall_vs_retrieval_ci),
+            _ci(r.ndcg_vs_retrieval_ci),
+        ]
+        for r in result.lists
+    ]
+    return headers, rows
 
 
 def render_markdown(result: CompareResult) -> str:
@@ -551,6 +592,20 @@ def render_markdown(result: CompareResult) -> str:
     lines.append("| " + " | ".join(headers) + " |")
     lines.append("|---|---|" + "---:|" * (len(headers) - 2))
     lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if result.lists:
+        lines += [
+            "",
+            "## The lists a user gets (multi-task model, honest protocol)",
+            "",
+            "Retrieve C, then rank: the top C by retrieval score re-sorted by predicted "
+            "rating (`mtrec recommend` serves C = 100). 95% bootstrap intervals over users; "
+            "the last two columns are paired differences to retrieval alone.",
+            "",
+        ]
+        list_headers, list_cells = list_rows(result)
+        lines.append("| " + " | ".join(list_headers) + " |")
+        lines.append("|---|---:|---:|---:|---:|")
+        lines += ["| " + " | ".join(row) + " |" for row in list_cells]
     lines += [
         "",
         "## Loss per epoch (mean over batches)",

@@ -3,7 +3,9 @@
 from mtrec.evaluate.metrics import mae, ranking_metrics, rmse, top_k_hits
 from mtrec.evaluate.protocol import (
     EvalReport,
+    ListReport,
     evaluate,
+    list_reports,
     predict_ratings,
     ranking_report,
     rating_report,
@@ -11,6 +13,16 @@ from mtrec.evaluate.protocol import (
 )
 
 __all__ = [
-    "EvalReport", "evaluate", "mae", "predict_ratings", "ranking_metrics", "ranking_report",
-    "rating_report", "rmse", "top_k_hits", "top_k_items",
+    "EvalReport",
+    "ListReport",
+    "evaluate",
+    "list_reports",
+    "mae",
+    "predict_ratings",
+    "ranking_metrics",
+    "ranking_report",
+    "rating_report",
+    "rmse",
+    "top_k_hits",
+    "top_k_items",
 ]  # fmt: skip

@@ -43,22 +43,26 @@ def ranking_metrics(
     ideal DCG over min(k, relevant) positions; MRR@k is 1 / rank of the first hit (0
     if none in the top k). Users with no relevant item are left out of every mean.
     """
+    per_user = ranking_metrics_per_user(top, relevant_user, relevant_item)
+    if per_user["recall"].size == 0:
+        return {"recall": float("nan"), "ndcg": float("nan"), "mrr": float("nan"), "n_users": 0.0}
+    means = {key: float(values.mean()) for key, values in per_user.items()}
+    return {**means, "n_users": float(per_user["recall"].size)}
+
+
+def ranking_metrics_per_user(
+    top: NDArray[np.int64], relevant_user: NDArray[np.int64], relevant_item: NDArray[np.int64]
+) -> dict[str, NDArray[np.float64]]:
+    """:func:`ranking_metrics` before averaging: one value per user with a relevant item."""
     n_users, k = top.shape
     width = int(max(top.max(initial=-1), relevant_item.max(initial=-1))) + 2
     keys = np.arange(n_users, dtype=np.int64)[:, None] * width + (top + 1)  # +1: -1 pads
     hits = np.isin(keys, relevant_user * width + relevant_item + 1) & (top >= 0)
     n_rel = np.bincount(relevant_user, minlength=n_users)
     judged = n_rel > 0
-    if not judged.any():
-        return {"recall": float("nan"), "ndcg": float("nan"), "mrr": float("nan"), "n_users": 0.0}
     hits, n_rel = hits[judged], n_rel[judged]
     discount = 1.0 / np.log2(np.arange(k) + 2.0)
     dcg = (hits * discount).sum(axis=1)
     idcg = np.cumsum(discount)[np.minimum(n_rel, k) - 1]
     first = np.where(hits.any(axis=1), 1.0 / (hits.argmax(axis=1) + 1.0), 0.0)
-    return {
-        "recall": float((hits.sum(axis=1) / n_rel).mean()),
-        "ndcg": float((dcg / idcg).mean()),
-        "mrr": float(first.mean()),
-        "n_users": float(judged.sum()),
-    }
+    return {"recall": hits.sum(axis=1) / n_rel, "ndcg": dcg / idcg, "mrr": first}

@@ -22,10 +22,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from mtrec.evaluate.metrics import mae, ranking_metrics, rmse
+from mtrec.evaluate.metrics import mae, ranking_metrics, ranking_metrics_per_user, rmse
 from mtrec.features import EncodedInteractions, SeenItems
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
+from mtrec.retrieval import retrieve_and_rank
 
 Protocol = Literal["reference", "honest"]
 
@@ -165,3 +166,89 @@ def evaluate(
     )
     rated = rating_report(predict_ratings(model, test), test.label, rating_range)
     return EvalReport(protocol=protocol, k=k, n_test=len(test), **ranked, **rated)  # type: ignore[arg-type]
+
+
+@dataclasses.dataclass(frozen=True)
+class ListReport:
+    """Honest recall@k and NDCG@k of one kind of list, with 95% bootstrap intervals over users.
+
+    ``*_vs_retrieval``: the paired difference to plain retrieval (same resampled users),
+    so an interval above zero says the list beats retrieval alone.
+    """
+
+    name: str
+    recall: float
+    recall_ci: tuple[float, float]
+    ndcg: float
+    ndcg_ci: tuple[float, float]
+    recall_vs_retrieval_ci: tuple[float, float]
+    ndcg_vs_retrieval_ci: tuple[float, float]
+    n_users: int
+
+
+def list_reports(
+    model: MultiTaskModel,
+    test: EncodedInteractions,
+    seen: SeenItems,
+    *,
+    k: int = 10,
+    candidates: tuple[int, ...] = (100, 20),
+    relevant_min: float = 0.75,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> list[ListReport]:
+    """Evaluate the lists a user would see, under the honest protocol.
+
+    ``retrieval``: the top k by retrieval score; ``retrieve C, then rank``: for each C in
+    ``candidates``, the top C re-sorted by predicted rating, first k (what ``recommend``
+    serves, with C = 100 by default);
+    ``popularity``: the k most-rated training items. Intervals: percentile bootstrap
+    over the users with a relevant test item, ``n_boot`` resamples from ``seed``.
+    """
+    model.eval()
+    with torch.no_grad():
+        items = model.embed_items().numpy()
+    users = np.unique(test.user.numpy())
+    exclude = [seen.of(int(u))[0] for u in users]
+    retrieval = ExactIndex(items)
+    with torch.no_grad():
+        queries = model.embed_users(torch.from_numpy(users)).numpy()
+    lists = {"retrieval": retrieval.search(queries, k, exclude=exclude)[1]}
+    for c in candidates:
+        batch = retrieve_and_rank(model, retrieval, users, k=k, candidates=c, exclude=exclude)
+        lists[f"retrieve {c}, then rank"] = batch.rows
+    counts = np.bincount(seen.items, minlength=len(items)).astype(np.float32)[:, None]
+    everyone = np.ones((len(users), 1), dtype=np.float32)
+    lists["popularity"] = ExactIndex(counts).search(everyone, k, exclude=exclude)[1]
+    position = np.searchsorted(users, test.user.numpy())
+    relevant = test.label.numpy() >= relevant_min
+    rel_user, rel_item = position[relevant], test.item.numpy()[relevant]
+    per_user = {
+        name: ranking_metrics_per_user(top, rel_user, rel_item) for name, top in lists.items()
+    }
+    n = len(per_user["retrieval"]["recall"])
+    rng = np.random.default_rng(seed)
+    resample = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), dtype=np.int64)
+
+    def interval(values: NDArray[np.float64]) -> tuple[float, float]:
+        if n == 0:
+            return (math.nan, math.nan)
+        means = values[resample].mean(axis=1)
+        return (float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5)))
+
+    out = []
+    for name, metrics in per_user.items():
+        base = per_user["retrieval"]
+        out.append(
+            ListReport(
+                name,
+                float(metrics["recall"].mean()) if n else math.nan,
+                interval(metrics["recall"]),
+                float(metrics["ndcg"].mean()) if n else math.nan,
+                interval(metrics["ndcg"]),
+                interval(metrics["recall"] - base["recall"]),
+                interval(metrics["ndcg"] - base["ndcg"]),
+                n,
+            )
+        )
+    return out

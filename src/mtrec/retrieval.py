@@ -1,0 +1,68 @@
+"""Retrieve, then rank, over an index: the inference that serving and evaluation share.
+
+The top ``candidates`` items by retrieval score (the index's inner product, with per-user
+exclusions), re-sorted by the rating head's prediction; the first ``k`` are the list.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from mtrec.errors import ConfigError
+from mtrec.index import Index
+from mtrec.model import MultiTaskModel
+
+
+@dataclasses.dataclass(frozen=True)
+class RankedBatch:
+    """Retrieve-then-rank results for many users as (n_users, k) arrays (-1 rows pad)."""
+
+    rows: NDArray[np.int64]
+    retrieval: NDArray[np.float32]
+    predicted: NDArray[np.float32]
+
+
+@torch.inference_mode()
+def rank_candidates(
+    model: MultiTaskModel, user_rows: NDArray[np.int64], candidates: NDArray[np.int64]
+) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+    """Retrieval scores and predicted ratings of (n, c) candidate rows for n users.
+
+    Padding rows (-1) get score and prediction ``-inf`` so they sort last.
+    """
+    n, c = candidates.shape
+    valid = candidates >= 0
+    user_t = torch.from_numpy(np.repeat(user_rows, c))
+    item_t = torch.from_numpy(np.where(valid, candidates, 0).reshape(-1))
+    users, items = model.embed_users(user_t), model.embed_items(item_t)  # (n*c, d)
+    retrieval = (users * items).sum(dim=1).reshape(n, c).numpy()
+    predicted = model.predict_rating(users, items, user_t, item_t).reshape(n, c).numpy()
+    return np.where(valid, retrieval, -np.inf), np.where(valid, predicted, -np.inf)
+
+
+def retrieve_and_rank(
+    model: MultiTaskModel,
+    index: Index,
+    user_rows: NDArray[np.int64],
+    *,
+    k: int,
+    candidates: int,
+    exclude: list[NDArray[np.int64]] | None = None,
+) -> RankedBatch:
+    """Top ``candidates`` rows by retrieval score, re-sorted by predicted rating; first ``k``."""
+    if k < 1 or candidates < 1:
+        raise ConfigError(f"k and candidates must be >= 1, got k={k}, candidates={candidates}")
+    with torch.inference_mode():
+        queries = model.embed_users(torch.from_numpy(user_rows)).numpy()
+    _, rows = index.search(queries, max(k, candidates), exclude=exclude)
+    retrieval, predicted = rank_candidates(model, user_rows, rows)
+    order = np.argsort(-predicted, axis=1, kind="stable")[:, :k]
+    return RankedBatch(
+        np.take_along_axis(rows, order, 1),
+        np.take_along_axis(retrieval, order, 1),
+        np.take_along_axis(predicted, order, 1),
+    )
