@@ -251,11 +251,12 @@ def test_compare_with_baselines_reports_both_protocols(
     assert _run(args) == 0
     result = json.loads(capsys.readouterr().out)
     names = [b["name"] for b in result["baselines"]]
-    assert names == ["popularity", "EASE lambda=500", "global mean"]
+    assert names == ["popularity", "EASE lambda=500", "biased MF", "global mean"]
     for row in [*result["models"], *result["baselines"][:2]]:
         assert set(row["honest"]) == {"top10_accuracy", "recall", "ndcg", "mrr", "coverage"}
         # a test item is never a training item, so excluding those can only move it up
         assert row["honest"]["top10_accuracy"] >= row["top10_accuracy"] - 1e-9
-    mean = result["baselines"][2]
+    mean = result["baselines"][3]
+    assert result["baselines"][2]["rmse"] < mean["rmse"]  # MF beats the mean on planted data
     assert mean["rmse"] > 0 and mean["top10_accuracy"] is None  # not a retriever: null, not NaN
     assert "| popularity | - |" in (tmp_path / "report.md").read_text()

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from mtrec.artifact import ItemInfo, SavedModel
-from mtrec.baselines import ease, global_mean, popularity
+from mtrec.baselines import biased_mf, ease, global_mean, popularity
 from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, random_split
@@ -324,7 +324,8 @@ def _baselines(
     n_users: int,
     n_items: int,
 ) -> list[ModelResult]:
-    """Popularity and EASE (retrieval), the global mean (rating), through the same metrics."""
+    """Popularity and EASE (retrieval), biased MF and the global mean (rating), through the
+    same metrics."""
     out = []
     nan = float("nan")
     for vectors in (popularity(train, n_users, n_items), ease(train, n_users, n_items)):
@@ -350,6 +351,22 @@ def _baselines(
                 kind="baseline",
             )
         )
+    start = time.perf_counter()
+    mf = biased_mf(train, n_users, n_items)
+    mf_rated = rating_report(mf.predict(test.user, test.item), test.label)
+    mf_report = EvalReport(
+        protocol="reference",
+        k=10,
+        top_k_accuracy=nan,
+        n_top_k_rows=0,
+        n_test=len(test),
+        rmse=mf_rated["rmse"],
+        rmse_stars=mf_rated["rmse_stars"],
+        mae=mf_rated["mae"],
+        mae_stars=mf_rated["mae_stars"],
+    )
+    seconds = time.perf_counter() - start
+    out.append(_result("biased MF", (None, None), mf_report, mf_report, seconds, kind="baseline"))
     mean = global_mean(train)
     rated = rating_report(torch.full_like(test.label, mean), test.label)
     blank = EvalReport(
