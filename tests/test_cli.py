@@ -260,3 +260,35 @@ def test_compare_with_baselines_reports_both_protocols(
     assert result["baselines"][2]["rmse"] < mean["rmse"]  # MF beats the mean on planted data
     assert mean["rmse"] > 0 and mean["top10_accuracy"] is None  # not a retriever: null, not NaN
     assert "| popularity | - |" in (tmp_path / "report.md").read_text()
+
+
+def test_sweep_marks_the_pareto_front(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = [
+        "sweep",
+        "--data-dir",
+        str(tiny_dir),
+        "-o",
+        str(tmp_path),
+        "--preset",
+        "reference",
+        "--weights",
+        "0.5,2",
+        "--json",
+    ]
+    assert _run(args) == 0
+    points = json.loads(capsys.readouterr().out)["points"]
+    assert [p["name"] for p in points] == ["weight 0.5", "weight 2", "learned (uncertainty)"]
+    assert points[2]["learned_weights"] is not None and points[0]["learned_weights"] is None
+    for p in points:  # on the front exactly when no other point is at least as good on both
+        dominated = any(
+            q["honest_top10_accuracy"] >= p["honest_top10_accuracy"]
+            and q["rmse"] <= p["rmse"]
+            and (q["honest_top10_accuracy"], q["rmse"]) != (p["honest_top10_accuracy"], p["rmse"])
+            for q in points
+        )
+        assert p["pareto"] == (not dominated)
+    assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
+    assert "| weight 2 |" in (tmp_path / "sweep.md").read_text()
+    assert _run(["sweep", "--weights", "a,b"]) == 3

@@ -163,3 +163,24 @@ def test_model_options_rating_biases_dot_and_normalisation() -> None:
     assert torch.allclose(got, head_only + torch.tensor([0.25, -0.25]))
     with pytest.raises(ValueError, match="pass the rows"):
         model.predict_rating(u, i)
+
+
+def test_learned_task_weights_by_hand() -> None:
+    config = ModelConfig(embedding_dim=3, head_layers=(4,), learned_task_weights=True)
+    model = MultiTaskModel(4, 5, config, seed=0)
+    with torch.no_grad():
+        model.task_log_vars.copy_(torch.tensor([0.5, -1.0]))
+    user, item, label = (
+        torch.tensor([0, 1, 3]),
+        torch.tensor([4, 2, 0]),
+        torch.tensor([0.1, 0.9, 0.5]),
+    )
+    parts = model.loss(user, item, label, 1.0, 1.0)
+    assert parts.retrieval is not None and parts.rating is not None
+    expected = (math.exp(-0.5) * parts.retrieval + 0.25) + (
+        0.5 * math.exp(1.0) * parts.rating - 0.5
+    )
+    assert parts.total.item() == pytest.approx(expected.item(), rel=1e-6)
+    assert model.task_weights() == pytest.approx((math.exp(-0.5), 0.5 * math.exp(1.0)))
+    parts.total.backward()
+    assert model.task_log_vars.grad is not None  # the weights are learned

@@ -30,9 +30,11 @@ from mtrec.experiments import (
     evaluate_saved,
     list_rows,
     preload_plotting,
+    sweep,
     table_rows,
     train_model,
     write_outputs,
+    write_sweep,
 )
 from mtrec.index import INDEX_KINDS
 from mtrec.recommend import Recommender, write_all_users
@@ -175,6 +177,61 @@ def compare_cmd(
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
     _print_compare(result)
+    out.print(f"[dim]wrote {', '.join(str(p) for p in paths)}[/dim]")
+
+
+@app.command("sweep")
+def sweep_cmd(
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
+        "mtrec-out/sweep"
+    ),
+    preset: Annotated[str, typer.Option(help="reference or tuned.")] = "tuned",
+    weights: Annotated[
+        str, typer.Option(help="Retrieval weights, comma-separated (ranking 1).")
+    ] = ("0.1,0.3,1,2,4,10"),
+    seed: Annotated[int, typer.Option(help="Seeds split, initialisation, batch order.")] = 42,
+    learned: Annotated[bool, typer.Option(help="Also learn the weights (Kendall et al.).")] = True,
+    as_json: AsJson = False,
+) -> None:
+    """Trade-off of the two tasks: the multi-task model over a grid of retrieval weights."""
+    model_config, train_config = make_preset(preset)
+    try:
+        grid = [float(w) for w in weights.split(",")]
+    except ValueError:
+        raise ConfigError(
+            f"--weights: expected numbers separated by commas, got {weights!r}"
+        ) from None
+    preload_plotting()
+    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
+    points = sweep(
+        dataset,
+        grid,
+        seed=seed,
+        model_config=model_config,
+        train_config=train_config,
+        learned=learned,
+    )
+    paths = write_sweep(points, output, f"{dataset.name}, preset {preset}, seed {seed}")
+    if as_json:
+        sys.stdout.write((output / "sweep.json").read_text())
+        return
+    table = Table(
+        title=f"{dataset.name}, preset {preset}, seed {seed}: retrieval weight (ranking 1)"
+    )
+    for col in ("model", "top-10 ref", "top-10 honest", "RMSE", "Pareto", "train s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for p in points:
+        table.add_row(
+            p.name,
+            f"{p.top10_accuracy:.4f}",
+            f"{p.honest_top10_accuracy:.4f}",
+            f"{p.rmse:.4f}",
+            "yes" if p.pareto else "",
+            f"{p.train_seconds:.1f}",
+        )
+    out.print(table)
     out.print(f"[dim]wrote {', '.join(str(p) for p in paths)}[/dim]")
 
 

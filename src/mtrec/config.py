@@ -97,6 +97,10 @@ class ModelConfig(_JsonConfig):
     """Feed the user-item dot product to the rating head as one more input."""
     dropout: float = 0.0
     """Dropout after each hidden layer of the rating head (training only)."""
+    learned_task_weights: bool = False
+    """Learn the balance of the two losses (homoscedastic uncertainty, Kendall et al. 2018):
+    exp(-s1) L_retrieval + s1 / 2 + exp(-s2) L_rating / 2 + s2 / 2, with s1, s2 trained;
+    the configured loss weights still multiply each loss."""
     user_features: tuple[str, ...] = ()
     """Categorical side features added to the user tower (e.g. age, gender, occupation)."""
     item_features: tuple[str, ...] = ()

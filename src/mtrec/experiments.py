@@ -690,3 +690,154 @@ def plot_comparison(result: CompareResult, path: str | Path) -> None:
     fig.suptitle(f"{result.dataset}, {result.protocol} protocol, seed {result.seed}", fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+
+
+@dataclasses.dataclass(frozen=True)
+class SweepPoint:
+    """One multi-task model of a sweep over the retrieval weight (ranking weight 1)."""
+
+    name: str
+    retrieval_weight: float | None
+    top10_accuracy: float
+    honest_top10_accuracy: float
+    rmse: float
+    train_seconds: float
+    pareto: bool = False
+    learned_weights: tuple[float, float] | None = None
+
+
+def sweep(
+    dataset: Dataset,
+    weights: Sequence[float],
+    *,
+    seed: int = 42,
+    model_config: ModelConfig | None = None,
+    train_config: TrainConfig | None = None,
+    learned: bool = True,
+) -> list[SweepPoint]:
+    """Train the multi-task model at each retrieval weight (ranking weight 1) and, with
+    ``learned``, once with learned uncertainty weights; mark the Pareto front of honest
+    top-10 accuracy (higher) against RMSE (lower)."""
+    model_config = model_config or ModelConfig()
+    base = dataclasses.replace(train_config or TrainConfig(), seed=seed, ranking_weight=1.0)
+    split = random_split(dataset.interactions, seed=seed)
+    vocabs = Vocabs.from_dataset(dataset)
+    train_data, test_data = encode(split.train, vocabs), encode(split.test, vocabs)
+    seen = seen_items(train_data, len(vocabs.users))
+    runs: list[tuple[str, float | None, ModelConfig, TrainConfig]] = [
+        (f"weight {w:g}", w, model_config, dataclasses.replace(base, retrieval_weight=w))
+        for w in weights
+    ]
+    if learned:
+        runs.append(
+            (
+                "learned (uncertainty)",
+                None,
+                dataclasses.replace(model_config, learned_task_weights=True),
+                dataclasses.replace(base, retrieval_weight=1.0),
+            )
+        )
+    points = []
+    for name, weight, mc, tc in runs:
+        model = build_model(dataset, vocabs, mc, seed)
+        history = train(model, train_data, tc)
+        reference = evaluate(model, test_data, k=10)
+        honest = evaluate(model, test_data, k=10, protocol="honest", seen=seen)
+        points.append(
+            SweepPoint(
+                name,
+                weight,
+                reference.top_k_accuracy,
+                honest.top_k_accuracy,
+                reference.rmse,
+                round(history.seconds, 3),
+                learned_weights=model.task_weights(),
+            )
+        )
+    return [
+        dataclasses.replace(
+            p,
+            pareto=not any(
+                q.honest_top10_accuracy >= p.honest_top10_accuracy
+                and q.rmse <= p.rmse
+                and (q.honest_top10_accuracy > p.honest_top10_accuracy or q.rmse < p.rmse)
+                for q in points
+            ),
+        )
+        for p in points
+    ]
+
+
+def write_sweep(points: list[SweepPoint], output_dir: str | Path, title: str) -> list[Path]:
+    """``sweep.json``, ``sweep.md`` and ``sweep.png`` (the trade-off, Pareto front marked)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out / "sweep.json",
+        _json_safe({"title": title, "points": [dataclasses.asdict(p) for p in points]}),
+    )
+    lines = [
+        f"# mtrec sweep: {title}",
+        "",
+        "| model | retrieval weight | top-10 ref | top-10 honest | RMSE | Pareto | train s |",
+        "|---|---:|---:|---:|---:|:---:|---:|",
+    ]
+    for p in points:
+        weight = "learned" if p.retrieval_weight is None else f"{p.retrieval_weight:g}"
+        if p.learned_weights:
+            weight += f" (ended at {p.learned_weights[0]:.3g} : {p.learned_weights[1]:.3g})"
+        lines.append(
+            f"| {p.name} | {weight} | {p.top10_accuracy:.4f} | {p.honest_top10_accuracy:.4f} "
+            f"| {p.rmse:.4f} | {'yes' if p.pareto else ''} | {p.train_seconds:.1f} |"
+        )
+    fixed = [p for p in points if p.retrieval_weight is not None]
+    learned = [p for p in points if p.retrieval_weight is None]
+    if fixed and learned:
+        best = max(fixed, key=lambda p: p.honest_top10_accuracy - 4 * p.rmse)
+        lines += [
+            "",
+            f"Learned weighting against the best fixed weight ({best.name}, by honest top-10 "
+            f"minus 4 x RMSE): honest top-10 {learned[0].honest_top10_accuracy:.4f} vs "
+            f"{best.honest_top10_accuracy:.4f}, RMSE {learned[0].rmse:.4f} vs {best.rmse:.4f}.",
+        ]
+    lines += ["", "![trade-off](sweep.png)", ""]
+    with atomic_path(out / "sweep.md") as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    _plot_sweep(points, out / "sweep.png", title)
+    return [out / "sweep.json", out / "sweep.md", out / "sweep.png"]
+
+
+def _plot_sweep(points: list[SweepPoint], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.rmse)
+    ax.plot(
+        [p.rmse for p in front],
+        [p.honest_top10_accuracy for p in front],
+        "-",
+        color="#999",
+        zorder=1,
+        label="Pareto front",
+    )
+    for p in points:
+        color = "#DD8452" if p.retrieval_weight is None else ("#4C72B0" if p.pareto else "#9bb0d3")
+        ax.scatter(p.rmse, p.honest_top10_accuracy, color=color, zorder=2)
+        ax.annotate(
+            "learned" if p.retrieval_weight is None else f"{p.retrieval_weight:g}",
+            (p.rmse, p.honest_top10_accuracy),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
+    ax.set_xlabel("RMSE, scaled (lower is better)")
+    ax.set_ylabel("top-10 accuracy, honest (higher is better)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

@@ -86,6 +86,8 @@ class MultiTaskModel(nn.Module):
         if config.rating_biases:
             self.user_bias = nn.Embedding(n_users, 1)
             self.item_bias = nn.Embedding(n_items, 1)
+        if config.learned_task_weights:  # log variances of (retrieval, rating); start at 0
+            self.task_log_vars = nn.Parameter(torch.zeros(2))
         self._init_weights(seed)
 
     @torch.no_grad()
@@ -195,12 +197,28 @@ class MultiTaskModel(nn.Module):
                 candidate_ids=item if options.remove_accidental_hits else None,
                 weights=weights,
             )
-            total = total + retrieval_weight * retrieval
+            total = total + self._weigh(0, retrieval_weight * retrieval)
         if ranking_weight:
             with torch.autocast(
                 u.device.type, dtype=compute_dtype, enabled=compute_dtype is not None
             ):
                 predicted = self.predict_rating(u, i, user, item)
             rating = rating_loss(predicted.float(), label)
-            total = total + ranking_weight * rating
+            total = total + self._weigh(1, ranking_weight * rating)
         return LossParts(total, retrieval, rating)
+
+    def _weigh(self, task: int, loss: torch.Tensor) -> torch.Tensor:
+        """A task's loss as it enters the total: as is, or with a learned uncertainty weight
+        (classification: exp(-s) L + s/2; regression: exp(-s) L / 2 + s/2)."""
+        if not self.config.learned_task_weights:
+            return loss
+        s = self.task_log_vars[task]
+        scale = 1.0 if task == 0 else 0.5
+        return scale * torch.exp(-s) * loss + 0.5 * s
+
+    def task_weights(self) -> tuple[float, float] | None:
+        """The learned effective weights (retrieval, rating), or None for fixed weights."""
+        if not self.config.learned_task_weights:
+            return None
+        s = self.task_log_vars.detach()
+        return float(torch.exp(-s[0])), float(0.5 * torch.exp(-s[1]))
