@@ -184,3 +184,19 @@ def test_learned_task_weights_by_hand() -> None:
     assert model.task_weights() == pytest.approx((math.exp(-0.5), 0.5 * math.exp(1.0)))
     parts.total.backward()
     assert model.task_log_vars.grad is not None  # the weights are learned
+
+
+def test_extra_negatives_by_hand() -> None:
+    from mtrec.model.tasks import ExtraNegatives
+
+    extra = torch.tensor([[0.0, 1.0], [2.0, 0.0]])
+    columns = torch.cat([C, extra])
+    logits = (Q @ columns.T).tolist()  # (3, 5): the batch's items, then two shared negatives
+    got = retrieval_loss(Q, C, extra=ExtraNegatives(extra))
+    assert got.item() == pytest.approx(sum(_ce_rows(logits)), rel=1e-6)
+    # an extra negative that is a row's own item is an accidental hit for that row
+    ids, extra_ids = torch.tensor([7, 3, 5]), torch.tensor([3, 9])
+    masked = [row[:] for row in logits]
+    masked[1][3] = -math.inf
+    got = retrieval_loss(Q, C, candidate_ids=ids, extra=ExtraNegatives(extra, extra_ids))
+    assert got.item() == pytest.approx(sum(_ce_rows(masked)), rel=1e-6)

@@ -159,6 +159,9 @@ class TrainConfig(_JsonConfig):
     in-batch logit, so popular items are not over-penalised as negatives."""
     remove_accidental_hits: bool = False
     """Drop the logits of other copies of a row's own item in the batch."""
+    extra_negatives: int = 0
+    """Items drawn uniformly from the catalogue each step, added as negatives for every row
+    (a seeded draw per step, so resumed runs see the same ones)."""
     positive_min_rating: float | None = None
     """Only rows rated at least this (scaled; 0.75 = four stars) are retrieval positives;
     the rest still serve as negatives, and the rating head learns from every row."""
@@ -182,6 +185,7 @@ class TrainConfig(_JsonConfig):
             ("ranking_weight", self.ranking_weight >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("temperature", self.temperature > 0, "> 0"),
+            ("extra_negatives", self.extra_negatives >= 0, ">= 0"),
         ]
         for name, ok, expected in checks:
             if not ok:

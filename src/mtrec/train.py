@@ -179,6 +179,12 @@ def train(
         for step in range(first_step, n_batches):
             lo = step * size
             rows = order[lo : lo + size] if order is not None else slice(lo, lo + size)
+            if config.extra_negatives:  # a draw fixed by (seed, epoch, step): resumable
+                draw = torch.Generator().manual_seed(
+                    config.seed * 1_000_003 + epoch * 100_003 + step
+                )
+                negatives = torch.randint(model.n_items, (config.extra_negatives,), generator=draw)
+                options = dataclasses.replace(options, extra_negatives=negatives)
             parts = model.loss(
                 data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank, dtype, options
             )

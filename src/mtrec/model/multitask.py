@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Literal
 
 import torch
@@ -10,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtrec.config import ModelConfig
-from mtrec.model.tasks import rating_loss, retrieval_loss
+from mtrec.model.tasks import ExtraNegatives, rating_loss, retrieval_loss
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,8 @@ class RetrievalOptions:
     """(n_items,) log sampling probability of every item, for the log-Q correction."""
     remove_accidental_hits: bool = False
     positive_min_label: float | None = None
+    extra_negatives: torch.Tensor | None = None
+    """(M,) item rows drawn uniformly for this batch, negatives for every row."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,6 +199,7 @@ class MultiTaskModel(nn.Module):
                 log_q=None if options.log_q is None else options.log_q[item],
                 candidate_ids=item if options.remove_accidental_hits else None,
                 weights=weights,
+                extra=self._extra_negatives(options),
             )
             total = total + self._weigh(0, retrieval_weight * retrieval)
         if ranking_weight:
@@ -206,6 +210,14 @@ class MultiTaskModel(nn.Module):
             rating = rating_loss(predicted.float(), label)
             total = total + self._weigh(1, ranking_weight * rating)
         return LossParts(total, retrieval, rating)
+
+    def _extra_negatives(self, options: RetrievalOptions) -> ExtraNegatives | None:
+        rows = options.extra_negatives
+        if rows is None:
+            return None
+        # drawn uniformly: each has probability 1 / n_items per draw
+        log_q = None if options.log_q is None else torch.full((len(rows),), -math.log(self.n_items))
+        return ExtraNegatives(self.embed_items(rows), rows, log_q)
 
     def _weigh(self, task: int, loss: torch.Tensor) -> torch.Tensor:
         """A task's loss as it enters the total: as is, or with a learned uncertainty weight

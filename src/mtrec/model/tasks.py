@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
+
+
+@dataclasses.dataclass(frozen=True)
+class ExtraNegatives:
+    """Negatives shared by every row of a batch: (M, d) embeddings, their item rows (for
+    accidental hits) and their log sampling probabilities (for the log-Q correction)."""
+
+    embeddings: torch.Tensor
+    ids: torch.Tensor | None = None
+    log_q: torch.Tensor | None = None
 
 
 class _InBatchSoftmax(torch.autograd.Function):
@@ -54,6 +65,7 @@ def retrieval_loss(
     log_q: torch.Tensor | None = None,
     candidate_ids: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
+    extra: ExtraNegatives | None = None,
 ) -> torch.Tensor:
     """In-batch softmax: row i's own candidate is the positive, the batch's others negatives.
 
@@ -72,6 +84,8 @@ def retrieval_loss(
         weights: (B,) per-row weights of the loss, e.g. 0 for ratings below a threshold
             (those rows still serve as negatives for the others); ``mean`` then divides
             by the weights' sum.
+        extra: more negatives for every row (e.g. items drawn uniformly from the catalogue),
+            appended as extra logit columns; with ``log_q`` they get their own correction.
 
     Returns:
         A scalar: the cross-entropy of logits ``query @ candidate.T`` (B, B) against the
@@ -81,9 +95,17 @@ def retrieval_loss(
         raise ValueError(
             f"retrieval_loss: expected two (B, d) tensors, got {query.shape}, {candidate.shape}"
         )
-    if temperature != 1.0 or log_q is not None or candidate_ids is not None or weights is not None:
+    if temperature != 1.0 or any(x is not None for x in (log_q, candidate_ids, weights, extra)):
         return _adjusted_in_batch_loss(
-            query, candidate, reduction, compute_dtype, temperature, log_q, candidate_ids, weights
+            query,
+            candidate,
+            reduction,
+            compute_dtype,
+            temperature,
+            log_q,
+            candidate_ids,
+            weights,
+            extra,
         )
     if not (query.requires_grad or candidate.requires_grad):
         dtype = compute_dtype or query.dtype
@@ -103,14 +125,30 @@ def _adjusted_in_batch_loss(
     log_q: torch.Tensor | None,
     candidate_ids: torch.Tensor | None,
     weights: torch.Tensor | None,
+    extra: ExtraNegatives | None = None,
 ) -> torch.Tensor:
     """The in-batch softmax with its options, through autograd (the options' own path)."""
     dtype = compute_dtype or query.dtype
-    logits = (query.to(dtype) @ candidate.to(dtype).T).float() / temperature  # (B, B)
+    columns = candidate if extra is None else torch.cat([candidate, extra.embeddings])
+    logits = (query.to(dtype) @ columns.to(dtype).T).float() / temperature  # (B, B + M)
     if log_q is not None:
-        logits = logits - log_q.float()[None, :]
+        extra_q = (
+            []
+            if extra is None
+            else [
+                extra.log_q
+                if extra.log_q is not None
+                else log_q.new_full((len(extra.embeddings),), 0.0)
+            ]
+        )
+        logits = logits - torch.cat([log_q.float(), *extra_q])[None, :]
     if candidate_ids is not None:
-        same = candidate_ids[None, :] == candidate_ids[:, None]
+        ids = (
+            candidate_ids
+            if extra is None or extra.ids is None
+            else torch.cat([candidate_ids, extra.ids])
+        )
+        same = ids[None, :] == candidate_ids[:, None]  # (B, B + M)
         same.fill_diagonal_(False)
         logits = logits.masked_fill(same, float("-inf"))
     target = torch.arange(query.shape[0], device=query.device)
