@@ -132,3 +132,27 @@ def test_side_features_are_encoded_from_metadata(tiny_dir: Path) -> None:
 
     with pytest.raises(ConfigError, match="unknown side feature"):
         feature_codes(ds, vocabs, ("shoe_size",), ())
+
+
+def test_validation_slice_early_stopping_and_refit(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    vocabs = Vocabs.from_dataset(ds)
+    data = encode(ds.interactions, vocabs)
+    config = TrainConfig(
+        epochs=60,
+        batch_size=64,
+        optimizer="adam",
+        learning_rate=0.05,
+        validation_fraction=0.2,
+        patience=2,
+    )
+    model = MultiTaskModel(len(vocabs.users), len(vocabs.items), SMALL, seed=0)
+    history = train(model, data, config)
+    assert history.best_epoch is not None and 1 <= history.best_epoch < 60
+    assert len(history.validation) == len(history.epochs) == history.best_epoch + 2  # stopped early
+    assert min(history.validation) == history.validation[history.best_epoch - 1]
+    refit = dataclasses.replace(config, refit=True)
+    model2 = MultiTaskModel(len(vocabs.users), len(vocabs.items), SMALL, seed=0)
+    history2 = train(model2, data, refit)
+    assert history2.best_epoch == history.best_epoch
+    assert len(history2.epochs) == history.best_epoch  # retrained on every row for that long

@@ -159,6 +159,12 @@ class TrainConfig(_JsonConfig):
     in-batch logit, so popular items are not over-penalised as negatives."""
     remove_accidental_hits: bool = False
     """Drop the logits of other copies of a row's own item in the batch."""
+    validation_fraction: float = 0.0
+    """Hold out this share of the training rows (never test rows) to pick the best epoch."""
+    patience: int = 0
+    """Stop after this many epochs without a better validation loss (0: never stop early)."""
+    refit: bool = False
+    """After a validation run, train again on all training rows for the best epoch count."""
     extra_negatives: int = 0
     """Items drawn uniformly from the catalogue each step, added as negatives for every row
     (a seeded draw per step, so resumed runs see the same ones)."""
@@ -186,6 +192,8 @@ class TrainConfig(_JsonConfig):
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("temperature", self.temperature > 0, "> 0"),
             ("extra_negatives", self.extra_negatives >= 0, ">= 0"),
+            ("validation_fraction", 0 <= self.validation_fraction < 1, "in [0, 1)"),
+            ("patience", self.patience >= 0, ">= 0"),
         ]
         for name, ok, expected in checks:
             if not ok:

@@ -9,8 +9,9 @@ import logging
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 
@@ -22,7 +23,7 @@ from mtrec.checkpoint import (
     save_checkpoint,
 )
 from mtrec.config import TrainConfig
-from mtrec.errors import TrainingError
+from mtrec.errors import ConfigError, TrainingError
 from mtrec.features import EncodedInteractions
 from mtrec.model import MultiTaskModel, RetrievalOptions
 from mtrec.optim import Adagrad, Adam
@@ -48,6 +49,10 @@ class History:
     epochs: list[EpochStats]
     seconds: float
     precision: str
+    validation: list[float] = dataclasses.field(default_factory=list)
+    """Loss on the validation slice after each epoch (empty without one)."""
+    best_epoch: int | None = None
+    """The epoch whose weights were kept (or refitted to), with a validation slice."""
 
 
 def native_bf16() -> bool:
@@ -106,6 +111,85 @@ def train(
     config: TrainConfig,
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
+) -> History:
+    """Fit ``model`` to ``data`` in place and return per-epoch losses (see :func:`_fit`).
+
+    With ``config.validation_fraction`` a seeded slice of ``data`` (the training rows,
+    never the test rows) is held out: its loss is measured after every epoch, training
+    stops after ``patience`` epochs without improvement, and the best epoch's weights are
+    kept; with ``refit`` the model is then trained again from its initial weights on all
+    of ``data`` for that many epochs.
+    """
+    if not config.validation_fraction:
+        return _fit(model, data, config, progress, checkpoints)
+    if checkpoints is not None:
+        raise ConfigError(
+            "checkpoints with a validation slice are not supported yet; use one or the other"
+        )
+    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + 7919))
+    n_val = max(1, round(len(data) * config.validation_fraction))
+    fit_part, val_part = _subset(data, order[n_val:]), _subset(data, order[:n_val])
+    best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
+    losses: list[float] = []
+
+    def after_epoch(epoch: int) -> bool:
+        loss = validation_loss(model, val_part, fit_part, config)
+        losses.append(loss)
+        if loss < best["loss"]:
+            best.update(
+                loss=loss, epoch=epoch, state={k: v.clone() for k, v in model.state_dict().items()}
+            )
+        return bool(config.patience) and epoch - best["epoch"] >= config.patience
+
+    history = _fit(model, fit_part, config, progress, None, after_epoch)
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    if config.refit and best["epoch"]:
+        model._init_weights(config.seed)
+        refit = dataclasses.replace(
+            config, epochs=best["epoch"], validation_fraction=0.0, refit=False
+        )
+        history = _fit(model, data, refit, progress, None)
+    return dataclasses.replace(history, validation=losses, best_epoch=best["epoch"])
+
+
+def _subset(data: EncodedInteractions, rows: torch.Tensor) -> EncodedInteractions:
+    return EncodedInteractions(data.user[rows], data.item[rows], data.label[rows])
+
+
+@torch.no_grad()
+def validation_loss(
+    model: MultiTaskModel, val: EncodedInteractions, fit: EncodedInteractions, config: TrainConfig
+) -> float:
+    """The weighted training loss on held-out rows, in batches of the training size (so
+    that a summed retrieval loss is comparable from epoch to epoch); dropout off."""
+    was_training = model.training
+    model.eval()
+    options = retrieval_options(config, fit, model.n_items)
+    size, totals = config.batch_size, []
+    for lo in range(0, len(val), size):
+        rows = slice(lo, lo + size)
+        parts = model.loss(
+            val.user[rows],
+            val.item[rows],
+            val.label[rows],
+            config.retrieval_weight,
+            config.ranking_weight,
+            None,
+            options,
+        )
+        totals.append(float(parts.total))
+    model.train(was_training)
+    return sum(totals) / len(totals)
+
+
+def _fit(
+    model: MultiTaskModel,
+    data: EncodedInteractions,
+    config: TrainConfig,
+    progress: Progress | None = None,
+    checkpoints: Checkpointing | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> History:
     """Fit ``model`` to ``data`` in place and return per-epoch losses.
 
@@ -224,6 +308,8 @@ def train(
         epoch, first_step, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
         if checkpoints is not None:  # positioned at the start of the next epoch
             last_checkpoint = snapshot(epoch, 0, generator.get_state())
+        if after_epoch is not None and after_epoch(epoch - 1):
+            break
     model.eval()
     precision = "bf16" if dtype is torch.bfloat16 else "fp32"
     return History(stats, time.perf_counter() - start_run, precision)
