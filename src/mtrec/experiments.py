@@ -313,7 +313,7 @@ def compare(
         recs,
         data_source=dataset.source,
         baselines=extra,
-        lists=list_reports(models["multi-task"], test_data, seen, k=10),
+        lists=list_reports(models["multi-task"], test_data, seen, k=10) if baselines else [],
     )
 
 
