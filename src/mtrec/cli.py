@@ -146,6 +146,7 @@ def compare_cmd(
     baselines: Annotated[
         bool, typer.Option(help="Also evaluate popularity, EASE and the global mean.")
     ] = False,
+    ease_lambda: Annotated[float, typer.Option(help="L2 weight of the EASE baseline.")] = 500.0,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -171,6 +172,7 @@ def compare_cmd(
             user_id=_parse_id(user),
             progress=None if quiet else (lambda name: _ModelBar(bars, name)),
             baselines=baselines,
+            ease_lambda=ease_lambda,
         )
     paths = write_outputs(result, output)
     if as_json:

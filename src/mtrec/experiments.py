@@ -255,6 +255,7 @@ def compare(
     user_id: int | str = 5,
     progress: Callable[[str], Progress] | None = None,
     baselines: bool = False,
+    ease_lambda: float = 500.0,
 ) -> CompareResult:
     """Train and evaluate the reference's three weightings on one seeded split.
 
@@ -293,7 +294,7 @@ def compare(
     fitted = [fit(spec) for spec in weightings(base)]
     results = [result for result, _ in fitted]
     extra = (
-        _baselines(train_data, test_data, seen, len(vocabs.users), len(vocabs.items))
+        _baselines(train_data, test_data, seen, len(vocabs.users), len(vocabs.items), ease_lambda)
         if baselines
         else []
     )
@@ -323,12 +324,16 @@ def _baselines(
     seen: SeenItems,
     n_users: int,
     n_items: int,
+    ease_lambda: float = 500.0,
 ) -> list[ModelResult]:
     """Popularity and EASE (retrieval), biased MF and the global mean (rating), through the
     same metrics."""
     out = []
     nan = float("nan")
-    for vectors in (popularity(train, n_users, n_items), ease(train, n_users, n_items)):
+    for vectors in (
+        popularity(train, n_users, n_items),
+        ease(train, n_users, n_items, ease_lambda),
+    ):
         start = time.perf_counter()
         reports = [
             EvalReport(
