@@ -6,27 +6,16 @@ The screenshot is written to ``test-artifacts/serve-page.png``.
 
 from __future__ import annotations
 
-import json
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from servers import start_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
 pytestmark = pytest.mark.skipif(
     not CHROMIUM.exists(), reason="Debian's chromium is not installed here"
 )
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def test_page_recommends_and_shows_similar_movies(tiny_dir: Path, tmp_path: Path) -> None:
@@ -42,33 +31,8 @@ def test_page_recommends_and_shows_similar_movies(tiny_dir: Path, tmp_path: Path
         TrainConfig(epochs=3, batch_size=64),
     )
     model = artifact.save(saved, tmp_path / "model")
-    port = _free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtrec",
-            "serve",
-            "-m",
-            str(model),
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    server, base = start_server(model)
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"{base}/readyz", timeout=5) as r:
-                    if json.loads(r.read())["status"] == "ready":
-                        break
-            except OSError:
-                time.sleep(0.05)
         with playwright.sync_playwright() as p:
             context = p.chromium.launch_persistent_context(
                 user_data_dir=str(tmp_path / "chromium-profile"),

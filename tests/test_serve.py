@@ -6,9 +6,6 @@ import json
 import os
 import shutil
 import signal
-import socket
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -19,6 +16,7 @@ import pytest
 
 pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
 from fastapi.testclient import TestClient
+from servers import start_server
 
 from mtrec import artifact
 from mtrec.config import ModelConfig, TrainConfig
@@ -200,12 +198,6 @@ def test_reload_swaps_the_model_and_keeps_it_on_failure(
     assert client.get("/readyz").json()["generation"] == 2
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
     request = urllib.request.Request(url, headers=headers or {})
     try:
@@ -216,38 +208,11 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
 
 
 def test_real_server_process(model_dir: Path, tmp_path: Path) -> None:
-    port = _free_port()
     key_file = tmp_path / "key"
     key_file.write_text("k3y\n")
     env = {**os.environ, "MTREC_API_KEY": "ignored-when-a-file-is-given"}
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mtrec",
-            "serve",
-            "-m",
-            str(model_dir),
-            "--port",
-            str(port),
-            "--api-key-file",
-            str(key_file),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    base = f"http://127.0.0.1:{port}"
+    proc, base = start_server(model_dir, "--api-key-file", str(key_file), env=env)
     try:
-        for _ in range(300):
-            try:
-                if _get(f"{base}/healthz")[0] == 200:
-                    break
-            except OSError:
-                time.sleep(0.05)
         auth = {"Authorization": "Bearer k3y"}
         status, body = _get(f"{base}/v1/users/5/recommendations?k=3", auth)
         assert status == 200 and len(body["items"]) == 3

@@ -318,6 +318,22 @@ def compare(
     )
 
 
+def _rating_only(predicted: torch.Tensor, test: EncodedInteractions) -> EvalReport:
+    """The report of a rating-only predictor: ranking metrics do not apply (NaN)."""
+    rated = rating_report(predicted, test.label)
+    return EvalReport(
+        protocol="reference",
+        k=10,
+        top_k_accuracy=float("nan"),
+        n_top_k_rows=0,
+        n_test=len(test),
+        rmse=rated["rmse"],
+        rmse_stars=rated["rmse_stars"],
+        mae=rated["mae"],
+        mae_stars=rated["mae_stars"],
+    )
+
+
 def _baselines(
     train: EncodedInteractions,
     test: EncodedInteractions,
@@ -358,34 +374,19 @@ def _baselines(
         )
     start = time.perf_counter()
     mf = biased_mf(train, n_users, n_items)
-    mf_rated = rating_report(mf.predict(test.user, test.item), test.label)
-    mf_report = EvalReport(
-        protocol="reference",
-        k=10,
-        top_k_accuracy=nan,
-        n_top_k_rows=0,
-        n_test=len(test),
-        rmse=mf_rated["rmse"],
-        rmse_stars=mf_rated["rmse_stars"],
-        mae=mf_rated["mae"],
-        mae_stars=mf_rated["mae_stars"],
+    mf_report = _rating_only(mf.predict(test.user, test.item), test)
+    out.append(
+        _result(
+            "biased MF",
+            (None, None),
+            mf_report,
+            mf_report,
+            time.perf_counter() - start,
+            kind="baseline",
+        )
     )
-    seconds = time.perf_counter() - start
-    out.append(_result("biased MF", (None, None), mf_report, mf_report, seconds, kind="baseline"))
-    mean = global_mean(train)
-    rated = rating_report(torch.full_like(test.label, mean), test.label)
-    blank = EvalReport(
-        protocol="reference",
-        k=10,
-        top_k_accuracy=nan,
-        n_top_k_rows=0,
-        n_test=len(test),
-        rmse=rated["rmse"],
-        rmse_stars=rated["rmse_stars"],
-        mae=rated["mae"],
-        mae_stars=rated["mae_stars"],
-    )
-    out.append(_result("global mean", (None, None), blank, blank, kind="baseline"))
+    mean = _rating_only(torch.full_like(test.label, global_mean(train)), test)
+    out.append(_result("global mean", (None, None), mean, mean, kind="baseline"))
     return out
 
 
