@@ -46,9 +46,15 @@ def test_save_load_gives_identical_scores_and_recommendations(
     assert after.saved.metrics == json.loads(json.dumps(saved.metrics))
     assert after.saved.items.titles[0] == "Café Müller (1951)"
     assert sorted(p.name for p in path.iterdir()) == [
-        "config.json", "index", "items.json", "manifest.json", "metrics.json",
-        "model.safetensors", "seen.safetensors", "vocab.json",
-    ]  # fmt: skip
+        "config.json",
+        "index",
+        "items.json",
+        "manifest.json",
+        "metrics.json",
+        "model.safetensors",
+        "seen.safetensors",
+        "vocab.json",
+    ]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
 
 
@@ -222,3 +228,21 @@ def test_to_dict_matches_the_dataclass_fields(saved_dir: Path) -> None:
     assert [s.to_dict() for s in rec.similar(2, k=3)] == [plain(s) for s in rec.similar(2, k=3)]
     assert [h.to_dict() for h in rec.history(2, k=3)] == [plain(h) for h in rec.history(2, k=3)]
     assert rec.recommend(4242, k=2).to_dict() == plain(rec.recommend(4242, k=2))
+
+
+def test_round_trip_with_side_features_and_biases(tiny_dir: Path, tmp_path: Path) -> None:
+    config = ModelConfig(
+        embedding_dim=8,
+        head_layers=(8,),
+        rating_biases=True,
+        dropout=0.2,
+        user_features=("age", "occupation"),
+        item_features=("genres", "year"),
+    )
+    saved = train_model(read_grouplens_dir(tiny_dir), config, FAST)
+    assert len(saved.model_config.feature_sizes) == 4  # filled from the data, saved with the model
+    again = Recommender.load(artifact.save(saved, tmp_path / "m"))
+    assert again.recommend_many(list(range(1, 61)), k=5) == Recommender(saved).recommend_many(
+        list(range(1, 61)), k=5
+    )
+    assert torch.equal(again.model.codes_item_genres, saved.model.codes_item_genres)
