@@ -194,9 +194,6 @@ class Recommender:
         """``raw`` (e.g. "5" from a URL) as the ``kind`` ("user" or "item") vocabulary types it."""
         return self._coerce(self.vocabs.users if kind == "user" else self.vocabs.items, raw)
 
-    def user_known(self, user_id: int | str) -> bool:
-        return self._row(self.vocabs.users, user_id) is not None
-
     def item_row(self, item_id: int | str) -> int:
         """The row of a known item; ``UnknownIdError`` otherwise."""
         row = self._row(self.vocabs.items, item_id)
