@@ -2,6 +2,10 @@
 
 from mtrec.data.interactions import Dataset, Interactions, Items, Users
 from mtrec.data.movielens import load_movielens
-from mtrec.data.split import Split, random_split
+from mtrec.data.split import Split, random_split, temporal_split
+from mtrec.data.synth import synthesize
 
-__all__ = ["Dataset", "Interactions", "Items", "Split", "Users", "load_movielens", "random_split"]
+__all__ = [
+    "Dataset", "Interactions", "Items", "Split", "Users", "load_movielens", "random_split",
+    "synthesize", "temporal_split",
+]  # fmt: skip

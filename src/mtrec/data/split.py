@@ -47,3 +47,42 @@ def random_split(
         test=interactions.take(order[n - n_test :]),
         seed=seed,
     )
+
+
+def temporal_split(
+    interactions: Interactions, *, test_fraction: float = 0.2, per_user: bool = False, seed: int = 0
+) -> Split:
+    """The latest ``test_fraction`` of the log by timestamp is the test set.
+
+    Globally (the last rows in time), or ``per_user`` (each user's last
+    ``round(n_u * test_fraction)`` rows; a user with a single row keeps it in train).
+    Ties in time keep the log's order (a stable sort), so the split is deterministic;
+    ``seed`` is recorded only.
+    """
+    if not 0.0 < test_fraction < 1.0:
+        raise ConfigError(f"test_fraction: expected a value in (0, 1), got {test_fraction}")
+    n = len(interactions)
+    if not per_user:
+        order = np.argsort(interactions.timestamp, kind="stable")
+        n_test = round(n * test_fraction)
+        if n_test == 0 or n_test == n:
+            raise ConfigError(
+                f"test_fraction {test_fraction} of {n} rows leaves an empty train or test set"
+            )
+        return Split(
+            interactions.take(np.sort(order[: n - n_test])),
+            interactions.take(np.sort(order[n - n_test :])),
+            seed,
+        )
+    # per user: rank each row within its user by time, newest last
+    order = np.lexsort((interactions.timestamp, interactions.user))  # by user, then time
+    users = interactions.user[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    counts = np.diff(np.r_[starts, n])
+    position = np.arange(n) - np.repeat(starts, counts)  # 0 = the user's oldest row
+    user_test = np.where(counts > 1, np.rint(counts * test_fraction), 0).astype(np.int64)
+    is_test = position >= np.repeat(counts - user_test, counts)
+    test_rows, train_rows = np.sort(order[is_test]), np.sort(order[~is_test])
+    if len(test_rows) == 0 or len(train_rows) == 0:
+        raise ConfigError(f"test_fraction {test_fraction} leaves an empty train or test set")
+    return Split(interactions.take(train_rows), interactions.take(test_rows), seed)
