@@ -49,7 +49,7 @@ app = typer.Typer(
     help="mtrec: one model trained jointly to retrieve and to rank.",
     pretty_exceptions_enable=False,
 )
-data_app = typer.Typer(no_args_is_help=True, help="Fetch and inspect datasets.")
+data_app = typer.Typer(no_args_is_help=True, help="Fetch datasets; synthesise big ones.")
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 out = Console()
