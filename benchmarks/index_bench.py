@@ -64,24 +64,61 @@ def qps_batch(index: Index, queries: np.ndarray) -> tuple[float, np.ndarray]:
 def measure(
     name: str, build: Any, queries: np.ndarray, truth: np.ndarray | None, singles: int
 ) -> dict[str, Any]:
+    """Build an index, then time its searches (see :func:`searches`)."""
     before = rss_mb()
     start = time.perf_counter()
     index = build()
     build_s = time.perf_counter() - start
-    added = rss_mb() - before
+    return searches(
+        name, index, round(build_s, 2), round(rss_mb() - before, 1), queries, truth, singles
+    )
+
+
+def searches(
+    name: str,
+    index: Index,
+    build_s: float,
+    memory_mb: float,
+    queries: np.ndarray,
+    truth: np.ndarray | None,
+    singles: int,
+) -> dict[str, Any]:
+    """One result row: queries/s single and batched, recall@10 against ``truth``; printed."""
     single = qps_single(index, queries, singles)
     batch, rows = qps_batch(index, queries)
     recall = 1.0 if truth is None else recall_at_k(rows, truth)
     row = {
         "index": name,
-        "build_s": round(build_s, 2),
-        "memory_mb": round(added, 1),
+        "build_s": build_s,
+        "memory_mb": memory_mb,
         "qps_single": round(single, 1),
         "qps_batch_1000": round(batch, 1),
         "recall_at_10": round(recall, 4),
     }
     print(json.dumps(row), flush=True)
     return {**row, "rows": rows, "index_obj": index}
+
+
+def widen(
+    built: dict[str, Any],
+    param: str,
+    values: list[int],
+    label: Any,
+    queries: np.ndarray,
+    truth: np.ndarray,
+    singles: int,
+) -> list[dict[str, Any]]:
+    """The same built index searched more widely (``ef_search``/``nprobe`` = each value)."""
+    out = []
+    index = built["index_obj"]
+    for value in values:
+        index.params[param] = value
+        out.append(
+            searches(
+                label(value), index, built["build_s"], built["memory_mb"], queries, truth, singles
+            )
+        )
+    return out
 
 
 def main() -> None:
@@ -121,21 +158,15 @@ def main() -> None:
         args.singles,
     )
     rows.append(hnsw)
-    for ef in args.ef_search[1:]:  # same graph, wider search
-        index = hnsw["index_obj"]
-        index.params["ef_search"] = ef
-        single = qps_single(index, queries, args.singles)
-        batch, got = qps_batch(index, queries)
-        row = {
-            "index": f"faiss-hnsw m={args.hnsw_m} efC={args.ef_construction} ef={ef}",
-            "build_s": hnsw["build_s"],
-            "memory_mb": hnsw["memory_mb"],
-            "qps_single": round(single, 1),
-            "qps_batch_1000": round(batch, 1),
-            "recall_at_10": round(recall_at_k(got, truth), 4),
-        }
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+    rows += widen(
+        hnsw,
+        "ef_search",
+        args.ef_search[1:],
+        lambda ef: f"faiss-hnsw m={args.hnsw_m} efC={args.ef_construction} ef={ef}",
+        queries,
+        truth,
+        args.singles,
+    )
     del hnsw["index_obj"]
     ivf = measure(
         f"faiss-ivf nprobe={args.nprobe[0]}",
@@ -145,21 +176,16 @@ def main() -> None:
         args.singles,
     )
     rows.append(ivf)
-    for nprobe in args.nprobe[1:]:
-        index = ivf["index_obj"]
-        index.params["nprobe"] = nprobe
-        single = qps_single(index, queries, args.singles)
-        batch, got = qps_batch(index, queries)
-        row = {
-            "index": f"faiss-ivf nlist={index.params['nlist']} nprobe={nprobe}",
-            "build_s": ivf["build_s"],
-            "memory_mb": ivf["memory_mb"],
-            "qps_single": round(single, 1),
-            "qps_batch_1000": round(batch, 1),
-            "recall_at_10": round(recall_at_k(got, truth), 4),
-        }
-        print(json.dumps(row), flush=True)
-        rows.append(row)
+    nlist = ivf["index_obj"].params["nlist"]
+    rows += widen(
+        ivf,
+        "nprobe",
+        args.nprobe[1:],
+        lambda p: f"faiss-ivf nlist={nlist} nprobe={p}",
+        queries,
+        truth,
+        args.singles,
+    )
     clean = [{k: v for k, v in r.items() if k not in ("rows", "index_obj")} for r in rows]
     exact_single = clean[0]["qps_single"]
     good = [

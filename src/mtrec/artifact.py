@@ -20,7 +20,6 @@ corrupt.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
 import tempfile
@@ -40,7 +39,7 @@ from mtrec.data import Items
 from mtrec.errors import ArtifactError, ConfigError
 from mtrec.features import RatingScale, SeenItems, Vocabs
 from mtrec.index import Index, load_index
-from mtrec.io import current_umask, file_digest, write_json
+from mtrec.io import current_umask, file_digest, read_json_object, write_json
 from mtrec.model import MultiTaskModel
 from mtrec.vocab import Vocab
 
@@ -265,16 +264,7 @@ def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) ->
 
 
 def _json(root: Path, name: str) -> dict[str, Any]:
-    path = root / name
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ArtifactError(f"{path}: missing") from None
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict):
-        raise ArtifactError(f"{path}: expected a JSON object")
-    return data
+    return read_json_object(root / name)
 
 
 def _safetensors(path: Path, loader: Any) -> dict[str, Any]:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Protocol, Self
 
 import numpy as np
 from numpy.typing import NDArray
 
-from mtrec.errors import ArtifactError, ConfigError
+from mtrec.errors import ConfigError
+from mtrec.io import read_json_object
 
 Exclusions = list[NDArray[np.int64]] | None
 """Per query, the item rows it must not return (e.g. what the user already rated)."""
@@ -79,14 +79,7 @@ def exclusion_pairs(
 
 def read_index_meta(directory: str | Path) -> dict[str, Any]:
     """``directory/index.json`` as a dict; anything else is an ``ArtifactError`` naming it."""
-    path = Path(directory) / "index.json"
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ArtifactError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(meta, dict):
-        raise ArtifactError(f"{path}: expected a JSON object")
-    return meta
+    return read_json_object(Path(directory) / "index.json")
 
 
 def recall_at_k(approx_rows: NDArray[np.int64], exact_rows: NDArray[np.int64]) -> float:
