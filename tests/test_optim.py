@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
-from mtrec.optim import Adagrad
+from mtrec.optim import Adagrad, Adam
 
 
 def test_matches_torch_adagrad_over_steps() -> None:
@@ -67,3 +68,37 @@ def test_adam_and_adamw_match_torch(decoupled: bool, weight_decay: float) -> Non
     for a, b in zip(ours, theirs, strict=True):
         assert torch.allclose(a, b, atol=1e-6)
     assert float(opt_a.step_count) == 7 and len(opt_a.accumulators) == 5
+
+
+def test_sparse_rows_update_equals_dense_update() -> None:
+    """Row-sparse gradients (repeated rows included) move the table exactly as dense ones."""
+    gen = torch.Generator().manual_seed(1)
+    dense = torch.nn.Embedding(50, 4)
+    sparse = torch.nn.Embedding(50, 4, sparse=True)
+    with torch.no_grad():
+        sparse.weight.copy_(dense.weight)
+    opt_d = Adagrad(dense.parameters(), lr=0.2)
+    opt_s = Adagrad(sparse.parameters(), lr=0.2)
+    drawn = torch.zeros(50, dtype=torch.bool)
+    for _ in range(5):
+        rows = torch.randint(0, 50, (30,), generator=gen)  # ~30 rows, some twice
+        drawn[rows] = True
+        target = torch.randn(30, 4, generator=gen)
+        for table, opt in ((dense, opt_d), (sparse, opt_s)):
+            opt.zero_grad()
+            ((table(rows) - target) ** 2).sum().backward()
+            opt.step()
+    assert sparse.weight.grad is not None and sparse.weight.grad.is_sparse
+    assert torch.allclose(dense.weight, sparse.weight, rtol=0, atol=1e-6)
+    assert torch.allclose(opt_d.accumulators[0], opt_s.accumulators[0], rtol=1e-6, atol=0)
+    assert not drawn.all()  # rows never drawn keep their initial accumulator exactly
+    assert (opt_s.accumulators[0][~drawn] == 0.1).all()
+
+
+def test_sparse_gradients_refused_where_not_exact() -> None:
+    table = torch.nn.Embedding(5, 2, sparse=True)
+    table(torch.tensor([1])).sum().backward()
+    with pytest.raises(ValueError, match="weight decay"):
+        Adagrad(table.parameters(), lr=0.1, weight_decay=0.01).step()
+    with pytest.raises(ValueError, match="sparse"):
+        Adam(table.parameters(), lr=0.1).step()

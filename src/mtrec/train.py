@@ -253,6 +253,9 @@ def _fit(
 
     every = (checkpoints.every_steps or 0) if checkpoints is not None else 0
     model.train()
+    # Row-sparse table gradients: exact for Adagrad without weight decay (untouched rows
+    # would not move), and the step then costs O(batch) instead of O(users + items).
+    model.sparse_gradients(sparse_updates(config))
     start_run = time.perf_counter()
     while epoch <= config.epochs:
         start = time.perf_counter()
@@ -311,8 +314,14 @@ def _fit(
         if after_epoch is not None and after_epoch(epoch - 1):
             break
     model.eval()
+    model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
     precision = "bf16" if dtype is torch.bfloat16 else "fp32"
     return History(stats, time.perf_counter() - start_run, precision)
+
+
+def sparse_updates(config: TrainConfig) -> bool:
+    """Whether the embedding tables train with row-sparse gradients (see :func:`_fit`)."""
+    return config.optimizer == "adagrad" and config.weight_decay == 0
 
 
 def retrieval_options(

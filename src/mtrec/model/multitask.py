@@ -121,6 +121,17 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"feature {side}.{name}: codes of shape {got}, expected {want}")
         buffer.copy_(codes)
 
+    def sparse_gradients(self, enabled: bool) -> None:
+        """Give the per-user and per-item tables row-sparse gradients (or dense again).
+
+        A batch touches at most ``batch`` rows of tables with hundreds of thousands; a dense
+        gradient (and a dense optimizer step) would cost O(table) per step instead.
+        """
+        for name in ("user_embedding", "item_embedding", "user_bias", "item_bias"):
+            table = getattr(self, name, None)
+            if isinstance(table, nn.Embedding):
+                table.sparse = enabled
+
     @property
     def n_items(self) -> int:
         return int(self.item_embedding.num_embeddings)
