@@ -23,7 +23,9 @@ from rich.table import Table
 from mtrec import artifact
 from mtrec.checkpoint import Checkpointing
 from mtrec.config import preset as make_preset
-from mtrec.data import load_movielens, synthesize
+from mtrec.data import Dataset, load_movielens, synthesize
+from mtrec.data.files import ColumnMap, load_interactions
+from mtrec.data.movielens import MOVIELENS
 from mtrec.data.synth import write_parquet
 from mtrec.errors import ConfigError, MtrecError
 from mtrec.experiments import (
@@ -62,6 +64,78 @@ DataDir = Annotated[
     ),
 ]
 CacheDir = Annotated[Path | None, typer.Option(help="Dataset cache; env MTREC_CACHE_DIR.")]
+DatasetName = Annotated[
+    str,
+    typer.Option("--dataset", help=f"The MovieLens size: {', '.join(MOVIELENS)}."),
+]
+InteractionsFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--interactions", help="Your own log (CSV, TSV or Parquet) instead of MovieLens."
+    ),
+]
+UserCol = Annotated[str, typer.Option("--user-col", help="--interactions: user id column.")]
+ItemCol = Annotated[str, typer.Option("--item-col", help="--interactions: item id column.")]
+RatingCol = Annotated[
+    str | None,
+    typer.Option(
+        "--rating-col",
+        help="--interactions: rating column (default 'rating' if present; '' for none: "
+        "retrieval only).",
+    ),
+]
+TimestampCol = Annotated[
+    str | None,
+    typer.Option(
+        "--timestamp-col", help="--interactions: timestamp column (default 'timestamp')."
+    ),
+]
+ItemsFile = Annotated[
+    Path | None,
+    typer.Option("--items-file", help="--interactions: items with title/genres/year columns."),
+]
+SkipBadRows = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-rows", help="--interactions: drop and count bad rows instead of stopping."
+    ),
+]
+
+
+def _load_data(
+    data_dir: Path | None,
+    cache_dir: Path | None,
+    dataset: str,
+    interactions: Path | None,
+    user_col: str,
+    item_col: str,
+    rating_col: str | None,
+    timestamp_col: str | None,
+    items_file: Path | None,
+    skip_bad_rows: bool,
+) -> Dataset:
+    """MovieLens (any size) or the user's own file, as the flags say; says what it dropped
+    and whether only retrieval can train."""
+    if interactions is None:
+        if items_file is not None or skip_bad_rows:
+            raise ConfigError("--items-file and --skip-bad-rows go with --interactions")
+        return load_movielens(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    loaded = load_interactions(
+        interactions,
+        ColumnMap(user_col, item_col, rating_col, timestamp_col),
+        items=items_file,
+        bad_rows="skip" if skip_bad_rows else "error",
+    )
+    if loaded.skipped:
+        counts = ", ".join(f"{column} {n:,}" for column, n in loaded.skipped.items())
+        err.print(f"[yellow]skipped bad rows: {counts}[/yellow]", highlight=False)
+    if not loaded.has_ratings:
+        err.print(
+            f"[yellow]{interactions} has no rating column: training the retrieval task only"
+            "[/yellow]",
+            highlight=False,
+        )
+    return loaded
 
 
 @app.callback()
@@ -291,13 +365,15 @@ def _parse_id(text: str) -> int | str:
 
 
 @data_app.command("fetch")
-def data_fetch(data_dir: DataDir = None, cache_dir: CacheDir = None) -> None:
-    """Load MovieLens-100K through the first source that works and cache it."""
-    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
-    ev = dataset.interactions
+def data_fetch(
+    data_dir: DataDir = None, cache_dir: CacheDir = None, dataset: DatasetName = "ml-100k"
+) -> None:
+    """Load a MovieLens dataset through the first source that works and cache it."""
+    data = load_movielens(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    ev = data.interactions
     out.print(
-        f"{dataset.name}: {len(ev):,} ratings, {len(dataset.user_ids()):,} users, "
-        f"{len(dataset.item_ids()):,} items, from {dataset.source}",
+        f"{data.name}: {len(ev):,} ratings, {len(data.user_ids()):,} users, "
+        f"{len(data.item_ids()):,} items, from {data.source}",
         highlight=False,
         soft_wrap=True,
     )
@@ -332,6 +408,17 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout inste
 def train_cmd(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    dataset: DatasetName = "ml-100k",
+    interactions: InteractionsFile = None,
+    user_col: UserCol = "user_id",
+    item_col: ItemCol = "item_id",
+    rating_col: RatingCol = None,
+    timestamp_col: TimestampCol = None,
+    items_file: ItemsFile = None,
+    skip_bad_rows: SkipBadRows = False,
+    split: Annotated[
+        str, typer.Option(help="random, temporal (latest rows) or temporal-user.")
+    ] = "random",
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The model directory to write.")
     ] = Path("mtrec-out/model"),
@@ -401,13 +488,25 @@ def train_cmd(
     if index not in INDEX_KINDS:
         raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {index!r}")
     index_params = dict(_key_int(option) for option in index_option or [])
-    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
+    data = _load_data(
+        data_dir,
+        cache_dir,
+        dataset,
+        interactions,
+        user_col,
+        item_col,
+        rating_col,
+        timestamp_col,
+        items_file,
+        skip_bad_rows,
+    )
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         saved = train_model(
-            dataset,
+            data,
             model_config,
             train_config,
+            split=split,
             index=index,
             index_params=index_params,
             progress=None if quiet else _ModelBar(bars, "multi-task"),
@@ -420,10 +519,14 @@ def train_cmd(
         )
         return
     m = saved.metrics
+    rating = (
+        "no rating task"
+        if m["rmse"] != m["rmse"]
+        else f"RMSE {m['rmse']:.4f} ({m['rmse_stars']:.3f} stars)"
+    )
     out.print(
-        f"top-10 accuracy {m['top_k_accuracy']:.4f}, RMSE {m['rmse']:.4f} "
-        f"({m['rmse_stars']:.3f} stars), trained in {m['train_seconds']:.2f} s; "
-        f"index {m['index']['kind']}",
+        f"top-10 accuracy {m['top_k_accuracy']:.4f}, {rating}, trained in "
+        f"{m['train_seconds']:.2f} s; index {m['index']['kind']}",
         highlight=False,
     )
     out.print(f"[dim]wrote {path}[/dim]")
@@ -431,11 +534,34 @@ def train_cmd(
 
 @app.command("evaluate")
 def evaluate_cmd(
-    model: ModelDir, data_dir: DataDir = None, cache_dir: CacheDir = None, as_json: AsJson = False
+    model: ModelDir,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    dataset: DatasetName = "ml-100k",
+    interactions: InteractionsFile = None,
+    user_col: UserCol = "user_id",
+    item_col: ItemCol = "item_id",
+    rating_col: RatingCol = None,
+    timestamp_col: TimestampCol = None,
+    items_file: ItemsFile = None,
+    skip_bad_rows: SkipBadRows = False,
+    as_json: AsJson = False,
 ) -> None:
-    """Re-evaluate a saved model on its own split (rebuilt from the data and checked)."""
+    """Re-evaluate a saved model on its own split (rebuilt from the same data and checked)."""
     saved = artifact.load(model)
-    report = evaluate_saved(saved, load_movielens(data_dir=data_dir, cache_dir=cache_dir))
+    data = _load_data(
+        data_dir,
+        cache_dir,
+        dataset,
+        interactions,
+        user_col,
+        item_col,
+        rating_col,
+        timestamp_col,
+        items_file,
+        skip_bad_rows,
+    )
+    report = evaluate_saved(saved, data)
     now = dataclasses.asdict(report)
     if as_json:
         sys.stdout.write(

@@ -19,7 +19,7 @@ from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.baselines import biased_mf, ease, global_mean, popularity
 from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
-from mtrec.data import Dataset, Interactions, random_split
+from mtrec.data import Dataset, Interactions, Split, random_split, temporal_split
 from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import (
     EvalReport,
@@ -40,7 +40,7 @@ from mtrec.features import (
 )
 from mtrec.features import popularity as item_popularity
 from mtrec.index import ExactIndex, FaissIndex, build_index, recall_vs_exact
-from mtrec.io import atomic_path, write_json
+from mtrec.io import atomic_path, json_safe, write_json
 from mtrec.model import MultiTaskModel
 from mtrec.recommend import Recommendation, retrieve_then_rank
 from mtrec.train import EpochStats, Progress, train
@@ -172,7 +172,7 @@ class CompareResult:
 
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` document (schema documented in the README); NaN becomes null."""
-        document: dict[str, Any] = _json_safe(
+        document: dict[str, Any] = json_safe(
             {
                 "dataset": self.dataset,
                 "data_source": self.data_source,
@@ -233,17 +233,6 @@ def build_model(dataset: Dataset, vocabs: Vocabs, config: ModelConfig, seed: int
     model = MultiTaskModel(len(vocabs.users), len(vocabs.items), codes.configure(config), seed=seed)
     codes.install(model)
     return model
-
-
-def _json_safe(value: Any) -> Any:
-    """NaN (a metric that does not apply) as null, so the JSON is valid for every reader."""
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def compare(
@@ -396,6 +385,7 @@ def train_model(
     train_config: TrainConfig | None = None,
     *,
     test_fraction: float = 0.2,
+    split: str = "random",
     index: str = "exact",
     index_params: dict[str, Any] | None = None,
     progress: Progress | None = None,
@@ -412,13 +402,20 @@ def train_model(
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
-    split = random_split(dataset.interactions, test_fraction=test_fraction, seed=train_config.seed)
+    if not dataset.has_ratings and train_config.ranking_weight:
+        # implicit feedback: there is nothing for the rating head to learn
+        train_config = dataclasses.replace(train_config, ranking_weight=0.0)
+    parts = make_split(dataset.interactions, split, test_fraction, train_config.seed)
     vocabs = Vocabs.from_dataset(dataset)
-    train_data, test_data = encode(split.train, vocabs), encode(split.test, vocabs)
+    scale = RatingScale.of(dataset)
+    train_data = encode(parts.train, vocabs, scale)
+    test_data = encode(parts.test, vocabs, scale)
     model = build_model(dataset, vocabs, model_config, train_config.seed)
     model_config = model.config
     history = train(model, train_data, train_config, progress, checkpoints)
-    report = evaluate(model, test_data, k=10)
+    report = evaluate(model, test_data, k=10, rating_range=scale.high - scale.low)
+    if not dataset.has_ratings:
+        report = _without_rating_metrics(report)
     with torch.inference_mode():
         item_emb = model.embed_items().numpy().copy()
         user_emb = model.user_embedding.weight.numpy()
@@ -440,13 +437,15 @@ def train_model(
     data = {
         "dataset": dataset.name,
         "source": dataset.source,
+        "has_ratings": dataset.has_ratings,
+        "skipped_rows": dataset.skipped,
         "split": {
-            "kind": "random",
+            "kind": split,
             "seed": train_config.seed,
             "test_fraction": test_fraction,
-            "n_train": len(split.train),
-            "n_test": len(split.test),
-            "test_fingerprint": split_fingerprint(split.test),
+            "n_train": len(parts.train),
+            "n_test": len(parts.test),
+            "test_fingerprint": split_fingerprint(parts.test),
         },
     }
     return SavedModel(
@@ -460,7 +459,24 @@ def train_model(
         built,
         data,
         metrics,
+        scale,
     )
+
+
+SPLITS = ("random", "temporal", "temporal-user")
+
+
+def make_split(interactions: Interactions, kind: str, test_fraction: float, seed: int) -> Split:
+    """``random`` (the reference's), ``temporal`` (the latest rows overall) or
+    ``temporal-user`` (each user's latest rows)."""
+    if kind == "random":
+        return random_split(interactions, test_fraction=test_fraction, seed=seed)
+    if kind not in SPLITS:
+        raise ConfigError(f"split: expected one of {list(SPLITS)}, got {kind!r}")
+    if not interactions.timestamp.any():
+        raise ConfigError(f"a {kind} split needs timestamps; this data has none")
+    per_user = kind == "temporal-user"
+    return temporal_split(interactions, test_fraction=test_fraction, per_user=per_user, seed=seed)
 
 
 def split_fingerprint(test: Interactions) -> str:
@@ -478,10 +494,11 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
     evaluated on at training time (other data, or another version of it).
     """
     split_info = saved.data.get("split", {})
-    split = random_split(
+    split = make_split(
         dataset.interactions,
-        test_fraction=split_info.get("test_fraction", 0.2),
-        seed=split_info.get("seed", 42),
+        split_info.get("kind", "random"),
+        split_info.get("test_fraction", 0.2),
+        split_info.get("seed", 42),
     )
     if split_fingerprint(split.test) != split_info.get("test_fingerprint"):
         raise DataError(
@@ -489,7 +506,22 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
             "this model was evaluated on; evaluate it on the data it was trained with",
             field="split",
         )
-    return evaluate(saved.model, encode(split.test, saved.vocabs), k=10)
+    scale = saved.scale
+    report = evaluate(
+        saved.model,
+        encode(split.test, saved.vocabs, scale),
+        k=10,
+        rating_range=scale.high - scale.low,
+    )
+    if not saved.data.get("has_ratings", True):
+        report = _without_rating_metrics(report)
+    return report
+
+
+def _without_rating_metrics(report: EvalReport) -> EvalReport:
+    """Implicit feedback: the rating head never trained, so its errors mean nothing."""
+    nan = float("nan")
+    return dataclasses.replace(report, rmse=nan, rmse_stars=nan, mae=nan, mae_stars=nan)
 
 
 def write_outputs(result: CompareResult, output_dir: str | Path) -> list[Path]:
@@ -780,7 +812,7 @@ def write_sweep(points: list[SweepPoint], output_dir: str | Path, title: str) ->
     out.mkdir(parents=True, exist_ok=True)
     write_json(
         out / "sweep.json",
-        _json_safe({"title": title, "points": [dataclasses.asdict(p) for p in points]}),
+        json_safe({"title": title, "points": [dataclasses.asdict(p) for p in points]}),
     )
     lines = [
         f"# mtrec sweep: {title}",

