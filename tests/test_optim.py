@@ -43,11 +43,6 @@ def test_update_by_hand_and_params_without_grad_untouched() -> None:
     assert torch.allclose(opt.accumulators[1], torch.tensor([0.1]))
 
 
-import pytest  # noqa: E402
-
-from mtrec.optim import Adam  # noqa: E402
-
-
 @pytest.mark.parametrize(("decoupled", "weight_decay"), [(False, 0.0), (False, 0.1), (True, 0.05)])
 def test_adam_and_adamw_match_torch(decoupled: bool, weight_decay: float) -> None:
     gen = torch.Generator().manual_seed(1)

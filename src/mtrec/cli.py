@@ -70,9 +70,7 @@ DatasetName = Annotated[
 ]
 InteractionsFile = Annotated[
     Path | None,
-    typer.Option(
-        "--interactions", help="Your own log (CSV, TSV or Parquet) instead of MovieLens."
-    ),
+    typer.Option("--interactions", help="Your own log (CSV, TSV or Parquet) instead of MovieLens."),
 ]
 UserCol = Annotated[str, typer.Option("--user-col", help="--interactions: user id column.")]
 ItemCol = Annotated[str, typer.Option("--item-col", help="--interactions: item id column.")]
@@ -86,9 +84,7 @@ RatingCol = Annotated[
 ]
 TimestampCol = Annotated[
     str | None,
-    typer.Option(
-        "--timestamp-col", help="--interactions: timestamp column (default 'timestamp')."
-    ),
+    typer.Option("--timestamp-col", help="--interactions: timestamp column (default 'timestamp')."),
 ]
 ItemsFile = Annotated[
     Path | None,

@@ -73,6 +73,8 @@ def load_interactions(
     columns = columns or ColumnMap()
     path = Path(path)
     table = _Table.read(path)
+    for flag, column in (("--user-col", columns.user), ("--item-col", columns.item)):
+        table.require(column, flag)
     rating = _optional(table, columns.rating, "rating", "--rating-col")
     timestamp = _optional(table, columns.timestamp, "timestamp", "--timestamp-col")
     wanted = {"user": columns.user, "item": columns.item}
@@ -80,8 +82,6 @@ def load_interactions(
         wanted["rating"] = rating
     if timestamp:
         wanted["timestamp"] = timestamp
-    for flag, column in (("--user-col", columns.user), ("--item-col", columns.item)):
-        table.require(column, flag)
     data = table.load(list(wanted.values()))
     n = data.num_rows
     bad: dict[str, NDArray[np.bool_]] = {}
@@ -177,7 +177,7 @@ class _Table:
                 )
             import pyarrow.csv as pacsv
 
-            reader = pacsv.open_csv(path, parse_options=_parse_options(path))
+            reader = pacsv.open_csv(path, parse_options=_parse_options(path, lambda _: "skip"))
             names = list(reader.schema.names)
             reader.close()
             return cls(path, names, parquet=False)

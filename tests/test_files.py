@@ -1,0 +1,191 @@
+"""Users' own logs: column mapping, string ids, items files, implicit data, bad rows."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+import pytest
+from typer.testing import CliRunner
+
+from mtrec.cli import app
+from mtrec.data import random_split
+from mtrec.data.files import ColumnMap, load_interactions
+from mtrec.data.interactions import distinct
+from mtrec.errors import DataError
+from mtrec.features import RatingScale, Vocabs, encode
+from mtrec.vocab import Vocab
+
+MAP = ColumnMap(user="uid", item="sku", rating="stars", timestamp="ts")
+
+
+def _log(n_users: int = 30, n_items: int = 20, per_user: int = 8, seed: int = 0) -> pa.Table:
+    rng = np.random.default_rng(seed)
+    users, items, stars, ts = [], [], [], []
+    for u in range(n_users):
+        for i in rng.choice(n_items, per_user, replace=False):
+            users.append(f"user-{u:03d}")
+            items.append(f"SKU{i}")
+            stars.append(float(rng.integers(1, 11)))  # a 1..10 scale
+            ts.append(1_600_000_000 + len(ts))
+    return pa.table({"uid": users, "sku": items, "stars": stars, "ts": ts, "extra": ts})
+
+
+def test_csv_and_parquet_give_the_same_string_id_round_trip(tmp_path: Path) -> None:
+    table = _log()
+    pq.write_table(table, tmp_path / "log.parquet", row_group_size=50)
+    pacsv.write_csv(table, tmp_path / "log.csv")
+    a = load_interactions(tmp_path / "log.parquet", MAP)
+    b = load_interactions(tmp_path / "log.csv", MAP)
+    for ds in (a, b):
+        ev = ds.interactions
+        assert ev.user_names is not None and ev.item_names is not None
+        # codes point back at exactly the strings of the file, row for row
+        assert ev.user_names[ev.user].tolist() == table.column("uid").to_pylist()
+        assert ev.item_names[ev.item].tolist() == table.column("sku").to_pylist()
+        assert ev.rating.tolist() == table.column("stars").to_pylist()
+        assert ev.timestamp.tolist() == table.column("ts").to_pylist()
+        assert ev.user.dtype == np.int64 and ev.rating.dtype == np.float32
+        assert ds.has_ratings and ds.name == "log"
+    assert list(a.user_ids()) == sorted({f"user-{u:03d}" for u in range(30)})
+    # through the vocabularies and back: rows -> the same raw ids
+    vocabs = Vocabs.from_dataset(a)
+    enc = encode(a.interactions, vocabs, RatingScale.of(a))
+    assert vocabs.users.ids(enc.user.numpy()).tolist() == table.column("uid").to_pylist()
+    assert vocabs.items.ids(enc.item.numpy()).tolist() == table.column("sku").to_pylist()
+    assert RatingScale.of(a) == RatingScale(1.0, 10.0)
+    assert float(enc.label.min()) == 0.0 and float(enc.label.max()) == 1.0
+    # splits keep the names with the codes
+    split = random_split(a.interactions, seed=1)
+    assert split.test.user_names is a.interactions.user_names
+
+
+def test_integer_ids_stay_integers_and_missing_rating_means_retrieval_only(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "clicks.csv"
+    path.write_text("user_id,item_id,timestamp\n7,100,5\n7,101,6\n9,100,7\n")
+    ds = load_interactions(path)
+    assert ds.interactions.user_names is None and ds.interactions.user.tolist() == [7, 7, 9]
+    assert not ds.has_ratings and ds.interactions.rating.tolist() == [1.0, 1.0, 1.0]
+    assert RatingScale.of(ds) == RatingScale(0.0, 1.0)
+    assert list(ds.item_ids()) == [100, 101]
+
+
+def test_tsv_and_explicitly_no_rating_column(tmp_path: Path) -> None:
+    path = tmp_path / "log.tsv"
+    path.write_text("u\ti\trating\n1\t2\t4\n")
+    ds = load_interactions(path, ColumnMap("u", "i", rating=""))
+    assert not ds.has_ratings and ds.interactions.item.tolist() == [2]
+
+
+def test_items_file_gives_titles_genres_years_and_joins_the_vocabulary(tmp_path: Path) -> None:
+    pq.write_table(_log(), tmp_path / "log.parquet")
+    (tmp_path / "items.csv").write_text(
+        "sku,title,genres\n"
+        'SKU1,"Heat, Director\'s Cut (1995)",Action|Crime\n'
+        "SKU999,Never Rated,(no genres listed)\n"
+    )
+    ds = load_interactions(tmp_path / "log.parquet", MAP, items=tmp_path / "items.csv")
+    assert ds.items is not None
+    assert ds.items.ids.tolist() == ["SKU1", "SKU999"]
+    assert ds.items.titles[0] == "Heat, Director's Cut (1995)" and ds.items.years[0] == 1995
+    assert ds.items.genres_of(0) == ["Action", "Crime"] and ds.items.genres_of(1) == []
+    assert "SKU999" in ds.item_ids().tolist()  # catalogue items without ratings are known
+    vocabs = Vocabs.from_dataset(ds)
+    assert len(vocabs.items) == 21
+
+
+def test_integer_items_file_against_string_log_ids(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text("user_id,item_id\na,1\nb,x\n")
+    (tmp_path / "items.csv").write_text("item_id,title\n1,One (2001)\n")
+    ds = load_interactions(tmp_path / "log.csv", items=tmp_path / "items.csv")
+    assert ds.items is not None and ds.items.ids.tolist() == ["1"]
+    assert sorted(ds.item_ids().tolist()) == ["1", "x"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("uid,sku,stars\nu1,i1,4\nu2,i2,four\n", r"log\.csv:3, field 'stars': bad value 'four'"),
+        ("uid,sku,stars\nu1,i1,4\nu2,,4\nu3,,5\n", r":3, field 'sku': missing value \(2 rows"),
+        ("uid,sku,stars\nu1,i1,4\nu2,i2,nan\n", r":3, field 'stars': missing value"),
+        ("uid,sku,stars\nu1,i1,4\nu2,i2\n", r"log\.csv:3: malformed row"),
+        ("who,what\n1,2\n", r"no column 'uid' \(set --user-col\); the file has \['who', 'what'\]"),
+    ],
+)
+def test_bad_csv_rows_name_line_and_column(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "log.csv").write_text(text)
+    with pytest.raises(DataError, match=message):
+        load_interactions(tmp_path / "log.csv", ColumnMap("uid", "sku", "stars"))
+
+
+def test_bad_parquet_rows_name_the_row_group(tmp_path: Path) -> None:
+    table = pa.table({"user_id": list(range(10)), "item_id": [1, 2, 3, 4, 5, None, 7, 8, 9, 10]})
+    pq.write_table(table, tmp_path / "log.parquet", row_group_size=4)
+    with pytest.raises(DataError, match=r"field 'item_id'.*row group 1, row 1: missing value"):
+        load_interactions(tmp_path / "log.parquet")
+
+
+def test_skip_bad_rows_drops_and_counts_per_column(tmp_path: Path) -> None:
+    (tmp_path / "log.csv").write_text(
+        "user_id,item_id,rating\n1,1,4\n2,,4\n3,3,x\n4,4,5\n,5,1\n6,6,\n"
+    )
+    ds = load_interactions(tmp_path / "log.csv", bad_rows="skip")
+    assert ds.interactions.user.tolist() == [1, 4]
+    assert ds.skipped == {"user_id": 1, "item_id": 1, "rating": 2}
+
+
+def test_unknown_format_and_missing_file(tmp_path: Path) -> None:
+    (tmp_path / "log.json").write_text("{}")
+    with pytest.raises(DataError, match=r"unknown format '\.json'"):
+        load_interactions(tmp_path / "log.json")
+    with pytest.raises(DataError, match="no such file"):
+        load_interactions(tmp_path / "nope.csv")
+
+
+def test_direct_vocab_lookup_equals_binary_search() -> None:
+    rng = np.random.default_rng(0)
+    vocab = Vocab("item", rng.choice(np.arange(5, 400_000), 50_000, replace=False))
+    ids = np.concatenate([rng.choice(vocab.id_array, 100_000), [-3, 4, 400_001, 10**12]])
+    direct = vocab.rows(ids, unknown="oov")  # large: the table path
+    searched = np.concatenate([vocab.rows(chunk, "oov") for chunk in np.array_split(ids, 100)])
+    assert np.array_equal(direct, searched) and (direct[-4:] == -1).all()
+    with pytest.raises(KeyError, match="unknown item id -3"):
+        vocab.rows(ids)
+    assert np.array_equal(distinct(ids[:-1]), np.unique(ids[:-1]))
+
+
+def test_cli_trains_retrieval_only_on_a_string_id_file(tmp_path: Path) -> None:
+    table = _log(n_users=40, n_items=25, per_user=10).drop(["stars"])
+    pq.write_table(table, tmp_path / "log.parquet")
+    out = tmp_path / "model"
+    result = CliRunner().invoke(
+        app,
+        [
+            "train", "--interactions", str(tmp_path / "log.parquet"), "--user-col", "uid",
+            "--item-col", "sku", "--timestamp-col", "ts", "--split", "temporal-user",
+            "--epochs", "2", "--batch-size", "64", "-o", str(out), "-q", "--json",
+        ],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no rating column: training the retrieval task only" in result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["rmse"] is None and 0.0 <= metrics["top_k_accuracy"] <= 1.0
+    rec = CliRunner().invoke(app, ["recommend", "-m", str(out), "-u", "user-001", "--json"])
+    assert rec.exit_code == 0, rec.output
+    items = json.loads(rec.stdout)["items"]
+    assert len(items) == 10 and all(str(r["item_id"]).startswith("SKU") for r in items)
+    again = CliRunner().invoke(
+        app,
+        [
+            "evaluate", "-m", str(out), "--interactions", str(tmp_path / "log.parquet"),
+            "--user-col", "uid", "--item-col", "sku", "--timestamp-col", "ts", "--json",
+        ],
+    )  # fmt: skip
+    assert again.exit_code == 0, again.output
+    assert json.loads(again.stdout)["metrics"]["top_k_accuracy"] == metrics["top_k_accuracy"]
