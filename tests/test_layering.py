@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mtrec"
-BASE = {"errors", "config", "io", "runtime"}
+BASE = {"errors", "config", "io", "runtime", "distributed"}
 STAGES = [
     "data",
     "vocab",

@@ -52,8 +52,23 @@ def test_fused_retrieval_loss_matches_cross_entropy_at_batch_scale() -> None:
 
 
 def test_retrieval_loss_rejects_mismatched_shapes() -> None:
-    with pytest.raises(ValueError, match="expected two"):
+    with pytest.raises(ValueError, match=r"expected \(B, d\) queries"):
         retrieval_loss(torch.zeros(3, 2), torch.zeros(4, 2))
+    with pytest.raises(ValueError, match="offset 2"):  # rows 2..5 of a 4-row global batch
+        retrieval_loss(torch.zeros(3, 2), torch.zeros(4, 2), offset=2, count=4)
+
+
+def test_offset_rows_of_a_global_batch_sum_to_the_whole_batch_loss() -> None:
+    gen = torch.Generator().manual_seed(0)
+    q = torch.randn(6, 3, generator=gen, requires_grad=True)
+    c = torch.randn(6, 3, generator=gen, requires_grad=True)
+    whole = retrieval_loss(q, c)
+    parts = retrieval_loss(q[:4], c, offset=0, count=6) + retrieval_loss(
+        q[4:], c, offset=4, count=6
+    )
+    assert parts.item() == pytest.approx(whole.item(), rel=1e-6)
+    mean = retrieval_loss(q[4:], c, "mean", offset=4, count=6)
+    assert mean.item() == pytest.approx(retrieval_loss(q[4:], c, offset=4, count=6).item() / 6)
 
 
 def test_rating_loss_by_hand() -> None:

@@ -7,11 +7,12 @@ import dataclasses
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 import traceback
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -27,6 +28,7 @@ from mtrec.data import Dataset, load_movielens, synthesize
 from mtrec.data.files import ColumnMap, load_interactions
 from mtrec.data.movielens import MOVIELENS
 from mtrec.data.synth import write_parquet
+from mtrec.distributed import join_from_env, leave
 from mtrec.errors import ConfigError, MtrecError
 from mtrec.experiments import (
     CompareResult,
@@ -55,7 +57,7 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch datasets; synthesise bi
 app.add_typer(data_app, name="data")
 err = Console(stderr=True)
 out = Console()
-_state = {"verbose": False}
+_state: dict[str, Any] = {"verbose": False, "argv": []}
 
 DataDir = Annotated[
     Path | None,
@@ -456,10 +458,23 @@ def train_cmd(
     resume: Annotated[
         bool, typer.Option(help="Continue from the newest valid checkpoint.")
     ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Data-parallel processes on this machine (runs torchrun --standalone); "
+            "under torchrun, leave it at 1."
+        ),
+    ] = 1,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
     as_json: AsJson = False,
 ) -> None:
     """Train one multi-task model and write it, with its index, to a model directory."""
+    if workers > 1:
+        _relaunch_with_torchrun(workers)
+    if workers < 1:
+        raise ConfigError("--workers must be >= 1")
+    where = join_from_env()
+    quiet = quiet or not where.is_main
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ConfigError("--resume and --checkpoint-every need --checkpoint-dir")
     if keep_checkpoints < 1 or (checkpoint_every is not None and checkpoint_every < 1):
@@ -508,6 +523,9 @@ def train_cmd(
             progress=None if quiet else _ModelBar(bars, "multi-task"),
             checkpoints=checkpoints,
         )
+    leave()
+    if not where.is_main:  # rank 0 writes the model and reports for every process
+        return
     path = artifact.save(saved, output)
     if as_json:
         sys.stdout.write(
@@ -678,9 +696,29 @@ def serve_cmd(
     serve(model, host=host, port=port, api_key=key, log_level=log_level, threads=threads)
 
 
+def _relaunch_with_torchrun(workers: int) -> None:
+    """``--workers N``: the same command under ``torchrun --standalone --nproc-per-node N``
+    (PyTorch's own launcher: rendezvous on a free local port, one process per worker)."""
+    argv = list(_state["argv"])
+    for pos, arg in enumerate(argv):
+        if arg == "--workers":
+            del argv[pos : pos + 2]
+            break
+        if arg.startswith("--workers="):
+            del argv[pos]
+            break
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={workers}", "-m", "mtrec", *argv,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    raise typer.Exit(subprocess.run(cmd, env=env, check=False).returncode)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: run the command, map mtrec's errors to one line and an exit code."""
     tune_allocator()
+    _state["argv"] = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv)  # standalone: usage errors print themselves and exit 2
     except MtrecError as exc:

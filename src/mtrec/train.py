@@ -23,6 +23,7 @@ from mtrec.checkpoint import (
     save_checkpoint,
 )
 from mtrec.config import TrainConfig
+from mtrec.distributed import Shard, world
 from mtrec.errors import ConfigError, TrainingError
 from mtrec.features import EncodedInteractions
 from mtrec.model import MultiTaskModel, RetrievalOptions
@@ -207,6 +208,7 @@ def _fit(
     >>> history = train(model, encode(split.train, vocabs), TrainConfig(epochs=5))
     >>> history.epochs[-1].loss
     """
+    where = world()
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout draws from the global generator: seed it too
     optimizer = make_optimizer(model, config)
@@ -252,10 +254,13 @@ def _fit(
         return save_checkpoint(checkpoints, state)
 
     every = (checkpoints.every_steps or 0) if checkpoints is not None else 0
+    writes = checkpoints is not None and where.is_main  # one process writes for all
     model.train()
     # Row-sparse table gradients: exact for Adagrad without weight decay (untouched rows
     # would not move), and the step then costs O(batch) instead of O(users + items).
-    model.sparse_gradients(sparse_updates(config))
+    # Data-parallel runs all-reduce dense gradients (DistributedDataParallel's own path).
+    model.sparse_gradients(sparse_updates(config) and where.size == 1)
+    forward = _data_parallel(model, w_ret, w_rank) if where.size > 1 else model
     start_run = time.perf_counter()
     while epoch <= config.epochs:
         start = time.perf_counter()
@@ -265,37 +270,53 @@ def _fit(
             progress.start_epoch(epoch, config.epochs, n_batches)
         for step in range(first_step, n_batches):
             lo = step * size
-            rows = order[lo : lo + size] if order is not None else slice(lo, lo + size)
+            shard = None
+            start, stop = lo, lo + size
+            if where.size > 1:  # this process's slice of the global batch
+                shard = Shard.of(min(size, n - lo), where)
+                start, stop = lo + shard.rows().start, lo + shard.rows().stop
+            rows = order[start:stop] if order is not None else slice(start, stop)
             if config.extra_negatives:  # a draw fixed by (seed, epoch, step): resumable
                 draw = torch.Generator().manual_seed(
                     config.seed * 1_000_003 + epoch * 100_003 + step
                 )
                 negatives = torch.randint(model.n_items, (config.extra_negatives,), generator=draw)
                 options = dataclasses.replace(options, extra_negatives=negatives)
-            parts = model.loss(
-                data.user[rows], data.item[rows], data.label[rows], w_ret, w_rank, dtype, options
+            total, retrieval, rating = forward(
+                data.user[rows],
+                data.item[rows],
+                data.label[rows],
+                w_ret,
+                w_rank,
+                dtype,
+                options,
+                shard,
             )
-            zero = parts.total.new_zeros(())
-            values = torch.stack(
+            zero = total.new_zeros(())
+            stacked = torch.stack(
                 [
-                    parts.total.detach(),
-                    parts.retrieval.detach() if parts.retrieval is not None else zero,
-                    parts.rating.detach() if parts.rating is not None else zero,
+                    total.detach(),
+                    retrieval.detach() if retrieval is not None else zero,
+                    rating.detach() if rating is not None else zero,
                 ]
-            ).tolist()
+            )
+            # every process's losses add up to the global batch's (and all see a divergence)
+            values = (stacked if shard is None else shard.total(stacked)).tolist()
             if not math.isfinite(values[0]):
-                where = f"{last_checkpoint}" if last_checkpoint else "none was written"
+                good = f"{last_checkpoint}" if last_checkpoint else "none was written"
                 raise TrainingError(
                     f"training diverged: loss {values[0]} at epoch {epoch}, batch {step + 1} of "
-                    f"{n_batches}; the weights stop before it. Last good checkpoint: {where}"
+                    f"{n_batches}; the weights stop before it. Last good checkpoint: {good}"
                 )
             optimizer.zero_grad()
-            parts.total.backward()  # type: ignore[no-untyped-call]
+            # DistributedDataParallel averages gradients over the processes; the global
+            # loss is their sum
+            (total if shard is None else total * where.size).backward()
             optimizer.step()
             sums = [a + b for a, b in zip(sums, values, strict=True)]
             if progress is not None:
                 progress.step(_named(values, w_ret, w_rank))
-            if every and (step + 1) % every == 0 and step + 1 < n_batches:
+            if writes and every and (step + 1) % every == 0 and step + 1 < n_batches:
                 last_checkpoint = snapshot(epoch, step + 1, epoch_rng)
         mean = _named([s / n_batches for s in sums], w_ret, w_rank)
         epoch_stats = EpochStats(
@@ -309,7 +330,7 @@ def _fit(
         if progress is not None:
             progress.end_epoch(epoch_stats)
         epoch, first_step, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
-        if checkpoints is not None:  # positioned at the start of the next epoch
+        if writes:  # positioned at the start of the next epoch
             last_checkpoint = snapshot(epoch, 0, generator.get_state())
         if after_epoch is not None and after_epoch(epoch - 1):
             break
@@ -317,6 +338,14 @@ def _fit(
     model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
     precision = "bf16" if dtype is torch.bfloat16 else "fp32"
     return History(stats, time.perf_counter() - start_run, precision)
+
+
+def _data_parallel(model: MultiTaskModel, w_ret: float, w_rank: float) -> torch.nn.Module:
+    """The model under ``DistributedDataParallel`` (gradients all-reduced during backward);
+    a task with weight 0 leaves its parameters without gradients, which DDP must expect."""
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(model, find_unused_parameters=not (w_ret and w_rank))
 
 
 def sparse_updates(config: TrainConfig) -> bool:

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mtrec.config import ModelConfig
+from mtrec.distributed import Shard
 from mtrec.model.tasks import ExtraNegatives, rating_loss, retrieval_loss
 
 
@@ -184,6 +185,7 @@ class MultiTaskModel(nn.Module):
         ranking_weight: float = 1.0,
         compute_dtype: torch.dtype | None = None,
         options: RetrievalOptions | None = None,
+        shard: Shard | None = None,
     ) -> LossParts:
         """Weighted multi-task loss of one batch of (user row, item row, scaled label).
 
@@ -191,6 +193,11 @@ class MultiTaskModel(nn.Module):
         gradients, and skipping it is what makes the single-task models cheap.
         ``compute_dtype`` (e.g. ``torch.bfloat16``) runs the matmuls of both tasks in that
         dtype under autocast; weights, softmax, losses and optimizer state stay float32.
+
+        With ``shard`` (data-parallel training) these rows are this process's slice of a
+        global batch: the retrieval softmax runs against the whole batch's items, gathered
+        from every process, and both losses are normalised by the global batch, so that the
+        processes' losses add up to the one-process loss of the global batch.
         """
         u = self.embed_users(user)
         i = self.embed_items(item)
@@ -199,18 +206,27 @@ class MultiTaskModel(nn.Module):
         if retrieval_weight:
             options = options or RetrievalOptions()
             weights = None
+            count: int | torch.Tensor | None = None
             if options.positive_min_label is not None:
                 weights = (label >= options.positive_min_label).float()
+            candidates, candidate_rows, offset = i, item, 0
+            if shard is not None:
+                candidates, offset = shard.gather(i), shard.offset
+                if options.log_q is not None or options.remove_accidental_hits:
+                    candidate_rows = shard.gather(item)
+                count = shard.count if weights is None else shard.total(weights.sum())
             retrieval = retrieval_loss(
                 u,
-                i,
+                candidates,
                 options.reduction,
                 compute_dtype,
                 temperature=options.temperature,
-                log_q=None if options.log_q is None else options.log_q[item],
-                candidate_ids=item if options.remove_accidental_hits else None,
+                log_q=None if options.log_q is None else options.log_q[candidate_rows],
+                candidate_ids=candidate_rows if options.remove_accidental_hits else None,
                 weights=weights,
                 extra=self._extra_negatives(options),
+                offset=offset,
+                count=count,
             )
             total = total + self._weigh(0, retrieval_weight * retrieval)
         if ranking_weight:
@@ -218,9 +234,27 @@ class MultiTaskModel(nn.Module):
                 u.device.type, dtype=compute_dtype, enabled=compute_dtype is not None
             ):
                 predicted = self.predict_rating(u, i, user, item)
-            rating = rating_loss(predicted.float(), label)
+            rating = rating_loss(predicted.float(), label, None if shard is None else shard.count)
             total = total + self._weigh(1, ranking_weight * rating)
         return LossParts(total, retrieval, rating)
+
+    def forward(
+        self,
+        user: torch.Tensor,
+        item: torch.Tensor,
+        label: torch.Tensor,
+        retrieval_weight: float,
+        ranking_weight: float,
+        compute_dtype: torch.dtype | None,
+        options: RetrievalOptions | None,
+        shard: Shard | None,
+    ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """:meth:`loss` as a tuple: what ``DistributedDataParallel`` calls, so that its
+        gradient hooks run (a plain method call would bypass them)."""
+        parts = self.loss(
+            user, item, label, retrieval_weight, ranking_weight, compute_dtype, options, shard
+        )
+        return parts.total, parts.retrieval, parts.rating
 
     def _extra_negatives(self, options: RetrievalOptions) -> ExtraNegatives | None:
         rows = options.extra_negatives

@@ -32,27 +32,32 @@ class _InBatchSoftmax(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, query: torch.Tensor, candidate: torch.Tensor, dtype: torch.dtype | None
+        ctx: Any,
+        query: torch.Tensor,
+        candidate: torch.Tensor,
+        dtype: torch.dtype | None,
+        offset: int,
     ) -> torch.Tensor:
         if dtype is not None:  # the three matmuls in ``dtype``, everything else in float32
             query, candidate = query.to(dtype), candidate.to(dtype)
-        logits = (query @ candidate.T).float()  # (B, B)
-        positive = logits.diagonal().sum()
+        logits = (query @ candidate.T).float()  # (B, C): row i's positive is column offset + i
+        positive = logits.diagonal(offset).sum()
         top = logits.amax(dim=1, keepdim=True)  # (B, 1), for a stable exp
         unnormalised = logits.sub_(top).exp_()  # (B, B), in place
         norm = unnormalised.sum(dim=1, keepdim=True)  # (B, 1)
         loss = norm.log().sum() + top.sum() - positive
         ctx.save_for_backward(query, candidate, unnormalised, norm)
+        ctx.offset = offset
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         query, candidate, unnormalised, norm = ctx.saved_tensors
         dlogits = torch.empty_like(unnormalised, dtype=query.dtype)
-        torch.mul(unnormalised, grad / norm, out=dlogits)  # grad * softmax, (B, B)
-        dlogits.diagonal().sub_(grad.to(query.dtype))  # ... minus grad * identity
-        return (dlogits @ candidate).float(), (dlogits.T @ query).float(), None
+        torch.mul(unnormalised, grad / norm, out=dlogits)  # grad * softmax, (B, C)
+        dlogits.diagonal(ctx.offset).sub_(grad.to(query.dtype))  # ... minus grad at positives
+        return (dlogits @ candidate).float(), (dlogits.T @ query).float(), None, None
 
 
 def retrieval_loss(
@@ -66,6 +71,8 @@ def retrieval_loss(
     candidate_ids: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     extra: ExtraNegatives | None = None,
+    offset: int = 0,
+    count: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """In-batch softmax: row i's own candidate is the positive, the batch's others negatives.
 
@@ -86,14 +93,27 @@ def retrieval_loss(
             by the weights' sum.
         extra: more negatives for every row (e.g. items drawn uniformly from the catalogue),
             appended as extra logit columns; with ``log_q`` they get their own correction.
+        offset: data-parallel training: ``candidate`` is the GLOBAL batch (C, d) gathered
+            from every process, and this process's rows are ``offset .. offset + B``;
+            ``query[i]``'s positive is ``candidate[offset + i]``.
+        count: what ``mean`` divides by (default: the rows, or weights, of this batch);
+            data-parallel training passes the global batch's.
 
     Returns:
         A scalar: the cross-entropy of logits ``query @ candidate.T`` (B, B) against the
         diagonal.
     """
-    if query.shape != candidate.shape or query.dim() != 2:
+    if (
+        query.dim() != 2
+        or candidate.dim() != 2
+        or query.shape[1] != candidate.shape[1]
+        or not 0 <= offset <= candidate.shape[0] - query.shape[0]
+        or (offset == 0 and count is None and query.shape != candidate.shape)
+    ):
         raise ValueError(
-            f"retrieval_loss: expected two (B, d) tensors, got {query.shape}, {candidate.shape}"
+            f"retrieval_loss: expected (B, d) queries and (B, d) candidates (or the global "
+            f"batch's with an offset), got {tuple(query.shape)}, {tuple(candidate.shape)}, "
+            f"offset {offset}"
         )
     if temperature != 1.0 or any(x is not None for x in (log_q, candidate_ids, weights, extra)):
         return _adjusted_in_batch_loss(
@@ -106,14 +126,18 @@ def retrieval_loss(
             candidate_ids,
             weights,
             extra,
+            offset,
+            count,
         )
+    divisor = query.shape[0] if count is None else count
     if not (query.requires_grad or candidate.requires_grad):
         dtype = compute_dtype or query.dtype
         logits = (query.to(dtype) @ candidate.to(dtype).T).float()
-        target = torch.arange(query.shape[0], device=query.device)
-        return F.cross_entropy(logits, target, reduction=reduction)
-    loss: torch.Tensor = _InBatchSoftmax.apply(query, candidate, compute_dtype)  # type: ignore[no-untyped-call]
-    return loss / query.shape[0] if reduction == "mean" else loss
+        target = torch.arange(query.shape[0], device=query.device) + offset
+        total = F.cross_entropy(logits, target, reduction="sum")
+        return total / divisor if reduction == "mean" else total
+    loss: torch.Tensor = _InBatchSoftmax.apply(query, candidate, compute_dtype, offset)  # type: ignore[no-untyped-call]
+    return loss / divisor if reduction == "mean" else loss
 
 
 def _adjusted_in_batch_loss(
@@ -126,11 +150,13 @@ def _adjusted_in_batch_loss(
     candidate_ids: torch.Tensor | None,
     weights: torch.Tensor | None,
     extra: ExtraNegatives | None = None,
+    offset: int = 0,
+    count: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The in-batch softmax with its options, through autograd (the options' own path)."""
     dtype = compute_dtype or query.dtype
     columns = candidate if extra is None else torch.cat([candidate, extra.embeddings])
-    logits = (query.to(dtype) @ columns.to(dtype).T).float() / temperature  # (B, B + M)
+    logits = (query.to(dtype) @ columns.to(dtype).T).float() / temperature  # (B, C + M)
     if log_q is not None:
         extra_q = (
             []
@@ -142,23 +168,36 @@ def _adjusted_in_batch_loss(
             ]
         )
         logits = logits - torch.cat([log_q.float(), *extra_q])[None, :]
-    if candidate_ids is not None:
+    if candidate_ids is not None:  # (C,) ids of every candidate column, the global batch's
         ids = (
             candidate_ids
             if extra is None or extra.ids is None
             else torch.cat([candidate_ids, extra.ids])
         )
-        same = ids[None, :] == candidate_ids[:, None]  # (B, B + M)
-        same.fill_diagonal_(False)
+        own = candidate_ids[offset : offset + query.shape[0]]
+        same = ids[None, :] == own[:, None]  # (B, C + M)
+        same.diagonal(offset).fill_(False)
         logits = logits.masked_fill(same, float("-inf"))
-    target = torch.arange(query.shape[0], device=query.device)
+    target = torch.arange(query.shape[0], device=query.device) + offset
     per_row = F.cross_entropy(logits, target, reduction="none")
     if weights is None:
-        return per_row.sum() if reduction == "sum" else per_row.mean()
+        total = per_row.sum()
+        return total if reduction == "sum" else total / (len(per_row) if count is None else count)
     total = (per_row * weights).sum()
-    return total if reduction == "sum" else total / weights.sum().clamp_min(1e-12)
+    if reduction == "sum":
+        return total
+    denominator = weights.sum() if count is None else torch.as_tensor(count)
+    return total / denominator.clamp_min(1e-12)
 
 
-def rating_loss(predicted: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between predicted and true scaled ratings, both (B,)."""
-    return F.mse_loss(predicted, target, reduction="mean")
+def rating_loss(
+    predicted: torch.Tensor, target: torch.Tensor, count: int | None = None
+) -> torch.Tensor:
+    """Mean squared error between predicted and true scaled ratings, both (B,).
+
+    ``count``: data-parallel training divides this process's squared errors by the
+    global batch's rows, so that the processes' losses sum to the global batch's mean.
+    """
+    if count is None:
+        return F.mse_loss(predicted, target, reduction="mean")
+    return F.mse_loss(predicted, target, reduction="sum") / count

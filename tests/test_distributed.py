@@ -1,0 +1,76 @@
+"""Data-parallel training with 2 CPU processes on 127.0.0.1 (gloo), through torchrun."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from synthetic import planted_ratings
+
+from mtrec.distributed import Shard, World
+
+HERE = Path(__file__).parent
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def test_shards_cover_the_global_batch_in_rank_order() -> None:
+    for count in (1, 2, 63, 64, 1000):
+        shards = [Shard.of(count, World(rank, 3)) for rank in range(3)]
+        rows = [r for s in shards for r in range(count)[s.rows()]]
+        assert rows == list(range(count))
+        assert all(s.count == count and s.sizes == shards[0].sizes for s in shards)
+    assert Shard.of(63, World(1, 2)).sizes == (32, 31) and Shard.of(63, World(1, 2)).offset == 32
+
+
+def test_two_process_loss_and_gradients_equal_one_process_on_the_whole_batch(
+    tmp_path: Path,
+) -> None:
+    out = tmp_path / "result.json"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
+        str(HERE / "distributed_check.py"), str(out),
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["world_size"] == 2 and len(result["cases"]) == 4
+    for case in result["cases"]:
+        assert case["loss_parallel"] == pytest.approx(case["loss_single"], rel=1e-5), case
+        assert case["max_grad_diff"] < 1e-6, case
+    assert result["cases"][1]["shard_sizes"] == [32, 31]
+
+
+def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(
+    tmp_path: Path,
+) -> None:
+    ratings = planted_ratings(n_users=120, n_items=80, per_user=25)
+    data = tmp_path / "log.csv"
+    np.savetxt(
+        data, ratings, fmt="%d", delimiter=",", header="user_id,item_id,rating,timestamp",
+        comments="",
+    )  # fmt: skip
+    metrics = {}
+    for workers in (1, 2):
+        out = tmp_path / f"model-{workers}"
+        cmd = [
+            sys.executable, "-m", "mtrec", "train", "--interactions", str(data), "--epochs", "3",
+            "--batch-size", "200", "--precision", "fp32", "--shuffle", "-o", str(out), "-q",
+            "--json", "--workers", str(workers),
+        ]  # fmt: skip
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.count('"model"') == 1  # one report, from rank 0
+        metrics[workers] = json.loads((out / "metrics.json").read_text())
+        assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+    one, two = metrics[1], metrics[2]
+    # the same objective on the same global batches: the same model up to float rounding
+    assert two["rmse"] == pytest.approx(one["rmse"], abs=1e-4)
+    assert two["top_k_accuracy"] == pytest.approx(one["top_k_accuracy"], abs=0.01)
+    assert [e["loss"] for e in two["history"]] == pytest.approx(
+        [e["loss"] for e in one["history"]], rel=1e-4
+    )
