@@ -69,6 +69,7 @@ def main(out_path: str) -> None:
                 "shard_sizes": list(shard.sizes),
             }
         )
+        del parallel  # before leaving the group: it holds communication state
     if where.is_main:
         with open(out_path, "w", encoding="utf-8") as fh:
             json.dump({"world_size": where.size, "cases": results}, fh)

@@ -55,7 +55,13 @@ def join_from_env(timeout_s: float = 300.0) -> World:
 
 
 def leave() -> None:
+    """Leave the process group together: a barrier first, so no process tears down its
+    communication threads while another still talks to it."""
     if dist.is_available() and dist.is_initialized():
+        import gc
+
+        gc.collect()  # DistributedDataParallel wrappers hold communication state
+        dist.barrier()
         dist.destroy_process_group()
 
 
