@@ -100,6 +100,13 @@ SkipBadRows = Annotated[
 ]
 
 
+DATA_FLAGS = (
+    "data_dir", "cache_dir", "dataset", "interactions", "user_col", "item_col", "rating_col",
+    "timestamp_col", "items_file", "skip_bad_rows",
+)  # fmt: skip
+"""The parameters of the commands that take data: MovieLens or the user's own file."""
+
+
 def _load_data(
     data_dir: Path | None,
     cache_dir: Path | None,
@@ -499,18 +506,7 @@ def train_cmd(
     if index not in INDEX_KINDS:
         raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {index!r}")
     index_params = dict(_key_int(option) for option in index_option or [])
-    data = _load_data(
-        data_dir,
-        cache_dir,
-        dataset,
-        interactions,
-        user_col,
-        item_col,
-        rating_col,
-        timestamp_col,
-        items_file,
-        skip_bad_rows,
-    )
+    data = _load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         saved = train_model(
@@ -563,18 +559,7 @@ def evaluate_cmd(
 ) -> None:
     """Re-evaluate a saved model on its own split (rebuilt from the same data and checked)."""
     saved = artifact.load(model)
-    data = _load_data(
-        data_dir,
-        cache_dir,
-        dataset,
-        interactions,
-        user_col,
-        item_col,
-        rating_col,
-        timestamp_col,
-        items_file,
-        skip_bad_rows,
-    )
+    data = _load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
     report = evaluate_saved(saved, data)
     now = dataclasses.asdict(report)
     if as_json:

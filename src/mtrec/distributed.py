@@ -2,7 +2,7 @@
 
 mtrec does not reimplement an engine: ``torchrun`` (or ``mtrec train --workers N``, which
 calls it) starts the processes and sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``; this
-module joins them (gloo on CPU, NCCL on GPU), and training wraps the model in
+module joins them (gloo: training runs on the CPU), and training wraps the model in
 ``DistributedDataParallel``. What is mtrec's own is the GLOBAL in-batch softmax: each
 process embeds its slice of every batch, the item embeddings of all slices are
 all-gathered with their gradients, and each process scores its users against the whole
@@ -47,7 +47,9 @@ def join_from_env(timeout_s: float = 300.0) -> World:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return World()
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
+        # mtrec's training loop keeps its tensors on the CPU, where gloo is the backend;
+        # NCCL only moves CUDA tensors, so it waits for a loop that trains on the device.
+        backend = os.environ.get("MTREC_DIST_BACKEND", "gloo")
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))

@@ -1,0 +1,106 @@
+"""Training throughput and peak memory at 1M, 5M and 25M interactions (issue 6).
+
+For each size, a fresh process loads the synthetic log from Parquet (written once with
+``mtrec data synth``'s generator: 200k users, 80k items), builds the vocabularies, encodes
+the rows, and trains the reference multi-task model (embedding 32, head 256-64-1, Adagrad
+0.1, both weights 1) for one epoch at batch 1,000. It prints load, encode and training
+figures and the process's peak resident memory (ru_maxrss).
+
+    python benchmarks/train_throughput.py                    # 1M, 5M, 25M
+    python benchmarks/train_throughput.py --sizes 1000000 --dense   # the pre-sparse step
+
+``--dense`` trains with dense embedding gradients (the step before row-sparse updates),
+for a before/after comparison on the same machine. Run nothing else meanwhile: on a
+shared 2-core machine another busy process slows PyTorch several-fold.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+
+def child(path: str, batch: int, dense: bool, epochs: int) -> None:
+    import importlib
+
+    import torch
+
+    from mtrec.config import ModelConfig, TrainConfig
+    from mtrec.data.files import load_interactions
+    from mtrec.features import RatingScale, Vocabs, encode
+    from mtrec.model import MultiTaskModel
+
+    training = importlib.import_module("mtrec.train")  # the module (mtrec.train is the function)
+    if dense:
+        training.sparse_updates = lambda config: False
+    start = time.perf_counter()
+    dataset = load_interactions(path)
+    loaded = time.perf_counter()
+    vocabs = Vocabs.from_dataset(dataset)
+    data = encode(dataset.interactions, vocabs, RatingScale.of(dataset))
+    encoded = time.perf_counter()
+    model = MultiTaskModel(len(vocabs.users), len(vocabs.items), ModelConfig(), seed=0)
+    history = training.train(
+        model, data, TrainConfig(epochs=epochs, batch_size=batch, seed=0, shuffle=True)
+    )
+    rows = len(data) * epochs
+    print(
+        json.dumps(
+            {
+                "rows": len(data),
+                "users": len(vocabs.users),
+                "items": len(vocabs.items),
+                "load_s": round(loaded - start, 2),
+                "encode_s": round(encoded - loaded, 2),
+                "train_s": round(history.seconds, 2),
+                "examples_per_s": round(rows / history.seconds),
+                "precision": history.precision,
+                "threads": torch.get_num_threads(),
+                "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                "sparse": not dense,
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 5_000_000, 25_000_000])
+    parser.add_argument("--users", type=int, default=200_000)
+    parser.add_argument("--items", type=int, default=80_000)
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--epochs", type=int, default=1)
+    parser.add_argument("--dense", action="store_true", help="Dense gradients (before).")
+    parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.batch_size, args.dense, args.epochs)
+        return
+    from mtrec.data import synthesize
+    from mtrec.data.synth import write_parquet
+
+    print(f"cpu threads available: {os.cpu_count()}; batch {args.batch_size}", flush=True)
+    for size in args.sizes:
+        path = args.data_dir / f"mtrec-synth-{size}-{args.users}-{args.items}.parquet"
+        if not path.exists():
+            start = time.perf_counter()
+            write_parquet(synthesize(size, args.users, args.items, seed=0), path)
+            print(f"wrote {path} in {time.perf_counter() - start:.1f} s", flush=True)
+        cmd = [sys.executable, __file__, "--child", str(path), "--batch-size",
+               str(args.batch_size), "--epochs", str(args.epochs)]  # fmt: skip
+        if args.dense:
+            cmd.append("--dense")
+        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        print(done.stdout.strip(), flush=True)
+
+
+if __name__ == "__main__":
+    main()
