@@ -189,3 +189,15 @@ def test_cli_trains_retrieval_only_on_a_string_id_file(tmp_path: Path) -> None:
     )  # fmt: skip
     assert again.exit_code == 0, again.output
     assert json.loads(again.stdout)["metrics"]["top_k_accuracy"] == metrics["top_k_accuracy"]
+
+
+def test_values_beyond_the_stored_types_are_bad_rows_and_timestamps_stay_exact(
+    tmp_path: Path,
+) -> None:
+    """Found by fuzzing: 1e300 is a float64 but an infinite float32 rating."""
+    (tmp_path / "log.csv").write_text("user_id,item_id,rating\n1,1,4\n2,2,1e300\n")
+    with pytest.raises(DataError, match=r"log\.csv:3, field 'rating': bad value 1e\+300"):
+        load_interactions(tmp_path / "log.csv")
+    ns = 1_700_000_000_123_456_789  # nanoseconds: beyond float64's exact integers
+    (tmp_path / "ns.csv").write_text(f"user_id,item_id,timestamp\n1,1,{ns}\n")
+    assert load_interactions(tmp_path / "ns.csv").interactions.timestamp.tolist() == [ns]

@@ -20,6 +20,7 @@ from synthetic import planted_ratings, write_grouplens
 from mtrec import artifact
 from mtrec.checkpoint import read_checkpoint
 from mtrec.config import ModelConfig, TrainConfig
+from mtrec.data.files import load_interactions
 from mtrec.data.movielens import (
     GENRES,
     parse_grouplens,
@@ -27,6 +28,7 @@ from mtrec.data.movielens import (
     read_cache,
     read_grouplens_dir,
 )
+from mtrec.data.releases import RELEASES, parse_release
 from mtrec.errors import MtrecError
 from mtrec.vocab import Vocab
 
@@ -253,3 +255,63 @@ def test_model_seen_arrays(arrays: dict[str, np.ndarray]) -> None:
         manifest["sha256"]["seen.safetensors"] = hashlib.sha256(payload).hexdigest()
         (model / "manifest.json").write_text(json.dumps(manifest))
         _parses_or_mtrec_error(artifact.load, model)
+
+
+RELEASE_VALID = {
+    "ratings.dat": "1::10::5::978300760\n2::10::3::978300761\n",
+    "movies.dat": "10::Heat (1995)::Action|Crime\n",
+    "users.dat": "1::F::1::10::48067\n2::M::56::16::70072\n",
+    "ratings.csv": "userId,movieId,rating,timestamp\n1,10,4.5,978300760\n",
+    "movies.csv": 'movieId,title,genres\n10,"Heat, The (1995)",Action\n',
+}
+
+
+@given(
+    name=st.sampled_from(sorted(RELEASE_VALID)),
+    text=st.one_of(ANY_TEXT, lines("::", 6), lines(",", 6)),
+)
+@settings(suppress_health_check=[HealthCheck.too_slow])
+def test_movielens_release_files(name: str, text: str) -> None:
+    release = RELEASES["ml-1m" if name.endswith(".dat") else "ml-25m"]
+    files = {k: v.encode("latin-1", "replace") for k, v in RELEASE_VALID.items()}
+    files[name] = text.encode("utf-8", "surrogatepass")
+    _parses_or_mtrec_error(parse_release, release, files, "fuzz")
+
+
+CSV_FIELD = st.one_of(FIELD, st.sampled_from(['"a,b"', '"', "nan", "inf", "-1e400", "1e3"]))
+
+
+@given(
+    header=st.sampled_from(
+        ["user_id,item_id,rating,timestamp", "user_id,item_id", "user_id,item_id,rating", "a,b"]
+    ),
+    rows=st.lists(st.lists(CSV_FIELD, min_size=0, max_size=5).map(",".join), max_size=8),
+    skip=st.booleans(),
+    parquet=st.booleans(),
+)
+@settings(suppress_health_check=[HealthCheck.too_slow], deadline=None)
+def test_users_interaction_files(header: str, rows: list[str], skip: bool, parquet: bool) -> None:
+    """Any CSV (and, when pyarrow can read it, the same table as Parquet): a dataset whose
+    columns line up, or mtrec's own error."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "log.csv"
+        path.write_text("\n".join([header, *rows]) + "\n", encoding="utf-8", errors="replace")
+        if parquet:
+            import pyarrow.csv as pacsv
+            import pyarrow.parquet as pq
+
+            try:
+                table = pacsv.read_csv(path)
+            except Exception:  # not a table pyarrow can read; the CSV case covers it
+                return
+            path = path.with_suffix(".parquet")
+            pq.write_table(table, path)
+        try:
+            ds = load_interactions(path, bad_rows="skip" if skip else "error")
+        except MtrecError:
+            return
+        ev = ds.interactions
+        assert len(ev.user) == len(ev.item) == len(ev.rating) == len(ev.timestamp) > 0
+        assert np.isfinite(ev.rating).all()
+        if ev.user_names is not None:
+            assert ev.user.min() >= 0 and ev.user.max() < len(ev.user_names)

@@ -85,17 +85,16 @@ def load_interactions(
     data = table.load(list(wanted.values()))
     n = data.num_rows
     bad: dict[str, NDArray[np.bool_]] = {}
-    user, user_bad = _ids(data.column(columns.user))
-    item, item_bad = _ids(data.column(columns.item))
-    bad[columns.user], bad[columns.item] = user_bad, item_bad
+    user, bad[columns.user] = table.convert(data, columns.user, _ids)
+    item, bad[columns.item] = table.convert(data, columns.item, _ids)
     if rating:
-        ratings, bad[rating] = _numbers(data.column(rating), integer=False)
+        ratings, bad[rating] = table.convert(data, rating, _numbers, False)
     else:
         ratings = np.ones(n, dtype=np.float64)
     if timestamp:
-        times, bad[timestamp] = _numbers(data.column(timestamp), integer=True)
+        times, bad[timestamp] = table.convert(data, timestamp, _numbers, True)
     else:
-        times = np.zeros(n, dtype=np.float64)
+        times = np.zeros(n, dtype=np.int64)
     keep, skipped = table.check(bad, bad_rows, data)
     catalogue = None if items is None else _read_items(Path(items), item_columns, columns.item)
     if catalogue is not None:
@@ -237,6 +236,16 @@ class _Table:
         except OSError as exc:
             raise DataError(f"unreadable: {exc}", path=self.path) from None
 
+    def convert(self, data: Any, column: str, how: Any, *args: Any) -> Any:
+        """``how(data.column(column), *args)``; a column of the wrong kind altogether (a
+        list or a boolean column, say) raises DataError naming the file and the column."""
+        import pyarrow as pa
+
+        try:
+            return how(data.column(column), *args)
+        except (ValueError, pa.ArrowException) as exc:
+            raise DataError(str(exc).splitlines()[0], path=self.path, field=column) from None
+
     def check(
         self, bad: dict[str, NDArray[np.bool_]], policy: BadRows, data: Any
     ) -> tuple[NDArray[np.bool_], dict[str, int]]:
@@ -304,7 +313,7 @@ def _ids(column: Any) -> tuple[NDArray[Any], NDArray[np.bool_]]:
         return filled.to_numpy().astype(np.int64, copy=False), missing
     if pa.types.is_floating(column.type):  # e.g. ids of a pandas frame that had a NaN
         values = column.fill_null(0).to_numpy()
-        whole = np.isfinite(values) & (values == np.round(values))
+        whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**62)
         return np.where(whole, values, 0).astype(np.int64), missing | ~whole
     text = pc.utf8_trim_whitespace(column.cast(pa.string())).fill_null("")
     missing |= pc.equal(text, "").to_numpy(zero_copy_only=False)
@@ -313,23 +322,35 @@ def _ids(column: Any) -> tuple[NDArray[Any], NDArray[np.bool_]]:
     return text, missing  # a pyarrow array; _encode turns it into codes
 
 
-def _numbers(column: Any, integer: bool) -> tuple[NDArray[np.float64], NDArray[np.bool_]]:
-    """A numeric column as float64 (timestamps: seconds); bad = missing or unparsable."""
+def _numbers(column: Any, integer: bool) -> tuple[NDArray[Any], NDArray[np.bool_]]:
+    """A rating column as float64 (bad: missing, unparsable, or beyond float32), or a
+    timestamp column as int64 seconds (integers kept exact: no trip through float)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         column = pc.cast(column.cast(pa.timestamp("s")), pa.int64())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         text = pc.utf8_trim_whitespace(column)
-        ok = pc.fill_null(pc.match_substring_regex(text, _INT if integer else _FLOAT), False)
-        column = pc.cast(pc.if_else(ok, text, None), pa.float64())
+        pattern = r"^\s*[-+]?\d{1,18}\s*$" if integer else _FLOAT
+        ok = pc.fill_null(pc.match_substring_regex(text, pattern), False)
+        column = pc.cast(pc.if_else(ok, text, None), pa.int64() if integer else pa.float64())
     elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
-        raise DataError(f"expected numbers, the column holds {column.type}")
+        raise ValueError(f"expected numbers, the column holds {column.type}")
+    missing = column.is_null().to_numpy(zero_copy_only=False)
+    if integer and pa.types.is_integer(column.type):
+        filled = column.fill_null(0) if column.null_count else column
+        return filled.to_numpy().astype(np.int64, copy=False), missing
     column = column.cast(pa.float64())
     values = (column.fill_null(np.nan) if column.null_count else column).to_numpy()
-    return values, ~np.isfinite(values)
+    limit = 2.0**62 if integer else float(np.finfo(np.float32).max)
+    bad = missing | ~np.isfinite(values) | (np.abs(values) > limit)
+    if integer:
+        return np.where(bad, 0, np.floor(np.where(bad, 0, values))).astype(np.int64), bad
+    return values, bad
 
 
 def _encode(
@@ -368,7 +389,7 @@ def _read_items(
     table.require(id_column, "--items-id-col")
     present = [c for c in (columns.title, columns.genres, columns.year) if c in table.names]
     data = table.load([id_column, *present])
-    ids, missing = _ids(data.column(id_column))
+    ids, missing = table.convert(data, id_column, _ids)
     table.check({id_column: missing}, "error", data)
     raw = ids if isinstance(ids, np.ndarray) else ids.to_numpy(zero_copy_only=False)
     raw = np.asarray(raw) if isinstance(ids, np.ndarray) else raw.astype(np.str_)
@@ -391,7 +412,7 @@ def _read_items(
     for row, genres in enumerate(genre_lists):
         flags[row, [position[g] for g in genres]] = True
     if columns.year in present:
-        years, _ = _numbers(data.column(columns.year), integer=True)
+        years, _ = table.convert(data, columns.year, _numbers, True)
         year = np.nan_to_num(years, nan=0).astype(np.int32)
     else:
         year = np.array(
