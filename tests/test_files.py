@@ -201,3 +201,18 @@ def test_values_beyond_the_stored_types_are_bad_rows_and_timestamps_stay_exact(
     ns = 1_700_000_000_123_456_789  # nanoseconds: beyond float64's exact integers
     (tmp_path / "ns.csv").write_text(f"user_id,item_id,timestamp\n1,1,{ns}\n")
     assert load_interactions(tmp_path / "ns.csv").interactions.timestamp.tolist() == [ns]
+
+
+def test_tuned_preset_on_a_log_without_metadata_leaves_side_features_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from mtrec.config import preset
+    from mtrec.experiments import train_model
+
+    pq.write_table(_log(), tmp_path / "log.parquet")
+    ds = load_interactions(tmp_path / "log.parquet", MAP)
+    model_config, train_config = preset("tuned", epochs=1)
+    saved = train_model(ds, model_config, train_config)
+    assert saved.model_config.user_features == () and saved.model_config.item_features == ()
+    assert saved.model_config.embedding_dim == 64  # the rest of the preset holds
+    assert "no metadata for side features" in caplog.text

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import hashlib
+import logging
 import platform
 import threading
 import time
@@ -34,6 +35,7 @@ from mtrec.features import (
     RatingScale,
     SeenItems,
     Vocabs,
+    available_features,
     encode,
     feature_codes,
     seen_items,
@@ -44,6 +46,8 @@ from mtrec.io import atomic_path, json_safe, write_json
 from mtrec.model import MultiTaskModel
 from mtrec.recommend import Recommendation, retrieve_then_rank
 from mtrec.train import EpochStats, Progress, train
+
+log = logging.getLogger("mtrec.experiments")
 
 
 def weightings(config: TrainConfig) -> tuple[tuple[str, float, float], ...]:
@@ -405,6 +409,9 @@ def train_model(
     if not dataset.has_ratings and train_config.ranking_weight:
         # implicit feedback: there is nothing for the rating head to learn
         train_config = dataclasses.replace(train_config, ranking_weight=0.0)
+    model_config, dropped = available_features(model_config, dataset)
+    if dropped:
+        log.warning("%s has no metadata for side features %s: left out", dataset.name, dropped)
     parts = make_split(dataset.interactions, split, test_fraction, train_config.seed)
     vocabs = Vocabs.from_dataset(dataset)
     scale = RatingScale.of(dataset)

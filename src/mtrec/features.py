@@ -147,6 +147,27 @@ AGE_BUCKETS = (18, 25, 35, 45, 50, 56)
 """MovieLens' own age groups: under 18, 18-24, 25-34, 35-44, 45-49, 50-55, 56+."""
 
 
+def available_features(config: ModelConfig, dataset: Dataset) -> tuple[ModelConfig, list[str]]:
+    """``config`` without the side features ``dataset`` has no metadata for (a preset made
+    for MovieLens, used on a log without a users file), and the names of those dropped."""
+    dropped: list[str] = []
+    user, item = config.user_features, config.item_features
+    if user and dataset.users is None:
+        dropped += [f"user {f}" for f in user]
+        user = ()
+    if item and dataset.items is None:
+        dropped += [f"item {f}" for f in item]
+        item = ()
+    elif item and dataset.items is not None and not dataset.items.genres.shape[1]:
+        dropped += [f"item {f}" for f in item if f == "genres"]
+        item = tuple(f for f in item if f != "genres")
+    if not dropped:
+        return config, []
+    return dataclasses.replace(
+        config, user_features=user, item_features=item, feature_sizes=(), feature_widths=()
+    ), dropped
+
+
 class _TakesFeatureCodes(Protocol):
     def set_feature_codes(self, side: str, name: str, codes: torch.Tensor) -> None: ...
 
