@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import io
+import json
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -253,3 +254,24 @@ def test_grouplens_source_downloads_parses_caches_and_drops_the_zip(  # type: ig
 def test_pypi_mirror_is_only_for_100k(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match=r"\[pypi\] only ml-100k has a PyPI mirror"):
         load_movielens("ml-1m", cache_dir=tmp_path, sources=("cache", "pypi"))
+
+
+def test_compare_runs_on_another_release(tmp_path: Path) -> None:
+    from synthetic import planted_ratings
+    from typer.testing import CliRunner
+
+    from mtrec.cli import app
+
+    ratings = planted_ratings()
+    movies = "".join(f"{i}::Movie {i} (19{50 + i % 40})::Drama\n" for i in range(1, 41))
+    users = "".join(f"{u}::M::25::{u % 21}::00000\n" for u in range(1, 61))
+    lines = "".join(f"{u}::{i}::{r}::{t}\n" for u, i, r, t in ratings)
+    d = _write(tmp_path / "ml-1m", {"ratings.dat": lines, "movies.dat": movies, "users.dat": users})
+    result = CliRunner().invoke(
+        app,
+        ["compare", "--dataset", "ml-1m", "--data-dir", str(d), "-o", str(tmp_path / "out"),
+         "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert doc["dataset"] == "ml-1m" and len(doc["models"]) == 3

@@ -203,6 +203,7 @@ def _progress_bars(console: Console) -> RichBar:
 def compare_cmd(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    movielens: DatasetName = "ml-100k",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/compare"
     ),
@@ -242,7 +243,7 @@ def compare_cmd(
     )
     seed_list = [seed] if seeds is None else [_parse_seed(s) for s in seeds.split(",")]
     preload_plotting()
-    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
+    dataset = load_movielens(movielens, data_dir=data_dir, cache_dir=cache_dir)
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         result = compare_seeds(
@@ -267,6 +268,7 @@ def compare_cmd(
 def sweep_cmd(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
+    movielens: DatasetName = "ml-100k",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/sweep"
     ),
@@ -287,7 +289,7 @@ def sweep_cmd(
             f"--weights: expected numbers separated by commas, got {weights!r}"
         ) from None
     preload_plotting()
-    dataset = load_movielens(data_dir=data_dir, cache_dir=cache_dir)
+    dataset = load_movielens(movielens, data_dir=data_dir, cache_dir=cache_dir)
     points = sweep(
         dataset,
         grid,
