@@ -12,7 +12,16 @@ Saved models (``mtrec train``) are served by ``mtrec.Recommender.load(directory)
 """
 
 from mtrec.config import ModelConfig, TrainConfig
-from mtrec.data import Dataset, Interactions, Split, load_movielens, random_split
+from mtrec.data import (
+    ColumnMap,
+    Dataset,
+    Interactions,
+    Split,
+    load_interactions,
+    load_movielens,
+    random_split,
+    temporal_split,
+)
 from mtrec.errors import ArtifactError, ConfigError, DataError, MtrecError, UnknownIdError
 from mtrec.evaluate import EvalReport, evaluate
 from mtrec.experiments import compare, evaluate_saved, train_model
@@ -32,10 +41,11 @@ from mtrec.vocab import Vocab
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArtifactError", "ConfigError", "DataError", "Dataset", "EvalReport", "ExactIndex",
+    "ArtifactError", "ColumnMap", "ConfigError", "DataError", "Dataset", "EvalReport", "ExactIndex",
     "FaissIndex", "History", "Index", "Interactions", "ModelConfig", "MtrecError",
     "MultiTaskModel", "RatingScale", "Recommendation", "Recommendations", "Recommender",
     "SimilarItem", "Split", "TrainConfig", "UnknownIdError", "Vocab", "Vocabs", "__version__",
     "build_index", "compare", "encode", "evaluate", "evaluate_saved", "load_index",
-    "load_movielens", "random_split", "retrieve_then_rank", "train", "train_model",
+    "load_interactions", "load_movielens", "random_split", "retrieve_then_rank",
+    "temporal_split", "train", "train_model",
 ]  # fmt: skip

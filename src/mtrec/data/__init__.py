@@ -1,11 +1,22 @@
 """Stage 1, data: raw files -> validated columnar interactions and metadata."""
 
+from mtrec.data.files import ColumnMap, ItemColumns, load_interactions
 from mtrec.data.interactions import Dataset, Interactions, Items, Users
 from mtrec.data.movielens import load_movielens
 from mtrec.data.split import Split, random_split, temporal_split
 from mtrec.data.synth import synthesize
 
 __all__ = [
-    "Dataset", "Interactions", "Items", "Split", "Users", "load_movielens", "random_split",
-    "synthesize", "temporal_split",
+    "ColumnMap",
+    "Dataset",
+    "Interactions",
+    "ItemColumns",
+    "Items",
+    "Split",
+    "Users",
+    "load_interactions",
+    "load_movielens",
+    "random_split",
+    "synthesize",
+    "temporal_split",
 ]  # fmt: skip
