@@ -74,3 +74,32 @@ def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(
     assert [e["loss"] for e in two["history"]] == pytest.approx(
         [e["loss"] for e in one["history"]], rel=1e-4
     )
+
+
+def test_workers_2_resume_from_rank0_checkpoints_ends_identical(tmp_path: Path) -> None:
+    ratings = planted_ratings(n_users=60, n_items=40, per_user=20)
+    data = tmp_path / "log.csv"
+    np.savetxt(
+        data, ratings, fmt="%d", delimiter=",", header="user_id,item_id,rating,timestamp",
+        comments="",
+    )  # fmt: skip
+    base = [sys.executable, "-m", "mtrec", "train", "--interactions", str(data),
+            "--batch-size", "128", "--shuffle", "-q", "--workers", "2"]  # fmt: skip
+    checkpoints = tmp_path / "ckpt"
+    runs = {
+        "whole": ["--epochs", "3", "-o", str(tmp_path / "whole")],
+        "first": ["--epochs", "2", "--checkpoint-dir", str(checkpoints), "-o", str(tmp_path / "a")],
+        "resumed": ["--epochs", "3", "--checkpoint-dir", str(checkpoints), "--resume",
+                    "-o", str(tmp_path / "resumed")],
+    }  # fmt: skip
+    for name, args in runs.items():
+        done = subprocess.run(base + args, capture_output=True, text=True, timeout=120, env=ENV)
+        assert done.returncode == 0, (name, done.stderr[-3000:])
+        if name == "first":  # written once, by rank 0: at the start of epochs 2 and 3
+            assert sorted(p.name for p in checkpoints.iterdir()) == [
+                "ckpt-e0002-s000000.safetensors", "ckpt-e0003-s000000.safetensors"
+            ]  # fmt: skip
+        if name == "resumed":
+            assert done.stderr.count("resuming from") == 1  # rank 0 speaks for both
+    whole = (tmp_path / "whole" / "model.safetensors").read_bytes()
+    assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == whole

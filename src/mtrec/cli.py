@@ -483,7 +483,9 @@ def train_cmd(
     if workers < 1:
         raise ConfigError("--workers must be >= 1")
     where = join_from_env()
-    quiet = quiet or not where.is_main
+    if not where.is_main:  # one voice: rank 0 reports progress and notices
+        quiet = True
+        logging.getLogger("mtrec").setLevel(logging.WARNING)
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ConfigError("--resume and --checkpoint-every need --checkpoint-dir")
     if keep_checkpoints < 1 or (checkpoint_every is not None and checkpoint_every < 1):
