@@ -35,9 +35,9 @@ def tune_allocator() -> bool:
         return False
     ok = libc.mallopt(
         _M_MMAP_THRESHOLD, 32 << 20
-    )  # blocks below 32 MB come from the heap  # blocks below 256 MB come from the heap
+    )  # blocks below 32 MB come from the heap
     ok &= libc.mallopt(
         _M_TRIM_THRESHOLD, 256 << 20
-    )  # and up to 256 MB of them stay there  # and stay there once freed
+    )  # and up to 256 MB of them stay there
     ok &= libc.mallopt(_M_TOP_PAD, 64 << 20)
     return bool(ok)
