@@ -33,11 +33,8 @@ def tune_allocator() -> bool:
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
     except OSError:
         return False
-    ok = libc.mallopt(
-        _M_MMAP_THRESHOLD, 32 << 20
-    )  # blocks below 32 MB come from the heap
-    ok &= libc.mallopt(
-        _M_TRIM_THRESHOLD, 256 << 20
-    )  # and up to 256 MB of them stay there
+    # blocks below 32 MB come from the heap, and up to 256 MB of freed ones stay there
+    ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
+    ok &= libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     ok &= libc.mallopt(_M_TOP_PAD, 64 << 20)
     return bool(ok)
