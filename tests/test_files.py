@@ -160,7 +160,9 @@ def test_direct_vocab_lookup_equals_binary_search() -> None:
     assert np.array_equal(distinct(ids[:-1]), np.unique(ids[:-1]))
 
 
-def test_cli_trains_retrieval_only_on_a_string_id_file(tmp_path: Path) -> None:
+def test_cli_trains_retrieval_only_on_a_string_id_file(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     table = _log(n_users=40, n_items=25, per_user=10).drop(["stars"])
     pq.write_table(table, tmp_path / "log.parquet")
     out = tmp_path / "model"
@@ -173,22 +175,25 @@ def test_cli_trains_retrieval_only_on_a_string_id_file(tmp_path: Path) -> None:
         ],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
-    assert "no rating column: training the retrieval task only" in result.stderr
+    assert "no rating column: training the retrieval task only" in caplog.text
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["rmse"] is None and 0.0 <= metrics["top_k_accuracy"] <= 1.0
     rec = CliRunner().invoke(app, ["recommend", "-m", str(out), "-u", "user-001", "--json"])
     assert rec.exit_code == 0, rec.output
     items = json.loads(rec.stdout)["items"]
     assert len(items) == 10 and all(str(r["item_id"]).startswith("SKU") for r in items)
-    again = CliRunner().invoke(
-        app,
-        [
-            "evaluate", "-m", str(out), "--interactions", str(tmp_path / "log.parquet"),
-            "--user-col", "uid", "--item-col", "sku", "--timestamp-col", "ts", "--json",
-        ],
-    )  # fmt: skip
+    again_args = [
+        "evaluate", "-m", str(out), "--interactions", str(tmp_path / "log.parquet"),
+        "--user-col", "uid", "--item-col", "sku", "--timestamp-col", "ts", "--json",
+    ]  # fmt: skip
+    again = CliRunner().invoke(app, again_args)
     assert again.exit_code == 0, again.output
-    assert json.loads(again.stdout)["metrics"]["top_k_accuracy"] == metrics["top_k_accuracy"]
+    now = json.loads(again.stdout)
+    assert now["metrics"]["top_k_accuracy"] == metrics["top_k_accuracy"]
+    assert now["metrics"]["rmse"] is None  # valid JSON: null, not NaN
+    table = CliRunner().invoke(app, ["evaluate", "-m", str(out), *again_args[3:-1]])
+    assert table.exit_code == 0, table.output
+    assert "rmse" in table.stdout and "nan" not in table.stdout.lower()
 
 
 def test_values_beyond_the_stored_types_are_bad_rows_and_timestamps_stay_exact(

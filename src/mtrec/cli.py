@@ -43,6 +43,7 @@ from mtrec.experiments import (
     write_sweep,
 )
 from mtrec.index import INDEX_KINDS
+from mtrec.io import json_safe
 from mtrec.recommend import Recommender, write_all_users
 from mtrec.runtime import tune_allocator
 from mtrec.train import EpochStats
@@ -119,8 +120,7 @@ def _load_data(
     items_file: Path | None,
     skip_bad_rows: bool,
 ) -> Dataset:
-    """MovieLens (any size) or the user's own file, as the flags say; says what it dropped
-    and whether only retrieval can train."""
+    """MovieLens (any size) or the user's own file, as the flags say; says what it dropped."""
     if interactions is None:
         if items_file is not None or skip_bad_rows:
             raise ConfigError("--items-file and --skip-bad-rows go with --interactions")
@@ -134,13 +134,7 @@ def _load_data(
     if loaded.skipped:
         counts = ", ".join(f"{column} {n:,}" for column, n in loaded.skipped.items())
         err.print(f"[yellow]skipped bad rows: {counts}[/yellow]", highlight=False)
-    if not loaded.has_ratings:
-        err.print(
-            f"[yellow]{interactions} has no rating column: training the retrieval task only"
-            "[/yellow]",
-            highlight=False,
-        )
-    return loaded
+    return loaded  # without ratings, load_interactions has said: retrieval only
 
 
 @app.callback()
@@ -367,6 +361,11 @@ def _num(value: float | None, digits: int) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _finite(value: float | None) -> float | None:
+    """None for a metric that does not apply (NaN in memory, null in JSON)."""
+    return None if value is None or value != value else value
+
+
 def _parse_id(text: str) -> int | str:
     return int(text) if text.lstrip("-").isdigit() else text
 
@@ -529,7 +528,7 @@ def train_cmd(
     path = artifact.save(saved, output)
     if as_json:
         sys.stdout.write(
-            json.dumps({"model": str(path), "metrics": saved.metrics}, indent=2) + "\n"
+            json.dumps(json_safe({"model": str(path), "metrics": saved.metrics}), indent=2) + "\n"
         )
         return
     m = saved.metrics
@@ -568,7 +567,9 @@ def evaluate_cmd(
     now = dataclasses.asdict(report)
     if as_json:
         sys.stdout.write(
-            json.dumps({"model": str(model), "metrics": now, "saved": saved.metrics}, indent=2)
+            json.dumps(
+                json_safe({"model": str(model), "metrics": now, "saved": saved.metrics}), indent=2
+            )
             + "\n"
         )
         return
@@ -576,7 +577,8 @@ def evaluate_cmd(
     for col in ("metric", "now", "at training"):
         table.add_column(col, justify="left" if col == "metric" else "right")
     for key in ("top_k_accuracy", "rmse", "rmse_stars"):
-        table.add_row(key, f"{now[key]:.4f}", f"{saved.metrics.get(key, float('nan')):.4f}")
+        then = saved.metrics.get(key)
+        table.add_row(key, _num(_finite(now[key]), 4), _num(_finite(then), 4))
     out.print(table)
 
 

@@ -113,7 +113,7 @@ def load_interactions(
     if not len(interactions):
         raise DataError("no interactions left to train on", path=path)
     if not rating:
-        log.warning("%s has no rating column: only the retrieval task can train", path)
+        log.warning("%s has no rating column: training the retrieval task only", path)
     return Dataset(
         name=name or path.name.split(".")[0],
         interactions=interactions,
