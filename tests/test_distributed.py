@@ -18,6 +18,13 @@ HERE = Path(__file__).parent
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
+def _planted_csv(path: Path, **sizes: int) -> Path:
+    """A planted-structure log (tests/synthetic.py) as the CSV ``--interactions`` reads."""
+    header = "user_id,item_id,rating,timestamp"
+    np.savetxt(path, planted_ratings(**sizes), fmt="%d", delimiter=",", header=header, comments="")
+    return path
+
+
 def test_shards_cover_the_global_batch_in_rank_order() -> None:
     for count in (1, 2, 63, 64, 1000):
         shards = [Shard.of(count, World(rank, 3)) for rank in range(3)]
@@ -48,12 +55,7 @@ def test_two_process_loss_and_gradients_equal_one_process_on_the_whole_batch(
 def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(
     tmp_path: Path,
 ) -> None:
-    ratings = planted_ratings(n_users=120, n_items=80, per_user=25)
-    data = tmp_path / "log.csv"
-    np.savetxt(
-        data, ratings, fmt="%d", delimiter=",", header="user_id,item_id,rating,timestamp",
-        comments="",
-    )  # fmt: skip
+    data = _planted_csv(tmp_path / "log.csv", n_users=120, n_items=80, per_user=25)
     metrics = {}
     for workers in (1, 2):
         out = tmp_path / f"model-{workers}"
@@ -77,12 +79,7 @@ def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(
 
 
 def test_workers_2_resume_from_rank0_checkpoints_ends_identical(tmp_path: Path) -> None:
-    ratings = planted_ratings(n_users=60, n_items=40, per_user=20)
-    data = tmp_path / "log.csv"
-    np.savetxt(
-        data, ratings, fmt="%d", delimiter=",", header="user_id,item_id,rating,timestamp",
-        comments="",
-    )  # fmt: skip
+    data = _planted_csv(tmp_path / "log.csv", n_users=60, n_items=40, per_user=20)
     base = [sys.executable, "-m", "mtrec", "train", "--interactions", str(data),
             "--batch-size", "128", "--shuffle", "-q", "--workers", "2"]  # fmt: skip
     checkpoints = tmp_path / "ckpt"
