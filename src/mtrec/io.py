@@ -103,7 +103,7 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:
     """Hex digest of a file, read in chunks so large archives stay out of memory."""
-    h = hashlib.new(algorithm)
+    h = hashlib.new(algorithm, usedforsecurity=False)  # integrity checks, not secrets
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)

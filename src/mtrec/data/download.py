@@ -8,7 +8,6 @@ otherwise the download starts over).
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -17,6 +16,7 @@ import urllib.request
 from pathlib import Path
 
 from mtrec.errors import DataError
+from mtrec.io import file_digest
 
 log = logging.getLogger("mtrec.data")
 
@@ -31,14 +31,6 @@ def parse_checksum(checksum: str) -> tuple[str, str]:
     if algorithm not in ("md5", "sha256"):
         raise DataError(f"unknown checksum algorithm {algorithm!r}", field="checksum")
     return algorithm, digest.lower()
-
-
-def file_checksum(path: Path, algorithm: str) -> str:
-    digest = hashlib.new(algorithm, usedforsecurity=False)
-    with open(path, "rb") as fh:
-        while block := fh.read(CHUNK):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def download(url: str, dest: str | Path, checksum: str, timeout: float = 30.0) -> Path:
@@ -73,7 +65,7 @@ def download(url: str, dest: str | Path, checksum: str, timeout: float = 30.0) -
         log.warning("download of %s interrupted (attempt %d): %s", url, attempt, error)
     else:
         raise OSError(f"download of {url} failed after {ATTEMPTS} attempts: {error}")
-    digest = file_checksum(part, algorithm)
+    digest = file_digest(part, algorithm)
     if digest != expected:
         part.unlink()
         raise DataError(f"checksum mismatch: {algorithm} {digest}, expected {expected}", path=url)
