@@ -99,6 +99,11 @@ def test_csv_releases_quoted_titles_and_no_genres(tmp_path: Path, name: str) -> 
         ("ml-1m", {"ratings.dat": "1::10::5\n"}, r"ratings\.dat:1: expected 4 '::'-separated"),
         ("ml-1m", {"ratings.dat": "1::10::5::9\n1::x::4::9\n"}, r"ratings\.dat:2, field 'movieId'"),
         ("ml-1m", {"ratings.dat": "1::10::5::9\n1::10::7::9\n"}, r":2, field 'rating'.*got 7"),
+        (  # the earliest bad line, whichever column it is in
+            "ml-1m",
+            {"ratings.dat": "1::10::5::9\n1::10::x::9\n1::y::4::9\n"},
+            r"ratings\.dat:2, field 'rating': expected a number, got 'x'",
+        ),
         ("ml-1m", {"users.dat": "1::F::1::99::48067\n"}, r"users\.dat:1, field 'Occupation'"),
         ("ml-1m", {"movies.dat": "10::Heat (1995)\n"}, r"movies\.dat:1: expected 3"),
         ("ml-25m", {"ratings.csv": "user,item\n1,2\n"}, r"ratings\.csv:1: expected the header"),

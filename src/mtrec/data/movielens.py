@@ -35,6 +35,7 @@ from numpy.typing import NDArray
 from mtrec.data.download import download
 from mtrec.data.interactions import Dataset, Interactions, Items, Users
 from mtrec.data.releases import RELEASES, Release, member_names, parse_release
+from mtrec.data.table import TextTable
 from mtrec.errors import ArtifactError, DataError, SourceError
 from mtrec.io import atomic_path, file_digest
 
@@ -292,74 +293,7 @@ def read_recbole_wheel(wheel: str | Path, expected_sha256: str = RECBOLE_WHEEL_S
 # --- parsing -----------------------------------------------------------------------------
 
 
-class _Table:
-    """Rows of string fields from one delimited text file, with their 1-based line numbers."""
-
-    def __init__(self, text: str, sep: str, n_fields: int, path: str, header: bool = False) -> None:
-        self.path = path
-        self.rows: list[list[str]] = []
-        self.lines: list[int] = []
-        what = {"\t": "tab", "|": "pipe"}.get(sep, repr(sep))
-        for number, line in enumerate(text.splitlines(), start=1):
-            if (header and number == 1) or not line.strip():
-                continue
-            parts = line.split(sep)
-            if len(parts) != n_fields:
-                raise DataError(
-                    f"expected {n_fields} {what}-separated fields, got {len(parts)}: {line[:80]!r}",
-                    path=path,
-                    line=number,
-                )
-            self.rows.append(parts)
-            self.lines.append(number)
-        if not self.rows:
-            raise DataError("no data rows", path=path)
-
-    def column(self, index: int) -> list[str]:
-        return [row[index] for row in self.rows]
-
-    def ints(self, index: int, field: str) -> NDArray[np.int64]:
-        return self._numbers(index, field, np.int64)  # type: ignore[return-value]
-
-    def floats(self, index: int, field: str) -> NDArray[np.float32]:
-        return self._numbers(index, field, np.float32)  # type: ignore[return-value]
-
-    def _numbers(self, index: int, field: str, dtype: type) -> NDArray[np.generic]:
-        values = self.column(index)
-        try:
-            return np.array(values, dtype=dtype)
-        except ValueError:
-            convert = int if dtype is np.int64 else float
-            for pos, value in enumerate(values):
-                try:
-                    convert(value)
-                except ValueError:
-                    kind = "an integer" if convert is int else "a number"
-                    raise DataError(
-                        f"expected {kind}, got {value!r}",
-                        path=self.path,
-                        line=self.lines[pos],
-                        field=field,
-                    ) from None
-            raise
-
-    def check_range(
-        self, values: NDArray[Any], index: int, lo: float, hi: float, field: str
-    ) -> None:
-        """Raise naming the first row whose column ``index`` is out of [lo, hi]."""
-        bad = np.flatnonzero((values < lo) | (values > hi))
-        if len(bad):
-            pos = int(bad[0])
-            raise DataError(
-                f"expected a value in [{lo:g}, {hi:g}], got {self.rows[pos][index].strip()}"
-                + (f" ({len(bad)} such rows)" if len(bad) > 1 else ""),
-                path=self.path,
-                line=self.lines[pos],
-                field=field,
-            )
-
-
-def _ratings(table: _Table) -> Interactions:
+def _ratings(table: TextTable) -> Interactions:
     user = table.ints(0, "user_id")
     item = table.ints(1, "item_id")
     rating = table.floats(2, "rating")
@@ -378,9 +312,9 @@ def _year(text: str) -> int:
 def parse_grouplens(texts: dict[str, str], where: str | Path) -> Dataset:
     """Parse the text of GroupLens ``u.data``, ``u.item`` and ``u.user``."""
     base = str(where).rstrip("/")
-    ratings = _Table(texts["u.data"], "\t", 4, f"{base}/u.data")
-    items = _Table(texts["u.item"], "|", 5 + len(GENRES), f"{base}/u.item")
-    users = _Table(texts["u.user"], "|", 5, f"{base}/u.user")
+    ratings = TextTable(texts["u.data"], "\t", 4, f"{base}/u.data")
+    items = TextTable(texts["u.item"], "|", 5 + len(GENRES), f"{base}/u.item")
+    users = TextTable(texts["u.user"], "|", 5, f"{base}/u.user")
     flags = np.array([row[5:] for row in items.rows])
     if not np.isin(flags, ("0", "1")).all():
         pos = int(np.flatnonzero(~np.isin(flags, ("0", "1")).all(axis=1))[0])
@@ -406,7 +340,7 @@ def parse_grouplens(texts: dict[str, str], where: str | Path) -> Dataset:
     )
 
 
-def _users(table: _Table) -> Users:
+def _users(table: TextTable) -> Users:
     return Users(
         table.ints(0, "user_id"),
         table.ints(1, "age").astype(np.int32),
@@ -418,9 +352,9 @@ def _users(table: _Table) -> Users:
 
 def parse_recbole(texts: dict[str, str], where: str) -> Dataset:
     """Parse RecBole's ``ml-100k.inter/.item/.user`` (tab-separated, typed header line)."""
-    ratings = _Table(texts["ml-100k.inter"], "\t", 4, f"{where}ml-100k.inter", header=True)
-    items = _Table(texts["ml-100k.item"], "\t", 4, f"{where}ml-100k.item", header=True)
-    users = _Table(texts["ml-100k.user"], "\t", 5, f"{where}ml-100k.user", header=True)
+    ratings = TextTable(texts["ml-100k.inter"], "\t", 4, f"{where}ml-100k.inter", header=True)
+    items = TextTable(texts["ml-100k.item"], "\t", 4, f"{where}ml-100k.item", header=True)
+    users = TextTable(texts["ml-100k.user"], "\t", 5, f"{where}ml-100k.user", header=True)
     index = {g: j for j, g in enumerate(GENRES)}
     flags = np.zeros((len(items.rows), len(GENRES)), dtype=bool)
     for pos, genres in enumerate(items.column(3)):

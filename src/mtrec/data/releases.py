@@ -15,12 +15,12 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
-from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from mtrec.data.interactions import Dataset, Interactions, Items, Users
+from mtrec.data.table import TextTable
 from mtrec.errors import DataError
 
 GROUPLENS_BASE = "https://files.grouplens.org/datasets/movielens/"
@@ -160,25 +160,17 @@ def _ratings(data: bytes, path: str, sep: str, header: bool) -> Interactions:
 
 def _first_bad_line(data: bytes, path: str, sep: str, header: bool) -> None:
     """Name the first line that does not parse (the slow path, taken only on bad input)."""
-    text = data.decode("utf-8", "replace")
-    for number, line in enumerate(text.splitlines(), start=1):
-        if (header and number == 1) or not line.strip():
-            continue
-        parts = line.split(sep)
-        if len(parts) != 4:
-            raise DataError(
-                f"expected 4 {sep!r}-separated fields, got {len(parts)}: {line[:80]!r}",
-                path=path,
-                line=number,
-            )
-        for value, field, kind in zip(parts, RATING_COLUMNS, (int, int, float, int), strict=True):
-            try:
-                kind(value)
-            except ValueError:
-                name = "an integer" if kind is int else "a number"
-                raise DataError(
-                    f"expected {name}, got {value!r}", path=path, line=number, field=field
-                ) from None
+    table = TextTable(data.decode("utf-8", "replace"), sep, 4, path, header=header)
+    errors: list[DataError] = []
+    for index, (field, parse) in enumerate(
+        zip(RATING_COLUMNS, (table.ints, table.ints, table.floats, table.ints), strict=True)
+    ):
+        try:
+            parse(index, field)
+        except DataError as exc:
+            errors.append(exc)
+    if errors:  # each column's first bad line: the earliest of them
+        raise min(errors, key=lambda exc: exc.line or 0)
     raise DataError("unparsable ratings file", path=path)
 
 
@@ -199,60 +191,21 @@ def _items(ids: NDArray[np.int64], titles: list[str], genres: list[str]) -> Item
     return Items(ids, np.array([t.strip() for t in titles], dtype=np.str_), years, flags, names)
 
 
-def _dat_rows(data: bytes, path: str, encoding: str, n_fields: int) -> list[tuple[int, list[str]]]:
-    text = data.decode(encoding, "replace")
-    rows = []
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        parts = line.split("::")
-        if len(parts) != n_fields:
-            raise DataError(
-                f"expected {n_fields} '::'-separated fields, got {len(parts)}: {line[:80]!r}",
-                path=path,
-                line=number,
-            )
-        rows.append((number, parts))
-    if not rows:
-        raise DataError("no data rows", path=path)
-    return rows
-
-
-def _ints(rows: list[tuple[int, list[str]]], index: int, path: str, field: str) -> NDArray[Any]:
-    out = np.empty(len(rows), dtype=np.int64)
-    for pos, (number, parts) in enumerate(rows):
-        try:
-            out[pos] = int(parts[index])
-        except ValueError:
-            raise DataError(
-                f"expected an integer, got {parts[index]!r}", path=path, line=number, field=field
-            ) from None
-    return out
-
-
 def _movies_dat(data: bytes, path: str, encoding: str) -> Items:
-    rows = _dat_rows(data, path, encoding, 3)
-    ids = _ints(rows, 0, path, "MovieID")
-    return _items(ids, [p[1] for _, p in rows], [p[2] for _, p in rows])
+    table = TextTable(data.decode(encoding, "replace"), "::", 3, path)
+    return _items(table.ints(0, "MovieID"), table.column(1), table.column(2))
 
 
 def _users_dat(data: bytes, path: str) -> Users:
-    rows = _dat_rows(data, path, "latin-1", 5)
-    codes = _ints(rows, 3, path, "Occupation")
-    bad = np.flatnonzero((codes < 0) | (codes >= len(OCCUPATIONS_1M)))
-    if len(bad):
-        raise DataError(
-            f"expected an occupation code 0..{len(OCCUPATIONS_1M) - 1}, got {codes[bad[0]]}",
-            path=path,
-            line=rows[int(bad[0])][0],
-            field="Occupation",
-        )
+    table = TextTable(data.decode("latin-1", "replace"), "::", 5, path)
+    codes = table.ints(3, "Occupation")
+    table.check_range(codes, 3, 0, len(OCCUPATIONS_1M) - 1, "Occupation")
     return Users(
-        _ints(rows, 0, path, "UserID"),
-        _ints(rows, 2, path, "Age").astype(np.int32),
-        np.array([p[1] for _, p in rows], dtype=np.str_),
+        table.ints(0, "UserID"),
+        table.ints(2, "Age").astype(np.int32),
+        np.array(table.column(1), dtype=np.str_),
         np.array(OCCUPATIONS_1M, dtype=np.str_)[codes],
-        np.array([p[4] for _, p in rows], dtype=np.str_),
+        np.array(table.column(4), dtype=np.str_),
     )
 
 
