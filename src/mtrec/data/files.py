@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -21,6 +20,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mtrec.data.interactions import Dataset, Interactions, Items
+from mtrec.data.releases import catalogue_items
 from mtrec.errors import DataError
 
 log = logging.getLogger("mtrec.data")
@@ -373,14 +373,11 @@ def _encode(
     return remap[encoded.indices.to_numpy(zero_copy_only=False)].astype(np.int64), distinct
 
 
-_YEAR = re.compile(r"\((\d{4})\)\s*$")
-
-
 def _read_items(
     path: Path, columns: ItemColumns | None, item_column: str
 ) -> tuple[NDArray[Any], Items]:
-    """(raw ids, Items) of an items file; genres ``|``-separated, years from a column or
-    from a trailing ``(1995)`` in the title."""
+    """(raw ids, Items) of an items file: titles, ``|``-separated genres, and years from a
+    column or from the title (as MovieLens' files, :func:`catalogue_items`)."""
     columns = columns or ItemColumns()
     table = _Table.read(path)
     id_column = columns.id or next(
@@ -391,8 +388,7 @@ def _read_items(
     data = table.load([id_column, *present])
     ids, missing = table.convert(data, id_column, _ids)
     table.check({id_column: missing}, "error", data)
-    raw = ids if isinstance(ids, np.ndarray) else ids.to_numpy(zero_copy_only=False)
-    raw = np.asarray(raw) if isinstance(ids, np.ndarray) else raw.astype(np.str_)
+    raw = ids if isinstance(ids, np.ndarray) else ids.to_numpy(zero_copy_only=False).astype(str)
     if len(np.unique(raw)) != len(raw):
         raise DataError("item ids repeat in the items file", path=path, field=id_column)
     n = len(raw)
@@ -402,20 +398,8 @@ def _read_items(
             return [""] * n
         return [str(v or "") for v in data.column(column).to_pylist()]
 
-    titles = text(columns.title)
-    genre_lists = [
-        [g for g in v.split("|") if g and g != "(no genres listed)"] for v in text(columns.genres)
-    ]
-    names = tuple(sorted({g for gs in genre_lists for g in gs}))
-    flags = np.zeros((n, len(names)), dtype=bool)
-    position = {g: j for j, g in enumerate(names)}
-    for row, genres in enumerate(genre_lists):
-        flags[row, [position[g] for g in genres]] = True
+    years = None
     if columns.year in present:
-        years, _ = table.convert(data, columns.year, _numbers, True)
-        year = np.nan_to_num(years, nan=0).astype(np.int32)
-    else:
-        year = np.array(
-            [int(m.group(1)) if (m := _YEAR.search(t)) else 0 for t in titles], dtype=np.int32
-        )
-    return raw, Items(raw, np.array(titles, dtype=np.str_), year, flags, names)
+        years, _ = table.convert(data, columns.year, _numbers, True)  # bad or missing: 0
+    items = catalogue_items(raw, text(columns.title), text(columns.genres), years)
+    return raw, items

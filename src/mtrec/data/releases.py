@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -177,7 +178,17 @@ def _first_bad_line(data: bytes, path: str, sep: str, header: bool) -> None:
 _YEAR = re.compile(r"\((\d{4})(?:[-–]\d{0,4})?\)\s*$")
 
 
-def _items(ids: NDArray[np.int64], titles: list[str], genres: list[str]) -> Items:
+def _year_of(title: str) -> int:
+    found = _YEAR.search(title)
+    return int(found.group(1)) if found else 0
+
+
+def catalogue_items(
+    ids: NDArray[Any], titles: list[str], genres: list[str], years: NDArray[Any] | None = None
+) -> Items:
+    """Items from per-item titles and ``|``-separated genre lists (GroupLens' known genres
+    first, in its order; others after, sorted). Without ``years``, a trailing ``(1995)``
+    (or ``(1995-2000)``) in the title gives the year, 0 where there is none."""
     lists = [[g for g in text.split("|") if g and g != "(no genres listed)"] for text in genres]
     found = {g for gs in lists for g in gs}
     names = tuple(g for g in GENRE_ORDER if g in found) + tuple(sorted(found - set(GENRE_ORDER)))
@@ -185,15 +196,15 @@ def _items(ids: NDArray[np.int64], titles: list[str], genres: list[str]) -> Item
     flags = np.zeros((len(ids), len(names)), dtype=bool)
     for row, gs in enumerate(lists):
         flags[row, [column[g] for g in gs]] = True
-    years = np.array(
-        [int(m.group(1)) if (m := _YEAR.search(t)) else 0 for t in titles], dtype=np.int32
-    )
-    return Items(ids, np.array([t.strip() for t in titles], dtype=np.str_), years, flags, names)
+    if years is None:
+        years = np.array([_year_of(title) for title in titles], dtype=np.int32)
+    stripped = np.array([t.strip() for t in titles], dtype=np.str_)
+    return Items(ids, stripped, years.astype(np.int32), flags, names)
 
 
 def _movies_dat(data: bytes, path: str, encoding: str) -> Items:
     table = TextTable(data.decode(encoding, "replace"), "::", 3, path)
-    return _items(table.ints(0, "MovieID"), table.column(1), table.column(2))
+    return catalogue_items(table.ints(0, "MovieID"), table.column(1), table.column(2))
 
 
 def _users_dat(data: bytes, path: str) -> Users:
@@ -231,4 +242,4 @@ def _movies_csv(data: bytes, path: str) -> Items:
         raise DataError("missing movie id", path=path, line=row + 2, field="movieId")
     titles = [t or "" for t in table.column("title").to_pylist()]
     genres = [g or "" for g in table.column("genres").to_pylist()]
-    return _items(ids.to_numpy(), titles, genres)
+    return catalogue_items(ids.to_numpy(), titles, genres)
