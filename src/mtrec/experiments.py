@@ -420,9 +420,7 @@ def train_model(
     model = build_model(dataset, vocabs, model_config, train_config.seed)
     model_config = model.config
     history = train(model, train_data, train_config, progress, checkpoints)
-    report = evaluate(model, test_data, k=10, rating_range=scale.high - scale.low)
-    if not dataset.has_ratings:
-        report = _without_rating_metrics(report)
+    report = _evaluate_held_out(model, test_data, scale, dataset.has_ratings)
     with torch.inference_mode():
         item_emb = model.embed_items().numpy().copy()
         user_emb = model.user_embedding.weight.numpy()
@@ -513,20 +511,18 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
             "this model was evaluated on; evaluate it on the data it was trained with",
             field="split",
         )
-    scale = saved.scale
-    report = evaluate(
-        saved.model,
-        encode(split.test, saved.vocabs, scale),
-        k=10,
-        rating_range=scale.high - scale.low,
-    )
-    if not saved.data.get("has_ratings", True):
-        report = _without_rating_metrics(report)
-    return report
+    test = encode(split.test, saved.vocabs, saved.scale)
+    return _evaluate_held_out(saved.model, test, saved.scale, saved.data.get("has_ratings", True))
 
 
-def _without_rating_metrics(report: EvalReport) -> EvalReport:
-    """Implicit feedback: the rating head never trained, so its errors mean nothing."""
+def _evaluate_held_out(
+    model: MultiTaskModel, test: EncodedInteractions, scale: RatingScale, has_ratings: bool
+) -> EvalReport:
+    """Top-10 and rating errors in the data's own stars; without ratings (implicit
+    feedback) the rating head never trained, so its errors are left out (NaN)."""
+    report = evaluate(model, test, k=10, rating_range=scale.high - scale.low)
+    if has_ratings:
+        return report
     nan = float("nan")
     return dataclasses.replace(report, rmse=nan, rmse_stars=nan, mae=nan, mae_stars=nan)
 
