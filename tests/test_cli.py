@@ -44,10 +44,10 @@ def test_compare_end_to_end_on_generated_data(
     )
     names = [m["name"] for m in result["models"]]
     assert names == ["rating-specialised", "retrieval-specialised", "multi-task"]
-    weights = [(m["retrieval_weight"], m["ranking_weight"]) for m in result["models"]]
+    weights = [(m["retrieval_weight"], m["rating_weight"]) for m in result["models"]]
     assert weights == [(0.0, 1.0), (1.0, 0.0), (1.0, 1.0)]
     for m in result["models"]:
-        for key in ("top10_accuracy", "rmse", "rmse_stars", "train_seconds"):
+        for key in ("top_k_accuracy", "rmse", "rmse_stars", "train_seconds"):
             assert isinstance(m[key], float), key
         assert m["rmse_stars"] == pytest.approx(4 * m["rmse"])
     items = result["recommendations"]["items"]
@@ -78,7 +78,7 @@ def test_compare_json_is_deterministic(
             == 0
         )
         runs.append(json.loads(capsys.readouterr().out))
-    metrics = [[(m["top10_accuracy"], m["rmse"]) for m in r["models"]] for r in runs]
+    metrics = [[(m["top_k_accuracy"], m["rmse"]) for m in r["models"]] for r in runs]
     assert metrics[0] == metrics[1]
     assert runs[0]["recommendations"] == runs[1]["recommendations"]
 
@@ -253,12 +253,12 @@ def test_compare_with_baselines_reports_both_protocols(
     names = [b["name"] for b in result["baselines"]]
     assert names == ["popularity", "EASE lambda=500", "biased MF", "global mean"]
     for row in [*result["models"], *result["baselines"][:2]]:
-        assert set(row["honest"]) == {"top10_accuracy", "recall", "ndcg", "mrr", "coverage"}
+        assert set(row["honest"]) == {"top_k_accuracy", "recall", "ndcg", "mrr", "coverage"}
         # a test item is never a training item, so excluding those can only move it up
-        assert row["honest"]["top10_accuracy"] >= row["top10_accuracy"] - 1e-9
+        assert row["honest"]["top_k_accuracy"] >= row["top_k_accuracy"] - 1e-9
     mean = result["baselines"][3]
     assert result["baselines"][2]["rmse"] < mean["rmse"]  # MF beats the mean on planted data
-    assert mean["rmse"] > 0 and mean["top10_accuracy"] is None  # not a retriever: null, not NaN
+    assert mean["rmse"] > 0 and mean["top_k_accuracy"] is None  # not a retriever: null, not NaN
     assert "| popularity | - |" in (tmp_path / "report.md").read_text()
 
 
@@ -283,9 +283,9 @@ def test_sweep_marks_the_pareto_front(
     assert points[2]["learned_weights"] is not None and points[0]["learned_weights"] is None
     for p in points:  # on the front exactly when no other point is at least as good on both
         dominated = any(
-            q["honest_top10_accuracy"] >= p["honest_top10_accuracy"]
+            q["honest_top_k_accuracy"] >= p["honest_top_k_accuracy"]
             and q["rmse"] <= p["rmse"]
-            and (q["honest_top10_accuracy"], q["rmse"]) != (p["honest_top10_accuracy"], p["rmse"])
+            and (q["honest_top_k_accuracy"], q["rmse"]) != (p["honest_top_k_accuracy"], p["rmse"])
             for q in points
         )
         assert p["pareto"] == (not dominated)

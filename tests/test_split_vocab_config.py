@@ -91,7 +91,7 @@ def test_configs_round_trip_and_reject_bad_input() -> None:
     with pytest.raises(ConfigError, match="epochs"):
         TrainConfig(epochs=0)
     with pytest.raises(ConfigError, match="both 0"):
-        TrainConfig(retrieval_weight=0, ranking_weight=0)
+        TrainConfig(retrieval_weight=0, rating_weight=0)
     with pytest.raises(ConfigError, match="optimizer"):
         TrainConfig.from_dict({"optimizer": "sgd"})
     with pytest.raises(ConfigError, match="head_layers"):
@@ -115,3 +115,14 @@ def test_seen_items_csr_keeps_the_last_rating_of_a_pair() -> None:
     assert seen.of(0)[0].tolist() == [1, 4] and seen.of(1)[0].tolist() == []
     items, labels = seen.of(2)
     assert items.tolist() == [0, 3] and labels.tolist() == pytest.approx([0.75, 0.2])
+
+
+def test_the_old_name_of_the_rating_weight_still_loads() -> None:
+    # format-1 models saved before the rename carry "ranking_weight" in config.json
+    from mtrec.config import TrainConfig
+    from mtrec.errors import ConfigError
+
+    assert TrainConfig.from_dict({"ranking_weight": 0.25}).rating_weight == 0.25
+    assert "ranking_weight" not in TrainConfig().to_dict()
+    with pytest.raises(ConfigError, match="old name"):
+        TrainConfig.from_dict({"ranking_weight": 0.25, "rating_weight": 1.0})

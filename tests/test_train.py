@@ -69,7 +69,7 @@ def test_zero_weight_task_leaves_its_parameters_untouched(tiny_dir: Path) -> Non
     train(
         model,
         encode(ds.interactions, vocabs),
-        TrainConfig(epochs=1, batch_size=100, ranking_weight=0),
+        TrainConfig(epochs=1, batch_size=100, rating_weight=0),
     )
     assert all(torch.equal(a, b) for a, b in zip(head, model.rating_head.parameters(), strict=True))
 
@@ -156,3 +156,11 @@ def test_validation_slice_early_stopping_and_refit(tiny_dir: Path) -> None:
     history2 = train(model2, data, refit)
     assert history2.best_epoch == history.best_epoch
     assert len(history2.epochs) == history.best_epoch  # retrained on every row for that long
+
+
+def test_epoch_seconds_are_durations_within_the_run(tiny_dir: Path) -> None:
+    # the epoch timer was once overwritten by a row offset: seconds came out near -3500
+    *_, history, _ = _fit(tiny_dir, TrainConfig(epochs=2, batch_size=64))
+    seconds = [e.seconds for e in history.epochs]
+    assert all(0 < s <= history.seconds for s in seconds), (seconds, history.seconds)
+    assert sum(seconds) <= history.seconds

@@ -304,8 +304,8 @@ def sweep_cmd(
     for p in points:
         table.add_row(
             p.name,
-            f"{p.top10_accuracy:.4f}",
-            f"{p.honest_top10_accuracy:.4f}",
+            f"{p.top_k_accuracy:.4f}",
+            f"{p.honest_top_k_accuracy:.4f}",
             f"{p.rmse:.4f}",
             "yes" if p.pareto else "",
             f"{p.train_seconds:.1f}",
@@ -434,7 +434,10 @@ def train_cmd(
     retrieval_weight: Annotated[
         float | None, typer.Option(help="Weight of the retrieval loss.")
     ] = None,
-    ranking_weight: Annotated[float | None, typer.Option(help="Weight of the rating loss.")] = None,
+    rating_weight: Annotated[
+        float | None,
+        typer.Option("--rating-weight", "--ranking-weight", help="Weight of the rating loss."),
+    ] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
     learning_rate: Annotated[float | None, typer.Option()] = None,
@@ -497,7 +500,7 @@ def train_cmd(
     model_config, train_config = make_preset(
         preset,
         retrieval_weight=retrieval_weight,
-        ranking_weight=ranking_weight,
+        rating_weight=rating_weight,
         epochs=epochs,
         batch_size=batch_size,
         learning_rate=learning_rate,

@@ -25,10 +25,14 @@ class _JsonConfig:
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2)
 
+    RENAMED: typing.ClassVar[dict[str, str]] = {}
+    """Old key -> new key, read from configs saved before a field was renamed."""
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Self:
         if not isinstance(data, dict):
             raise ConfigError(f"{cls.__name__}: expected a JSON object, got {type(data).__name__}")
+        data = _renamed(cls.__name__, data, cls.RENAMED)
         fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
         unknown = sorted(set(data) - set(fields))
         if unknown:
@@ -46,6 +50,17 @@ class _JsonConfig:
         except json.JSONDecodeError as exc:
             raise ConfigError(f"{cls.__name__}: invalid JSON: {exc}") from None
         return cls.from_dict(data)
+
+
+def _renamed(owner: str, data: dict[str, Any], renamed: dict[str, str]) -> dict[str, Any]:
+    """``data`` with old keys under their new names; both at once is an error."""
+    out = dict(data)
+    for old, new in renamed.items():
+        if old in out:
+            if new in out:
+                raise ConfigError(f"{owner}: {old!r} is the old name of {new!r}; give one of them")
+            out[new] = out.pop(old)
+    return out
 
 
 def _coerce(owner: str, key: str, hint: Any, value: Any) -> Any:
@@ -137,10 +152,14 @@ class ModelConfig(_JsonConfig):
 class TrainConfig(_JsonConfig):
     """Hyperparameters of one training run; defaults are the reference protocol's."""
 
+    RENAMED: typing.ClassVar[dict[str, str]] = {"ranking_weight": "rating_weight"}
+    """Format-1 models saved before 0.2 call the rating loss's weight ``ranking_weight``."""
+
     retrieval_weight: float = 1.0
     """Weight of the in-batch softmax loss (summed over the batch, as in the reference)."""
-    ranking_weight: float = 1.0
-    """Weight of the rating MSE loss (averaged over the batch)."""
+    rating_weight: float = 1.0
+    """Weight of the rating MSE loss (averaged over the batch). It was called
+    ``ranking_weight``; saved configs with that key still load."""
     epochs: int = 5
     batch_size: int = 1000
     learning_rate: float = 0.1
@@ -188,7 +207,7 @@ class TrainConfig(_JsonConfig):
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("learning_rate", self.learning_rate > 0, "> 0"),
             ("retrieval_weight", self.retrieval_weight >= 0, ">= 0"),
-            ("ranking_weight", self.ranking_weight >= 0, ">= 0"),
+            ("rating_weight", self.rating_weight >= 0, ">= 0"),
             ("weight_decay", self.weight_decay >= 0, ">= 0"),
             ("temperature", self.temperature > 0, "> 0"),
             ("extra_negatives", self.extra_negatives >= 0, ">= 0"),
@@ -200,9 +219,9 @@ class TrainConfig(_JsonConfig):
                 raise ConfigError(
                     f"TrainConfig.{name}: expected {expected}, got {getattr(self, name)!r}"
                 )
-        if self.retrieval_weight == 0 and self.ranking_weight == 0:
+        if self.retrieval_weight == 0 and self.rating_weight == 0:
             raise ConfigError(
-                "TrainConfig: retrieval_weight and ranking_weight are both 0; nothing to train"
+                "TrainConfig: retrieval_weight and rating_weight are both 0; nothing to train"
             )
 
 
@@ -227,7 +246,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "remove_accidental_hits": True,
             "positive_min_rating": 0.75,
             "retrieval_weight": 2.0,
-            "ranking_weight": 1.0,
+            "rating_weight": 1.0,
         },
     ),
 }

@@ -53,7 +53,7 @@ log = logging.getLogger("mtrec.experiments")
 def weightings(config: TrainConfig) -> tuple[tuple[str, float, float], ...]:
     """(name, retrieval weight, ranking weight) of the three compared models: each task
     alone, then both with the config's weights (1 : 1 in the reference)."""
-    ret, rank = config.retrieval_weight, config.ranking_weight
+    ret, rank = config.retrieval_weight, config.rating_weight
     return (
         ("rating-specialised", 0.0, rank),
         ("retrieval-specialised", ret, 0.0),
@@ -71,8 +71,8 @@ class ModelResult:
 
     name: str
     retrieval_weight: float | None
-    ranking_weight: float | None
-    top10_accuracy: float
+    rating_weight: float | None
+    top_k_accuracy: float
     rmse: float
     rmse_stars: float
     train_seconds: float
@@ -103,7 +103,7 @@ def _result(
     kind: str = "model",
 ) -> ModelResult:
     h = {
-        ("top10_accuracy" if key == "top_k_accuracy" else key): getattr(honest, key)
+        ("top_k_accuracy" if key == "top_k_accuracy" else key): getattr(honest, key)
         for key in RANKING_KEYS
     }
     return ModelResult(
@@ -157,7 +157,7 @@ class CompareResult:
             metrics: dict[str, list[float]] = {}
             for r in rows:
                 for key in (
-                    "top10_accuracy",
+                    "top_k_accuracy",
                     "rmse",
                     "rmse_stars",
                     "mae",
@@ -189,7 +189,7 @@ class CompareResult:
                 "train_config": {
                     k: v
                     for k, v in self.train_config.to_dict().items()
-                    if k not in ("retrieval_weight", "ranking_weight")
+                    if k not in ("retrieval_weight", "rating_weight")
                 },
                 "seeds": [self.seed, *(r.seed for r in self.other_seeds)],
                 "summary": self.summary(),
@@ -256,7 +256,7 @@ def compare(
     multi-task model then retrieves ten movies for ``user_id`` and ranks them.
 
     >>> result = compare(load_movielens(), seed=42)
-    >>> [(m.name, m.top10_accuracy, m.rmse) for m in result.models]
+    >>> [(m.name, m.top_k_accuracy, m.rmse) for m in result.models]
     """
     model_config = model_config or ModelConfig()
     base = dataclasses.replace(train_config or TrainConfig(), seed=seed)
@@ -266,15 +266,15 @@ def compare(
     train_data, test_data = encode(split.train, vocabs), encode(split.test, vocabs)
 
     def fit(spec: tuple[str, float, float]) -> tuple[ModelResult, MultiTaskModel]:
-        name, w_ret, w_rank = spec
-        config = dataclasses.replace(base, retrieval_weight=w_ret, ranking_weight=w_rank)
+        name, w_ret, w_rating = spec
+        config = dataclasses.replace(base, retrieval_weight=w_ret, rating_weight=w_rating)
         model = build_model(dataset, vocabs, model_config, seed)
         history = train(model, train_data, config, progress(name) if progress else None)
         reference = evaluate(model, test_data, k=10)
         honest = evaluate(model, test_data, k=10, protocol="honest", seen=seen)
         result = _result(
             name,
-            (w_ret, w_rank),
+            (w_ret, w_rating),
             reference,
             honest,
             history.seconds,
@@ -406,9 +406,9 @@ def train_model(
     """
     model_config = model_config or ModelConfig()
     train_config = train_config or TrainConfig()
-    if not dataset.has_ratings and train_config.ranking_weight:
+    if not dataset.has_ratings and train_config.rating_weight:
         # implicit feedback: there is nothing for the rating head to learn
-        train_config = dataclasses.replace(train_config, ranking_weight=0.0)
+        train_config = dataclasses.replace(train_config, rating_weight=0.0)
     model_config, dropped = available_features(model_config, dataset)
     if dropped:
         log.warning("%s has no metadata for side features %s: left out", dataset.name, dropped)
@@ -558,14 +558,14 @@ def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
     rows = []
     for m in [*result.models, *result.baselines]:
         weights = (
-            "-" if m.retrieval_weight is None else f"{m.retrieval_weight:g}, {m.ranking_weight:g}"
+            "-" if m.retrieval_weight is None else f"{m.retrieval_weight:g}, {m.rating_weight:g}"
         )
         rows.append(
             [
                 m.name,
                 weights,
-                num(m.top10_accuracy, 4),
-                num(m.honest.get("top10_accuracy"), 4),
+                num(m.top_k_accuracy, 4),
+                num(m.honest.get("top_k_accuracy"), 4),
                 num(m.honest.get("recall"), 4),
                 num(m.honest.get("ndcg"), 4),
                 num(m.rmse, 4),
@@ -640,7 +640,7 @@ def render_markdown(result: CompareResult) -> str:
             "| model | top-10 ref | top-10 honest | recall@10 | NDCG@10 | RMSE | train s |",
             "|---|---:|---:|---:|---:|---:|---:|",
         ]
-        keys = ("top10_accuracy", "honest_top10_accuracy", "honest_recall", "honest_ndcg", "rmse")
+        keys = ("top_k_accuracy", "honest_top_k_accuracy", "honest_recall", "honest_ndcg", "rmse")
         for name, stats in result.summary().items():
             cells = [_mean_std(stats[key]) for key in keys]
             seconds = stats["train_seconds"]["mean"]
@@ -718,7 +718,7 @@ def plot_comparison(result: CompareResult, path: str | Path) -> None:
     colors = ["#4C72B0", "#DD8452", "#55A868"][: len(names)]
     for ax, key, title in zip(
         fig.subplots(1, 2),
-        ("top10_accuracy", "rmse"),
+        ("top_k_accuracy", "rmse"),
         ("Top-10 accuracy (higher is better)", "RMSE, scaled (lower is better)"),
         strict=True,
     ):
@@ -739,8 +739,8 @@ class SweepPoint:
 
     name: str
     retrieval_weight: float | None
-    top10_accuracy: float
-    honest_top10_accuracy: float
+    top_k_accuracy: float
+    honest_top_k_accuracy: float
     rmse: float
     train_seconds: float
     pareto: bool = False
@@ -760,7 +760,7 @@ def sweep(
     ``learned``, once with learned uncertainty weights; mark the Pareto front of honest
     top-10 accuracy (higher) against RMSE (lower)."""
     model_config = model_config or ModelConfig()
-    base = dataclasses.replace(train_config or TrainConfig(), seed=seed, ranking_weight=1.0)
+    base = dataclasses.replace(train_config or TrainConfig(), seed=seed, rating_weight=1.0)
     split = random_split(dataset.interactions, seed=seed)
     vocabs = Vocabs.from_dataset(dataset)
     train_data, test_data = encode(split.train, vocabs), encode(split.test, vocabs)
@@ -799,9 +799,9 @@ def sweep(
         dataclasses.replace(
             p,
             pareto=not any(
-                q.honest_top10_accuracy >= p.honest_top10_accuracy
+                q.honest_top_k_accuracy >= p.honest_top_k_accuracy
                 and q.rmse <= p.rmse
-                and (q.honest_top10_accuracy > p.honest_top10_accuracy or q.rmse < p.rmse)
+                and (q.honest_top_k_accuracy > p.honest_top_k_accuracy or q.rmse < p.rmse)
                 for q in points
             ),
         )
@@ -828,18 +828,18 @@ def write_sweep(points: list[SweepPoint], output_dir: str | Path, title: str) ->
         if p.learned_weights:
             weight += f" (ended at {p.learned_weights[0]:.3g} : {p.learned_weights[1]:.3g})"
         lines.append(
-            f"| {p.name} | {weight} | {p.top10_accuracy:.4f} | {p.honest_top10_accuracy:.4f} "
+            f"| {p.name} | {weight} | {p.top_k_accuracy:.4f} | {p.honest_top_k_accuracy:.4f} "
             f"| {p.rmse:.4f} | {'yes' if p.pareto else ''} | {p.train_seconds:.1f} |"
         )
     fixed = [p for p in points if p.retrieval_weight is not None]
     learned = [p for p in points if p.retrieval_weight is None]
     if fixed and learned:
-        best = max(fixed, key=lambda p: p.honest_top10_accuracy - 4 * p.rmse)
+        best = max(fixed, key=lambda p: p.honest_top_k_accuracy - 4 * p.rmse)
         lines += [
             "",
             f"Learned weighting against the best fixed weight ({best.name}, by honest top-10 "
-            f"minus 4 x RMSE): honest top-10 {learned[0].honest_top10_accuracy:.4f} vs "
-            f"{best.honest_top10_accuracy:.4f}, RMSE {learned[0].rmse:.4f} vs {best.rmse:.4f}.",
+            f"minus 4 x RMSE): honest top-10 {learned[0].honest_top_k_accuracy:.4f} vs "
+            f"{best.honest_top_k_accuracy:.4f}, RMSE {learned[0].rmse:.4f} vs {best.rmse:.4f}.",
         ]
     lines += ["", "![trade-off](sweep.png)", ""]
     with atomic_path(out / "sweep.md") as tmp:
@@ -859,7 +859,7 @@ def _plot_sweep(points: list[SweepPoint], path: Path, title: str) -> None:
     front = sorted((p for p in points if p.pareto), key=lambda p: p.rmse)
     ax.plot(
         [p.rmse for p in front],
-        [p.honest_top10_accuracy for p in front],
+        [p.honest_top_k_accuracy for p in front],
         "-",
         color="#999",
         zorder=1,
@@ -867,10 +867,10 @@ def _plot_sweep(points: list[SweepPoint], path: Path, title: str) -> None:
     )
     for p in points:
         color = "#DD8452" if p.retrieval_weight is None else ("#4C72B0" if p.pareto else "#9bb0d3")
-        ax.scatter(p.rmse, p.honest_top10_accuracy, color=color, zorder=2)
+        ax.scatter(p.rmse, p.honest_top_k_accuracy, color=color, zorder=2)
         ax.annotate(
             "learned" if p.retrieval_weight is None else f"{p.retrieval_weight:g}",
-            (p.rmse, p.honest_top10_accuracy),
+            (p.rmse, p.honest_top_k_accuracy),
             textcoords="offset points",
             xytext=(5, 4),
             fontsize=8,

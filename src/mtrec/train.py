@@ -175,13 +175,36 @@ def validation_loss(
             val.item[rows],
             val.label[rows],
             config.retrieval_weight,
-            config.ranking_weight,
+            config.rating_weight,
             None,
             options,
         )
         totals.append(float(parts.total))
     model.train(was_training)
     return sum(totals) / len(totals)
+
+
+@dataclasses.dataclass
+class _Run:
+    """What one call of :func:`_fit` trains with, set up once (see :func:`_setup`)."""
+
+    model: MultiTaskModel
+    forward: torch.nn.Module
+    """The model, or its ``DistributedDataParallel`` wrapper in a data-parallel run."""
+    data: EncodedInteractions
+    config: TrainConfig
+    optimizer: Adagrad | Adam
+    generator: torch.Generator
+    """Draws each epoch's order with ``shuffle``; its state is part of a checkpoint."""
+    options: RetrievalOptions
+    dtype: torch.dtype | None
+    fingerprint: str
+    checkpoints: Checkpointing | None
+    last_checkpoint: Path | None = None
+
+    @property
+    def n_batches(self) -> int:
+        return -(-len(self.data) // self.config.batch_size)
 
 
 def _fit(
@@ -208,145 +231,178 @@ def _fit(
     >>> history = train(model, encode(split.train, vocabs), TrainConfig(epochs=5))
     >>> history.epochs[-1].loss
     """
-    where = world()
+    run = _setup(model, data, config, checkpoints)
+    epoch, first_step, sums, stats = 1, 0, [0.0, 0.0, 0.0], []
+    if checkpoints is not None:
+        resumed = _resume(checkpoints, run.fingerprint, model, run.optimizer, run.generator)
+        if resumed is not None:
+            state, run.last_checkpoint = resumed
+            epoch, first_step, sums = state.epoch, state.step, state.sums
+            stats = [EpochStats(**h) for h in state.history]
+    every = (checkpoints.every_steps or 0) if checkpoints is not None else 0
+    writes = checkpoints is not None and world().is_main  # one process writes for all
+    run_started = time.perf_counter()
+    while epoch <= config.epochs:
+        epoch_started = time.perf_counter()
+        epoch_rng = run.generator.get_state()  # a checkpoint mid-epoch replays this order
+        order = torch.randperm(len(data), generator=run.generator) if config.shuffle else None
+        if progress is not None:
+            progress.start_epoch(epoch, config.epochs, run.n_batches)
+        for step in range(first_step, run.n_batches):
+            losses = _train_step(run, order, epoch, step)
+            sums = [a + b for a, b in zip(sums, losses, strict=True)]
+            if progress is not None:
+                progress.step(_named(losses, config))
+            if writes and every and (step + 1) % every == 0 and step + 1 < run.n_batches:
+                _checkpoint(run, epoch, step + 1, epoch_rng, sums, stats)
+        epoch_stats = _epoch_stats(epoch, sums, run, time.perf_counter() - epoch_started)
+        stats.append(epoch_stats)
+        if progress is not None:
+            progress.end_epoch(epoch_stats)
+        epoch, first_step, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
+        if writes:  # positioned at the start of the next epoch
+            _checkpoint(run, epoch, 0, run.generator.get_state(), sums, stats)
+        if after_epoch is not None and after_epoch(epoch - 1):
+            break
+    model.eval()
+    model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
+    precision = "bf16" if run.dtype is torch.bfloat16 else "fp32"
+    return History(stats, time.perf_counter() - run_started, precision)
+
+
+def _setup(
+    model: MultiTaskModel,
+    data: EncodedInteractions,
+    config: TrainConfig,
+    checkpoints: Checkpointing | None,
+) -> _Run:
+    """Seed, build the optimizer and the loss options, put the model in training mode."""
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout draws from the global generator: seed it too
     optimizer = make_optimizer(model, config)
-    n, size = len(data), config.batch_size
-    n_batches = -(-n // size)
-    w_ret, w_rank = config.retrieval_weight, config.ranking_weight
-    dtype = compute_dtype(config.precision)
-    options = retrieval_options(config, data, model.n_items)
-    stats: list[EpochStats] = []
-    epoch, first_step, sums = 1, 0, [0.0, 0.0, 0.0]
-    fingerprint = run_fingerprint(model, config, n)
-    last_checkpoint: Path | None = None
-    if checkpoints is not None:
-        resumed = _resume(checkpoints, fingerprint, model, optimizer, generator)
-        if resumed is not None:
-            state, last_checkpoint = resumed
-            epoch, first_step, sums = state.epoch, state.step, state.sums
-            stats = [EpochStats(**h) for h in state.history]
-
-    def snapshot(epoch: int, step: int, rng: torch.Tensor) -> Path:
-        assert checkpoints is not None
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            where = f"{last_checkpoint}" if last_checkpoint else "none was written"
-            position = (
-                f"after epoch {epoch - 1}" if step == 0 else f"at epoch {epoch}, batch {step}"
-            )
-            raise TrainingError(
-                f"training diverged: non-finite weights {position}; not checkpointed. "
-                f"Last good checkpoint: {where}"
-            )
-        history = [dataclasses.asdict(s) for s in stats]
-        state = TrainState(
-            epoch,
-            step,
-            model.state_dict(),
-            optimizer.accumulators,
-            rng,
-            sums,
-            history,
-            fingerprint,
-            torch.get_rng_state(),
-        )
-        return save_checkpoint(checkpoints, state)
-
-    every = (checkpoints.every_steps or 0) if checkpoints is not None else 0
-    writes = checkpoints is not None and where.is_main  # one process writes for all
     model.train()
     # Row-sparse table gradients: exact for Adagrad without weight decay (untouched rows
     # would not move), and the step then costs O(batch) instead of O(users + items).
     # Data-parallel runs all-reduce the sparse gradients too (gloo's sparse all-reduce:
     # 1M rows, 2 processes, one epoch: 11.3 s, against 36.0 s with dense gradients).
     model.sparse_gradients(sparse_updates(config))
-    forward = _data_parallel(model, w_ret, w_rank) if where.size > 1 else model
-    start_run = time.perf_counter()
-    while epoch <= config.epochs:
-        start = time.perf_counter()
-        epoch_rng = generator.get_state()
-        order = torch.randperm(n, generator=generator) if config.shuffle else None
-        if progress is not None:
-            progress.start_epoch(epoch, config.epochs, n_batches)
-        for step in range(first_step, n_batches):
-            lo = step * size
-            shard = None
-            start, stop = lo, lo + size
-            if where.size > 1:  # this process's slice of the global batch
-                shard = Shard.of(min(size, n - lo), where)
-                start, stop = lo + shard.rows().start, lo + shard.rows().stop
-            rows = order[start:stop] if order is not None else slice(start, stop)
-            if config.extra_negatives:  # a draw fixed by (seed, epoch, step): resumable
-                draw = torch.Generator().manual_seed(
-                    config.seed * 1_000_003 + epoch * 100_003 + step
-                )
-                negatives = torch.randint(model.n_items, (config.extra_negatives,), generator=draw)
-                options = dataclasses.replace(options, extra_negatives=negatives)
-            total, retrieval, rating = forward(
-                data.user[rows],
-                data.item[rows],
-                data.label[rows],
-                w_ret,
-                w_rank,
-                dtype,
-                options,
-                shard,
-            )
-            zero = total.new_zeros(())
-            stacked = torch.stack(
-                [
-                    total.detach(),
-                    retrieval.detach() if retrieval is not None else zero,
-                    rating.detach() if rating is not None else zero,
-                ]
-            )
-            # every process's losses add up to the global batch's (and all see a divergence)
-            values = (stacked if shard is None else shard.total(stacked)).tolist()
-            if not math.isfinite(values[0]):
-                good = f"{last_checkpoint}" if last_checkpoint else "none was written"
-                raise TrainingError(
-                    f"training diverged: loss {values[0]} at epoch {epoch}, batch {step + 1} of "
-                    f"{n_batches}; the weights stop before it. Last good checkpoint: {good}"
-                )
-            optimizer.zero_grad()
-            # DistributedDataParallel averages gradients over the processes; the global
-            # loss is their sum
-            (total if shard is None else total * where.size).backward()
-            optimizer.step()
-            sums = [a + b for a, b in zip(sums, values, strict=True)]
-            if progress is not None:
-                progress.step(_named(values, w_ret, w_rank))
-            if writes and every and (step + 1) % every == 0 and step + 1 < n_batches:
-                last_checkpoint = snapshot(epoch, step + 1, epoch_rng)
-        mean = _named([s / n_batches for s in sums], w_ret, w_rank)
-        epoch_stats = EpochStats(
-            epoch,
-            mean["loss"],
-            mean.get("retrieval"),
-            mean.get("rating"),
-            time.perf_counter() - start,
+    parallel = world().size > 1
+    return _Run(
+        model=model,
+        forward=_data_parallel(model, config) if parallel else model,
+        data=data,
+        config=config,
+        optimizer=optimizer,
+        generator=generator,
+        options=retrieval_options(config, data, model.n_items),
+        dtype=compute_dtype(config.precision),
+        fingerprint=run_fingerprint(model, config, len(data)),
+        checkpoints=checkpoints,
+    )
+
+
+def _batch(
+    run: _Run, order: torch.Tensor | None, step: int
+) -> tuple[torch.Tensor | slice, Shard | None]:
+    """The rows of batch ``step`` that this process trains on, and its shard of the
+    global batch (None when training alone)."""
+    size, n, where = run.config.batch_size, len(run.data), world()
+    start, stop, shard = step * size, (step + 1) * size, None
+    if where.size > 1:  # this process's slice of the global batch
+        shard = Shard.of(min(size, n - start), where)
+        start, stop = start + shard.rows().start, start + shard.rows().stop
+    return (order[start:stop] if order is not None else slice(start, stop)), shard
+
+
+def _train_step(run: _Run, order: torch.Tensor | None, epoch: int, step: int) -> list[float]:
+    """One optimizer step on batch ``step``; returns the global batch's (total,
+    retrieval, rating) losses, read before the step so a divergence never lands."""
+    config, data = run.config, run.data
+    rows, shard = _batch(run, order, step)
+    options = run.options
+    if config.extra_negatives:  # a draw fixed by (seed, epoch, step): resumable
+        draw = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 100_003 + step)
+        negatives = torch.randint(run.model.n_items, (config.extra_negatives,), generator=draw)
+        options = dataclasses.replace(options, extra_negatives=negatives)
+    total, retrieval, rating = run.forward(
+        data.user[rows],
+        data.item[rows],
+        data.label[rows],
+        config.retrieval_weight,
+        config.rating_weight,
+        run.dtype,
+        options,
+        shard,
+    )
+    zero = total.new_zeros(())
+    parts = [total, *(t if t is not None else zero for t in (retrieval, rating))]
+    stacked = torch.stack([p.detach() for p in parts])
+    # every process's losses add up to the global batch's (and all see a divergence);
+    # one host sync per step: the finite check needs the value before the step
+    losses: list[float] = (stacked if shard is None else shard.total(stacked)).tolist()
+    if not math.isfinite(losses[0]):
+        good = f"{run.last_checkpoint}" if run.last_checkpoint else "none was written"
+        raise TrainingError(
+            f"training diverged: loss {losses[0]} at epoch {epoch}, batch {step + 1} of "
+            f"{run.n_batches}; the weights stop before it. Last good checkpoint: {good}"
         )
-        stats.append(epoch_stats)
-        if progress is not None:
-            progress.end_epoch(epoch_stats)
-        epoch, first_step, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
-        if writes:  # positioned at the start of the next epoch
-            last_checkpoint = snapshot(epoch, 0, generator.get_state())
-        if after_epoch is not None and after_epoch(epoch - 1):
-            break
-    model.eval()
-    model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
-    precision = "bf16" if dtype is torch.bfloat16 else "fp32"
-    return History(stats, time.perf_counter() - start_run, precision)
+    run.optimizer.zero_grad()
+    # DistributedDataParallel averages gradients over the processes; the global loss is
+    # their sum
+    (total if shard is None else total * len(shard.sizes)).backward()
+    run.optimizer.step()
+    return losses
 
 
-def _data_parallel(model: MultiTaskModel, w_ret: float, w_rank: float) -> torch.nn.Module:
+def _checkpoint(
+    run: _Run,
+    epoch: int,
+    step: int,
+    epoch_rng: torch.Tensor,
+    sums: list[float],
+    stats: list[EpochStats],
+) -> None:
+    """Save the run positioned at ``step`` batches into ``epoch``; refuses non-finite weights."""
+    assert run.checkpoints is not None
+    if not all(bool(torch.isfinite(p).all()) for p in run.model.parameters()):
+        good = f"{run.last_checkpoint}" if run.last_checkpoint else "none was written"
+        position = f"after epoch {epoch - 1}" if step == 0 else f"at epoch {epoch}, batch {step}"
+        raise TrainingError(
+            f"training diverged: non-finite weights {position}; not checkpointed. "
+            f"Last good checkpoint: {good}"
+        )
+    state = TrainState(
+        epoch=epoch,
+        step=step,
+        model=run.model.state_dict(),
+        accumulators=run.optimizer.accumulators,
+        epoch_rng=epoch_rng,
+        sums=sums,
+        history=[dataclasses.asdict(s) for s in stats],
+        fingerprint=run.fingerprint,
+        global_rng=torch.get_rng_state(),
+    )
+    run.last_checkpoint = save_checkpoint(run.checkpoints, state)
+
+
+def _epoch_stats(epoch: int, sums: list[float], run: _Run, seconds: float) -> EpochStats:
+    mean = _named([s / run.n_batches for s in sums], run.config)
+    return EpochStats(
+        epoch=epoch,
+        loss=mean["loss"],
+        retrieval_loss=mean.get("retrieval"),
+        rating_loss=mean.get("rating"),
+        seconds=seconds,
+    )
+
+
+def _data_parallel(model: MultiTaskModel, config: TrainConfig) -> torch.nn.Module:
     """The model under ``DistributedDataParallel`` (gradients all-reduced during backward);
     a task with weight 0 leaves its parameters without gradients, which DDP must expect."""
     from torch.nn.parallel import DistributedDataParallel
 
-    return DistributedDataParallel(model, find_unused_parameters=not (w_ret and w_rank))
+    both = config.retrieval_weight and config.rating_weight
+    return DistributedDataParallel(model, find_unused_parameters=not both)
 
 
 def sparse_updates(config: TrainConfig) -> bool:
@@ -417,10 +473,11 @@ def _resume(
     return state, path
 
 
-def _named(values: list[float], w_ret: float, w_rank: float) -> dict[str, float]:
+def _named(values: list[float], config: TrainConfig) -> dict[str, float]:
+    """(total, retrieval, rating) by name, leaving out a task with weight 0."""
     named = {"loss": values[0]}
-    if w_ret:
+    if config.retrieval_weight:
         named["retrieval"] = values[1]
-    if w_rank:
+    if config.rating_weight:
         named["rating"] = values[2]
     return named

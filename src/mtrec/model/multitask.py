@@ -182,7 +182,7 @@ class MultiTaskModel(nn.Module):
         item: torch.Tensor,
         label: torch.Tensor,
         retrieval_weight: float = 1.0,
-        ranking_weight: float = 1.0,
+        rating_weight: float = 1.0,
         compute_dtype: torch.dtype | None = None,
         options: RetrievalOptions | None = None,
         shard: Shard | None = None,
@@ -229,13 +229,13 @@ class MultiTaskModel(nn.Module):
                 count=count,
             )
             total = total + self._weigh(0, retrieval_weight * retrieval)
-        if ranking_weight:
+        if rating_weight:
             with torch.autocast(
                 u.device.type, dtype=compute_dtype, enabled=compute_dtype is not None
             ):
                 predicted = self.predict_rating(u, i, user, item)
             rating = rating_loss(predicted.float(), label, None if shard is None else shard.count)
-            total = total + self._weigh(1, ranking_weight * rating)
+            total = total + self._weigh(1, rating_weight * rating)
         return LossParts(total, retrieval, rating)
 
     def forward(
@@ -244,7 +244,7 @@ class MultiTaskModel(nn.Module):
         item: torch.Tensor,
         label: torch.Tensor,
         retrieval_weight: float,
-        ranking_weight: float,
+        rating_weight: float,
         compute_dtype: torch.dtype | None,
         options: RetrievalOptions | None,
         shard: Shard | None,
@@ -252,7 +252,7 @@ class MultiTaskModel(nn.Module):
         """:meth:`loss` as a tuple: what ``DistributedDataParallel`` calls, so that its
         gradient hooks run (a plain method call would bypass them)."""
         parts = self.loss(
-            user, item, label, retrieval_weight, ranking_weight, compute_dtype, options, shard
+            user, item, label, retrieval_weight, rating_weight, compute_dtype, options, shard
         )
         return parts.total, parts.retrieval, parts.rating
 
