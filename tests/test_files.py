@@ -212,7 +212,7 @@ def test_tuned_preset_on_a_log_without_metadata_leaves_side_features_out(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     from mtrec.config import preset
-    from mtrec.experiments import train_model
+    from mtrec.pipeline import train_model
 
     pq.write_table(_log(), tmp_path / "log.parquet")
     ds = load_interactions(tmp_path / "log.parquet", MAP)

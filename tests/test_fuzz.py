@@ -178,7 +178,7 @@ def _model_dir() -> Path:
     """One small saved model, built once for the artifact fuzzing below."""
     global _MODEL_DIR
     if _MODEL_DIR is None:
-        from mtrec.experiments import train_model
+        from mtrec.pipeline import train_model
 
         root = Path(tempfile.mkdtemp(prefix="mtrec-fuzz-"))
         dataset = read_grouplens_dir(

@@ -23,7 +23,7 @@ def test_page_recommends_and_shows_similar_movies(tiny_dir: Path, tmp_path: Path
     from mtrec import artifact
     from mtrec.config import ModelConfig, TrainConfig
     from mtrec.data.movielens import read_grouplens_dir
-    from mtrec.experiments import train_model
+    from mtrec.pipeline import train_model
 
     saved = train_model(
         read_grouplens_dir(tiny_dir),

@@ -21,7 +21,7 @@ from servers import start_server
 from mtrec import artifact
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data.movielens import read_grouplens_dir
-from mtrec.experiments import train_model
+from mtrec.pipeline import train_model
 from mtrec.serve import MAX_BODY_BYTES, create_app
 
 

@@ -11,7 +11,7 @@ pytest.importorskip("fastapi", reason="the 'serve' extra is not installed")
 from mtrec import artifact  # noqa: E402
 from mtrec.config import ModelConfig, TrainConfig  # noqa: E402
 from mtrec.data.movielens import read_grouplens_dir  # noqa: E402
-from mtrec.experiments import train_model  # noqa: E402
+from mtrec.pipeline import train_model  # noqa: E402
 from mtrec.serve import create_app  # noqa: E402
 
 

@@ -14,7 +14,7 @@ from mtrec.data.movielens import read_grouplens_dir
 from mtrec.evaluate import evaluate, top_k_items
 from mtrec.features import Vocabs, encode
 from mtrec.model import MultiTaskModel
-from mtrec.recommend import retrieve_then_rank
+from mtrec.recommend import recommend_reference
 from mtrec.train import EpochStats, train
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
@@ -53,7 +53,7 @@ def test_learns_the_planted_clusters(tiny_dir: Path) -> None:
     first_half_user = vocabs.users.ids(range(len(vocabs.users)))[:, None] <= 30
     assert ((top <= 20) == first_half_user).mean() > 0.85
     # user 1 is in the first half: its recommendations should come from items 1..20
-    recs = retrieve_then_rank(model, vocabs, 1, k=5, candidates=10, items=ds.items)
+    recs = recommend_reference(model, vocabs, 1, k=5, candidates=10, items=ds.items)
     assert sum(int(r.item_id) <= 20 for r in recs) >= 4
     assert [r.predicted_rating for r in recs] == sorted(
         (r.predicted_rating for r in recs), reverse=True
@@ -94,16 +94,16 @@ def test_progress_receives_every_batch(tiny_dir: Path) -> None:
     assert seen == [("start", 1, 1, 3), *[["loss", "rating", "retrieval"]] * 3, ("end", 1)]
 
 
-def test_unknown_user_in_retrieve_then_rank(tiny_dir: Path) -> None:
+def test_unknown_user_in_recommend_reference(tiny_dir: Path) -> None:
     from mtrec.errors import UnknownIdError
 
     _ds, vocabs, model, *_ = _fit(tiny_dir, TrainConfig(epochs=1, batch_size=64))
     with pytest.raises(UnknownIdError, match="unknown user id 999"):
-        retrieve_then_rank(model, vocabs, 999)
+        recommend_reference(model, vocabs, 999)
 
 
 def test_side_features_are_encoded_from_metadata(tiny_dir: Path) -> None:
-    from mtrec.experiments import build_model
+    from mtrec.pipeline import build_model
     from mtrec.features import feature_codes
 
     ds = read_grouplens_dir(tiny_dir)

@@ -11,6 +11,7 @@
 Saved models (``mtrec train``) are served by ``mtrec.Recommender.load(directory)``.
 """
 
+from mtrec.compare import compare
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import (
     ColumnMap,
@@ -24,16 +25,16 @@ from mtrec.data import (
 )
 from mtrec.errors import ArtifactError, ConfigError, DataError, MtrecError, UnknownIdError
 from mtrec.evaluate import EvalReport, evaluate
-from mtrec.experiments import compare, evaluate_saved, train_model
 from mtrec.features import RatingScale, Vocabs, encode
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index
 from mtrec.model import MultiTaskModel
+from mtrec.pipeline import evaluate_saved, fit_and_evaluate, prepare, train_model
 from mtrec.recommend import (
     Recommendation,
     Recommendations,
     Recommender,
     SimilarItem,
-    retrieve_then_rank,
+    recommend_reference,
 )
 from mtrec.train import History, train
 from mtrec.vocab import Vocab
@@ -41,11 +42,44 @@ from mtrec.vocab import Vocab
 __version__ = "0.1.0"
 
 __all__ = [
-    "ArtifactError", "ColumnMap", "ConfigError", "DataError", "Dataset", "EvalReport", "ExactIndex",
-    "FaissIndex", "History", "Index", "Interactions", "ModelConfig", "MtrecError",
-    "MultiTaskModel", "RatingScale", "Recommendation", "Recommendations", "Recommender",
-    "SimilarItem", "Split", "TrainConfig", "UnknownIdError", "Vocab", "Vocabs", "__version__",
-    "build_index", "compare", "encode", "evaluate", "evaluate_saved", "load_index",
-    "load_interactions", "load_movielens", "random_split", "retrieve_then_rank",
-    "temporal_split", "train", "train_model",
+    "ArtifactError",
+    "ColumnMap",
+    "ConfigError",
+    "DataError",
+    "Dataset",
+    "EvalReport",
+    "ExactIndex",
+    "FaissIndex",
+    "History",
+    "Index",
+    "Interactions",
+    "ModelConfig",
+    "MtrecError",
+    "MultiTaskModel",
+    "RatingScale",
+    "Recommendation",
+    "Recommendations",
+    "Recommender",
+    "SimilarItem",
+    "Split",
+    "TrainConfig",
+    "UnknownIdError",
+    "Vocab",
+    "Vocabs",
+    "__version__",
+    "build_index",
+    "compare",
+    "encode",
+    "evaluate",
+    "evaluate_saved",
+    "fit_and_evaluate",
+    "load_index",
+    "load_interactions",
+    "load_movielens",
+    "prepare",
+    "random_split",
+    "recommend_reference",
+    "temporal_split",
+    "train",
+    "train_model",
 ]  # fmt: skip

@@ -23,6 +23,7 @@ from rich.table import Table
 
 from mtrec import artifact
 from mtrec.checkpoint import Checkpointing
+from mtrec.compare import CompareResult, compare_seeds
 from mtrec.config import preset as make_preset
 from mtrec.data import Dataset, load_movielens, synthesize
 from mtrec.data.files import ColumnMap, load_interactions
@@ -30,22 +31,14 @@ from mtrec.data.movielens import MOVIELENS
 from mtrec.data.synth import write_parquet
 from mtrec.distributed import join_from_env, leave
 from mtrec.errors import ConfigError, MtrecError
-from mtrec.experiments import (
-    CompareResult,
-    compare_seeds,
-    evaluate_saved,
-    list_rows,
-    preload_plotting,
-    sweep,
-    table_rows,
-    train_model,
-    write_outputs,
-    write_sweep,
-)
 from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
+from mtrec.pipeline import evaluate_saved, train_model
+from mtrec.plots import preload_plotting
 from mtrec.recommend import Recommender, write_all_users
+from mtrec.report import list_rows, table_rows, write_outputs, write_sweep
 from mtrec.runtime import tune_allocator
+from mtrec.sweep import sweep
 from mtrec.train import EpochStats
 
 app = typer.Typer(
@@ -100,6 +93,10 @@ SkipBadRows = Annotated[
     ),
 ]
 
+
+SplitKind = Annotated[
+    str, typer.Option("--split", help="random, temporal (latest rows) or temporal-user.")
+]
 
 DATA_FLAGS = (
     "data_dir", "cache_dir", "dataset", "interactions", "user_col", "item_col", "rating_col",
@@ -197,7 +194,15 @@ def _progress_bars(console: Console) -> RichBar:
 def compare_cmd(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
-    movielens: DatasetName = "ml-100k",
+    dataset: DatasetName = "ml-100k",
+    interactions: InteractionsFile = None,
+    user_col: UserCol = "user_id",
+    item_col: ItemCol = "item_id",
+    rating_col: RatingCol = None,
+    timestamp_col: TimestampCol = None,
+    items_file: ItemsFile = None,
+    skip_bad_rows: SkipBadRows = False,
+    split: SplitKind = "random",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/compare"
     ),
@@ -218,7 +223,10 @@ def compare_cmd(
         str | None,
         typer.Option(help="Training matmuls: auto (bf16 on CPUs with native bf16), fp32, bf16."),
     ] = None,
-    user: Annotated[str, typer.Option(help="User whose retrieve-then-rank list is shown.")] = "5",
+    user: Annotated[
+        str | None,
+        typer.Option(help="User whose retrieve-then-rank list is shown (default 5, or the first)."),
+    ] = None,
     baselines: Annotated[
         bool, typer.Option(help="Also evaluate popularity, EASE and the global mean.")
     ] = False,
@@ -237,18 +245,19 @@ def compare_cmd(
     )
     seed_list = [seed] if seeds is None else [_parse_seed(s) for s in seeds.split(",")]
     preload_plotting()
-    dataset = load_movielens(movielens, data_dir=data_dir, cache_dir=cache_dir)
+    data = _load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         result = compare_seeds(
-            dataset,
+            data,
             seed_list,
             model_config=model_config,
             train_config=train_config,
-            user_id=_parse_id(user),
+            user_id=user,
             progress=None if quiet else (lambda name: _ModelBar(bars, name)),
             baselines=baselines,
             ease_lambda=ease_lambda,
+            split=split,
         )
     paths = write_outputs(result, output)
     if as_json:
@@ -262,7 +271,15 @@ def compare_cmd(
 def sweep_cmd(
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
-    movielens: DatasetName = "ml-100k",
+    dataset: DatasetName = "ml-100k",
+    interactions: InteractionsFile = None,
+    user_col: UserCol = "user_id",
+    item_col: ItemCol = "item_id",
+    rating_col: RatingCol = None,
+    timestamp_col: TimestampCol = None,
+    items_file: ItemsFile = None,
+    skip_bad_rows: SkipBadRows = False,
+    split: SplitKind = "random",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/sweep"
     ),
@@ -283,21 +300,22 @@ def sweep_cmd(
             f"--weights: expected numbers separated by commas, got {weights!r}"
         ) from None
     preload_plotting()
-    dataset = load_movielens(movielens, data_dir=data_dir, cache_dir=cache_dir)
+    data = _load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
     points = sweep(
-        dataset,
+        data,
         grid,
         seed=seed,
         model_config=model_config,
         train_config=train_config,
         learned=learned,
+        split=split,
     )
-    paths = write_sweep(points, output, f"{dataset.name}, preset {preset}, seed {seed}")
+    paths = write_sweep(points, output, f"{data.name}, preset {preset}, seed {seed}")
     if as_json:
         sys.stdout.write((output / "sweep.json").read_text())
         return
     table = Table(
-        title=f"{dataset.name}, preset {preset}, seed {seed}: retrieval weight (ranking 1)"
+        title=f"{data.name}, preset {preset}, seed {seed}: retrieval weight (rating weight 1)"
     )
     for col in ("model", "top-10 ref", "top-10 honest", "RMSE", "Pareto", "train s"):
         table.add_column(col, justify="left" if col == "model" else "right")
@@ -366,10 +384,6 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or value != value else value
 
 
-def _parse_id(text: str) -> int | str:
-    return int(text) if text.lstrip("-").isdigit() else text
-
-
 @data_app.command("fetch")
 def data_fetch(
     data_dir: DataDir = None, cache_dir: CacheDir = None, dataset: DatasetName = "ml-100k"
@@ -422,9 +436,7 @@ def train_cmd(
     timestamp_col: TimestampCol = None,
     items_file: ItemsFile = None,
     skip_bad_rows: SkipBadRows = False,
-    split: Annotated[
-        str, typer.Option(help="random, temporal (latest rows) or temporal-user.")
-    ] = "random",
+    split: SplitKind = "random",
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The model directory to write.")
     ] = Path("mtrec-out/model"),

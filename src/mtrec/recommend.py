@@ -24,7 +24,7 @@ from mtrec.features import RatingScale, Vocabs
 from mtrec.index import ExactIndex
 from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
-from mtrec.retrieval import RankedBatch, rank_candidates, retrieve_and_rank
+from mtrec.two_stage import RankedBatch, rank_candidates, retrieve_then_rank
 from mtrec.vocab import Vocab
 
 
@@ -108,7 +108,7 @@ class RatedItem:
         }
 
 
-def retrieve_then_rank(
+def recommend_reference(
     model: MultiTaskModel,
     vocabs: Vocabs,
     user_id: int | str,
@@ -121,12 +121,12 @@ def retrieve_then_rank(
     """The reference's prediction: top ``candidates`` (default ``k``) over the whole
     catalogue by dot product, training movies included, ranked by predicted rating.
 
-    >>> recs = retrieve_then_rank(model, vocabs, 5, items=dataset.items)
+    >>> recs = recommend_reference(model, vocabs, 5, items=dataset.items)
     """
     with torch.inference_mode():
         index = ExactIndex(model.embed_items().numpy())
     row = np.array([vocabs.users.row(user_id)], dtype=np.int64)
-    batch = retrieve_and_rank(model, index, row, k=k, candidates=candidates or k)
+    batch = retrieve_then_rank(model, index, row, k=k, candidates=candidates or k)
     info = ItemInfo.from_items(vocabs.items, items)
     return _records(batch, 0, vocabs.items, info, scale or RatingScale())
 
@@ -177,28 +177,19 @@ class Recommender:
         """Load a directory written by ``mtrec train`` (see ``mtrec.artifact``)."""
         return cls(artifact.load(directory))
 
-    @staticmethod
-    def _coerce(vocab: Vocab, raw: int | str) -> int | str:
-        """An id as typed on a command line or in a URL ("5") in the vocabulary's own type."""
-        if isinstance(raw, str) and vocab.id_array.dtype.kind in "iu":
-            text = raw.strip()
-            if text.lstrip("-").isdigit():
-                return int(text)
-        return raw
-
     def _row(self, vocab: Vocab, raw: int | str) -> int | None:
-        raw = self._coerce(vocab, raw)
+        raw = vocab.parse(raw)
         return vocab.row(raw) if raw in vocab else None
 
     def canonical_id(self, kind: str, raw: int | str) -> int | str:
         """``raw`` (e.g. "5" from a URL) as the ``kind`` ("user" or "item") vocabulary types it."""
-        return self._coerce(self.vocabs.users if kind == "user" else self.vocabs.items, raw)
+        return (self.vocabs.users if kind == "user" else self.vocabs.items).parse(raw)
 
     def item_row(self, item_id: int | str) -> int:
         """The row of a known item; ``UnknownIdError`` otherwise."""
         row = self._row(self.vocabs.items, item_id)
         if row is None:
-            raise UnknownIdError("item", self._coerce(self.vocabs.items, item_id))
+            raise UnknownIdError("item", self.vocabs.items.parse(item_id))
         return row
 
     def seen(self, user_id: int | str) -> list[int | str]:
@@ -268,7 +259,7 @@ class Recommender:
     ) -> RankedBatch:
         """Retrieve-then-rank for user rows, as arrays (what batch export writes)."""
         exclude = [self._seen_rows(int(r)) for r in user_rows] if exclude_seen else None
-        return retrieve_and_rank(
+        return retrieve_then_rank(
             self.model, self.index, user_rows, k=k, candidates=candidates, exclude=exclude
         )
 
@@ -294,7 +285,7 @@ class Recommender:
         """The given items ordered by predicted rating for ``user_id`` (both must be known)."""
         user = self._row(self.vocabs.users, user_id)
         if user is None:
-            raise UnknownIdError("user", self._coerce(self.vocabs.users, user_id))
+            raise UnknownIdError("user", self.vocabs.users.parse(user_id))
         cands = np.array([[self.item_row(i) for i in item_ids]], dtype=np.int64)
         retrieval, predicted = rank_candidates(self.model, np.array([user]), cands)
         order = np.argsort(-predicted, axis=1, kind="stable")

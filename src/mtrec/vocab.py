@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from mtrec.errors import ArtifactError, UnknownIdError
+
+_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]{0,18})")
+"""A decimal integer as written canonically: ASCII digits, no sign but '-', no leading
+zeros, at most 19 digits (int64). '05', ' 5', '²' or '٥' are not ids of user 5."""
 
 
 class Vocab:
@@ -81,6 +86,17 @@ class Vocab:
         shifted = ids.astype(np.int64, copy=False) - lo
         shifted[(shifted < 0) | (shifted > hi - lo)] = hi - lo + 1
         return table[shifted]
+
+    def parse(self, raw: int | str) -> int | str:
+        """An id as typed on a command line or in a URL ("5") in this vocabulary's type.
+
+        The one id parser of the CLI, the library and the service: over integer ids, a
+        string is an integer only when written canonically (see ``_CANONICAL_INT``);
+        anything else stays the string it was, which such a vocabulary does not hold.
+        """
+        if isinstance(raw, str) and self._ids.dtype.kind in "iu" and _CANONICAL_INT.fullmatch(raw):
+            return int(raw)
+        return raw
 
     def row(self, raw_id: object) -> int:
         """The row of one id; ``UnknownIdError`` if it is not in the vocabulary."""

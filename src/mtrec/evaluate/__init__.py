@@ -2,6 +2,7 @@
 
 from mtrec.evaluate.metrics import mae, ranking_metrics, rmse, top_k_hits
 from mtrec.evaluate.protocol import (
+    EvalProtocol,
     EvalReport,
     ListReport,
     evaluate,
@@ -13,6 +14,7 @@ from mtrec.evaluate.protocol import (
 )
 
 __all__ = [
+    "EvalProtocol",
     "EvalReport",
     "ListReport",
     "evaluate",

@@ -26,9 +26,9 @@ from mtrec.evaluate.metrics import mae, ranking_metrics, ranking_metrics_per_use
 from mtrec.features import EncodedInteractions, SeenItems
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
-from mtrec.retrieval import retrieve_and_rank
+from mtrec.two_stage import retrieve_then_rank
 
-Protocol = Literal["reference", "honest"]
+EvalProtocol = Literal["reference", "honest"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -90,7 +90,7 @@ def ranking_report(
     test: EncodedInteractions,
     *,
     k: int = 10,
-    protocol: Protocol = "reference",
+    protocol: EvalProtocol = "reference",
     seen: SeenItems | None = None,
     threshold: float = 0.9,
     relevant_min: float = 0.75,
@@ -148,7 +148,7 @@ def evaluate(
     k: int = 10,
     threshold: float = 0.9,
     rating_range: float = 4.0,
-    protocol: Protocol = "reference",
+    protocol: EvalProtocol = "reference",
     seen: SeenItems | None = None,
 ) -> EvalReport:
     """Rating and ranking metrics of ``model`` on ``test`` under ``protocol``.
@@ -215,7 +215,7 @@ def list_reports(
         queries = model.embed_users(torch.from_numpy(users)).numpy()
     lists = {"retrieval": retrieval.search(queries, k, exclude=exclude)[1]}
     for c in candidates:
-        batch = retrieve_and_rank(model, retrieval, users, k=k, candidates=c, exclude=exclude)
+        batch = retrieve_then_rank(model, retrieval, users, k=k, candidates=c, exclude=exclude)
         lists[f"retrieve {c}, then rank"] = batch.rows
     counts = np.bincount(seen.items, minlength=len(items)).astype(np.float32)[:, None]
     everyone = np.ones((len(users), 1), dtype=np.float32)

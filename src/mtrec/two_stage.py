@@ -44,7 +44,7 @@ def rank_candidates(
     return np.where(valid, retrieval, -np.inf), np.where(valid, predicted, -np.inf)
 
 
-def retrieve_and_rank(
+def retrieve_then_rank(
     model: MultiTaskModel,
     index: Index,
     user_rows: NDArray[np.int64],

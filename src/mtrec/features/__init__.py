@@ -1,0 +1,39 @@
+"""Interactions -> tensors of table rows and scaled labels, ready for the model.
+
+- ``encoding``: vocabularies, the rating scale, encoded rows;
+- ``history``: each user's seen items, item counts;
+- ``side``: side-feature codes for the towers.
+"""
+
+from mtrec.features.encoding import EncodedInteractions, RatingScale, Vocabs, encode
+from mtrec.features.history import (
+    SeenItems,
+    interaction_counts,
+    liked_counts,
+    seen_items,
+)
+from mtrec.features.side import (
+    AGE_BUCKETS,
+    ITEM_FEATURES,
+    USER_FEATURES,
+    FeatureCodes,
+    available_features,
+    feature_codes,
+)
+
+__all__ = [
+    "AGE_BUCKETS",
+    "ITEM_FEATURES",
+    "USER_FEATURES",
+    "EncodedInteractions",
+    "FeatureCodes",
+    "RatingScale",
+    "SeenItems",
+    "Vocabs",
+    "available_features",
+    "encode",
+    "feature_codes",
+    "interaction_counts",
+    "liked_counts",
+    "seen_items",
+]

@@ -1,0 +1,96 @@
+"""Charts of compare and sweep results (matplotlib's object API: no pyplot global state)."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from mtrec.io import atomic_path
+
+if TYPE_CHECKING:
+    from mtrec.compare import CompareResult
+    from mtrec.sweep import SweepPoint
+
+
+def preload_plotting() -> threading.Thread:
+    """Import matplotlib in a background thread while the models train.
+
+    The import takes about half a second and is mostly Python, which runs while the
+    training thread waits in PyTorch kernels (they release the GIL).
+    """
+
+    def load() -> None:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.backends.backend_agg
+        import matplotlib.figure
+
+    thread = threading.Thread(target=load, name="mtrec-preload-matplotlib", daemon=True)
+    thread.start()
+    return thread
+
+
+def plot_comparison(result: CompareResult, path: str | Path) -> None:
+    """Two bar charts side by side: top-10 accuracy and RMSE of each model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure  # no pyplot: no global state, faster import
+
+    names = [m.name for m in result.models]
+    fig = Figure(figsize=(9, 3.6))
+    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.8, wspace=0.25)
+    colors = ["#4C72B0", "#DD8452", "#55A868"][: len(names)]
+    for ax, key, title in zip(
+        fig.subplots(1, 2),
+        ("top_k_accuracy", "rmse"),
+        ("Top-10 accuracy (higher is better)", "RMSE, scaled (lower is better)"),
+        strict=True,
+    ):
+        values = [getattr(m, key) for m in result.models]
+        bars = ax.bar(names, values, color=colors)
+        ax.bar_label(bars, fmt="%.4f", fontsize=8)
+        ax.set_title(title, fontsize=10)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.margins(y=0.15)
+    fig.suptitle(f"{result.dataset}, {result.protocol} protocol, seed {result.seed}", fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_sweep(points: list[SweepPoint], path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.4))
+    ax = fig.subplots()
+    front = sorted((p for p in points if p.pareto), key=lambda p: p.rmse)
+    ax.plot(
+        [p.rmse for p in front],
+        [p.honest_top_k_accuracy for p in front],
+        "-",
+        color="#999",
+        zorder=1,
+        label="Pareto front",
+    )
+    for p in points:
+        color = "#DD8452" if p.retrieval_weight is None else ("#4C72B0" if p.pareto else "#9bb0d3")
+        ax.scatter(p.rmse, p.honest_top_k_accuracy, color=color, zorder=2)
+        ax.annotate(
+            "learned" if p.retrieval_weight is None else f"{p.retrieval_weight:g}",
+            (p.rmse, p.honest_top_k_accuracy),
+            textcoords="offset points",
+            xytext=(5, 4),
+            fontsize=8,
+        )
+    ax.set_xlabel("RMSE, scaled (lower is better)")
+    ax.set_ylabel("top-10 accuracy, honest (higher is better)")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8)
+    fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.9)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)

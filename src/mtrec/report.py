@@ -1,0 +1,209 @@
+"""Results as files and tables: results.json, Markdown reports, the cells the CLI prints."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from mtrec.compare import CompareResult
+from mtrec.io import atomic_path, json_safe, write_json
+from mtrec.plots import plot_comparison, plot_sweep
+from mtrec.sweep import SweepPoint
+
+
+def write_outputs(result: CompareResult, output_dir: str | Path) -> list[Path]:
+    """Write ``results.json``, ``report.md`` and ``compare.png`` (each atomically)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "results.json", result.to_dict())
+    with atomic_path(out / "report.md") as tmp:
+        tmp.write_text(render_markdown(result), encoding="utf-8")
+    plot_comparison(result, out / "compare.png")
+    return [out / "results.json", out / "report.md", out / "compare.png"]
+
+
+def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """The comparison table (models, then baselines) as text cells, for any renderer."""
+
+    def num(value: float | None, digits: int) -> str:
+        return "-" if value is None or value != value else f"{value:.{digits}f}"
+
+    headers = [
+        "model",
+        "weights (ret, rank)",
+        "top-10 ref",
+        "top-10 honest",
+        "recall@10",
+        "NDCG@10",
+        "RMSE",
+        "RMSE stars",
+        "train s",
+    ]
+    rows = []
+    for m in [*result.models, *result.baselines]:
+        weights = (
+            "-" if m.retrieval_weight is None else f"{m.retrieval_weight:g}, {m.rating_weight:g}"
+        )
+        rows.append(
+            [
+                m.name,
+                weights,
+                num(m.top_k_accuracy, 4),
+                num(m.honest.get("top_k_accuracy"), 4),
+                num(m.honest.get("recall"), 4),
+                num(m.honest.get("ndcg"), 4),
+                num(m.rmse, 4),
+                num(m.rmse_stars, 3),
+                num(m.train_seconds, 2),
+            ]
+        )
+    return headers, rows
+
+
+def _ci(interval: tuple[float, float]) -> str:
+    return f"[{interval[0]:+.4f}, {interval[1]:+.4f}]"
+
+
+def _with_ci(value: float, interval: tuple[float, float]) -> str:
+    return f"{value:.4f} [{interval[0]:.4f}, {interval[1]:.4f}]"
+
+
+def _mean_std(stat: dict[str, float]) -> str:
+    mean, std = stat["mean"], stat["std"]
+    return "-" if mean != mean else f"{mean:.4f} ± {std:.4f}"
+
+
+def list_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
+    """The lists table (retrieval, retrieve-then-rank, popularity) as text cells."""
+    headers = [
+        "list (multi-task, honest)",
+        "recall@10 [95% CI]",
+        "NDCG@10 [95% CI]",
+        "recall vs retrieval",
+        "NDCG vs retrieval",
+    ]
+    rows = [
+        [
+            r.name,
+            _with_ci(r.recall, r.recall_ci),
+            _with_ci(r.ndcg, r.ndcg_ci),
+            _ci(r.recall_vs_retrieval_ci),
+            _ci(r.ndcg_vs_retrieval_ci),
+        ]
+        for r in result.lists
+    ]
+    return headers, rows
+
+
+def render_markdown(result: CompareResult) -> str:
+    """A self-contained report: setup, the table, per-epoch losses, one user's list."""
+    tc, mc = result.train_config, result.model_config
+    lines = [
+        f"# mtrec compare: {result.dataset}, seed {result.seed}, reference and honest protocols",
+        "",
+        f"Data: {result.dataset} from {result.data_source or 'memory'}.",
+        "",
+        f"Split: {result.n_train:,} train / {result.n_test:,} test rows (one seeded shuffle). "
+        f"Model: {mc.embedding_dim}-d towers, rating head {list(mc.head_layers)} -> 1. "
+        f"Training: {tc.optimizer} lr {tc.learning_rate}, {tc.epochs} epochs, "
+        f"batch {tc.batch_size}, {result.models[0].precision} matmuls. "
+        "Retrieval loss summed over the batch, rating loss averaged (as the reference).",
+        "",
+        "Top-10 accuracy: share of 5-star test rows whose movie is in the user's top 10 over "
+        "the whole catalogue; under the reference protocol the movies the user rated in "
+        "training are not excluded, under the honest one they are. Recall@10 and NDCG@10 "
+        "(honest): per user, relevant = test ratings of 4+ stars. RMSE on the scaled rating "
+        "(0.25 = one star).",
+        "",
+    ]
+    if result.other_seeds:
+        seeds = ", ".join(str(s) for s in [result.seed, *(r.seed for r in result.other_seeds)])
+        lines += [
+            f"## Mean and standard deviation over seeds {seeds}",
+            "",
+            "| model | top-10 ref | top-10 honest | recall@10 | NDCG@10 | RMSE | train s |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        keys = ("top_k_accuracy", "honest_top_k_accuracy", "honest_recall", "honest_ndcg", "rmse")
+        for name, stats in result.summary().items():
+            cells = [_mean_std(stats[key]) for key in keys]
+            seconds = stats["train_seconds"]["mean"]
+            lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+        lines += ["", f"## Seed {result.seed}", ""]
+    headers, rows = table_rows(result)
+    lines.append("| " + " | ".join(headers) + " |")
+    lines.append("|---|---|" + "---:|" * (len(headers) - 2))
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    if result.lists:
+        lines += [
+            "",
+            "## The lists a user gets (multi-task model, honest protocol)",
+            "",
+            "Retrieve C, then rank: the top C by retrieval score re-sorted by predicted "
+            "rating (`mtrec recommend` serves C = 100). 95% bootstrap intervals over users; "
+            "the last two columns are paired differences to retrieval alone.",
+            "",
+        ]
+        list_headers, list_cells = list_rows(result)
+        lines.append("| " + " | ".join(list_headers) + " |")
+        lines.append("|---|---:|---:|---:|---:|")
+        lines += ["| " + " | ".join(row) + " |" for row in list_cells]
+    lines += [
+        "",
+        "## Loss per epoch (mean over batches)",
+        "",
+        "| model | " + " | ".join(f"epoch {e.epoch}" for e in result.models[0].epochs) + " |",
+        "|---|" + "---:|" * len(result.models[0].epochs),
+    ]
+    for m in result.models:
+        lines.append(f"| {m.name} | " + " | ".join(f"{e.loss:.4g}" for e in m.epochs) + " |")
+    lines += [
+        "",
+        f"## Retrieve, then rank: user {result.user_id} (multi-task model)",
+        "",
+        "| # | title | retrieval score | predicted stars |",
+        "|---:|---|---:|---:|",
+    ]
+    for n, r in enumerate(result.recommendations, start=1):
+        lines.append(f"| {n} | {r.title or r.item_id} | {r.retrieval_score:.3f} | {r.stars:.2f} |")
+    lines += ["", "![comparison](compare.png)", ""]
+    return "\n".join(lines)
+
+
+def write_sweep(points: list[SweepPoint], output_dir: str | Path, title: str) -> list[Path]:
+    """``sweep.json``, ``sweep.md`` and ``sweep.png`` (the trade-off, Pareto front marked)."""
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(
+        out / "sweep.json",
+        json_safe({"title": title, "points": [dataclasses.asdict(p) for p in points]}),
+    )
+    lines = [
+        f"# mtrec sweep: {title}",
+        "",
+        "| model | retrieval weight | top-10 ref | top-10 honest | RMSE | Pareto | train s |",
+        "|---|---:|---:|---:|---:|:---:|---:|",
+    ]
+    for p in points:
+        weight = "learned" if p.retrieval_weight is None else f"{p.retrieval_weight:g}"
+        if p.learned_weights:
+            weight += f" (ended at {p.learned_weights[0]:.3g} : {p.learned_weights[1]:.3g})"
+        lines.append(
+            f"| {p.name} | {weight} | {p.top_k_accuracy:.4f} | {p.honest_top_k_accuracy:.4f} "
+            f"| {p.rmse:.4f} | {'yes' if p.pareto else ''} | {p.train_seconds:.1f} |"
+        )
+    fixed = [p for p in points if p.retrieval_weight is not None]
+    learned = [p for p in points if p.retrieval_weight is None]
+    if fixed and learned:
+        best = max(fixed, key=lambda p: p.honest_top_k_accuracy - 4 * p.rmse)
+        lines += [
+            "",
+            f"Learned weighting against the best fixed weight ({best.name}, by honest top-10 "
+            f"minus 4 x RMSE): honest top-10 {learned[0].honest_top_k_accuracy:.4f} vs "
+            f"{best.honest_top_k_accuracy:.4f}, RMSE {learned[0].rmse:.4f} vs {best.rmse:.4f}.",
+        ]
+    lines += ["", "![trade-off](sweep.png)", ""]
+    with atomic_path(out / "sweep.md") as tmp:
+        tmp.write_text("\n".join(lines), encoding="utf-8")
+    plot_sweep(points, out / "sweep.png", title)
+    return [out / "sweep.json", out / "sweep.md", out / "sweep.png"]

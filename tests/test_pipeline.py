@@ -1,0 +1,63 @@
+"""One pipeline: compare, sweep and train_model prepare, fit and evaluate the same way."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtrec.compare import compare
+from mtrec.config import ModelConfig, TrainConfig
+from mtrec.data import Dataset, Interactions
+from mtrec.data.movielens import read_grouplens_dir
+from mtrec.pipeline import prepare, train_model
+from mtrec.sweep import sweep
+
+SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
+CONFIG = TrainConfig(epochs=3, batch_size=64, shuffle=True, seed=3)
+
+
+def test_compare_multi_task_row_equals_train_model(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    result = compare(ds, seed=CONFIG.seed, model_config=SMALL, train_config=CONFIG)
+    multi = next(m for m in result.models if m.name == "multi-task")
+    saved = train_model(ds, SMALL, CONFIG)
+    assert multi.top_k_accuracy == saved.metrics["top_k_accuracy"]
+    assert multi.rmse == saved.metrics["rmse"]
+    assert multi.mae == saved.metrics["mae"]
+    assert result.n_test == saved.data["split"]["n_test"]
+
+
+def _implicit(ds: Dataset) -> Dataset:
+    """The same log without ratings and without metadata (a user's own click log)."""
+    ev = ds.interactions
+    log = Interactions(ev.user, ev.item, np.ones(len(ev), dtype=np.float32), ev.timestamp)
+    return dataclasses.replace(ds, interactions=log, has_ratings=False, users=None, items=None)
+
+
+def test_prepare_adapts_the_configs_to_the_data(tiny_dir: Path) -> None:
+    ds = _implicit(read_grouplens_dir(tiny_dir))
+    tuned = dataclasses.replace(SMALL, user_features=("age",), item_features=("genres",))
+    prepared = prepare(ds, tuned, CONFIG)
+    assert prepared.train_config.rating_weight == 0.0  # nothing for the rating head to learn
+    assert prepared.model_config.user_features == () and prepared.model_config.item_features == ()
+    assert len(prepared.train) + len(prepared.test) == len(ds.interactions)
+
+
+def test_compare_and_sweep_take_a_users_own_log(tiny_dir: Path) -> None:
+    ds = _implicit(read_grouplens_dir(tiny_dir))
+    tuned = dataclasses.replace(SMALL, user_features=("age",))
+    result = compare(ds, seed=1, model_config=tuned, train_config=CONFIG, baselines=True)
+    # without ratings there is no rating-specialised model, and no rating baseline
+    assert [m.name for m in result.models] == ["retrieval-specialised", "multi-task"]
+    assert all(m.rmse != m.rmse for m in result.models)  # NaN: not measured
+    assert "biased MF" not in [b.name for b in result.baselines]
+    rated = read_grouplens_dir(tiny_dir)
+    points = sweep(rated, [0.5, 2.0], model_config=SMALL, train_config=CONFIG, learned=False)
+    assert [p.retrieval_weight for p in points] == [0.5, 2.0]
+    from mtrec.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="no ratings"):
+        sweep(ds, [1.0], model_config=SMALL, train_config=CONFIG, learned=False)
