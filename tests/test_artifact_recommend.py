@@ -15,8 +15,8 @@ from mtrec import artifact
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.errors import ArtifactError, ConfigError, UnknownIdError
-from mtrec.pipeline import evaluate_saved, train_model
 from mtrec.index import ExactIndex
+from mtrec.pipeline import evaluate_saved, train_model
 from mtrec.recommend import Recommender, write_all_users
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))

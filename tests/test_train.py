@@ -103,8 +103,8 @@ def test_unknown_user_in_recommend_reference(tiny_dir: Path) -> None:
 
 
 def test_side_features_are_encoded_from_metadata(tiny_dir: Path) -> None:
-    from mtrec.pipeline import build_model
     from mtrec.features import feature_codes
+    from mtrec.pipeline import build_model
 
     ds = read_grouplens_dir(tiny_dir)
     vocabs = Vocabs.from_dataset(ds)
