@@ -15,6 +15,11 @@ from typing import Any, Self
 
 from mtrec.errors import ConfigError
 
+LIKED = 0.75
+"""Scaled label of a liked item: four stars on 1..5, three quarters up the rating range."""
+LOVED = 0.9
+"""Scaled labels above this are top ratings: five stars on 1..5."""
+
 
 class _JsonConfig:
     """Mixin: ``to_dict``/``from_dict`` with unknown keys and wrong types rejected."""
@@ -244,7 +249,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
             "retrieval_reduction": "mean",
             "logq_correction": True,
             "remove_accidental_hits": True,
-            "positive_min_rating": 0.75,
+            "positive_min_rating": LIKED,
             "retrieval_weight": 2.0,
             "rating_weight": 1.0,
         },

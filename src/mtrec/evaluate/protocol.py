@@ -23,7 +23,7 @@ import torch
 from numpy.typing import NDArray
 
 from mtrec.evaluate.metrics import mae, ranking_metrics, ranking_metrics_per_user, rmse
-from mtrec.features import EncodedInteractions, SeenItems
+from mtrec.features import EncodedInteractions, RatingScale, SeenItems
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.two_stage import retrieve_then_rank
@@ -92,8 +92,8 @@ def ranking_report(
     k: int = 10,
     protocol: EvalProtocol = "reference",
     seen: SeenItems | None = None,
-    threshold: float = 0.9,
-    relevant_min: float = 0.75,
+    threshold: float = RatingScale.loved,
+    relevant_min: float = RatingScale.liked,
 ) -> dict[str, Any]:
     """Top-k accuracy, recall, NDCG, MRR and coverage of inner-product retrieval.
 
@@ -146,7 +146,7 @@ def evaluate(
     test: EncodedInteractions,
     *,
     k: int = 10,
-    threshold: float = 0.9,
+    threshold: float = RatingScale.loved,
     rating_range: float = 4.0,
     protocol: EvalProtocol = "reference",
     seen: SeenItems | None = None,
@@ -193,7 +193,7 @@ def list_reports(
     *,
     k: int = 10,
     candidates: tuple[int, ...] = (100, 20),
-    relevant_min: float = 0.75,
+    relevant_min: float = RatingScale.liked,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> list[ListReport]:

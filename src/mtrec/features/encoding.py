@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from numpy.typing import ArrayLike, NDArray
 
+from mtrec.config import LIKED, LOVED
 from mtrec.data import Dataset, Interactions
 from mtrec.errors import UnknownIdError
 from mtrec.vocab import Vocab
@@ -25,9 +26,9 @@ class RatingScale:
     low: float = 1.0
     high: float = 5.0
 
-    liked: typing.ClassVar[float] = 0.75
+    liked: typing.ClassVar[float] = LIKED
     """Scaled label of a liked item: four stars on 1..5 (relevant in recall, NDCG, MRR)."""
-    loved: typing.ClassVar[float] = 0.9
+    loved: typing.ClassVar[float] = LOVED
     """Scaled labels above this are top ratings: five stars on 1..5 (the reference's
     top-k accuracy counts only these rows)."""
 
