@@ -213,6 +213,8 @@ def load(directory: str | Path) -> SavedModel:
     model.eval()
     seen = _safetensors(root / "seen.safetensors", load_numpy)
     _check_seen(root / "seen.safetensors", seen, len(vocabs.users), len(vocabs.items))
+    history = SeenItems(seen["indptr"], seen["items"], seen["labels"])
+    model.set_history(history)  # a user tower that reads histories reads the training items
     items = _json(root, "items.json")
     if sorted(items) != ["genres", "titles", "years"] or any(
         not isinstance(items[k], list) or len(items[k]) != len(vocabs.items) for k in items
@@ -230,7 +232,7 @@ def load(directory: str | Path) -> SavedModel:
             train_config,
             vocabs,
             ItemInfo(**items),
-            SeenItems(seen["indptr"], seen["items"], seen["labels"]),
+            history,
             seen["popularity"],
             index,
             config.get("data", {}),

@@ -48,20 +48,37 @@ def ease(
     train: EncodedInteractions, n_users: int, n_items: int, lam: float = 500.0
 ) -> RetrievalVectors:
     """EASE with L2 weight ``lam`` over binary interactions (every rating counts)."""
+    x = np.zeros((n_users, n_items), dtype=np.float32)
+    x[train.user.numpy(), train.item.numpy()] = 1.0
+    b = ease_weights(train, n_items, lam)
+    return RetrievalVectors(f"EASE lambda={lam:g}", x, np.ascontiguousarray(b.T))
+
+
+def ease_weights(
+    train: EncodedInteractions, n_items: int, lam: float = 500.0
+) -> NDArray[np.float32]:
+    """EASE's (n_items, n_items) item-item weights B: a user's scores are their binary
+    history row times B. The Gram matrix comes from the distinct (user, item) pairs."""
     if n_items > EASE_MAX_ITEMS:
         raise ConfigError(
             f"EASE: {n_items} items need an {n_items} x {n_items} matrix (at most {EASE_MAX_ITEMS})"
         )
     if lam <= 0:
         raise ConfigError(f"EASE: lambda must be > 0, got {lam}")
-    x = np.zeros((n_users, n_items), dtype=np.float32)
-    x[train.user.numpy(), train.item.numpy()] = 1.0
-    gram = torch.from_numpy(x).double().T @ torch.from_numpy(x).double()
+    pairs = np.unique(train.user.numpy().astype(np.int64) * n_items + train.item.numpy())
+    users, items = pairs // n_items, pairs % n_items
+    gram = torch.zeros((n_items, n_items), dtype=torch.float64)
+    starts = np.searchsorted(users, np.arange(0, int(users.max(initial=-1)) + 1, 1024))
+    for lo, hi in zip(starts, [*starts[1:], len(pairs)], strict=True):  # 1,024 users at a time
+        x = torch.zeros((1024, n_items), dtype=torch.float64)
+        x[torch.from_numpy(users[lo:hi] % 1024), torch.from_numpy(items[lo:hi])] = 1.0
+        gram += x.T @ x
     gram.diagonal().add_(lam)
     p = torch.linalg.inv(gram)
     b = -p / p.diagonal()  # B_ij = -P_ij / P_jj
     b.diagonal().zero_()
-    return RetrievalVectors(f"EASE lambda={lam:g}", x, b.T.float().contiguous().numpy())
+    weights: NDArray[np.float32] = b.float().numpy()
+    return weights
 
 
 def global_mean(train: EncodedInteractions) -> float:

@@ -117,6 +117,12 @@ class ModelConfig(_JsonConfig):
     """Feed the user-item dot product to the rating head as one more input."""
     dropout: float = 0.0
     """Dropout after each hidden layer of the rating head (training only)."""
+    history: bool = False
+    """The user tower also reads the user's rated items (SVD++'s implicit term, YouTube's
+    watch history): a second item table, its rows weighted by 0.5 + the scaled rating and
+    summed over the history with a 1 / sqrt(length) scale. In training a row's own item is
+    left out of its history (test items are never in it). A user the model never saw is
+    embedded from a history alone (``Recommender.recommend_for_history``)."""
     learned_task_weights: bool = False
     """Learn the balance of the two losses (homoscedastic uncertainty, Kendall et al. 2018):
     exp(-s1) L_retrieval + s1 / 2 + exp(-s2) L_rating / 2 + s2 / 2, with s1, s2 trained;
@@ -228,6 +234,45 @@ class TrainConfig(_JsonConfig):
             raise ConfigError(
                 "TrainConfig: retrieval_weight and rating_weight are both 0; nothing to train"
             )
+
+
+@dataclasses.dataclass(frozen=True)
+class RankerConfig(_JsonConfig):
+    """The ranking stage: how its candidates are drawn and how its ranker is fitted."""
+
+    candidates: int = 100
+    """Candidates drawn from each source (two-tower, item-item) before the ranker orders
+    their union."""
+    holdout: float = 0.2
+    """Share of the training rows carved out, per seed, as the ranker's positives; stage
+    one is fitted on the rest for that, then again on every training row to serve."""
+    item_item: bool = True
+    """Use EASE item-item weights as a second source and signal (catalogues of at most
+    ``ITEM_ITEM_MAX_ITEMS`` items)."""
+    item_item_lambda: float = 500.0
+    """EASE's L2 weight."""
+    steps: int = 300
+    learning_rate: float = 0.01
+    l2: float = 1e-4
+    """Penalty on the squared ranker weights."""
+    low_rating_gain: float = 0.0
+    """Gain of a carved-out row rated below four stars (liked rows have gain 1)."""
+
+    def __post_init__(self) -> None:
+        checks = [
+            ("candidates", self.candidates >= 1, ">= 1"),
+            ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
+            ("item_item_lambda", self.item_item_lambda > 0, "> 0"),
+            ("steps", self.steps >= 0, ">= 0"),
+            ("learning_rate", self.learning_rate > 0, "> 0"),
+            ("l2", self.l2 >= 0, ">= 0"),
+            ("low_rating_gain", 0 <= self.low_rating_gain <= 1, "in [0, 1]"),
+        ]
+        for name, ok, expected in checks:
+            if not ok:
+                raise ConfigError(
+                    f"RankerConfig.{name}: expected {expected}, got {getattr(self, name)!r}"
+                )
 
 
 PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {

@@ -18,8 +18,9 @@ import numpy as np
 import torch
 
 from mtrec.artifact import ItemInfo, SavedModel
+from mtrec.baselines import ease_weights
 from mtrec.checkpoint import Checkpointing
-from mtrec.config import ModelConfig, TrainConfig
+from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, Split, random_split, temporal_split
 from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import EvalProtocol, EvalReport, evaluate
@@ -31,11 +32,13 @@ from mtrec.features import (
     available_features,
     encode,
     feature_codes,
+    interaction_counts,
     liked_counts,
     seen_items,
 )
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, recall_vs_exact
 from mtrec.model import MultiTaskModel
+from mtrec.ranker import Ranker, StageOne, candidates, fit_ranker, gains_of, user_queries
 from mtrec.train import History, Progress, train
 
 log = logging.getLogger("mtrec.pipeline")
@@ -113,13 +116,26 @@ def prepare(
     )
 
 
-def build_model(dataset: Dataset, vocabs: Vocabs, config: ModelConfig, seed: int) -> MultiTaskModel:
-    """A fresh model for ``config``, with its side features (if any) encoded from ``dataset``."""
+def build_model(
+    dataset: Dataset,
+    vocabs: Vocabs,
+    config: ModelConfig,
+    seed: int,
+    history: SeenItems | None = None,
+) -> MultiTaskModel:
+    """A fresh model for ``config``, with its side features (if any) encoded from ``dataset``
+    and, for a user tower that reads histories, the users' training items ``history``."""
+    if config.history and history is None:
+        raise ConfigError("build_model: a model with config.history needs the users' histories")
     if not (config.user_features or config.item_features):
-        return MultiTaskModel(len(vocabs.users), len(vocabs.items), config, seed=seed)
-    codes = feature_codes(dataset, vocabs, config.user_features, config.item_features)
-    model = MultiTaskModel(len(vocabs.users), len(vocabs.items), codes.configure(config), seed=seed)
-    codes.install(model)
+        model = MultiTaskModel(len(vocabs.users), len(vocabs.items), config, seed=seed)
+    else:
+        codes = feature_codes(dataset, vocabs, config.user_features, config.item_features)
+        n_users, n_items = len(vocabs.users), len(vocabs.items)
+        model = MultiTaskModel(n_users, n_items, codes.configure(config), seed=seed)
+        codes.install(model)
+    if history is not None:
+        model.set_history(history)
     return model
 
 
@@ -145,14 +161,69 @@ def fit_and_evaluate(
 ) -> Fitted:
     """Build, train and evaluate one model on ``prepared`` (its own configs by default)."""
     tc = train_config or prepared.train_config
-    model = build_model(
-        prepared.dataset, prepared.vocabs, model_config or prepared.model_config, tc.seed
-    )
+    mc = model_config or prepared.model_config
+    model = build_model(prepared.dataset, prepared.vocabs, mc, tc.seed, prepared.seen)
     history = train(model, prepared.train, tc, progress, checkpoints)
     test, scale, rated = prepared.test, prepared.scale, prepared.dataset.has_ratings
     reference = held_out_report(model, test, scale, rated)
     honest = held_out_report(model, test, scale, rated, protocol="honest", seen=prepared.seen)
     return Fitted(model, history, reference, honest)
+
+
+ITEM_ITEM_MAX_ITEMS = 10_000
+"""The ranker's item-item source needs an (items x items) float32 matrix saved with the
+model (400 MB at this size); larger catalogues rank with the two-tower signals alone."""
+
+
+def carve(
+    rows: EncodedInteractions, fraction: float, seed: int
+) -> tuple[EncodedInteractions, EncodedInteractions]:
+    """Split training rows into (stage one's rows, the ranker's held-aside rows), seeded."""
+    draw = torch.rand(len(rows), generator=torch.Generator().manual_seed(seed + 104_729))
+    held = draw < fraction
+    return rows.subset(~held), rows.subset(held)
+
+
+def stage_one(
+    model: MultiTaskModel,
+    train: EncodedInteractions,
+    n_items: int,
+    config: RankerConfig,
+    index: Index | None = None,
+) -> StageOne:
+    """Stage one over ``train``: the model, an index of its items (exact unless given),
+    EASE weights where the catalogue allows, and item interaction counts."""
+    if index is None:
+        with torch.inference_mode():
+            index = ExactIndex(model.embed_items().numpy())
+    use_item_item = config.item_item and n_items <= ITEM_ITEM_MAX_ITEMS
+    weights = ease_weights(train, n_items, config.item_item_lambda) if use_item_item else None
+    return StageOne(model, index, weights, interaction_counts(train, n_items))
+
+
+def fit_ranker_on_training_rows(
+    prepared: Prepared, config: RankerConfig, progress: Progress | None = None
+) -> Ranker:
+    """The ranker, fitted without a test row: stage one trains on the training rows less a
+    carved-out share, and the ranker learns to put that share first among its candidates."""
+    tc = prepared.train_config
+    fit_rows, held = carve(prepared.train, config.holdout, tc.seed)
+    seen = seen_items(fit_rows, prepared.n_users)
+    model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
+    train(model, fit_rows, tc, progress)
+    stage = stage_one(model, fit_rows, prepared.n_items, config)
+    users = np.unique(held.user.numpy())
+    found = candidates(stage, user_queries(model, users, seen), config.candidates)
+    gains = gains_of(
+        found,
+        users,
+        held.user.numpy(),
+        held.item.numpy(),
+        held.label.numpy(),
+        config,
+        RatingScale.liked,
+    )
+    return fit_ranker(found, gains, config)
 
 
 def held_out_report(
@@ -231,7 +302,7 @@ def _index(
     against the exact oracle on every user and carries that recall."""
     with torch.inference_mode():
         item_emb = model.embed_items().numpy().copy()
-        user_emb = model.user_embedding.weight.numpy()
+        user_emb = model.embed_users().numpy()
     built = build_index(kind, item_emb, **(params or {}))
     info: dict[str, Any] = {"kind": built.kind, "is_exact": built.is_exact}
     if not built.is_exact:

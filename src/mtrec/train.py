@@ -129,7 +129,7 @@ def train(
         )
     order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + 7919))
     n_val = max(1, round(len(data) * config.validation_fraction))
-    fit_part, val_part = _subset(data, order[n_val:]), _subset(data, order[:n_val])
+    fit_part, val_part = data.subset(order[n_val:]), data.subset(order[:n_val])
     best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
     losses: list[float] = []
 
@@ -152,10 +152,6 @@ def train(
         )
         history = _fit(model, data, refit, progress, None)
     return dataclasses.replace(history, validation=losses, best_epoch=best["epoch"])
-
-
-def _subset(data: EncodedInteractions, rows: torch.Tensor) -> EncodedInteractions:
-    return EncodedInteractions(data.user[rows], data.item[rows], data.label[rows])
 
 
 @torch.no_grad()

@@ -1,7 +1,12 @@
-"""Retrieve, then rank, over an index: the inference that serving and evaluation share.
+"""Retrieve, then rank: the inference that serving and evaluation share.
 
-The top ``candidates`` items by retrieval score (the index's inner product, with per-user
-exclusions), re-sorted by the rating head's prediction; the first ``k`` are the list.
+Two ways to order the candidates:
+
+- ``TwoStage.lists`` with a ranker (what ``mtrec recommend`` serves by default): the
+  candidates of both sources (``ranker.candidates``), ordered by the trained ranker;
+- ``retrieve_then_rank``: the top ``candidates`` by retrieval score (the index's inner
+  product, with per-user exclusions) re-sorted by the rating head's prediction: the
+  reference tutorial's list, and what a model saved without a ranker serves.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from numpy.typing import NDArray
 from mtrec.errors import ConfigError
 from mtrec.index import Index
 from mtrec.model import MultiTaskModel
+from mtrec.ranker import Queries, Ranker, StageOne, candidates
 
 
 @dataclasses.dataclass(frozen=True)
@@ -24,6 +30,14 @@ class RankedBatch:
     rows: NDArray[np.int64]
     retrieval: NDArray[np.float32]
     predicted: NDArray[np.float32]
+
+    def take(self, order: NDArray[np.int64]) -> RankedBatch:
+        """The columns in ``order`` (n, k'), per row."""
+        return RankedBatch(
+            np.take_along_axis(self.rows, order, 1),
+            np.take_along_axis(self.retrieval, order, 1),
+            np.take_along_axis(self.predicted, order, 1),
+        )
 
 
 @torch.inference_mode()
@@ -61,8 +75,27 @@ def retrieve_then_rank(
     _, rows = index.search(queries, max(k, candidates), exclude=exclude)
     retrieval, predicted = rank_candidates(model, user_rows, rows)
     order = np.argsort(-predicted, axis=1, kind="stable")[:, :k]
-    return RankedBatch(
-        np.take_along_axis(rows, order, 1),
-        np.take_along_axis(retrieval, order, 1),
-        np.take_along_axis(predicted, order, 1),
-    )
+    return RankedBatch(rows, retrieval, predicted).take(order)
+
+
+@dataclasses.dataclass(frozen=True)
+class TwoStage:
+    """Stage one (two-tower model, index, item-item weights) and the ranker over it."""
+
+    stage: StageOne
+    ranker: Ranker
+
+    def lists(
+        self, queries: Queries, k: int, candidates_per_source: int | None = None
+    ) -> RankedBatch:
+        """Each query's top ``k`` by the ranker, history items excluded."""
+        if k < 1:
+            raise ConfigError(f"k must be >= 1, got {k}")
+        per_source = candidates_per_source or self.ranker.config.candidates
+        if per_source < 1:
+            raise ConfigError(f"candidates must be >= 1, got {per_source}")
+        found = candidates(self.stage, queries, max(per_source, k))
+        scores = self.ranker.score(found)
+        order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+        batch = RankedBatch(found.rows, found.retrieval, found.predicted)
+        return batch.take(order)

@@ -1,5 +1,6 @@
 """Stage 5, evaluation: pure metrics, and the protocols that apply them to a model."""
 
+from mtrec.evaluate.lists import SERVED, user_lists
 from mtrec.evaluate.metrics import mae, ranking_metrics, rmse, top_k_hits
 from mtrec.evaluate.protocol import (
     EvalProtocol,
@@ -14,6 +15,7 @@ from mtrec.evaluate.protocol import (
 )
 
 __all__ = [
+    "SERVED",
     "EvalProtocol",
     "EvalReport",
     "ListReport",
@@ -27,4 +29,5 @@ __all__ = [
     "rmse",
     "top_k_hits",
     "top_k_items",
+    "user_lists",
 ]  # fmt: skip

@@ -26,7 +26,6 @@ from mtrec.evaluate.metrics import mae, ranking_metrics, ranking_metrics_per_use
 from mtrec.features import EncodedInteractions, RatingScale, SeenItems
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
-from mtrec.two_stage import retrieve_then_rank
 
 EvalProtocol = Literal["reference", "honest"]
 
@@ -172,8 +171,8 @@ def evaluate(
 class ListReport:
     """Honest recall@k and NDCG@k of one kind of list, with 95% bootstrap intervals over users.
 
-    ``*_vs_retrieval``: the paired difference to plain retrieval (same resampled users),
-    so an interval above zero says the list beats retrieval alone.
+    ``differences[name]``: intervals of the paired difference to list ``name`` (the same
+    resampled users), per metric: an interval above zero says this list beats that one.
     """
 
     name: str
@@ -181,52 +180,34 @@ class ListReport:
     recall_ci: tuple[float, float]
     ndcg: float
     ndcg_ci: tuple[float, float]
-    recall_vs_retrieval_ci: tuple[float, float]
-    ndcg_vs_retrieval_ci: tuple[float, float]
+    differences: dict[str, dict[str, tuple[float, float]]]
     n_users: int
+    k: int = 10
 
 
 def list_reports(
-    model: MultiTaskModel,
+    lists: dict[str, NDArray[np.int64]],
+    users: NDArray[np.int64],
     test: EncodedInteractions,
-    seen: SeenItems,
     *,
-    k: int = 10,
-    candidates: tuple[int, ...] = (100, 20),
+    against: tuple[str, ...] = ("EASE", "retrieval"),
     relevant_min: float = RatingScale.liked,
     n_boot: int = 1000,
     seed: int = 0,
 ) -> list[ListReport]:
-    """Evaluate the lists a user would see, under the honest protocol.
-
-    ``retrieval``: the top k by retrieval score; ``retrieve C, then rank``: for each C in
-    ``candidates``, the top C re-sorted by predicted rating, first k (what ``recommend``
-    serves, with C = 100 by default);
-    ``popularity``: the k most-rated training items. Intervals: percentile bootstrap
-    over the users with a relevant test item, ``n_boot`` resamples from ``seed``.
+    """Recall@k and NDCG@k of each named (n_users, k) list of item rows for ``users``
+    (sorted user rows; the test rows' users must be among them), relevant = test rows
+    rated at least ``relevant_min``. Intervals: percentile bootstrap over the users with
+    a relevant test item, ``n_boot`` resamples from ``seed``; paired differences to each
+    list named in ``against`` that is present.
     """
-    model.eval()
-    with torch.no_grad():
-        items = model.embed_items().numpy()
-    users = np.unique(test.user.numpy())
-    exclude = [seen.of(int(u))[0] for u in users]
-    retrieval = ExactIndex(items)
-    with torch.no_grad():
-        queries = model.embed_users(torch.from_numpy(users)).numpy()
-    lists = {"retrieval": retrieval.search(queries, k, exclude=exclude)[1]}
-    for c in candidates:
-        batch = retrieve_then_rank(model, retrieval, users, k=k, candidates=c, exclude=exclude)
-        lists[f"retrieve {c}, then rank"] = batch.rows
-    counts = np.bincount(seen.items, minlength=len(items)).astype(np.float32)[:, None]
-    everyone = np.ones((len(users), 1), dtype=np.float32)
-    lists["popularity"] = ExactIndex(counts).search(everyone, k, exclude=exclude)[1]
     position = np.searchsorted(users, test.user.numpy())
     relevant = test.label.numpy() >= relevant_min
     rel_user, rel_item = position[relevant], test.item.numpy()[relevant]
     per_user = {
         name: ranking_metrics_per_user(top, rel_user, rel_item) for name, top in lists.items()
     }
-    n = len(per_user["retrieval"]["recall"])
+    n = len(next(iter(per_user.values()))["recall"]) if per_user else 0
     rng = np.random.default_rng(seed)
     resample = rng.integers(0, n, size=(n_boot, n)) if n else np.zeros((n_boot, 0), dtype=np.int64)
 
@@ -238,7 +219,13 @@ def list_reports(
 
     out = []
     for name, metrics in per_user.items():
-        base = per_user["retrieval"]
+        differences = {
+            other: {
+                key: interval(metrics[key] - per_user[other][key]) for key in ("recall", "ndcg")
+            }
+            for other in against
+            if other in per_user and other != name
+        }
         out.append(
             ListReport(
                 name,
@@ -246,9 +233,9 @@ def list_reports(
                 interval(metrics["recall"]),
                 float(metrics["ndcg"].mean()) if n else math.nan,
                 interval(metrics["ndcg"]),
-                interval(metrics["recall"] - base["recall"]),
-                interval(metrics["ndcg"] - base["ndcg"]),
+                differences,
                 n,
+                int(next(iter(lists.values())).shape[1]),
             )
         )
     return out

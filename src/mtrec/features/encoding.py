@@ -81,6 +81,10 @@ class EncodedInteractions:
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
+    def subset(self, rows: torch.Tensor) -> EncodedInteractions:
+        """The rows selected by an index or boolean mask tensor."""
+        return EncodedInteractions(self.user[rows], self.item[rows], self.label[rows])
+
 
 def encode(
     interactions: Interactions, vocabs: Vocabs, scale: RatingScale | None = None

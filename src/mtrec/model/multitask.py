@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import typing
 from typing import Literal
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from numpy.typing import NDArray
 from torch import nn
 
 from mtrec.config import ModelConfig
 from mtrec.distributed import Shard
 from mtrec.model.tasks import ExtraNegatives, rating_loss, retrieval_loss
+
+
+class Histories(typing.Protocol):
+    """Users' rated items as CSR arrays (``features.SeenItems`` is one)."""
+
+    @property
+    def indptr(self) -> NDArray[np.int64]: ...
+    @property
+    def items(self) -> NDArray[np.int64]: ...
+    @property
+    def labels(self) -> NDArray[np.float32]: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,6 +106,17 @@ class MultiTaskModel(nn.Module):
             self.item_bias = nn.Embedding(n_items, 1)
         if config.learned_task_weights:  # log variances of (retrieval, rating); start at 0
             self.task_log_vars = nn.Parameter(torch.zeros(2))
+        if config.history:
+            # the histories are data, installed by set_history (not saved with the weights)
+            self.history_embedding = nn.Embedding(n_items, dim)
+            for name, dtype in (
+                ("indptr", torch.long),
+                ("items", torch.long),
+                ("keys", torch.long),
+            ):
+                size = n_users + 1 if name == "indptr" else 0
+                self.register_buffer(f"history_{name}", torch.zeros(size, dtype=dtype), False)
+            self.register_buffer("history_weights", torch.zeros(0), persistent=False)
         self._init_weights(seed)
 
     @torch.no_grad()
@@ -113,6 +138,66 @@ class MultiTaskModel(nn.Module):
         if self.config.rating_biases:
             self.user_bias.weight.zero_()
             self.item_bias.weight.zero_()
+        if self.config.history:  # drawn last: the options above start as they always did
+            self.history_embedding.weight.uniform_(-0.05, 0.05, generator=gen)
+
+    def set_history(self, seen: Histories) -> None:
+        """Install every user's history (``features.SeenItems``: user row u rated
+        ``items[indptr[u]:indptr[u+1]]``, sorted, with scaled ``labels``). A no-op without
+        ``config.history``."""
+        if not self.config.history:
+            return
+        indptr, items = torch.as_tensor(seen.indptr), torch.as_tensor(seen.items)
+        labels = torch.as_tensor(seen.labels)
+        n_users = int(self.user_embedding.num_embeddings)
+        if indptr.shape != (n_users + 1,) or items.shape != labels.shape:
+            raise ValueError("set_history: expected indptr of n_users + 1 and equal items/labels")
+        user_of = torch.repeat_interleave(torch.arange(n_users), indptr.diff())
+        self.history_indptr = indptr.long().clone()
+        self.history_items = items.long().clone()
+        self.history_keys = user_of * self.n_items + self.history_items  # sorted: users, items
+        self.history_weights = 0.5 + labels.float()
+
+    def _history_pool(self, rows: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
+        """(B,) user rows -> (B, d) scaled sums of their history rows; ``exclude`` (B,) item
+        rows are taken out of each row's own history (a training row's own item)."""
+        unique, inverse = torch.unique(rows, return_inverse=True)
+        starts = self.history_indptr[unique]
+        lengths = self.history_indptr[unique + 1] - starts
+        offsets = torch.cumsum(lengths, 0) - lengths
+        shift = torch.repeat_interleave(offsets - starts, lengths)
+        entries = torch.arange(int(lengths.sum()), device=rows.device) - shift
+        table = self.history_embedding
+        sums = F.embedding_bag(
+            self.history_items[entries],
+            table.weight,
+            offsets,
+            mode="sum",
+            sparse=table.sparse,
+            per_sample_weights=self.history_weights[entries],
+        )[inverse]
+        counts = lengths[inverse]
+        if exclude is not None and len(self.history_keys):
+            key = rows * self.n_items + exclude
+            pos = torch.searchsorted(self.history_keys, key).clamp(max=len(self.history_keys) - 1)
+            present = self.history_keys[pos] == key
+            own = torch.where(present, self.history_weights[pos], 0.0)
+            sums = sums - own[:, None] * table(exclude)
+            counts = counts - present.long()
+        return sums * counts.clamp(min=1).float().rsqrt()[:, None]
+
+    def embed_history(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """(n,) item rows a new user rated, (n,) scaled ratings -> (1, d) query embedding.
+
+        A user the model never saw has no row of their own and no side features: the
+        history term alone places them (a zero vector for an empty history).
+        """
+        if not self.config.history:
+            raise ValueError("embed_history: this model's user tower does not read histories")
+        weights = (0.5 + labels.float())[:, None]
+        out = (weights * self.history_embedding(items)).sum(0, keepdim=True)
+        out = out / max(len(items), 1) ** 0.5
+        return F.normalize(out, dim=-1) if self.config.normalize else out
 
     def set_feature_codes(self, side: str, name: str, codes: torch.Tensor) -> None:
         """Install the (rows, width) codes of one side feature (0 = none)."""
@@ -128,7 +213,13 @@ class MultiTaskModel(nn.Module):
         A batch touches at most ``batch`` rows of tables with hundreds of thousands; a dense
         gradient (and a dense optimizer step) would cost O(table) per step instead.
         """
-        for name in ("user_embedding", "item_embedding", "user_bias", "item_bias"):
+        for name in (
+            "user_embedding",
+            "item_embedding",
+            "user_bias",
+            "item_bias",
+            "history_embedding",
+        ):
             table = getattr(self, name, None)
             if isinstance(table, nn.Embedding):
                 table.sparse = enabled
@@ -137,19 +228,34 @@ class MultiTaskModel(nn.Module):
     def n_items(self) -> int:
         return int(self.item_embedding.num_embeddings)
 
-    def _tower(self, side: str, table: nn.Embedding, rows: torch.Tensor | None) -> torch.Tensor:
+    def _tower(
+        self,
+        side: str,
+        table: nn.Embedding,
+        rows: torch.Tensor | None,
+        exclude: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         out = table.weight if rows is None else table(rows)
         for name in self.config.user_features if side == "user" else self.config.item_features:
             codes = getattr(self, f"codes_{side}_{name}")
             codes = codes if rows is None else codes[rows]  # (B, width)
             out = out + self.feature_embeddings[f"{side}_{name}"](codes).sum(dim=1)
+        if side == "user" and self.config.history:
+            every = torch.arange(table.num_embeddings) if rows is None else rows
+            out = out + self._history_pool(every, exclude)
         if self.config.normalize:
             out = F.normalize(out, dim=-1)
         return out
 
-    def embed_users(self, rows: torch.Tensor | None = None) -> torch.Tensor:
-        """(B,) user rows -> (B, d) query embeddings; ``None`` gives every user."""
-        return self._tower("user", self.user_embedding, rows)
+    def embed_users(
+        self, rows: torch.Tensor | None = None, exclude_items: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(B,) user rows -> (B, d) query embeddings; ``None`` gives every user.
+
+        ``exclude_items`` (B,): with ``config.history``, each row's item is left out of
+        that user's history (training: a row must not see its own answer).
+        """
+        return self._tower("user", self.user_embedding, rows, exclude_items)
 
     def embed_items(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) item rows -> (B, d) candidate embeddings; ``None`` gives the whole catalogue."""
@@ -164,7 +270,8 @@ class MultiTaskModel(nn.Module):
     ) -> torch.Tensor:
         """(B, d), (B, d) -> (B,) predicted scaled ratings (unclipped, as trained).
 
-        With ``rating_biases`` the rows are needed too (their biases are added).
+        With ``rating_biases`` the rows are needed too (their biases are added; user row -1,
+        a user known only by a history, has none).
         """
         inputs = [user_emb, item_emb]
         if self.config.dot_in_head:
@@ -173,7 +280,9 @@ class MultiTaskModel(nn.Module):
         if self.config.rating_biases:
             if user_rows is None or item_rows is None:
                 raise ValueError("predict_rating: this model has rating biases; pass the rows too")
-            out = out + self.user_bias(user_rows).squeeze(1) + self.item_bias(item_rows).squeeze(1)
+            known = user_rows >= 0  # -1: a user embedded from a history alone has no bias
+            user_bias = self.user_bias(user_rows.clamp(min=0)).squeeze(1) * known
+            out = out + user_bias + self.item_bias(item_rows).squeeze(1)
         return out  # type: ignore[no-any-return]
 
     def loss(
@@ -199,7 +308,7 @@ class MultiTaskModel(nn.Module):
         from every process, and both losses are normalised by the global batch, so that the
         processes' losses add up to the one-process loss of the global batch.
         """
-        u = self.embed_users(user)
+        u = self.embed_users(user, exclude_items=item)
         i = self.embed_items(item)
         total = u.new_zeros(())
         retrieval = rating = None

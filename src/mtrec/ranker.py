@@ -1,0 +1,313 @@
+"""The second stage: candidates from two sources, ordered by a ranker trained to rank.
+
+Stage one gives every user two candidate lists: the two-tower model's top ``C`` by
+retrieval score (through the index) and the item-item model's top ``C`` (EASE weights
+over the user's history, when the catalogue is small enough for an item x item matrix).
+The ranker then scores the union with a linear function of a few signals per (user,
+candidate), listed in ``FEATURES``:
+
+- the two-tower score and the item-item score, each standardised per user over the
+  catalogue (the two-tower mean and spread in closed form from the item embeddings'
+  first and second moments, so that any index serves);
+- the predicted rating (the rating head: shown as stars, and one signal among others);
+- the item's popularity (log of its training interactions, scaled to [0, 1]);
+- the candidate's rank within the list by each score (-log(1 + rank));
+- both standardised scores times log(1 + history length): how far to trust each source
+  depends on how much the user has rated.
+
+It is trained listwise (softmax cross-entropy over each user's candidates, with graded
+gains from ratings) on interactions carved out of the training rows, with stage one
+fitted on the rest (see ``pipeline.fit_two_stage``): no test row is ever seen.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from numpy.typing import NDArray
+
+from mtrec.config import RankerConfig
+from mtrec.errors import ArtifactError
+from mtrec.index import Index
+from mtrec.model import Histories, MultiTaskModel
+
+FEATURES = (
+    "two_tower",
+    "item_item",
+    "predicted_rating",
+    "popularity",
+    "two_tower_rank",
+    "item_item_rank",
+    "history_x_two_tower",
+    "history_x_item_item",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Queries:
+    """Users to rank for: query embeddings and histories (CSR over item rows).
+
+    ``user_rows`` is -1 for a user known only by a history (no row of their own).
+    ``labels`` are the history's scaled ratings (what the rating head's user tower reads).
+    """
+
+    embeddings: NDArray[np.float32]
+    user_rows: NDArray[np.int64]
+    indptr: NDArray[np.int64]
+    items: NDArray[np.int64]
+
+    def __len__(self) -> int:
+        return len(self.user_rows)
+
+    def history(self, i: int) -> NDArray[np.int64]:
+        return self.items[self.indptr[i] : self.indptr[i + 1]]
+
+    def exclusions(self) -> list[NDArray[np.int64]]:
+        return [self.history(i) for i in range(len(self))]
+
+
+def user_queries(model: MultiTaskModel, users: NDArray[np.int64], seen: Histories) -> Queries:
+    """Queries for known user rows, each with their training items as history."""
+    starts, ends = seen.indptr[users], seen.indptr[users + 1]
+    indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
+    entries = np.arange(int(indptr[-1])) - np.repeat(indptr[:-1] - starts, ends - starts)
+    with torch.inference_mode():
+        embeddings = model.embed_users(torch.from_numpy(users.astype(np.int64))).numpy()
+    items = seen.items[entries].astype(np.int64)
+    return Queries(embeddings.astype(np.float32), users.astype(np.int64), indptr, items)
+
+
+def history_query(
+    model: MultiTaskModel, items: NDArray[np.int64], labels: NDArray[np.float32]
+) -> Queries:
+    """A user the model never saw, known by the items they rated (scaled ``labels``)."""
+    with torch.inference_mode():
+        embedding = model.embed_history(torch.from_numpy(items), torch.from_numpy(labels))
+    indptr = np.array([0, len(items)], dtype=np.int64)
+    user = np.array([-1], dtype=np.int64)
+    return Queries(embedding.numpy().astype(np.float32), user, indptr, items.astype(np.int64))
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOne:
+    """What the ranker reads: the two-tower model and its index, the item-item weights
+    (None where the catalogue is too large for them) and item interaction counts."""
+
+    model: MultiTaskModel
+    index: Index
+    item_item: NDArray[np.float32] | None
+    counts: NDArray[np.int64]
+    item_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
+    item_mean: NDArray[np.float64] = dataclasses.field(init=False)
+    item_moment: NDArray[np.float64] = dataclasses.field(init=False)
+
+    def __post_init__(self) -> None:
+        with torch.inference_mode():
+            items = self.model.embed_items().numpy().astype(np.float32)
+        wide = items.astype(np.float64)
+        object.__setattr__(self, "item_embeddings", items)
+        object.__setattr__(self, "item_mean", wide.mean(axis=0))
+        object.__setattr__(self, "item_moment", wide.T @ wide / max(len(wide), 1))
+
+
+@dataclasses.dataclass(frozen=True)
+class Candidates:
+    """(n, c) candidate item rows per user (-1 pads), their features and stage-one scores."""
+
+    rows: NDArray[np.int64]
+    features: NDArray[np.float32]
+    """(n, c, len(FEATURES)); zeros where a row pads."""
+    retrieval: NDArray[np.float32]
+    """The two-tower score of each candidate (shown with a recommendation)."""
+    predicted: NDArray[np.float32]
+    """The rating head's scaled prediction of each candidate."""
+
+
+def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates:
+    """Each user's candidates from both sources (union, history excluded) and their features."""
+    n_items = len(stage.counts)
+    c = min(per_source, n_items)
+    _, tower_rows = stage.index.search(queries.embeddings, c, exclude=queries.exclusions())
+    item_item = _item_item_scores(stage, queries)
+    lists = [tower_rows]
+    if item_item is not None:
+        lists.append(np.argsort(-item_item, axis=1, kind="stable")[:, :c])
+    rows = _union(np.concatenate(lists, axis=1))
+    valid = rows >= 0
+    safe = np.where(valid, rows, 0)
+    tower = np.einsum("nd,ncd->nc", queries.embeddings, stage.item_embeddings[safe])
+    mean = queries.embeddings.astype(np.float64) @ stage.item_mean
+    spread = np.einsum("nd,de,ne->n", queries.embeddings, stage.item_moment, queries.embeddings)
+    std = np.sqrt(np.maximum(spread - mean**2, 1e-12))
+    tower_z = (tower - mean[:, None]) / std[:, None]
+    if item_item is not None:
+        finite = np.isfinite(item_item)
+        ii_mean = np.where(finite, item_item, 0).sum(1) / np.maximum(finite.sum(1), 1)
+        ii_var = np.where(finite, (item_item - ii_mean[:, None]) ** 2, 0).sum(1)
+        ii_std = np.sqrt(ii_var / np.maximum(finite.sum(1), 1)) + 1e-9
+        ii_raw = np.take_along_axis(item_item, safe, 1)
+        ii_z = np.where(np.isfinite(ii_raw), (ii_raw - ii_mean[:, None]) / ii_std[:, None], 0)
+    else:
+        ii_z = np.zeros_like(tower_z)
+    predicted = _predicted_ratings(stage.model, queries, safe)
+    scale = math.log1p(max(int(stage.counts.max(initial=0)), 1))
+    popularity = np.log1p(stage.counts[safe]) / scale
+    length = np.log1p(np.diff(queries.indptr)).astype(np.float64)[:, None] / 5.0
+    columns = [
+        tower_z,
+        ii_z,
+        predicted,
+        popularity,
+        -np.log1p(_ranks(tower, valid)),
+        -np.log1p(_ranks(ii_z, valid)) if item_item is not None else np.zeros_like(tower_z),
+        length * tower_z,
+        length * ii_z,
+    ]
+    features = np.where(valid[..., None], np.stack(columns, axis=-1), 0).astype(np.float32)
+    return Candidates(
+        rows,
+        features,
+        np.where(valid, tower, -np.inf).astype(np.float32),
+        np.where(valid, predicted, -np.inf).astype(np.float32),
+    )
+
+
+def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float64] | None:
+    """(n, n_items) EASE scores of every item for each user's history; history items -inf."""
+    if stage.item_item is None:
+        return None
+    n, n_items = len(queries), len(stage.counts)
+    weights = torch.from_numpy(stage.item_item)
+    scores = np.empty((n, n_items), dtype=np.float64)
+    for lo in range(0, n, 256):  # binary history rows, 256 users at a time
+        hi = min(lo + 256, n)
+        x = torch.zeros((hi - lo, n_items))
+        a, b = queries.indptr[lo], queries.indptr[hi]
+        within = np.repeat(np.arange(hi - lo), np.diff(queries.indptr[lo : hi + 1]))
+        x[torch.from_numpy(within), torch.from_numpy(queries.items[a:b])] = 1.0
+        scores[lo:hi] = (x @ weights).numpy()
+    user = np.repeat(np.arange(n), np.diff(queries.indptr))
+    scores[user, queries.items] = -np.inf
+    return scores
+
+
+def _union(rows: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Each row's distinct item rows (sorted), duplicates and pads as -1 at the end."""
+    ordered = np.sort(rows, axis=1)
+    repeat = np.zeros_like(ordered, dtype=bool)
+    repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
+    ordered = np.where(repeat | (ordered < 0), np.iinfo(np.int64).max, ordered)
+    ordered = np.sort(ordered, axis=1)
+    width = int((ordered != np.iinfo(np.int64).max).sum(axis=1).max(initial=0))
+    out = ordered[:, :width]
+    return np.where(out == np.iinfo(np.int64).max, -1, out)
+
+
+def _ranks(scores: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+    """0-based rank of each candidate by ``scores`` within its row (pads last)."""
+    keyed = np.where(valid, scores, -np.inf)
+    order = np.argsort(-keyed, axis=1, kind="stable")
+    ranks = np.empty_like(order)
+    np.put_along_axis(ranks, order, np.arange(order.shape[1])[None, :], axis=1)
+    return ranks.astype(np.float64)
+
+
+@torch.inference_mode()
+def _predicted_ratings(
+    model: MultiTaskModel, queries: Queries, items: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    n, c = items.shape
+    users = torch.from_numpy(np.repeat(queries.embeddings, c, axis=0))
+    rows = torch.from_numpy(np.repeat(queries.user_rows, c))
+    flat = torch.from_numpy(items.reshape(-1))
+    predicted = model.predict_rating(users, model.embed_items(flat), rows, flat)
+    return predicted.reshape(n, c).numpy().astype(np.float64)
+
+
+@dataclasses.dataclass(frozen=True)
+class Ranker:
+    """A linear scorer over ``FEATURES``; the fitted weights are the whole model."""
+
+    weights: NDArray[np.float32]
+    config: RankerConfig
+
+    def score(self, found: Candidates) -> NDArray[np.float32]:
+        """(n, c) scores; pads score -inf so they sort last."""
+        scores = found.features @ self.weights
+        return np.where(found.rows >= 0, scores, -np.inf).astype(np.float32)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "features": list(FEATURES),
+            "weights": [float(w) for w in self.weights],
+            "config": self.config.to_dict(),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str) -> Ranker:
+        """Rebuild from ``to_dict``; anything else raises ``ArtifactError`` naming ``where``."""
+        weights = data.get("weights") if isinstance(data, dict) else None
+        if (
+            not isinstance(data, dict)
+            or data.get("features") != list(FEATURES)
+            or not isinstance(weights, list)
+            or len(weights) != len(FEATURES)
+            or not all(isinstance(w, int | float) and math.isfinite(w) for w in weights)
+        ):
+            raise ArtifactError(
+                f"{where}: expected 'features' {list(FEATURES)} and as many finite 'weights'"
+            )
+        try:
+            config = RankerConfig.from_dict(data.get("config", {}))
+        except Exception as exc:
+            raise ArtifactError(f"{where}: invalid ranker config ({exc})") from None
+        return cls(np.asarray(weights, dtype=np.float32), config)
+
+
+def fit_ranker(found: Candidates, gains: NDArray[np.float32], config: RankerConfig) -> Ranker:
+    """Fit the weights by listwise softmax cross-entropy: for each user with a positive,
+    -sum_i g_i log softmax(s)_i / sum_i g_i over the candidates, plus an L2 penalty.
+
+    Full-batch Adam from zero weights, a fixed number of steps: deterministic.
+    """
+    keep = gains.sum(axis=1) > 0
+    x = torch.from_numpy(found.features[keep])
+    g = torch.from_numpy(gains[keep])
+    pad = torch.from_numpy(found.rows[keep] < 0)
+    w = torch.zeros(x.shape[-1], requires_grad=True)
+    optimizer = torch.optim.Adam([w], lr=config.learning_rate)
+    for _ in range(config.steps if len(x) else 0):
+        scores = (x @ w).masked_fill(pad, -torch.inf)
+        log_p = torch.log_softmax(scores, dim=1).masked_fill(pad, 0.0)
+        loss = -((g * log_p).sum(1) / g.sum(1)).mean() + config.l2 * (w**2).sum()
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    return Ranker(w.detach().numpy().astype(np.float32), config)
+
+
+def gains_of(
+    found: Candidates,
+    user_of_query: NDArray[np.int64],
+    held_users: NDArray[np.int64],
+    held_items: NDArray[np.int64],
+    held_labels: NDArray[np.float32],
+    config: RankerConfig,
+    liked: float,
+) -> NDArray[np.float32]:
+    """(n, c) gains of the candidates: 1 for a held-aside item the user liked, the
+    config's ``low_rating_gain`` for one rated lower, 0 otherwise."""
+    width = int(max(found.rows.max(initial=0), held_items.max(initial=0))) + 1
+    keys = user_of_query[:, None] * width + found.rows
+    held_keys = held_users * width + held_items
+    order = np.argsort(held_keys)
+    held_keys, held_labels = held_keys[order], held_labels[order]
+    pos = np.searchsorted(held_keys, keys).clip(0, max(len(held_keys) - 1, 0))
+    hit = (found.rows >= 0) & (held_keys[pos] == keys) if len(held_keys) else found.rows < -1
+    label = held_labels[pos] if len(held_keys) else np.zeros(keys.shape, dtype=np.float32)
+    gain = np.where(label >= liked, 1.0, config.low_rating_gain)
+    return np.where(hit, gain, 0.0).astype(np.float32)
