@@ -9,6 +9,8 @@ Layout (``FORMAT_VERSION`` 1)::
     seen.safetensors   each user's training items (CSR) and per-item popularity
     metrics.json       evaluation on the held-out split, training history
     index/             the retrieval index (index.json + its files)
+    ranker.json        the ranking stage's weights and config (models trained with one)
+    item_item.safetensors  its item-item (EASE) weights, where the catalogue allows them
     manifest.json      SHA-256 of every file above; written last
 
 The directory is assembled under a temporary name beside the target and renamed into
@@ -37,10 +39,12 @@ from safetensors.torch import save_file as save_torch
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Items
 from mtrec.errors import ArtifactError, ConfigError
-from mtrec.features import RatingScale, SeenItems, Vocabs
+from mtrec.features import RatingScale, SeenItems, Vocabs, interaction_counts
 from mtrec.index import Index, load_index
 from mtrec.io import current_umask, file_digest, read_json_object, write_json
 from mtrec.model import MultiTaskModel
+from mtrec.ranker import Ranker, StageOne
+from mtrec.two_stage import TwoStage
 from mtrec.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -92,6 +96,17 @@ class SavedModel:
     """Dataset name, source and split (kind, seed, test fraction, sizes, fingerprint)."""
     metrics: dict[str, Any]
     scale: RatingScale = dataclasses.field(default_factory=RatingScale)
+    ranker: Ranker | None = None
+    """The ranking stage; None: the list is retrieval re-sorted by predicted rating."""
+    item_item: NDArray[np.float32] | None = None
+    """(n_items, n_items) EASE weights the ranker reads (None: two-tower signals only)."""
+
+    def two_stage(self) -> TwoStage | None:
+        """The ranking stage over this model, or None for a model saved without one."""
+        if self.ranker is None:
+            return None
+        counts = interaction_counts(self.seen, len(self.vocabs.items))
+        return TwoStage(StageOne(self.model, self.index, self.item_item, counts), self.ranker)
 
 
 def save(saved: SavedModel, directory: str | Path) -> Path:
@@ -142,6 +157,10 @@ def _write_files(saved: SavedModel, out: Path) -> None:
         str(out / "seen.safetensors"),
     )
     write_json(out / "metrics.json", saved.metrics)
+    if saved.ranker is not None:
+        write_json(out / "ranker.json", saved.ranker.to_dict())
+    if saved.item_item is not None:
+        save_numpy({"weights": saved.item_item}, str(out / "item_item.safetensors"))
     saved.index.save(out / "index")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     for name in files:
@@ -225,6 +244,7 @@ def load(directory: str | Path) -> SavedModel:
         raise ArtifactError(
             f"{root / 'index'}: has {index.n_items} items, vocab.json {len(vocabs.items)}"
         )
+    ranker, item_item = _ranking_stage(root, digests, len(vocabs.items))
     try:
         return SavedModel(
             model,
@@ -238,9 +258,31 @@ def load(directory: str | Path) -> SavedModel:
             config.get("data", {}),
             _json(root, "metrics.json"),
             scale,
+            ranker,
+            item_item,
         )
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{root}: incomplete files ({exc})") from None
+
+
+def _ranking_stage(
+    root: Path, listed: dict[str, Any], n_items: int
+) -> tuple[Ranker | None, NDArray[np.float32] | None]:
+    """The ranker and its item-item weights, where the manifest lists them."""
+    ranker = None
+    if "ranker.json" in listed:
+        ranker = Ranker.from_dict(_json(root, "ranker.json"), str(root / "ranker.json"))
+    if "item_item.safetensors" not in listed:
+        return ranker, None
+    path = root / "item_item.safetensors"
+    weights = _safetensors(path, load_numpy).get("weights")
+    if (
+        not isinstance(weights, np.ndarray)
+        or weights.shape != (n_items, n_items)
+        or weights.dtype != np.float32
+    ):
+        raise ArtifactError(f"{path}: expected float32 'weights' of {n_items} x {n_items}")
+    return ranker, weights
 
 
 def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) -> None:

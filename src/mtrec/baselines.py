@@ -22,7 +22,7 @@ import torch
 from numpy.typing import NDArray
 
 from mtrec.errors import ConfigError
-from mtrec.features import EncodedInteractions
+from mtrec.features import EncodedInteractions, interaction_counts, seen_items
 from mtrec.optim import Adam
 
 EASE_MAX_ITEMS = 30_000
@@ -40,7 +40,7 @@ class RetrievalVectors:
 
 def popularity(train: EncodedInteractions, n_users: int, n_items: int) -> RetrievalVectors:
     """Recommend the items with the most training interactions, to everyone."""
-    counts = np.bincount(train.item.numpy(), minlength=n_items).astype(np.float32)
+    counts = interaction_counts(seen_items(train, n_users), n_items).astype(np.float32)
     return RetrievalVectors("popularity", np.ones((n_users, 1), dtype=np.float32), counts[:, None])
 
 

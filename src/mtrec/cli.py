@@ -25,15 +25,17 @@ from mtrec import artifact
 from mtrec.checkpoint import Checkpointing
 from mtrec.compare import CompareResult, compare_seeds
 from mtrec.config import preset as make_preset
+from mtrec.config import ranker_preset
 from mtrec.data import Dataset, load_movielens, synthesize
 from mtrec.data.files import ColumnMap, load_interactions
 from mtrec.data.movielens import MOVIELENS
 from mtrec.data.synth import write_parquet
 from mtrec.distributed import join_from_env, leave
 from mtrec.errors import ConfigError, MtrecError
+from mtrec.evaluate import ListReport
 from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
-from mtrec.pipeline import evaluate_saved, train_model
+from mtrec.pipeline import evaluate_saved, evaluate_saved_lists, train_model
 from mtrec.plots import preload_plotting
 from mtrec.recommend import Recommender, write_all_users
 from mtrec.report import list_rows, table_rows, write_outputs, write_sweep
@@ -206,7 +208,9 @@ def compare_cmd(
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/compare"
     ),
-    preset: Annotated[str, typer.Option(help="reference (the tutorial) or tuned.")] = "reference",
+    preset: Annotated[
+        str, typer.Option(help="reference (the tutorial), tuned or default.")
+    ] = "reference",
     seed: Annotated[
         int, typer.Option(help="Seeds the split, initialisation and batch order.")
     ] = 42,
@@ -231,6 +235,7 @@ def compare_cmd(
         bool, typer.Option(help="Also evaluate popularity, EASE and the global mean.")
     ] = False,
     ease_lambda: Annotated[float, typer.Option(help="L2 weight of the EASE baseline.")] = 500.0,
+    k: Annotated[int, typer.Option("-k", "--k", help="List length for the lists table.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print results.json to stdout.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
 ) -> None:
@@ -258,6 +263,8 @@ def compare_cmd(
             baselines=baselines,
             ease_lambda=ease_lambda,
             split=split,
+            ranker=ranker_preset(preset),
+            k=k,
         )
     paths = write_outputs(result, output)
     if as_json:
@@ -349,10 +356,8 @@ def _print_compare(result: CompareResult) -> None:
     wide = out if out.is_terminal else Console(width=132)
     wide.print(table)
     if result.lists:
-        lists = Table(
-            title="The lists a user gets: retrieval alone, retrieve then rank, popularity"
-        )
-        headers, rows = list_rows(result)
+        lists = Table(title="The lists a user gets: served, each stage alone, popularity, EASE")
+        headers, rows = list_rows(result.lists)
         for col in headers:
             lists.add_column(col, justify="left" if col == headers[0] else "right")
         for row in rows:
@@ -366,6 +371,35 @@ def _print_compare(result: CompareResult) -> None:
             str(n), r.title or str(r.item_id), _num(r.retrieval_score, 3), _num(r.stars, 2)
         )
     out.print(recs)
+
+
+def parse_history(text: str) -> list[tuple[str, float | None]]:
+    """``ITEM[:RATING],...`` -> (item id as typed, rating or None); a bad entry is named."""
+    entries: list[tuple[str, float | None]] = []
+    for position, entry in enumerate(text.split(","), start=1):
+        item, sep, rating = entry.strip().partition(":")
+        if not item or (sep and not rating.strip()):
+            raise ConfigError(
+                f"--history entry {position} ({entry!r}): expected ITEM or ITEM:RATING"
+            )
+        try:
+            value = float(rating) if sep else None
+        except ValueError:
+            raise ConfigError(
+                f"--history entry {position} ({entry!r}): rating {rating!r} is not a number"
+            ) from None
+        entries.append((item, value))
+    return entries
+
+
+def _print_lists(lists: list[ListReport], console: Console) -> None:
+    table = Table(title="The lists a user gets: served, each stage alone, popularity, EASE")
+    headers, rows = list_rows(lists)
+    for col in headers:
+        table.add_column(col, justify="left" if col == headers[0] else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
 
 
 def _key_int(option: str) -> tuple[str, int]:
@@ -441,8 +475,12 @@ def train_cmd(
         Path, typer.Option("--output", "-o", help="The model directory to write.")
     ] = Path("mtrec-out/model"),
     preset: Annotated[
-        str, typer.Option(help="Named configuration the flags below override.")
-    ] = "reference",
+        str,
+        typer.Option(
+            help="Named configuration the flags below override: default (the best measured: "
+            "history-aware towers and a ranking stage), tuned, or reference (the tutorial's)."
+        ),
+    ] = "default",
     retrieval_weight: Annotated[
         float | None, typer.Option(help="Weight of the retrieval loss.")
     ] = None,
@@ -536,6 +574,8 @@ def train_cmd(
             index_params=index_params,
             progress=None if quiet else _ModelBar(bars, "multi-task"),
             checkpoints=checkpoints,
+            ranker=ranker_preset(preset),
+            ranker_progress=None if quiet else _ModelBar(bars, "ranker's stage one"),
         )
     leave()
     if not where.is_main:  # rank 0 writes the model and reports for every process
@@ -552,9 +592,12 @@ def train_cmd(
         if m["rmse"] != m["rmse"]
         else f"RMSE {m['rmse']:.4f} ({m['rmse_stars']:.3f} stars)"
     )
+    served = m["served"]
     out.print(
-        f"top-10 accuracy {m['top_k_accuracy']:.4f}, {rating}, trained in "
-        f"{m['train_seconds']:.2f} s; index {m['index']['kind']}",
+        f"served list: recall@{served['k']} {served['recall']:.4f}, NDCG@{served['k']} "
+        f"{served['ndcg']:.4f} (honest); top-10 accuracy {m['top_k_accuracy']:.4f}, {rating}; "
+        f"trained in {m['train_seconds'] + (m['ranker_seconds'] or 0):.2f} s; "
+        f"index {m['index']['kind']}",
         highlight=False,
     )
     out.print(f"[dim]wrote {path}[/dim]")
@@ -573,20 +616,24 @@ def evaluate_cmd(
     timestamp_col: TimestampCol = None,
     items_file: ItemsFile = None,
     skip_bad_rows: SkipBadRows = False,
+    k: Annotated[int, typer.Option("-k", "--k", help="List length for the lists table.")] = 10,
     as_json: AsJson = False,
 ) -> None:
-    """Re-evaluate a saved model on its own split (rebuilt from the same data and checked)."""
+    """Re-evaluate a saved model on its own split (rebuilt from the same data and checked):
+    its metrics, and the list it serves beside retrieval alone, popularity and EASE."""
     saved = artifact.load(model)
-    data = _load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
+    data = _load_data(**{name: v for name, v in locals().items() if name in DATA_FLAGS})
     report = evaluate_saved(saved, data)
+    lists = evaluate_saved_lists(saved, data, k=k)
     now = dataclasses.asdict(report)
     if as_json:
-        sys.stdout.write(
-            json.dumps(
-                json_safe({"model": str(model), "metrics": now, "saved": saved.metrics}), indent=2
-            )
-            + "\n"
-        )
+        document = {
+            "model": str(model),
+            "metrics": now,
+            "lists": [dataclasses.asdict(r) for r in lists],
+            "saved": saved.metrics,
+        }
+        sys.stdout.write(json.dumps(json_safe(document), indent=2) + "\n")
         return
     table = Table(title=f"{model}: {report.protocol} protocol, {report.n_test:,} test rows")
     for col in ("metric", "now", "at training"):
@@ -595,6 +642,7 @@ def evaluate_cmd(
         then = saved.metrics.get(key)
         table.add_row(key, _num(_finite(now[key]), 4), _num(_finite(then), 4))
     out.print(table)
+    _print_lists(lists, out if out.is_terminal else Console(width=160))
 
 
 @app.command("recommend")
@@ -602,7 +650,16 @@ def recommend_cmd(
     model: ModelDir,
     user: Annotated[str | None, typer.Option("--user", "-u", help="The user's id.")] = None,
     k: Annotated[int, typer.Option("-k", help="How many items to show.")] = 10,
-    candidates: Annotated[int, typer.Option(help="How many to retrieve before ranking.")] = 100,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            help="A new user's history instead of --user: ITEM[:RATING],... e.g. 50:5,181:4,172."
+        ),
+    ] = None,
+    candidates: Annotated[
+        int | None,
+        typer.Option(help="Candidates per source before ranking (default: the model's, 100)."),
+    ] = None,
     include_seen: Annotated[
         bool, typer.Option(help="Allow items the user rated in training.")
     ] = False,
@@ -612,9 +669,10 @@ def recommend_cmd(
     ] = None,
     as_json: AsJson = False,
 ) -> None:
-    """Retrieve candidates by dot product, rank them by predicted rating, show the top k."""
-    if all_users == (user is not None):
-        raise ConfigError("recommend: give exactly one of --user ID or --all-users")
+    """A user's list: candidates from the two towers (and item-item), ordered by the ranking
+    stage (or, for a model without one, by predicted rating); or a new user's, from --history."""
+    if sum((all_users, user is not None, history is not None)) != 1:
+        raise ConfigError("recommend: give exactly one of --user ID, --history or --all-users")
     if all_users and output is None:
         raise ConfigError("recommend --all-users: --output FILE.parquet is required")
     rec = Recommender.load(model)
@@ -625,15 +683,19 @@ def recommend_cmd(
         )
         out.print(f"wrote {rows:,} recommendations for {len(rec.vocabs.users):,} users to {output}")
         return
-    assert user is not None
-    result = rec.recommend(user, k=k, candidates=candidates, exclude_seen=not include_seen)
+    if history is not None:
+        result = rec.recommend_for_history(parse_history(history), k=k, candidates=candidates)
+    else:
+        assert user is not None
+        result = rec.recommend(user, k=k, candidates=candidates, exclude_seen=not include_seen)
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
     if result.notice:
         err.print(f"[yellow]notice:[/yellow] {result.notice}", highlight=False)
     kind = "most popular (fallback)" if result.fallback else "retrieved, then ranked"
-    table = Table(title=f"user {user}: {kind}")
+    who = f"user {user}" if user is not None else "a new user, from their history"
+    table = Table(title=f"{who}: {kind}")
     for col in ("#", "title", "genres", "retrieval score", "predicted stars"):
         table.add_column(col, justify="left" if col in ("title", "genres") else "right")
     for n, r in enumerate(result.items, start=1):

@@ -14,15 +14,24 @@ import numpy as np
 import torch
 
 from mtrec.baselines import EASE_MAX_ITEMS, biased_mf, ease, global_mean, popularity
-from mtrec.config import ModelConfig, TrainConfig
+from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset
 from mtrec.errors import ConfigError
-from mtrec.evaluate import EvalReport, ListReport, list_reports, ranking_report, rating_report
+from mtrec.evaluate import EvalReport, ListReport, ranking_report, rating_report
 from mtrec.features import EncodedInteractions
 from mtrec.io import json_safe
-from mtrec.pipeline import Fitted, Prepared, fit_and_evaluate, prepare
+from mtrec.pipeline import (
+    Fitted,
+    Prepared,
+    fit_and_evaluate,
+    fit_ranker_on_training_rows,
+    prepare,
+    served_lists,
+    stage_one,
+)
 from mtrec.recommend import Recommendation, recommend_reference
 from mtrec.train import EpochStats, Progress
+from mtrec.two_stage import TwoStage
 
 
 def weightings(config: TrainConfig) -> tuple[tuple[str, float, float], ...]:
@@ -216,12 +225,16 @@ def compare(
     baselines: bool = False,
     ease_lambda: float = 500.0,
     split: str = "random",
+    ranker: RankerConfig | None = None,
+    k: int = 10,
 ) -> CompareResult:
     """Train and evaluate the reference's three weightings on one seeded split.
 
     ``seed`` drives the split, every model's initialisation and the batch order. The
     multi-task model then retrieves ten movies for ``user_id`` (default 5, the reference's)
-    and ranks them. On data
+    and ranks them. With ``baselines`` the lists a user gets are compared at ``k``: the
+    served list (through the ranking stage, with ``ranker``), retrieval alone, popularity
+    and EASE. On data
     without ratings the rating-specialised model is left out (it has nothing to learn).
 
     >>> result = compare(load_movielens(), seed=42)
@@ -242,10 +255,19 @@ def compare(
         fitted = fit_and_evaluate(prepared, config, progress=progress(name) if progress else None)
         results.append(_model_result(name, config, fitted))
         models[name] = fitted.model
-    served = models["multi-task"]
+    multi = models["multi-task"]
     recs = recommend_reference(
-        served, prepared.vocabs, user_id, k=10, items=dataset.items, scale=prepared.scale
+        multi, prepared.vocabs, user_id, k=10, items=dataset.items, scale=prepared.scale
     )
+    lists: list[ListReport] = []
+    if baselines:
+        two = None
+        if ranker is not None:
+            fitted_ranker = fit_ranker_on_training_rows(
+                prepared, ranker, progress("ranker's stage one") if progress else None
+            )
+            two = TwoStage(stage_one(multi, prepared.seen, ranker), fitted_ranker)
+        lists = served_lists(multi, two, prepared, k=k, ease_lambda=ease_lambda)
     return CompareResult(
         dataset.name,
         seed,
@@ -258,7 +280,7 @@ def compare(
         recs,
         data_source=dataset.source,
         baselines=_baselines(prepared, ease_lambda) if baselines else [],
-        lists=list_reports(served, prepared.test, prepared.seen, k=10) if baselines else [],
+        lists=lists,
     )
 
 

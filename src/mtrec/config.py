@@ -123,6 +123,10 @@ class ModelConfig(_JsonConfig):
     summed over the history with a 1 / sqrt(length) scale. In training a row's own item is
     left out of its history (test items are never in it). A user the model never saw is
     embedded from a history alone (``Recommender.recommend_for_history``)."""
+    new_user_rate: float = 0.0
+    """With ``history``: the share of training rows whose user is embedded as a new user
+    is, from the history alone (no user row, side features or rating bias), so that a list
+    made from a history alone is as well placed as a known user's."""
     learned_task_weights: bool = False
     """Learn the balance of the two losses (homoscedastic uncertainty, Kendall et al. 2018):
     exp(-s1) L_retrieval + s1 / 2 + exp(-s2) L_rating / 2 + s2 / 2, with s1, s2 trained;
@@ -143,6 +147,10 @@ class ModelConfig(_JsonConfig):
         if any(width < 1 for width in self.head_layers):
             raise ConfigError(
                 f"ModelConfig.head_layers: expected widths >= 1, got {self.head_layers}"
+            )
+        if not 0.0 <= self.new_user_rate < 1.0:
+            raise ConfigError(
+                f"ModelConfig.new_user_rate: expected a value in [0, 1), got {self.new_user_rate}"
             )
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(
@@ -300,13 +308,32 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
         },
     ),
 }
+PRESETS["default"] = (
+    {**PRESETS["tuned"][0], "history": True, "new_user_rate": 0.2},
+    {**PRESETS["tuned"][1], "rating_weight": 3.0, "weight_decay": 0.2},
+)
 """Named (ModelConfig, TrainConfig) overrides.
 
 ``reference``: the tutorial's setup. ``tuned``: side features (user age, gender,
 occupation; movie genres and year), 64-d towers, rating biases, head dropout 0.2, AdamW,
 15 shuffled epochs, a mean-reduced retrieval loss with log-Q correction and accidental
 hits removed, 4+ star ratings as the only retrieval positives, weights 2 : 1. Chosen on
-MovieLens-100K seed 42 and checked on seeds 1 and 2 (numbers in the README)."""
+MovieLens-100K seed 42 and checked on seeds 1 and 2 (numbers in the README).
+``default`` (what ``mtrec train`` trains): ``tuned`` with a user tower that reads the
+user's history (a fifth of the rows trained as new users), weights 2 : 3 and weight decay
+0.2, served through the ranking stage
+(``RANKERS``); numbers in docs/benchmarks.md."""
+
+RANKERS: dict[str, dict[str, Any]] = {"default": {}}
+"""Presets served through the ranking stage, and their ``RankerConfig`` overrides; the
+others serve the reference's list (retrieve, then sort by predicted rating)."""
+
+
+def ranker_preset(name: str) -> RankerConfig | None:
+    """The ranking stage of a named preset, or None where it has none."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
+    return RankerConfig.from_dict(RANKERS[name]) if name in RANKERS else None
 
 
 def preset(name: str, **train_overrides: Any) -> tuple[ModelConfig, TrainConfig]:

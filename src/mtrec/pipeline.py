@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -23,7 +24,15 @@ from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset, Interactions, Split, random_split, temporal_split
 from mtrec.errors import ConfigError, DataError
-from mtrec.evaluate import EvalProtocol, EvalReport, evaluate
+from mtrec.evaluate import (
+    SERVED,
+    EvalProtocol,
+    EvalReport,
+    ListReport,
+    evaluate,
+    list_reports,
+    user_lists,
+)
 from mtrec.features import (
     EncodedInteractions,
     RatingScale,
@@ -40,6 +49,7 @@ from mtrec.index import ExactIndex, FaissIndex, Index, build_index, recall_vs_ex
 from mtrec.model import MultiTaskModel
 from mtrec.ranker import Ranker, StageOne, candidates, fit_ranker, gains_of, user_queries
 from mtrec.train import History, Progress, train
+from mtrec.two_stage import TwoStage
 
 log = logging.getLogger("mtrec.pipeline")
 
@@ -186,19 +196,20 @@ def carve(
 
 def stage_one(
     model: MultiTaskModel,
-    train: EncodedInteractions,
-    n_items: int,
+    seen: SeenItems,
     config: RankerConfig,
     index: Index | None = None,
 ) -> StageOne:
-    """Stage one over ``train``: the model, an index of its items (exact unless given),
-    EASE weights where the catalogue allows, and item interaction counts."""
+    """Stage one over the training histories ``seen``: the model, an index of its items
+    (exact unless given), EASE weights where the catalogue allows, item counts."""
     if index is None:
         with torch.inference_mode():
             index = ExactIndex(model.embed_items().numpy())
+    n_items = model.n_items
     use_item_item = config.item_item and n_items <= ITEM_ITEM_MAX_ITEMS
-    weights = ease_weights(train, n_items, config.item_item_lambda) if use_item_item else None
-    return StageOne(model, index, weights, interaction_counts(train, n_items))
+    rows = seen.as_rows()
+    weights = ease_weights(rows, n_items, config.item_item_lambda) if use_item_item else None
+    return StageOne(model, index, weights, interaction_counts(seen, n_items))
 
 
 def fit_ranker_on_training_rows(
@@ -211,7 +222,7 @@ def fit_ranker_on_training_rows(
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
     train(model, fit_rows, tc, progress)
-    stage = stage_one(model, fit_rows, prepared.n_items, config)
+    stage = stage_one(model, seen, config)
     users = np.unique(held.user.numpy())
     found = candidates(stage, user_queries(model, users, seen), config.candidates)
     gains = gains_of(
@@ -257,8 +268,16 @@ def train_model(
     index_params: dict[str, Any] | None = None,
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
+    ranker: RankerConfig | None = None,
+    ranker_progress: Progress | None = None,
+    k: int = 10,
 ) -> SavedModel:
     """What ``mtrec train`` does: prepare, fit and evaluate one model, index its items.
+
+    With ``ranker`` the list is served through the ranking stage, fitted first on the
+    training rows alone (``fit_ranker_on_training_rows``; ``ranker_progress`` shows its
+    stage one's training). ``metrics["lists"]`` holds the served list beside retrieval
+    alone, popularity and EASE at ``k`` (honest protocol, paired 95% intervals).
 
     The result is ready for ``mtrec.artifact.save`` and for ``Recommender(...)``. The
     split is recorded (seed, fraction and a fingerprint of the test rows) so that
@@ -270,15 +289,28 @@ def train_model(
     prepared = prepare(
         dataset, model_config, train_config, split=split, test_fraction=test_fraction
     )
+    started = time.perf_counter()
+    fitted_ranker = (
+        None if ranker is None else fit_ranker_on_training_rows(prepared, ranker, ranker_progress)
+    )
+    ranker_seconds = time.perf_counter() - started
     fitted = fit_and_evaluate(prepared, progress=progress, checkpoints=checkpoints)
     model = fitted.model
     built, index_info = _index(model, index, index_params)
+    two = None
+    if fitted_ranker is not None:
+        stage = stage_one(model, prepared.seen, fitted_ranker.config, built)
+        two = TwoStage(stage, fitted_ranker)
+    lists = served_lists(model, two, prepared, k=k)
     metrics = {
         **dataclasses.asdict(fitted.reference),
         "train_seconds": round(fitted.history.seconds, 3),
+        "ranker_seconds": round(ranker_seconds, 3) if fitted_ranker is not None else None,
         "precision": fitted.history.precision,
         "history": [dataclasses.asdict(e) for e in fitted.history.epochs],
         "index": index_info,
+        "served": _served_summary(lists),
+        "lists": [dataclasses.asdict(r) for r in lists],
     }
     return SavedModel(
         model,
@@ -292,7 +324,28 @@ def train_model(
         _data_record(prepared),
         metrics,
         prepared.scale,
+        fitted_ranker,
+        None if two is None else two.stage.item_item,
     )
+
+
+def served_lists(
+    model: MultiTaskModel,
+    two: TwoStage | None,
+    prepared: Prepared,
+    *,
+    k: int = 10,
+    ease_lambda: float = 500.0,
+) -> list[ListReport]:
+    """The served list beside retrieval alone, popularity and EASE on the held-out rows."""
+    users = np.unique(prepared.test.user.numpy())
+    lists = user_lists(model, two, prepared.seen, users, k=k, ease_lambda=ease_lambda)
+    return list_reports(lists, users, prepared.test)
+
+
+def _served_summary(reports: list[ListReport]) -> dict[str, Any]:
+    served = next(r for r in reports if r.name == SERVED)
+    return {"k": served.k, "recall": served.recall, "ndcg": served.ndcg}
 
 
 def _index(
@@ -362,6 +415,29 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
     Raises ``DataError`` when the rebuilt test rows differ from those the model was
     evaluated on at training time (other data, or another version of it).
     """
+    test = _rebuilt_test(saved, dataset)
+    return held_out_report(saved.model, test, saved.scale, saved.data.get("has_ratings", True))
+
+
+def evaluate_saved_lists(saved: SavedModel, dataset: Dataset, *, k: int = 10) -> list[ListReport]:
+    """The saved model's served list beside retrieval alone, popularity and EASE at ``k``,
+    on its own rebuilt split (see ``evaluate_saved``)."""
+    test = _rebuilt_test(saved, dataset)
+    two = None
+    if saved.ranker is not None:
+        stage = StageOne(
+            saved.model,
+            saved.index,
+            saved.item_item,
+            interaction_counts(saved.seen, len(saved.vocabs.items)),
+        )
+        two = TwoStage(stage, saved.ranker)
+    users = np.unique(test.user.numpy())
+    lists = user_lists(saved.model, two, saved.seen, users, k=k)
+    return list_reports(lists, users, test)
+
+
+def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
     split_info = saved.data.get("split", {})
     split = make_split(
         dataset.interactions,
@@ -375,5 +451,4 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
             "this model was evaluated on; evaluate it on the data it was trained with",
             field="split",
         )
-    test = encode(split.test, saved.vocabs, saved.scale)
-    return held_out_report(saved.model, test, saved.scale, saved.data.get("has_ratings", True))
+    return encode(split.test, saved.vocabs, saved.scale)

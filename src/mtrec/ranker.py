@@ -59,6 +59,8 @@ class Queries:
     user_rows: NDArray[np.int64]
     indptr: NDArray[np.int64]
     items: NDArray[np.int64]
+    exclude_history: bool = True
+    """Leave each user's history out of their candidates (False: rated items may return)."""
 
     def __len__(self) -> int:
         return len(self.user_rows)
@@ -66,11 +68,13 @@ class Queries:
     def history(self, i: int) -> NDArray[np.int64]:
         return self.items[self.indptr[i] : self.indptr[i + 1]]
 
-    def exclusions(self) -> list[NDArray[np.int64]]:
-        return [self.history(i) for i in range(len(self))]
+    def exclusions(self) -> list[NDArray[np.int64]] | None:
+        return [self.history(i) for i in range(len(self))] if self.exclude_history else None
 
 
-def user_queries(model: MultiTaskModel, users: NDArray[np.int64], seen: Histories) -> Queries:
+def user_queries(
+    model: MultiTaskModel, users: NDArray[np.int64], seen: Histories, exclude_history: bool = True
+) -> Queries:
     """Queries for known user rows, each with their training items as history."""
     starts, ends = seen.indptr[users], seen.indptr[users + 1]
     indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
@@ -78,18 +82,40 @@ def user_queries(model: MultiTaskModel, users: NDArray[np.int64], seen: Historie
     with torch.inference_mode():
         embeddings = model.embed_users(torch.from_numpy(users.astype(np.int64))).numpy()
     items = seen.items[entries].astype(np.int64)
-    return Queries(embeddings.astype(np.float32), users.astype(np.int64), indptr, items)
+    rows = users.astype(np.int64)
+    return Queries(embeddings.astype(np.float32), rows, indptr, items, exclude_history)
+
+
+def history_queries(
+    model: MultiTaskModel,
+    indptr: NDArray[np.int64],
+    items: NDArray[np.int64],
+    labels: NDArray[np.float32],
+) -> Queries:
+    """Users the model never saw, known by the items they rated (CSR over item rows, with
+    scaled ``labels``): each embedded from their history alone."""
+    n = len(indptr) - 1
+    with torch.inference_mode():
+        embeddings = [
+            model.embed_history(
+                torch.from_numpy(items[indptr[u] : indptr[u + 1]]),
+                torch.from_numpy(labels[indptr[u] : indptr[u + 1]]),
+            )
+            for u in range(n)
+        ]
+    stacked = torch.cat(embeddings).numpy() if n else np.zeros((0, model.config.embedding_dim))
+    rows = np.full(n, -1, dtype=np.int64)
+    return Queries(
+        stacked.astype(np.float32), rows, indptr.astype(np.int64), items.astype(np.int64)
+    )
 
 
 def history_query(
     model: MultiTaskModel, items: NDArray[np.int64], labels: NDArray[np.float32]
 ) -> Queries:
-    """A user the model never saw, known by the items they rated (scaled ``labels``)."""
-    with torch.inference_mode():
-        embedding = model.embed_history(torch.from_numpy(items), torch.from_numpy(labels))
+    """One user the model never saw, known by the items they rated (scaled ``labels``)."""
     indptr = np.array([0, len(items)], dtype=np.int64)
-    user = np.array([-1], dtype=np.int64)
-    return Queries(embedding.numpy().astype(np.float32), user, indptr, items.astype(np.int64))
+    return history_queries(model, indptr, items, labels)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -190,8 +216,9 @@ def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float64] 
         within = np.repeat(np.arange(hi - lo), np.diff(queries.indptr[lo : hi + 1]))
         x[torch.from_numpy(within), torch.from_numpy(queries.items[a:b])] = 1.0
         scores[lo:hi] = (x @ weights).numpy()
-    user = np.repeat(np.arange(n), np.diff(queries.indptr))
-    scores[user, queries.items] = -np.inf
+    if queries.exclude_history:
+        user = np.repeat(np.arange(n), np.diff(queries.indptr))
+        scores[user, queries.items] = -np.inf
     return scores
 
 

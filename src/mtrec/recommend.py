@@ -1,4 +1,4 @@
-"""Retrieve, then rank: candidates from the index, ordered by the rating head.
+"""What a user gets: a saved model's lists, from its ranking stage or its rating head.
 
 ``Recommender`` is the one object the CLI (and later the HTTP service) use: it holds a
 loaded model directory and answers ``recommend``, ``similar`` and ``rank`` with typed
@@ -8,6 +8,7 @@ records. Ids are raw dataset ids; rows never leave this module.
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -19,11 +20,12 @@ from numpy.typing import NDArray
 from mtrec import artifact
 from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.data import Items
-from mtrec.errors import UnknownIdError
+from mtrec.errors import ConfigError, UnknownIdError
 from mtrec.features import RatingScale, Vocabs
-from mtrec.index import ExactIndex
+from mtrec.index import ExactIndex, Index
 from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
+from mtrec.ranker import Queries, history_query, user_queries
 from mtrec.two_stage import RankedBatch, rank_candidates, retrieve_then_rank
 from mtrec.vocab import Vocab
 
@@ -58,7 +60,8 @@ class Recommendation:
 class Recommendations:
     """A user's list; ``fallback`` marks the popularity list given to an unknown user."""
 
-    user_id: int | str
+    user_id: int | str | None
+    """None for a list made from a history (``recommend_for_history``)."""
     items: list[Recommendation]
     fallback: bool = False
     notice: str | None = None
@@ -131,6 +134,13 @@ def recommend_reference(
     return _records(batch, 0, vocabs.items, info, scale or RatingScale())
 
 
+def _describe(
+    vocab: Vocab, info: ItemInfo, row: int
+) -> tuple[int | str, str | None, tuple[str, ...]]:
+    """(item id, title, genres) of an item row: the fields every item record starts with."""
+    return vocab.id_array[row].item(), info.titles[row], tuple(info.genres[row])
+
+
 def _records(
     batch: RankedBatch, i: int, vocab: Vocab, info: ItemInfo, scale: RatingScale
 ) -> list[Recommendation]:
@@ -141,9 +151,7 @@ def _records(
             break
         out.append(
             Recommendation(
-                item_id=vocab.id_array[row].item(),
-                title=info.titles[row],
-                genres=tuple(info.genres[row]),
+                *_describe(vocab, info, row),
                 retrieval_score=float(batch.retrieval[i, j]),
                 predicted_rating=float(batch.predicted[i, j]),
                 stars=float(stars[j]),
@@ -165,6 +173,8 @@ class Recommender:
         self.model = saved.model
         self.vocabs = saved.vocabs
         self.index = saved.index
+        self.two_stage = saved.two_stage()
+        """The ranking stage (None: the list is retrieval re-sorted by predicted rating)."""
         with torch.inference_mode():
             items = self.model.embed_items().numpy()
         norms = np.linalg.norm(items, axis=1, keepdims=True)
@@ -211,28 +221,31 @@ class Recommender:
         stars = self.saved.scale.stars(labels[order])
         info = self.saved.items
         return [
-            RatedItem(
-                self.vocabs.items.id_array[r].item(),
-                info.titles[r],
-                tuple(info.genres[r]),
-                float(s),
-            )
+            RatedItem(*_describe(self.vocabs.items, info, r), float(s))
             for r, s in zip(items[order].tolist(), stars.tolist(), strict=True)
         ]
 
     def recommend(
-        self, user_id: int | str, k: int = 10, candidates: int = 100, exclude_seen: bool = True
+        self,
+        user_id: int | str,
+        k: int = 10,
+        candidates: int | None = None,
+        exclude_seen: bool = True,
     ) -> Recommendations:
-        """Top ``candidates`` by retrieval score (minus training items unless
-        ``exclude_seen=False``), ranked by predicted rating, first ``k``. An unknown user
-        gets the items most often rated four stars or more, flagged ``fallback``."""
+        """The user's top ``k`` (training items left out unless ``exclude_seen=False``).
+
+        With a ranking stage: ``candidates`` (default the ranker's, 100) from each source,
+        ordered by the ranker. Without: the top ``candidates`` (default 100) by retrieval
+        score re-sorted by predicted rating. An unknown user gets the items most often
+        rated four stars or more, flagged ``fallback``.
+        """
         return self.recommend_many([user_id], k, candidates, exclude_seen)[0]
 
     def recommend_many(
         self,
         user_ids: Sequence[int | str],
         k: int = 10,
-        candidates: int = 100,
+        candidates: int | None = None,
         exclude_seen: bool = True,
     ) -> list[Recommendations]:
         """``recommend`` for many users in one batched index search and head pass."""
@@ -255,30 +268,84 @@ class Recommender:
         return out
 
     def rank_rows(
-        self, user_rows: NDArray[np.int64], k: int, candidates: int, exclude_seen: bool
+        self, user_rows: NDArray[np.int64], k: int, candidates: int | None, exclude_seen: bool
     ) -> RankedBatch:
-        """Retrieve-then-rank for user rows, as arrays (what batch export writes)."""
+        """The served lists of known user rows, as arrays (what batch export writes)."""
+        if self.two_stage is not None:
+            queries = user_queries(self.model, user_rows, self.saved.seen, exclude_seen)
+            return self.two_stage.lists(queries, k, candidates)
         exclude = [self._seen_rows(int(r)) for r in user_rows] if exclude_seen else None
         return retrieve_then_rank(
-            self.model, self.index, user_rows, k=k, candidates=candidates, exclude=exclude
+            self.model, self.index, user_rows, k=k, candidates=candidates or 100, exclude=exclude
         )
 
-    def _fallback(self, user_id: int | str, k: int) -> Recommendations:
+    def recommend_for_history(
+        self,
+        history: Sequence[tuple[int | str, float | None]],
+        k: int = 10,
+        candidates: int | None = None,
+    ) -> Recommendations:
+        """A list for a user the model never saw, from the items they rated: pairs of
+        (item id, rating in the data's own scale, or None for "interacted, no rating").
+
+        No retraining: the user tower embeds the history (a model trained with
+        ``ModelConfig.history``) and the ranking stage orders candidates as for anyone.
+        Items the model does not know are left out and named in ``notice``; an empty
+        history gets the popularity fallback. The history's items are not recommended.
+
+        >>> rec.recommend_for_history([(50, 5.0), (181, 4.0), (172, None)], k=10)
+        """
+        if not self.model.config.history:
+            raise ConfigError(
+                "this model's user tower does not read histories; train it with the default "
+                "preset (mtrec train --preset default) to recommend from a history"
+            )
+        rows, labels, unknown = self._history_rows(history)
+        notice = f"unknown item(s) left out of the history: {unknown}" if unknown else None
+        if not len(rows):
+            fallback = self._fallback(None, k)
+            return dataclasses.replace(fallback, notice=notice or fallback.notice)
+        query = history_query(self.model, rows, labels)
+        if self.two_stage is not None:
+            batch = self.two_stage.lists(query, k, candidates)
+        else:
+            batch = _retrieve_for_query(self.model, self.index, query, k, candidates or 100)
+        items = _records(batch, 0, self.vocabs.items, self.saved.items, self.saved.scale)
+        return Recommendations(None, items, notice=notice)
+
+    def _history_rows(
+        self, history: Sequence[tuple[int | str, float | None]]
+    ) -> tuple[NDArray[np.int64], NDArray[np.float32], list[int | str]]:
+        """Item rows (sorted, each once: the last rating wins), scaled ratings, unknown ids."""
+        scale = self.saved.scale
+        neutral = float(self.saved.seen.labels.mean()) if len(self.saved.seen.labels) else 0.5
+        found: dict[int, float] = {}
+        unknown: list[int | str] = []
+        for position, (item_id, rating) in enumerate(history):
+            if rating is not None and not (
+                math.isfinite(rating) and scale.low <= rating <= scale.high
+            ):
+                raise ConfigError(
+                    f"history entry {position + 1} ({item_id!r}): rating {rating!r} is outside "
+                    f"this model's scale {scale.low:g}..{scale.high:g}"
+                )
+            row = self._row(self.vocabs.items, item_id)
+            if row is None:
+                unknown.append(item_id)
+                continue
+            found[row] = neutral if rating is None else float(scale.scale(rating))
+        rows = np.array(sorted(found), dtype=np.int64)
+        labels = np.array([found[r] for r in rows.tolist()], dtype=np.float32)
+        return rows, labels, unknown
+
+    def _fallback(self, user_id: int | str | None, k: int) -> Recommendations:
         info = self.saved.items
         items = [
-            Recommendation(
-                self.vocabs.items.id_array[r].item(),
-                info.titles[r],
-                tuple(info.genres[r]),
-                None,
-                None,
-                None,
-            )
+            Recommendation(*_describe(self.vocabs.items, info, r), None, None, None)
             for r in self._popular[:k].tolist()
         ]
-        notice = (
-            f"unknown user {user_id!r}: showing the items most often rated 4+ stars in training"
-        )
+        who = "no history" if user_id is None else f"unknown user {user_id!r}"
+        notice = f"{who}: showing the items most often rated 4+ stars in training"
         return Recommendations(user_id, items, fallback=True, notice=notice)
 
     def rank(self, user_id: int | str, item_ids: Sequence[int | str]) -> list[Recommendation]:
@@ -303,15 +370,27 @@ class Recommender:
         scores, rows = self._cosine.search(query, k, exclude=[np.array([row])])
         info = self.saved.items
         return [
-            SimilarItem(
-                self.vocabs.items.id_array[r].item(),
-                info.titles[r],
-                tuple(info.genres[r]),
-                float(s),
-            )
+            SimilarItem(*_describe(self.vocabs.items, info, r), float(s))
             for s, r in zip(scores[0].tolist(), rows[0].tolist(), strict=True)
             if r >= 0
         ]
+
+
+def _retrieve_for_query(
+    model: MultiTaskModel, index: Index, query: Queries, k: int, candidates: int
+) -> RankedBatch:
+    """The rating-sorted list for a query without a user row (a model with no ranker)."""
+    _, rows = index.search(query.embeddings, max(k, candidates), exclude=query.exclusions())
+    valid = rows >= 0
+    safe = torch.from_numpy(np.where(valid, rows, 0)[0])
+    with torch.inference_mode():
+        users = torch.from_numpy(query.embeddings).expand(len(safe), -1)
+        items = model.embed_items(safe)
+        retrieval = (users * items).sum(1).numpy()[None]
+        predicted = model.predict_rating(users, items, torch.full_like(safe, -1), safe)
+    predicted_np = np.where(valid, predicted.numpy()[None], -np.inf).astype(np.float32)
+    batch = RankedBatch(rows, np.where(valid, retrieval, -np.inf).astype(np.float32), predicted_np)
+    return batch.take(np.argsort(-predicted_np, axis=1, kind="stable")[:, :k])
 
 
 def write_all_users(
@@ -319,7 +398,7 @@ def write_all_users(
     path: str | Path,
     *,
     k: int = 10,
-    candidates: int = 100,
+    candidates: int | None = None,
     exclude_seen: bool = True,
     users_per_batch: int = 4096,
 ) -> int:

@@ -7,7 +7,7 @@ import torch
 from numpy.typing import NDArray
 
 from mtrec.baselines import EASE_MAX_ITEMS, ease_weights
-from mtrec.features import EncodedInteractions, SeenItems, interaction_counts
+from mtrec.features import SeenItems, interaction_counts
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.ranker import user_queries
@@ -20,7 +20,6 @@ SERVED = "served"
 def user_lists(
     model: MultiTaskModel,
     two_stage: TwoStage | None,
-    train: EncodedInteractions,
     seen: SeenItems,
     users: NDArray[np.int64],
     *,
@@ -49,11 +48,11 @@ def user_lists(
     else:
         lists[SERVED] = rated.rows
     lists["retrieval"] = index.search(queries, k, exclude=exclude)[1]
-    counts = interaction_counts(train, n_items).astype(np.float32)[:, None]
+    counts = interaction_counts(seen, n_items).astype(np.float32)[:, None]
     everyone = np.ones((len(users), 1), dtype=np.float32)
     lists["popularity"] = ExactIndex(counts).search(everyone, k, exclude=exclude)[1]
     if n_items <= EASE_MAX_ITEMS:
-        weights = ease_weights(train, n_items, ease_lambda)
+        weights = ease_weights(seen.as_rows(), n_items, ease_lambda)
         history = np.zeros((len(users), n_items), dtype=np.float32)
         for j, items in enumerate(exclude):
             history[j, items] = 1.0

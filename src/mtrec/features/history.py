@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 
 from mtrec.features.encoding import EncodedInteractions, RatingScale
@@ -22,6 +23,13 @@ class SeenItems:
     indptr: NDArray[np.int64]
     items: NDArray[np.int64]
     labels: NDArray[np.float32]
+
+    def as_rows(self) -> EncodedInteractions:
+        """One row per (user, item) pair, with its (last) scaled rating."""
+        users = np.repeat(np.arange(len(self.indptr) - 1), np.diff(self.indptr))
+        return EncodedInteractions(
+            torch.from_numpy(users), torch.from_numpy(self.items), torch.from_numpy(self.labels)
+        )
 
     def of(self, user_row: int) -> tuple[NDArray[np.int64], NDArray[np.float32]]:
         lo, hi = int(self.indptr[user_row]), int(self.indptr[user_row + 1])
@@ -53,6 +61,7 @@ def liked_counts(
     return np.bincount(liked, minlength=n_items).astype(np.int64)
 
 
-def interaction_counts(data: EncodedInteractions, n_items: int) -> NDArray[np.int64]:
-    """Per item row, how many training rows name it: the popularity baseline's score."""
-    return np.bincount(data.item.numpy(), minlength=n_items).astype(np.int64)
+def interaction_counts(seen: SeenItems, n_items: int) -> NDArray[np.int64]:
+    """Per item row, how many users interacted with it in training: the popularity
+    baseline's score and the ranker's popularity signal."""
+    return np.bincount(seen.items, minlength=n_items).astype(np.int64)

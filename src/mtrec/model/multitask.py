@@ -234,12 +234,15 @@ class MultiTaskModel(nn.Module):
         table: nn.Embedding,
         rows: torch.Tensor | None,
         exclude: torch.Tensor | None = None,
+        alone: torch.Tensor | None = None,
     ) -> torch.Tensor:
         out = table.weight if rows is None else table(rows)
         for name in self.config.user_features if side == "user" else self.config.item_features:
             codes = getattr(self, f"codes_{side}_{name}")
             codes = codes if rows is None else codes[rows]  # (B, width)
             out = out + self.feature_embeddings[f"{side}_{name}"](codes).sum(dim=1)
+        if alone is not None:  # these users are seen as new ones: no row, no side features
+            out = out * (~alone).unsqueeze(1)
         if side == "user" and self.config.history:
             every = torch.arange(table.num_embeddings) if rows is None else rows
             out = out + self._history_pool(every, exclude)
@@ -248,14 +251,18 @@ class MultiTaskModel(nn.Module):
         return out
 
     def embed_users(
-        self, rows: torch.Tensor | None = None, exclude_items: torch.Tensor | None = None
+        self,
+        rows: torch.Tensor | None = None,
+        exclude_items: torch.Tensor | None = None,
+        alone: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """(B,) user rows -> (B, d) query embeddings; ``None`` gives every user.
 
         ``exclude_items`` (B,): with ``config.history``, each row's item is left out of
-        that user's history (training: a row must not see its own answer).
+        that user's history (training: a row must not see its own answer). ``alone`` (B,)
+        bool: those rows are embedded from their history only, as a new user would be.
         """
-        return self._tower("user", self.user_embedding, rows, exclude_items)
+        return self._tower("user", self.user_embedding, rows, exclude_items, alone)
 
     def embed_items(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """(B,) item rows -> (B, d) candidate embeddings; ``None`` gives the whole catalogue."""
@@ -308,7 +315,10 @@ class MultiTaskModel(nn.Module):
         from every process, and both losses are normalised by the global batch, so that the
         processes' losses add up to the one-process loss of the global batch.
         """
-        u = self.embed_users(user, exclude_items=item)
+        alone = None
+        if self.training and self.config.history and self.config.new_user_rate:
+            alone = torch.rand(len(user), device=user.device) < self.config.new_user_rate
+        u = self.embed_users(user, exclude_items=item, alone=alone)
         i = self.embed_items(item)
         total = u.new_zeros(())
         retrieval = rating = None
@@ -342,7 +352,8 @@ class MultiTaskModel(nn.Module):
             with torch.autocast(
                 u.device.type, dtype=compute_dtype, enabled=compute_dtype is not None
             ):
-                predicted = self.predict_rating(u, i, user, item)
+                rating_rows = user if alone is None else torch.where(alone, -1, user)
+                predicted = self.predict_rating(u, i, rating_rows, item)
             rating = rating_loss(predicted.float(), label, None if shard is None else shard.count)
             total = total + self._weigh(1, rating_weight * rating)
         return LossParts(total, retrieval, rating)
