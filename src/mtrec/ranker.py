@@ -295,9 +295,16 @@ class Ranker:
         return cls(np.asarray(weights, dtype=np.float32), config)
 
 
+def listwise_loss(scores: torch.Tensor, gains: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    """Softmax cross-entropy of (n, c) scores against gains, averaged over the n lists:
+    -sum_i g_i log softmax(s)_i / sum_i g_i. Pads (``pad`` True) take no probability."""
+    log_p = torch.log_softmax(scores.masked_fill(pad, -torch.inf), dim=1).masked_fill(pad, 0.0)
+    return -((gains * log_p).sum(1) / gains.sum(1)).mean()
+
+
 def fit_ranker(found: Candidates, gains: NDArray[np.float32], config: RankerConfig) -> Ranker:
-    """Fit the weights by listwise softmax cross-entropy: for each user with a positive,
-    -sum_i g_i log softmax(s)_i / sum_i g_i over the candidates, plus an L2 penalty.
+    """Fit the weights by :func:`listwise_loss` over the users with a positive, plus an
+    L2 penalty.
 
     Full-batch Adam from zero weights, a fixed number of steps: deterministic.
     """
@@ -308,9 +315,7 @@ def fit_ranker(found: Candidates, gains: NDArray[np.float32], config: RankerConf
     w = torch.zeros(x.shape[-1], requires_grad=True)
     optimizer = torch.optim.Adam([w], lr=config.learning_rate)
     for _ in range(config.steps if len(x) else 0):
-        scores = (x @ w).masked_fill(pad, -torch.inf)
-        log_p = torch.log_softmax(scores, dim=1).masked_fill(pad, 0.0)
-        loss = -((g * log_p).sum(1) / g.sum(1)).mean() + config.l2 * (w**2).sum()
+        loss = listwise_loss(x @ w, g, pad) + config.l2 * (w**2).sum()
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()

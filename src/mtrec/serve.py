@@ -31,7 +31,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, Strict, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtrec.errors import ArtifactError, ConfigError, MtrecError, UnknownIdError
@@ -100,6 +100,21 @@ class ItemOut(BaseModel):
     genres: list[str]
 
 
+class HistoryEntry(BaseModel):
+    """One item a new user rated; ``rating`` in the data's scale, or null for "interacted"."""
+
+    item_id: StrictInt | StrictStr
+    rating: Annotated[float, Strict()] | None = None
+
+
+class HistoryRequest(BaseModel):
+    """A user the model never saw, known by a history: item ids, or {item_id, rating}."""
+
+    history: list[HistoryEntry | StrictInt | StrictStr] = Field(max_length=MAX_ITEMS)
+    k: int = Field(10, ge=1, le=MAX_K)
+    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+
+
 class RecommendationOut(ItemOut):
     retrieval_score: float | None = Field(description="user . item embedding; null for a fallback")
     predicted_rating: float | None = Field(description="the rating head's scaled output y")
@@ -107,9 +122,11 @@ class RecommendationOut(ItemOut):
 
 
 class RecommendationsOut(BaseModel):
-    user_id: int | str
+    user_id: int | str | None = Field(description="null for a list made from a history")
     items: list[RecommendationOut]
-    fallback: bool = Field(description="true: an unknown user, given the most popular items")
+    fallback: bool = Field(
+        description="true: an unknown user or an empty history, given the most popular items"
+    )
     notice: str | None
 
 
@@ -344,13 +361,35 @@ def create_app(
     async def recommendations(
         user_id: str,
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
-        candidates: Annotated[int, Query(ge=1, le=MAX_CANDIDATES)] = 100,
+        candidates: Annotated[int | None, Query(ge=1, le=MAX_CANDIDATES)] = None,
         exclude_seen: bool = True,
     ) -> JSONResponse:
-        """Retrieve ``candidates`` by dot product (minus training items), rank by predicted
-        rating, return the top ``k``. An unknown user gets popular items, ``fallback: true``."""
+        """The user's top ``k``: ``candidates`` per source (default the model's) ordered by
+        the ranking stage, or for a model without one retrieved by dot product and sorted
+        by predicted rating. An unknown user gets popular items, ``fallback: true``."""
         result = holder.recommender.recommend(
             user_id, k=k, candidates=candidates, exclude_seen=exclude_seen
+        )
+        return JSONResponse(result.to_dict())
+
+    @app.post(
+        "/v1/recommendations",
+        tags=["recommendations"],
+        response_model=RecommendationsOut,
+        responses=ERRORS,
+    )
+    async def recommendations_for_history(
+        request: Annotated[HistoryRequest, Body()],
+    ) -> JSONResponse:
+        """A list for a user the model never saw, from their history, without retraining.
+        Unknown items are left out and named in ``notice``; an empty history gets popular
+        items (``fallback: true``); a model whose towers do not read histories: 422."""
+        history = [
+            (e.item_id, e.rating) if isinstance(e, HistoryEntry) else (e, None)
+            for e in request.history
+        ]
+        result = holder.recommender.recommend_for_history(
+            history, k=request.k, candidates=request.candidates
         )
         return JSONResponse(result.to_dict())
 

@@ -1,0 +1,195 @@
+"""The ranking stage: its loss and features by hand, its training data, and new users."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mtrec import artifact
+from mtrec.config import ModelConfig, RankerConfig, TrainConfig
+from mtrec.data.movielens import read_grouplens_dir
+from mtrec.errors import ArtifactError, ConfigError
+from mtrec.features import EncodedInteractions, seen_items
+from mtrec.index import ExactIndex
+from mtrec.model import MultiTaskModel
+from mtrec.pipeline import carve, fit_ranker_on_training_rows, prepare, train_model
+from mtrec.ranker import (
+    FEATURES,
+    Candidates,
+    Queries,
+    Ranker,
+    StageOne,
+    _ranks,
+    _union,
+    candidates,
+    fit_ranker,
+    gains_of,
+    listwise_loss,
+)
+from mtrec.recommend import Recommender
+
+HISTORY = ModelConfig(embedding_dim=8, head_layers=(16,), history=True, new_user_rate=0.2)
+CONFIG = TrainConfig(epochs=8, batch_size=64, shuffle=True, seed=5, learning_rate=0.1)
+RANKER = RankerConfig(candidates=10, steps=100)
+
+
+def test_listwise_loss_by_hand() -> None:
+    scores = torch.tensor([[1.0, 0.0, 2.0], [0.5, 0.5, 9.0]])
+    gains = torch.tensor([[1.0, 0.0, 0.5], [0.0, 1.0, 0.0]])
+    pad = torch.tensor([[False, False, False], [False, False, True]])
+    z1 = math.exp(1) + 1 + math.exp(2)
+    first = -(1.0 * (1 - math.log(z1)) + 0.5 * (2 - math.log(z1))) / 1.5
+    second = -(0.5 - math.log(2 * math.exp(0.5)))  # the pad takes no probability
+    assert listwise_loss(scores, gains, pad).item() == pytest.approx((first + second) / 2)
+
+
+def test_union_and_ranks_by_hand() -> None:
+    union = _union(np.array([[3, 1, 3, -1], [2, 2, 2, 2]]))
+    assert union.tolist() == [[1, 3], [2, -1]]
+    ranks = _ranks(np.array([[0.1, 0.9, 0.5]]), np.array([[True, True, False]]))
+    assert ranks.tolist() == [[1.0, 0.0, 2.0]]
+
+
+def test_gains_mark_held_aside_items() -> None:
+    found = Candidates(
+        rows=np.array([[4, 7, -1], [4, 2, 9]]),
+        features=np.zeros((2, 3, len(FEATURES)), dtype=np.float32),
+        retrieval=np.zeros((2, 3), dtype=np.float32),
+        predicted=np.zeros((2, 3), dtype=np.float32),
+    )
+    held_users, held_items = np.array([10, 10, 11]), np.array([7, 4, 9])
+    labels = np.array([1.0, 0.25, 0.8], dtype=np.float32)
+    config = RankerConfig(low_rating_gain=0.3)
+    gains = gains_of(found, np.array([10, 11]), held_users, held_items, labels, config, 0.75)
+    assert np.allclose(gains, [[0.3, 1.0, 0.0], [0.0, 0.0, 1.0]])
+
+
+def test_the_ranker_learns_the_informative_feature() -> None:
+    rng = np.random.default_rng(0)
+    n, c = 200, 12
+    features = rng.normal(size=(n, c, len(FEATURES))).astype(np.float32)
+    best = features[:, :, 2].argmax(axis=1)  # the positive is where feature 2 peaks
+    gains = np.zeros((n, c), dtype=np.float32)
+    gains[np.arange(n), best] = 1.0
+    rows = np.tile(np.arange(c), (n, 1))
+    zeros = np.zeros((n, c), dtype=np.float32)
+    ranker = fit_ranker(Candidates(rows, features, zeros, zeros), gains, RankerConfig())
+    assert int(np.argmax(ranker.weights)) == 2
+    assert ranker.weights[2] > 3 * np.abs(np.delete(ranker.weights, 2)).max()
+    again = Ranker.from_dict(ranker.to_dict(), "ranker.json")
+    assert np.array_equal(again.weights, ranker.weights)
+    with pytest.raises(ArtifactError, match="ranker.json"):
+        Ranker.from_dict({**ranker.to_dict(), "weights": [1.0]}, "ranker.json")
+
+
+def test_two_tower_signal_is_standardised_over_the_catalogue() -> None:
+    model = MultiTaskModel(3, 30, ModelConfig(embedding_dim=4, head_layers=(4,)), seed=1)
+    with torch.inference_mode():
+        items = model.embed_items().numpy()
+        users = model.embed_users().numpy()
+    counts = np.arange(30, dtype=np.int64)
+    stage = StageOne(model, ExactIndex(items), None, counts)
+    queries = Queries(users, np.arange(3), np.array([0, 1, 1, 3]), np.array([5, 6, 7]))
+    found = candidates(stage, queries, per_source=8)
+    scores = users @ items.T
+    for u in range(3):
+        valid = found.rows[u] >= 0
+        expected = (scores[u] - scores[u].mean()) / scores[u].std()
+        got = found.features[u, valid, FEATURES.index("two_tower")]
+        assert got == pytest.approx(expected[found.rows[u, valid]], abs=1e-4)
+        assert not set(found.rows[u, valid]) & set(queries.history(u))  # history left out
+
+
+def test_carve_partitions_the_training_rows() -> None:
+    n = 1000
+    rows = EncodedInteractions(
+        torch.arange(n) % 37, torch.arange(n), torch.rand(n, generator=torch.Generator())
+    )
+    fit, held = carve(rows, 0.2, seed=3)
+    assert len(fit) + len(held) == n
+    assert set(fit.item.tolist()).isdisjoint(held.item.tolist())
+    assert 150 < len(held) < 250
+    again, _ = carve(rows, 0.2, seed=3)
+    assert torch.equal(again.item, fit.item)
+
+
+def test_the_ranker_never_sees_a_test_row(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    prepared = prepare(ds, HISTORY, CONFIG)
+    ranker = fit_ranker_on_training_rows(prepared, RANKER)
+    # other test labels, other test items: the ranker must come out bit for bit the same
+    test = prepared.test
+    scrambled = EncodedInteractions(test.user, test.item.flip(0), 1.0 - test.label)
+    other = fit_ranker_on_training_rows(dataclasses.replace(prepared, test=scrambled), RANKER)
+    assert np.array_equal(ranker.weights, other.weights)
+    assert np.any(ranker.weights != 0)
+
+
+def test_saved_ranker_round_trips_and_serves(tiny_dir: Path, tmp_path: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    saved = train_model(ds, HISTORY, CONFIG, ranker=RANKER)
+    assert saved.ranker is not None and saved.item_item is not None
+    served = saved.metrics["served"]
+    assert 0 < served["recall"] <= 1 and served["k"] == 10
+    names = [r["name"] for r in saved.metrics["lists"]]
+    assert names[0] == "served" and {"retrieval", "popularity", "EASE"} <= set(names)
+    path = artifact.save(saved, tmp_path / "model")
+    assert (path / "ranker.json").exists() and (path / "item_item.safetensors").exists()
+    before = Recommender(saved).recommend(3, k=5)
+    after = Recommender.load(path).recommend(3, k=5)
+    assert [r.item_id for r in after.items] == [r.item_id for r in before.items]
+    seen = set(Recommender.load(path).seen(3))
+    assert not seen & {r.item_id for r in after.items}
+
+
+def test_a_new_user_gets_their_clusters_items(tiny_dir: Path) -> None:
+    # planted: users 1-30 like items 1-20, users 31-60 like items 21-40
+    ds = read_grouplens_dir(tiny_dir)
+    config = dataclasses.replace(CONFIG, epochs=20)
+    rec = Recommender(train_model(ds, HISTORY, config, ranker=RANKER))
+    for history, cluster in (([(1, 5.0), (2, 5.0), (3, 4.0)], range(1, 21)),
+                             ([(25, 5.0), (30, 4.0), (33, None)], range(21, 41))):  # fmt: skip
+        result = rec.recommend_for_history(history, k=5)
+        assert result.user_id is None and not result.fallback
+        got = [r.item_id for r in result.items]
+        assert all(item in cluster for item in got), got
+        assert not {item for item, _ in history} & set(got)
+
+
+def test_history_entries_are_checked(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    rec = Recommender(train_model(ds, HISTORY, CONFIG, ranker=RANKER))
+    with pytest.raises(ConfigError, match=r"entry 2 \(7\): rating 9"):
+        rec.recommend_for_history([(1, 5.0), (7, 9.0)])
+    unknown = rec.recommend_for_history([(1, 5.0), (999, 4.0), ("x", None)], k=3)
+    assert unknown.notice is not None and "999" in unknown.notice and "'x'" in unknown.notice
+    empty = rec.recommend_for_history([], k=3)
+    assert empty.fallback and len(empty.items) == 3
+    plain = Recommender(train_model(ds, ModelConfig(embedding_dim=8, head_layers=(16,)), CONFIG))
+    with pytest.raises(ConfigError, match="does not read histories"):
+        plain.recommend_for_history([(1, 5.0)])
+
+
+def test_history_only_training_rows_drop_the_user_row(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    prepared = prepare(ds, HISTORY, CONFIG)
+    model = MultiTaskModel(prepared.n_users, prepared.n_items, HISTORY, seed=0)
+    model.set_history(seen_items(prepared.train, prepared.n_users))
+    rows = torch.tensor([0, 1])
+    alone = torch.tensor([True, False])
+    with torch.no_grad():
+        mixed = model.embed_users(rows, alone=alone)
+        full = model.embed_users(rows)
+        history_only = model.embed_history(*_history_of(prepared, 0))
+    assert torch.allclose(mixed[1], full[1])
+    assert torch.allclose(mixed[0], history_only[0], atol=1e-6)
+
+
+def _history_of(prepared, user):  # type: ignore[no-untyped-def]
+    items, labels = prepared.seen.of(user)
+    return torch.from_numpy(items), torch.from_numpy(labels)
