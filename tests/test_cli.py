@@ -292,3 +292,24 @@ def test_sweep_marks_the_pareto_front(
     assert (tmp_path / "sweep.png").read_bytes()[:4] == b"\x89PNG"
     assert "| weight 2 |" in (tmp_path / "sweep.md").read_text()
     assert _run(["sweep", "--weights", "a,b"]) == 3
+
+
+def test_recommend_from_a_history(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    model = tmp_path / "model"
+    train = ["train", "--data-dir", str(tiny_dir), "-o", str(model), *ARGS]  # default preset
+    assert _run(train) == 0
+    capsys.readouterr()
+    assert (
+        _run(["recommend", "-m", str(model), "--history", "1:5,2:4, 3", "-k", "4", "--json"]) == 0
+    )
+    recs = json.loads(capsys.readouterr().out)
+    assert recs["user_id"] is None and not recs["fallback"] and len(recs["items"]) == 4
+    assert not {1, 2, 3} & {r["item_id"] for r in recs["items"]}
+    for bad, named in (("1:5,2:x", "entry 2 ('2:x')"), ("1:5,,3", "entry 2 ('')"),
+                       ("7:", "entry 1 ('7:')"), ("1:9", "rating 9.0 is outside")):  # fmt: skip
+        assert _run(["recommend", "-m", str(model), "--history", bad]) == 3, bad
+        assert named in capsys.readouterr().err
+    assert _run(["recommend", "-m", str(model), "--history", "1", "-u", "3"]) == 3
+    assert "exactly one of" in capsys.readouterr().err

@@ -230,3 +230,48 @@ def test_real_server_process(model_dir: Path, tmp_path: Path) -> None:
         _, stderr = proc.communicate(timeout=20)
     assert "API key required" in stderr
     assert "Traceback" not in stderr
+
+
+@pytest.fixture
+def history_model(tiny_dir: Path, tmp_path: Path) -> Path:
+    from mtrec.config import RankerConfig
+
+    saved = train_model(
+        read_grouplens_dir(tiny_dir),
+        ModelConfig(embedding_dim=8, head_layers=(16,), history=True, new_user_rate=0.2),
+        TrainConfig(epochs=3, batch_size=64),
+        ranker=RankerConfig(candidates=10, steps=50),
+    )
+    return artifact.save(saved, tmp_path / "history-model")
+
+
+def test_recommendations_from_a_history(history_model: Path) -> None:
+    client = TestClient(create_app(history_model, api_key="k3y"), raise_server_exceptions=False)
+    body = {"history": [1, {"item_id": 2, "rating": 4}, "3"], "k": 5}
+    assert client.post("/v1/recommendations", json=body).status_code == 401
+    ok = client.post("/v1/recommendations", json=body, headers={"Authorization": "Bearer k3y"})
+    assert ok.status_code == 200, ok.text
+    got = ok.json()
+    assert got["user_id"] is None and len(got["items"]) == 5 and not got["fallback"]
+    assert not {1, 2, 3} & {i["item_id"] for i in got["items"]}
+    key = {"Authorization": "Bearer k3y"}
+    for bad, field in (
+        ({"history": "1,2"}, "history"),
+        ({"history": [{"item_id": 1, "rating": "5"}]}, "rating"),
+        ({"history": [True]}, "history"),
+        ({"history": [1], "k": 0}, "k"),
+        ({"history": [{"item_id": 1, "rating": 11}]}, "outside"),
+    ):
+        answer = client.post("/v1/recommendations", json=bad, headers=key)
+        assert answer.status_code == 422, (bad, answer.text)
+        assert field in answer.json()["error"]["message"], answer.json()
+    empty = client.post("/v1/recommendations", json={"history": []}, headers=key).json()
+    assert empty["fallback"] and empty["notice"]
+    first = client.get("/v1/users/3/recommendations?ranking=false&k=4", headers=key).json()
+    assert len(first["items"]) == 4
+
+
+def test_a_model_without_history_tower_says_so(client: TestClient) -> None:
+    answer = client.post("/v1/recommendations", json={"history": [1, 2]})
+    assert answer.status_code == 422
+    assert "does not read histories" in answer.json()["error"]["message"]

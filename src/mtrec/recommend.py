@@ -231,15 +231,17 @@ class Recommender:
         k: int = 10,
         candidates: int | None = None,
         exclude_seen: bool = True,
+        ranking: bool = True,
     ) -> Recommendations:
         """The user's top ``k`` (training items left out unless ``exclude_seen=False``).
 
         With a ranking stage: ``candidates`` (default the ranker's, 100) from each source,
         ordered by the ranker. Without: the top ``candidates`` (default 100) by retrieval
         score re-sorted by predicted rating. An unknown user gets the items most often
-        rated four stars or more, flagged ``fallback``.
+        rated four stars or more, flagged ``fallback``. ``ranking=False``: the first stage
+        alone, the top ``k`` by retrieval score (for comparison and debugging).
         """
-        return self.recommend_many([user_id], k, candidates, exclude_seen)[0]
+        return self.recommend_many([user_id], k, candidates, exclude_seen, ranking)[0]
 
     def recommend_many(
         self,
@@ -247,11 +249,12 @@ class Recommender:
         k: int = 10,
         candidates: int | None = None,
         exclude_seen: bool = True,
+        ranking: bool = True,
     ) -> list[Recommendations]:
         """``recommend`` for many users in one batched index search and head pass."""
         rows = [self._row(self.vocabs.users, u) for u in user_ids]
         known = np.array([r for r in rows if r is not None], dtype=np.int64)
-        batch = self.rank_rows(known, k, candidates, exclude_seen) if len(known) else None
+        batch = self.rank_rows(known, k, candidates, exclude_seen, ranking) if len(known) else None
         out, j = [], 0
         for user_id, row in zip(user_ids, rows, strict=True):
             if row is None:
@@ -268,16 +271,32 @@ class Recommender:
         return out
 
     def rank_rows(
-        self, user_rows: NDArray[np.int64], k: int, candidates: int | None, exclude_seen: bool
+        self,
+        user_rows: NDArray[np.int64],
+        k: int,
+        candidates: int | None,
+        exclude_seen: bool,
+        ranking: bool = True,
     ) -> RankedBatch:
-        """The served lists of known user rows, as arrays (what batch export writes)."""
+        """The served lists of known user rows, as arrays (what batch export writes);
+        ``ranking=False``: the first stage's top ``k`` in retrieval order."""
+        if not ranking:
+            with torch.inference_mode():
+                vectors = self.model.embed_users(torch.from_numpy(user_rows)).numpy()
+            _, rows = self.index.search(vectors, k, exclude=self._exclude(user_rows, exclude_seen))
+            return RankedBatch(rows, *rank_candidates(self.model, user_rows, rows))
         if self.two_stage is not None:
             queries = user_queries(self.model, user_rows, self.saved.seen, exclude_seen)
             return self.two_stage.lists(queries, k, candidates)
-        exclude = [self._seen_rows(int(r)) for r in user_rows] if exclude_seen else None
+        exclude = self._exclude(user_rows, exclude_seen)
         return retrieve_then_rank(
             self.model, self.index, user_rows, k=k, candidates=candidates or 100, exclude=exclude
         )
+
+    def _exclude(
+        self, user_rows: NDArray[np.int64], exclude_seen: bool
+    ) -> list[NDArray[np.int64]] | None:
+        return [self._seen_rows(int(r)) for r in user_rows] if exclude_seen else None
 
     def recommend_for_history(
         self,

@@ -363,12 +363,14 @@ def create_app(
         k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
         candidates: Annotated[int | None, Query(ge=1, le=MAX_CANDIDATES)] = None,
         exclude_seen: bool = True,
+        ranking: bool = True,
     ) -> JSONResponse:
         """The user's top ``k``: ``candidates`` per source (default the model's) ordered by
         the ranking stage, or for a model without one retrieved by dot product and sorted
-        by predicted rating. An unknown user gets popular items, ``fallback: true``."""
+        by predicted rating. ``ranking=false``: the first stage alone (retrieval order).
+        An unknown user gets popular items, ``fallback: true``."""
         result = holder.recommender.recommend(
-            user_id, k=k, candidates=candidates, exclude_seen=exclude_seen
+            user_id, k=k, candidates=candidates, exclude_seen=exclude_seen, ranking=ranking
         )
         return JSONResponse(result.to_dict())
 
