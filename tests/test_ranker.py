@@ -83,7 +83,7 @@ def test_the_ranker_learns_the_informative_feature() -> None:
     assert ranker.weights[2] > 3 * np.abs(np.delete(ranker.weights, 2)).max()
     again = Ranker.from_dict(ranker.to_dict(), "ranker.json")
     assert np.array_equal(again.weights, ranker.weights)
-    with pytest.raises(ArtifactError, match="ranker.json"):
+    with pytest.raises(ArtifactError, match=r"ranker\.json"):
         Ranker.from_dict({**ranker.to_dict(), "weights": [1.0]}, "ranker.json")
 
 
