@@ -193,3 +193,22 @@ def test_history_only_training_rows_drop_the_user_row(tiny_dir: Path) -> None:
 def _history_of(prepared, user):  # type: ignore[no-untyped-def]
     items, labels = prepared.seen.of(user)
     return torch.from_numpy(items), torch.from_numpy(labels)
+
+
+def test_item_item_scores_sum_history_rows_either_way() -> None:
+    from mtrec.ranker import _item_item_scores
+
+    rng = np.random.default_rng(2)
+    n_items = 50
+    weights = rng.normal(size=(n_items, n_items)).astype(np.float32)
+    model = MultiTaskModel(4, n_items, ModelConfig(embedding_dim=4, head_layers=(4,)), seed=0)
+    stage = StageOne(model, ExactIndex(np.eye(n_items, 4, dtype=np.float32)), weights,
+                     np.ones(n_items, dtype=np.int64))  # fmt: skip
+    indptr = np.array([0, 3, 3, 5, 5])  # users 1 and 3 have empty histories
+    items = np.array([1, 4, 9, 4, 7])
+    queries = Queries(np.zeros((4, 4), np.float32), np.arange(4), indptr, items, False)
+    got = _item_item_scores(stage, queries)
+    assert got is not None
+    expected = np.stack([weights[[1, 4, 9]].sum(0), np.zeros(n_items),
+                         weights[[4, 7]].sum(0), np.zeros(n_items)])  # fmt: skip
+    assert np.allclose(got, expected, atol=1e-5)

@@ -224,7 +224,7 @@ def fit_ranker_on_training_rows(
     train(model, fit_rows, tc, progress)
     stage = stage_one(model, seen, config)
     users = np.unique(held.user.numpy())
-    found = candidates(stage, user_queries(model, users, seen), config.candidates)
+    found = candidates(stage, user_queries(stage, users, seen), config.candidates)
     gains = gains_of(
         found,
         users,

@@ -73,17 +73,15 @@ class Queries:
 
 
 def user_queries(
-    model: MultiTaskModel, users: NDArray[np.int64], seen: Histories, exclude_history: bool = True
+    stage: StageOne, users: NDArray[np.int64], seen: Histories, exclude_history: bool = True
 ) -> Queries:
     """Queries for known user rows, each with their training items as history."""
     starts, ends = seen.indptr[users], seen.indptr[users + 1]
     indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
     entries = np.arange(int(indptr[-1])) - np.repeat(indptr[:-1] - starts, ends - starts)
-    with torch.inference_mode():
-        embeddings = model.embed_users(torch.from_numpy(users.astype(np.int64))).numpy()
     items = seen.items[entries].astype(np.int64)
     rows = users.astype(np.int64)
-    return Queries(embeddings.astype(np.float32), rows, indptr, items, exclude_history)
+    return Queries(stage.user_embeddings[rows], rows, indptr, items, exclude_history)
 
 
 def history_queries(
@@ -128,14 +126,19 @@ class StageOne:
     item_item: NDArray[np.float32] | None
     counts: NDArray[np.int64]
     item_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
+    user_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
+    """Every known user's query embedding, computed once (a history-reading tower pools
+    the user's whole history for each one)."""
     item_mean: NDArray[np.float64] = dataclasses.field(init=False)
     item_moment: NDArray[np.float64] = dataclasses.field(init=False)
 
     def __post_init__(self) -> None:
         with torch.inference_mode():
             items = self.model.embed_items().numpy().astype(np.float32)
+            users = self.model.embed_users().numpy().astype(np.float32)
         wide = items.astype(np.float64)
         object.__setattr__(self, "item_embeddings", items)
+        object.__setattr__(self, "user_embeddings", users)
         object.__setattr__(self, "item_mean", wide.mean(axis=0))
         object.__setattr__(self, "item_moment", wide.T @ wide / max(len(wide), 1))
 
@@ -161,7 +164,7 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
     item_item = _item_item_scores(stage, queries)
     lists = [tower_rows]
     if item_item is not None:
-        lists.append(np.argsort(-item_item, axis=1, kind="stable")[:, :c])
+        lists.append(np.argpartition(-item_item, c - 1, axis=1)[:, :c])
     rows = _union(np.concatenate(lists, axis=1))
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
@@ -179,7 +182,7 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
         ii_z = np.where(np.isfinite(ii_raw), (ii_raw - ii_mean[:, None]) / ii_std[:, None], 0)
     else:
         ii_z = np.zeros_like(tower_z)
-    predicted = _predicted_ratings(stage.model, queries, safe)
+    predicted = _predicted_ratings(stage, queries, safe)
     scale = math.log1p(max(int(stage.counts.max(initial=0)), 1))
     popularity = np.log1p(stage.counts[safe]) / scale
     length = np.log1p(np.diff(queries.indptr)).astype(np.float64)[:, None] / 5.0
@@ -202,20 +205,28 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
     )
 
 
-def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float64] | None:
+def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float32] | None:
     """(n, n_items) EASE scores of every item for each user's history; history items -inf."""
-    if stage.item_item is None:
+    weights = stage.item_item
+    if weights is None:
         return None
     n, n_items = len(queries), len(stage.counts)
-    weights = torch.from_numpy(stage.item_item)
-    scores = np.empty((n, n_items), dtype=np.float64)
-    for lo in range(0, n, 256):  # binary history rows, 256 users at a time
+    scores = np.empty((n, n_items), dtype=np.float32)
+    for lo in range(0, n, 256):  # 256 users at a time
         hi = min(lo + 256, n)
-        x = torch.zeros((hi - lo, n_items))
-        a, b = queries.indptr[lo], queries.indptr[hi]
+        a, b = int(queries.indptr[lo]), int(queries.indptr[hi])
+        if (b - a) * n_items <= 1 << 22:  # few history rows: add up their rows of B
+            starts = queries.indptr[lo:hi] - a
+            # a zero row at the end: an empty last history still has a valid start
+            gathered = np.concatenate([weights[queries.items[a:b]], np.zeros((1, n_items))])
+            sums = np.add.reduceat(gathered, starts, axis=0)
+            empty = queries.indptr[lo + 1 : hi + 1] == queries.indptr[lo:hi]
+            scores[lo:hi] = np.where(empty[:, None], 0.0, sums)  # reduceat: empty = next row
+            continue
+        x = torch.zeros((hi - lo, n_items))  # many: binary history rows times B
         within = np.repeat(np.arange(hi - lo), np.diff(queries.indptr[lo : hi + 1]))
         x[torch.from_numpy(within), torch.from_numpy(queries.items[a:b])] = 1.0
-        scores[lo:hi] = (x @ weights).numpy()
+        scores[lo:hi] = (x @ torch.from_numpy(weights)).numpy()
     if queries.exclude_history:
         user = np.repeat(np.arange(n), np.diff(queries.indptr))
         scores[user, queries.items] = -np.inf
@@ -245,13 +256,14 @@ def _ranks(scores: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.
 
 @torch.inference_mode()
 def _predicted_ratings(
-    model: MultiTaskModel, queries: Queries, items: NDArray[np.int64]
+    stage: StageOne, queries: Queries, items: NDArray[np.int64]
 ) -> NDArray[np.float64]:
     n, c = items.shape
     users = torch.from_numpy(np.repeat(queries.embeddings, c, axis=0))
     rows = torch.from_numpy(np.repeat(queries.user_rows, c))
-    flat = torch.from_numpy(items.reshape(-1))
-    predicted = model.predict_rating(users, model.embed_items(flat), rows, flat)
+    flat = items.reshape(-1)
+    embedded = torch.from_numpy(stage.item_embeddings[flat])
+    predicted = stage.model.predict_rating(users, embedded, rows, torch.from_numpy(flat))
     return predicted.reshape(n, c).numpy().astype(np.float64)
 
 

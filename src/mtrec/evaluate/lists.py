@@ -43,7 +43,7 @@ def user_lists(
     rated = retrieve_then_rank(model, index, users, k=k, candidates=candidates, exclude=exclude)
     lists: dict[str, NDArray[np.int64]] = {}
     if two_stage is not None:
-        lists[SERVED] = two_stage.lists(user_queries(model, users, seen), k).rows
+        lists[SERVED] = two_stage.lists(user_queries(two_stage.stage, users, seen), k).rows
         lists[f"retrieve {candidates}, then rank by rating"] = rated.rows
     else:
         lists[SERVED] = rated.rows
