@@ -2,7 +2,9 @@
 
 Serves the MovieLens-100K model, then for 1, 8, 32 and 128 connections runs wrk for
 ``--duration`` seconds against ``GET /v1/users/{random user}/recommendations?k=10`` and
-reports throughput, p50/p95/p99 latency and every kind of failed request. Last, the
+reports throughput, p50/p95/p99 latency and every kind of failed request; then the same
+route with ``ranking=false`` (the first stage alone) at 32 connections, for the cost of
+the ranking stage measured in the same run. Last, the
 same at 32 connections while the model directory is replaced and reloaded every 2 s
 (``POST /v1/admin/reload``): a swap must fail no request.
 
@@ -30,7 +32,7 @@ from typing import Any
 LUA = r"""
 math.randomseed(42)
 request = function()
-  return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations?k=10")
+  return wrk.format("GET", "/v1/users/" .. math.random(1, 943) .. "/recommendations?k=10QUERY")
 end
 done = function(summary, latency, requests)
   local e = summary.errors
@@ -145,13 +147,21 @@ def main() -> None:
         except OSError:
             time.sleep(0.05)
     script = work / "recs.lua"
-    script.write_text(LUA)
+    script.write_text(LUA.replace("QUERY", ""))
+    first_stage = work / "first.lua"  # the same route, the first stage alone
+    first_stage.write_text(LUA.replace("QUERY", "&ranking=false"))
     results = []
     try:
         wrk(base, 8, 3, script)  # warm up
         for connections in args.connections:
             results.append(wrk(base, connections, args.duration, script))
             show(results[-1])
+        alone = wrk(base, 32, args.duration, first_stage)
+        show(alone, " (first stage alone, ranking=false)")
+        served = next((r for r in results if r["connections"] == 32), None)
+        if served is not None:
+            lost = 1 - served["rps"] / alone["rps"]
+            print(f"the ranking stage costs {lost:.0%} of the first stage's requests/s at 32 conn")
         swaps = {"ok": 0, "refused": 0}
         stop = threading.Event()
 
@@ -185,7 +195,8 @@ def main() -> None:
         server.terminate()
         server.communicate(timeout=20)
     if args.json:
-        args.json.write_text(json.dumps({"runs": results, "during_swaps": during}, indent=2) + "\n")
+        document = {"runs": results, "first_stage_alone": alone, "during_swaps": during}
+        args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(
         cmd = [
             sys.executable, "-m", "mtrec", "train", "--interactions", str(data), "--epochs", "3",
             "--batch-size", "200", "--precision", "fp32", "--shuffle", "-o", str(out), "-q",
-            "--json", "--workers", str(workers),
+            "--json", "--workers", str(workers), "--preset", "reference",
         ]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
         assert done.returncode == 0, done.stderr[-3000:]
@@ -70,6 +70,7 @@ def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(
         metrics[workers] = json.loads((out / "metrics.json").read_text())
         assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
     one, two = metrics[1], metrics[2]
+    # (the reference preset: no dropout masks, which each process would draw for its rows)
     # the same objective on the same global batches: the same model up to float rounding
     assert two["rmse"] == pytest.approx(one["rmse"], abs=1e-4)
     assert two["top_k_accuracy"] == pytest.approx(one["top_k_accuracy"], abs=0.01)
@@ -81,7 +82,8 @@ def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(
 def test_workers_2_resume_from_rank0_checkpoints_ends_identical(tmp_path: Path) -> None:
     data = _planted_csv(tmp_path / "log.csv", n_users=60, n_items=40, per_user=20)
     base = [sys.executable, "-m", "mtrec", "train", "--interactions", str(data),
-            "--batch-size", "128", "--shuffle", "-q", "--workers", "2"]  # fmt: skip
+            "--batch-size", "128", "--shuffle", "-q", "--workers", "2",
+            "--preset", "reference"]  # fmt: skip
     checkpoints = tmp_path / "ckpt"
     runs = {
         "whole": ["--epochs", "3", "-o", str(tmp_path / "whole")],

@@ -115,7 +115,7 @@ def test_list_reports_intervals(tiny_dir) -> None:  # type: ignore[no-untyped-de
     from mtrec.config import TrainConfig
     from mtrec.data import random_split
     from mtrec.data.movielens import read_grouplens_dir
-    from mtrec.evaluate import list_reports
+    from mtrec.evaluate import list_reports, user_lists
     from mtrec.features import Vocabs, encode, seen_items
     from mtrec.train import train
 
@@ -127,15 +127,18 @@ def test_list_reports_intervals(tiny_dir) -> None:  # type: ignore[no-untyped-de
         len(vocabs.users), len(vocabs.items), ModelConfig(embedding_dim=8, head_layers=(8,)), seed=0
     )
     train(model, tr, TrainConfig(epochs=5, batch_size=64))
-    reports = list_reports(
-        model, te, seen_items(tr, len(vocabs.users)), k=5, candidates=(10,), n_boot=200
-    )
-    assert [r.name for r in reports] == ["retrieval", "retrieve 10, then rank", "popularity"]
+    seen = seen_items(tr, len(vocabs.users))
+    users = np.unique(te.user.numpy())
+    lists = user_lists(model, None, seen, users, k=5, candidates=10)
+    reports = list_reports(lists, users, te, n_boot=200)
+    assert [r.name for r in reports] == ["served", "retrieval", "popularity", "EASE"]
     for r in reports:
         assert 0 <= r.recall <= 1 and r.recall_ci[0] <= r.recall <= r.recall_ci[1]
-        assert r.ndcg_ci[0] <= r.ndcg <= r.ndcg_ci[1] and r.n_users > 0
-    assert reports[0].recall_vs_retrieval_ci == (0.0, 0.0)
-    again = list_reports(
-        model, te, seen_items(tr, len(vocabs.users)), k=5, candidates=(10,), n_boot=200
-    )
+        assert r.ndcg_ci[0] <= r.ndcg <= r.ndcg_ci[1] and r.n_users > 0 and r.k == 5
+    by_name = {r.name: r for r in reports}
+    assert set(by_name["retrieval"].differences) == {"EASE"}  # never against itself
+    low, high = by_name["served"].differences["retrieval"]["recall"]
+    assert low <= by_name["served"].recall - by_name["retrieval"].recall <= high
+    again = list_reports(user_lists(model, None, seen, users, k=5, candidates=10), users, te,
+                         n_boot=200)  # fmt: skip
     assert again == reports  # seeded resampling

@@ -1,4 +1,4 @@
-"""Stage 1, data: raw files -> validated columnar interactions and metadata."""
+"""The data stage: raw files -> validated columnar interactions and metadata."""
 
 from mtrec.data.files import ColumnMap, ItemColumns, load_interactions
 from mtrec.data.interactions import Dataset, Interactions, Items, Users

@@ -1,4 +1,4 @@
-"""Stage 5, evaluation: pure metrics, and the protocols that apply them to a model."""
+"""The evaluation stage: pure metrics, the protocols that apply them, and the lists compared."""
 
 from mtrec.evaluate.lists import SERVED, user_lists
 from mtrec.evaluate.metrics import mae, ranking_metrics, rmse, top_k_hits

@@ -1,4 +1,4 @@
-"""Stage 6, index: candidates for serving, by inner product over item embeddings."""
+"""The index stage: candidates for serving, by inner product over item embeddings."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Stage 3, model: tensors of rows in, embeddings, predictions and losses out."""
+"""The model stage: tensors of rows in, embeddings, predictions and losses out."""
 
 from mtrec.model.multitask import Histories, LossParts, MultiTaskModel, RetrievalOptions
 from mtrec.model.tasks import rating_loss, retrieval_loss
