@@ -228,3 +228,12 @@ def test_real_movielens_100k(ml100k) -> None:  # type: ignore[no-untyped-def]
     assert ds.items.genres_of(0) == ["Animation", "Children's", "Comedy"]
     assert set(np.unique(ds.interactions.rating).tolist()) == {1.0, 2.0, 3.0, 4.0, 5.0}
     assert ds.interactions.user[0] == 196 and ds.interactions.item[0] == 242  # u.data order
+
+
+def test_timestamps_are_read_exactly(tmp_path: Path) -> None:
+    # float32 once rounded ML-100K's first timestamp, 881250949, to 881250944
+    from synthetic import write_grouplens
+
+    rows = np.array([[1, 1, 3, 881250949], [1, 2, 4, 891717742], [2, 1, 5, 2**33 + 1]])
+    ds = read_grouplens_dir(write_grouplens(tmp_path / "ml", rows))
+    assert ds.interactions.timestamp.tolist() == [881250949, 891717742, 2**33 + 1]

@@ -212,3 +212,35 @@ def test_item_item_scores_sum_history_rows_either_way() -> None:
     expected = np.stack([weights[[1, 4, 9]].sum(0), np.zeros(n_items),
                          weights[[4, 7]].sum(0), np.zeros(n_items)])  # fmt: skip
     assert np.allclose(got, expected, atol=1e-5)
+
+
+def test_new_user_protocol_holds_users_out_and_splits_in_time(tiny_dir: Path) -> None:
+    from mtrec.features import RatingScale, Vocabs
+    from mtrec.new_users import evaluate_new_users, split_new_users
+
+    ds = read_grouplens_dir(tiny_dir)
+    vocabs, scale = Vocabs.from_dataset(ds), RatingScale.of(ds)
+    parts = split_new_users(ds, vocabs, scale, 0.1, seed=4)
+    n_held = len(parts.history.indptr) - 1
+    assert n_held == 6  # 10% of 60 users
+    assert len(parts.train) + len(parts.history.items) + len(parts.targets) == len(ds.interactions)
+    # each held-out user's history is the earlier half of their rows (planted timestamps
+    # grow with the row), the targets the later half; none of their rows train
+    stamps = {(int(u), int(i)): int(t) for u, i, t in zip(*(
+        vocabs.users.rows(ds.interactions.user), vocabs.items.rows(ds.interactions.item),
+        ds.interactions.timestamp), strict=True)}  # fmt: skip
+    held_rows = set(np.unique(ds.interactions.user)) - set(
+        vocabs.users.ids(np.unique(parts.train.user.numpy())).tolist()
+    )
+    assert len(held_rows) == n_held
+    for position in range(n_held):
+        early, _ = parts.history.of(position)
+        later = parts.targets.item[parts.targets.user == position].numpy()
+        assert len(early) == len(later) == 10  # 20 ratings each
+        user = vocabs.users.row(sorted(held_rows)[position])
+        assert max(stamps[(user, int(i))] for i in early) < min(
+            stamps[(user, int(i))] for i in later
+        )
+    reports = evaluate_new_users(ds, HISTORY, CONFIG, RANKER, fraction=0.1)
+    assert [r.name for r in reports] == ["served", "popularity", "EASE"]
+    assert all(r.n_users > 0 for r in reports)

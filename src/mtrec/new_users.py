@@ -15,11 +15,12 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from mtrec.baselines import EASE_MAX_ITEMS, ease_weights
+from mtrec.baselines import EASE_MAX_ITEMS
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset, Split
 from mtrec.errors import ConfigError
 from mtrec.evaluate import SERVED, ListReport, list_reports
+from mtrec.evaluate.lists import ease_list, popularity_list
 from mtrec.features import (
     EncodedInteractions,
     RatingScale,
@@ -27,10 +28,8 @@ from mtrec.features import (
     Vocabs,
     available_features,
     encode,
-    interaction_counts,
     seen_items,
 )
-from mtrec.index import ExactIndex
 from mtrec.pipeline import Prepared, build_model, fit_ranker_on_training_rows, stage_one
 from mtrec.ranker import history_queries
 from mtrec.train import Progress, train
@@ -130,16 +129,8 @@ def _baseline_lists(
     k: int,
     ease_lambda: float,
 ) -> dict[str, NDArray[np.int64]]:
-    n = len(history.indptr) - 1
-    exclude = [history.of(u)[0] for u in range(n)]
-    counts = interaction_counts(seen, n_items).astype(np.float32)[:, None]
-    everyone = np.ones((n, 1), dtype=np.float32)
-    lists = {"popularity": ExactIndex(counts).search(everyone, k, exclude=exclude)[1]}
-    if n_items <= EASE_MAX_ITEMS:
-        weights = ease_weights(train, n_items, ease_lambda)
-        rows = np.zeros((n, n_items), dtype=np.float32)
-        for u, items in enumerate(exclude):
-            rows[u, items] = 1.0
-        item_vectors = ExactIndex(np.ascontiguousarray(weights.T))
-        lists["EASE"] = item_vectors.search(rows, k, exclude=exclude)[1]  # folded in
+    histories = [history.of(u)[0] for u in range(len(history.indptr) - 1)]
+    lists = {"popularity": popularity_list(seen, histories, n_items, k)}
+    if n_items <= EASE_MAX_ITEMS:  # folded in: the history row times EASE's weights
+        lists["EASE"] = ease_list(train, histories, n_items, k, ease_lambda)
     return lists

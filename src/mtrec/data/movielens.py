@@ -76,7 +76,8 @@ GENRES = (
 )
 SOURCES = ("dir", "cache", "grouplens", "pypi")
 MOVIELENS = tuple(RELEASES)
-CACHE_VERSION = 1
+CACHE_VERSION = 2
+"""2: timestamps exact (version 1 caches hold them rounded to float32's precision)."""
 DOWNLOAD_TIMEOUT_S = 30.0
 
 
@@ -300,7 +301,7 @@ def _ratings(table: TextTable) -> Interactions:
     table.check_range(rating, 2, 1, 5, "rating")
     table.check_range(user, 0, 1, np.iinfo(np.int32).max, "user_id")
     table.check_range(item, 1, 1, np.iinfo(np.int32).max, "item_id")
-    timestamp = table.floats(3, "timestamp").astype(np.int64)
+    timestamp = table.seconds(3, "timestamp")
     return Interactions(user, item, rating, timestamp)
 
 

@@ -46,6 +46,11 @@ class TextTable:
     def floats(self, index: int, field: str) -> NDArray[np.float32]:
         return self._numbers(index, field, np.float32)  # type: ignore[return-value]
 
+    def seconds(self, index: int, field: str) -> NDArray[np.int64]:
+        """Whole-second timestamps, written as integers or decimals, read exactly (float64
+        holds every such time; float32 rounded 881250949 to 881250944)."""
+        return self._numbers(index, field, np.float64).astype(np.int64)
+
     def _numbers(self, index: int, field: str, dtype: type) -> NDArray[np.generic]:
         values = self.column(index)
         try:

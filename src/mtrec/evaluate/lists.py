@@ -7,7 +7,7 @@ import torch
 from numpy.typing import NDArray
 
 from mtrec.baselines import EASE_MAX_ITEMS, ease_weights
-from mtrec.features import SeenItems, interaction_counts
+from mtrec.features import EncodedInteractions, SeenItems, interaction_counts
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.ranker import user_queries
@@ -48,15 +48,33 @@ def user_lists(
     else:
         lists[SERVED] = rated.rows
     lists["retrieval"] = index.search(queries, k, exclude=exclude)[1]
-    counts = interaction_counts(seen, n_items).astype(np.float32)[:, None]
-    everyone = np.ones((len(users), 1), dtype=np.float32)
-    lists["popularity"] = ExactIndex(counts).search(everyone, k, exclude=exclude)[1]
+    lists["popularity"] = popularity_list(seen, exclude, n_items, k)
     if n_items <= EASE_MAX_ITEMS:
-        weights = ease_weights(seen.as_rows(), n_items, ease_lambda)
-        history = np.zeros((len(users), n_items), dtype=np.float32)
-        for j, items in enumerate(exclude):
-            history[j, items] = 1.0
-        lists["EASE"] = ExactIndex(np.ascontiguousarray(weights.T)).search(
-            history, k, exclude=exclude
-        )[1]
+        lists["EASE"] = ease_list(seen.as_rows(), exclude, n_items, k, ease_lambda)
     return lists
+
+
+def popularity_list(
+    seen: SeenItems, histories: list[NDArray[np.int64]], n_items: int, k: int
+) -> NDArray[np.int64]:
+    """(n, k): the items most users interacted with in training (``seen``), each of the
+    ``histories`` left out of its list."""
+    counts = interaction_counts(seen, n_items).astype(np.float32)[:, None]
+    everyone = np.ones((len(histories), 1), dtype=np.float32)
+    return ExactIndex(counts).search(everyone, k, exclude=histories)[1]
+
+
+def ease_list(
+    train: EncodedInteractions,
+    histories: list[NDArray[np.int64]],
+    n_items: int,
+    k: int,
+    ease_lambda: float = 500.0,
+) -> NDArray[np.int64]:
+    """(n, k): EASE fitted on ``train``, each user's binary history row folded in (their
+    scores are the row times the weights), the history left out of the list."""
+    weights = ease_weights(train, n_items, ease_lambda)
+    rows = np.zeros((len(histories), n_items), dtype=np.float32)
+    for j, items in enumerate(histories):
+        rows[j, items] = 1.0
+    return ExactIndex(np.ascontiguousarray(weights.T)).search(rows, k, exclude=histories)[1]
