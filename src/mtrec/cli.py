@@ -38,7 +38,7 @@ from mtrec.io import json_safe
 from mtrec.pipeline import evaluate_saved, evaluate_saved_lists, train_model
 from mtrec.plots import preload_plotting
 from mtrec.recommend import Recommender, write_all_users
-from mtrec.report import list_rows, table_rows, write_outputs, write_sweep
+from mtrec.report import list_rows, lists_summary_lines, table_rows, write_outputs, write_sweep
 from mtrec.runtime import tune_allocator
 from mtrec.sweep import sweep
 from mtrec.train import EpochStats
@@ -356,13 +356,10 @@ def _print_compare(result: CompareResult) -> None:
     wide = out if out.is_terminal else Console(width=132)
     wide.print(table)
     if result.lists:
-        lists = Table(title="The lists a user gets: served, each stage alone, popularity, EASE")
-        headers, rows = list_rows(result.lists)
-        for col in headers:
-            lists.add_column(col, justify="left" if col == headers[0] else "right")
-        for row in rows:
-            lists.add_row(*row)
-        wide.print(lists)
+        _print_lists(result.lists, wide)
+        if result.other_seeds:
+            for line in lists_summary_lines(result):
+                wide.print(line, highlight=False)
     recs = Table(title=f"Retrieve, then rank: user {result.user_id} (multi-task)")
     for col in ("#", "title", "retrieval score", "predicted stars"):
         recs.add_column(col, justify="left" if col == "title" else "right")

@@ -159,6 +159,32 @@ class CompareResult:
             }
         return out
 
+    def lists_summary(self) -> dict[str, dict[str, dict[str, float]]]:
+        """Mean and standard deviation over this run and ``other_seeds`` of each list's
+        recall and NDCG, and how many seeds had the paired interval above zero against
+        EASE and against retrieval alone."""
+        runs = [self, *self.other_seeds]
+        out: dict[str, dict[str, dict[str, float]]] = {}
+        for position, first in enumerate(self.lists):
+            rows = [r.lists[position] for r in runs if len(r.lists) > position]
+            stats: dict[str, dict[str, float]] = {}
+            for key in ("recall", "ndcg"):
+                values = [getattr(row, key) for row in rows]
+                stats[key] = {"mean": float(np.mean(values)), "std": float(np.std(values))}
+                for other in ("EASE", "retrieval"):
+                    above = [
+                        row.differences[other][key][0] > 0
+                        for row in rows
+                        if other in row.differences
+                    ]
+                    if above:
+                        stats[f"{key}_above_{other}"] = {
+                            "seeds": float(sum(above)),
+                            "of": float(len(above)),
+                        }
+            out[first.name] = stats
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The ``results.json`` document (schema documented in the README); NaN becomes null."""
         document: dict[str, Any] = json_safe(
@@ -183,9 +209,11 @@ class CompareResult:
                         "seed": r.seed,
                         "models": [dataclasses.asdict(m) for m in r.models],
                         "baselines": [dataclasses.asdict(m) for m in r.baselines],
+                        "lists": [dataclasses.asdict(x) for x in r.lists],
                     }
                     for r in self.other_seeds
                 ],
+                "lists_summary": self.lists_summary(),
                 "models": [dataclasses.asdict(m) for m in self.models],
                 "baselines": [dataclasses.asdict(m) for m in self.baselines],
                 "lists": [dataclasses.asdict(r) for r in self.lists],

@@ -106,6 +106,27 @@ def list_rows(lists: list[ListReport]) -> tuple[list[str], list[list[str]]]:
     return headers, rows
 
 
+def lists_summary_lines(result: CompareResult) -> list[str]:
+    """Each list's recall and NDCG over the seeds, and on how many seeds its paired
+    interval lay above zero against EASE and against retrieval alone."""
+    seeds = ", ".join(str(s) for s in [result.seed, *(r.seed for r in result.other_seeds)])
+    lines = [
+        f"Over seeds {seeds} (mean ± std; seeds with the paired 95% interval above zero):",
+        "",
+        "| list | recall@k | NDCG@k | recall > EASE | NDCG > EASE | recall > retrieval "
+        "| NDCG > retrieval |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, stats in result.lists_summary().items():
+        cells = [_mean_std(stats["recall"]), _mean_std(stats["ndcg"])]
+        for key in ("recall_above_EASE", "ndcg_above_EASE", "recall_above_retrieval",
+                    "ndcg_above_retrieval"):  # fmt: skip
+            count = stats.get(key)
+            cells.append("-" if count is None else f"{count['seeds']:.0f} of {count['of']:.0f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def render_markdown(result: CompareResult) -> str:
     """A self-contained report: setup, the table, per-epoch losses, one user's list."""
     tc, mc = result.train_config, result.model_config
@@ -161,6 +182,8 @@ def render_markdown(result: CompareResult) -> str:
         lines.append("| " + " | ".join(list_headers) + " |")
         lines.append("|---|" + "---:|" * (len(list_headers) - 1))
         lines += ["| " + " | ".join(row) + " |" for row in list_cells]
+        if result.other_seeds:
+            lines += ["", *lists_summary_lines(result)]
     lines += [
         "",
         "## Loss per epoch (mean over batches)",
