@@ -47,7 +47,17 @@ from mtrec.features import (
 )
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, recall_vs_exact
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import Ranker, StageOne, candidates, fit_ranker, gains_of, user_queries
+from mtrec.ranker import (
+    Ranker,
+    StageOne,
+    candidates,
+    fit_ranker,
+    gains_of,
+    histories_of,
+    history_queries,
+    stack_candidates,
+    user_queries,
+)
 from mtrec.train import History, Progress, train
 from mtrec.two_stage import TwoStage
 
@@ -224,16 +234,13 @@ def fit_ranker_on_training_rows(
     train(model, fit_rows, tc, progress)
     stage = stage_one(model, seen, config)
     users = np.unique(held.user.numpy())
-    found = candidates(stage, user_queries(stage, users, seen), config.candidates)
-    gains = gains_of(
-        found,
-        users,
-        held.user.numpy(),
-        held.item.numpy(),
-        held.label.numpy(),
-        config,
-        RatingScale.liked,
-    )
+    parts = [candidates(stage, user_queries(stage, users, seen), config.candidates)]
+    if model.config.history:  # the same users again, as new users known by their history
+        queries = history_queries(model, *histories_of(seen, users))
+        parts.append(candidates(stage, queries, config.candidates))
+    found = stack_candidates(parts)
+    held_args = (held.user.numpy(), held.item.numpy(), held.label.numpy())
+    gains = gains_of(found, np.tile(users, len(parts)), *held_args, config, RatingScale.liked)
     return fit_ranker(found, gains, config)
 
 

@@ -13,7 +13,9 @@ candidate), listed in ``FEATURES``:
 - the item's popularity (log of its training interactions, scaled to [0, 1]);
 - the candidate's rank within the list by each score (-log(1 + rank));
 - both standardised scores times log(1 + history length): how far to trust each source
-  depends on how much the user has rated.
+  depends on how much the user has rated;
+- both again for a user known only by a history (zero for a known user): the two-tower
+  score of a history alone is less sure than that of a user the model trained on.
 
 It is trained listwise (softmax cross-entropy over each user's candidates, with graded
 gains from ratings) on interactions carved out of the training rows, with stage one
@@ -44,6 +46,8 @@ FEATURES = (
     "item_item_rank",
     "history_x_two_tower",
     "history_x_item_item",
+    "new_user_x_two_tower",
+    "new_user_x_item_item",
 )
 
 
@@ -51,8 +55,8 @@ FEATURES = (
 class Queries:
     """Users to rank for: query embeddings and histories (CSR over item rows).
 
-    ``user_rows`` is -1 for a user known only by a history (no row of their own).
-    ``labels`` are the history's scaled ratings (what the rating head's user tower reads).
+    ``user_rows`` is -1 for a user known only by a history (no row of their own); the
+    history's items are what the item-item source reads and what the list leaves out.
     """
 
     embeddings: NDArray[np.float32]
@@ -76,12 +80,19 @@ def user_queries(
     stage: StageOne, users: NDArray[np.int64], seen: Histories, exclude_history: bool = True
 ) -> Queries:
     """Queries for known user rows, each with their training items as history."""
+    indptr, items, _ = histories_of(seen, users)
+    rows = users.astype(np.int64)
+    return Queries(stage.user_embeddings[rows], rows, indptr, items, exclude_history)
+
+
+def histories_of(
+    seen: Histories, users: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
+    """The histories of ``users`` as CSR (indptr, item rows, scaled labels), one per user."""
     starts, ends = seen.indptr[users], seen.indptr[users + 1]
     indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
     entries = np.arange(int(indptr[-1])) - np.repeat(indptr[:-1] - starts, ends - starts)
-    items = seen.items[entries].astype(np.int64)
-    rows = users.astype(np.int64)
-    return Queries(stage.user_embeddings[rows], rows, indptr, items, exclude_history)
+    return indptr, seen.items[entries].astype(np.int64), seen.labels[entries]
 
 
 def history_queries(
@@ -186,6 +197,7 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
     scale = math.log1p(max(int(stage.counts.max(initial=0)), 1))
     popularity = np.log1p(stage.counts[safe]) / scale
     length = np.log1p(np.diff(queries.indptr)).astype(np.float64)[:, None] / 5.0
+    new = (queries.user_rows < 0).astype(np.float64)[:, None]
     columns = [
         tower_z,
         ii_z,
@@ -195,6 +207,8 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
         -np.log1p(_ranks(ii_z, valid)) if item_item is not None else np.zeros_like(tower_z),
         length * tower_z,
         length * ii_z,
+        new * tower_z,
+        new * ii_z,
     ]
     features = np.where(valid[..., None], np.stack(columns, axis=-1), 0).astype(np.float32)
     return Candidates(
@@ -265,6 +279,22 @@ def _predicted_ratings(
     embedded = torch.from_numpy(stage.item_embeddings[flat])
     predicted = stage.model.predict_rating(users, embedded, rows, torch.from_numpy(flat))
     return predicted.reshape(n, c).numpy().astype(np.float64)
+
+
+def stack_candidates(parts: list[Candidates]) -> Candidates:
+    """Several users' candidate sets in one, padded to the widest (-1 rows, zero features)."""
+    width = max(p.rows.shape[1] for p in parts)
+
+    def pad(a: NDArray[Any], value: float) -> NDArray[Any]:
+        extra = [(0, 0), (0, width - a.shape[1])] + [(0, 0)] * (a.ndim - 2)
+        return np.pad(a, extra, constant_values=value)
+
+    return Candidates(
+        np.concatenate([pad(p.rows, -1) for p in parts]),
+        np.concatenate([pad(p.features, 0.0) for p in parts]),
+        np.concatenate([pad(p.retrieval, -np.inf) for p in parts]),
+        np.concatenate([pad(p.predicted, -np.inf) for p in parts]),
+    )
 
 
 @dataclasses.dataclass(frozen=True)
