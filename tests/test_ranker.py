@@ -244,3 +244,16 @@ def test_new_user_protocol_holds_users_out_and_splits_in_time(tiny_dir: Path) ->
     reports = evaluate_new_users(ds, HISTORY, CONFIG, RANKER, fraction=0.1)
     assert [r.name for r in reports] == ["served", "popularity", "EASE"]
     assert all(r.n_users > 0 for r in reports)
+
+
+def test_history_items_never_come_back_from_a_small_catalogue() -> None:
+    n_items = 6
+    model = MultiTaskModel(2, n_items, ModelConfig(embedding_dim=4, head_layers=(4,)), seed=3)
+    weights = np.ones((n_items, n_items), dtype=np.float32)
+    with torch.inference_mode():
+        items = model.embed_items().numpy()
+    stage = StageOne(model, ExactIndex(items), weights, np.ones(n_items, dtype=np.int64))
+    history = np.array([0, 1, 2, 4])
+    queries = Queries(stage.user_embeddings[:1], np.array([0]), np.array([0, 4]), history)
+    found = candidates(stage, queries, per_source=10)  # more than the catalogue holds
+    assert set(found.rows[0][found.rows[0] >= 0].tolist()) == {3, 5}

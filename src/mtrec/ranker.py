@@ -175,7 +175,9 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
     item_item = _item_item_scores(stage, queries)
     lists = [tower_rows]
     if item_item is not None:
-        lists.append(np.argpartition(-item_item, c - 1, axis=1)[:, :c])
+        top = np.argpartition(-item_item, c - 1, axis=1)[:, :c]
+        # a history item (-inf) is never a candidate, even where the rest is too short
+        lists.append(np.where(np.isfinite(np.take_along_axis(item_item, top, 1)), top, -1))
     rows = _union(np.concatenate(lists, axis=1))
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
