@@ -158,9 +158,9 @@ def main() -> None:
             show(results[-1])
         alone = wrk(base, 32, args.duration, first_stage)
         show(alone, " (first stage alone, ranking=false)")
-        served = next((r for r in results if r["connections"] == 32), None)
-        if served is not None:
-            lost = 1 - served["rps"] / alone["rps"]
+        at_32 = next((r for r in results if r["connections"] == 32), None)
+        if at_32 is not None:
+            lost = 1 - at_32["rps"] / alone["rps"]
             print(f"the ranking stage costs {lost:.0%} of the first stage's requests/s at 32 conn")
         swaps = {"ok": 0, "refused": 0}
         stop = threading.Event()

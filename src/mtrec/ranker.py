@@ -231,7 +231,9 @@ def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float32] 
     for lo in range(0, n, 256):  # 256 users at a time
         hi = min(lo + 256, n)
         a, b = int(queries.indptr[lo]), int(queries.indptr[hi])
-        if (b - a) * n_items <= 1 << 22:  # few history rows: add up their rows of B
+        # short histories: add up their rows of B; long ones: a dense row times B (BLAS
+        # does 1,682 x 1,682 in ~0.3 ms, while gathering 700 rows costs more)
+        if (b - a) * 8 <= (hi - lo) * n_items and (b - a) * n_items <= 1 << 22:
             starts = queries.indptr[lo:hi] - a
             # a zero row at the end: an empty last history still has a valid start
             gathered = np.concatenate([weights[queries.items[a:b]], np.zeros((1, n_items))])

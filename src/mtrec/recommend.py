@@ -175,6 +175,12 @@ class Recommender:
         self.two_stage = saved.two_stage()
         """The ranking stage (None: the list is retrieval re-sorted by predicted rating)."""
         with torch.inference_mode():
+            self._users = (
+                self.two_stage.stage.user_embeddings
+                if self.two_stage is not None
+                else self.model.embed_users().numpy()
+            )  # every known user's query, pooled once (a history-reading tower is costly)
+        with torch.inference_mode():
             items = self.model.embed_items().numpy()
         norms = np.linalg.norm(items, axis=1, keepdims=True)
         self._cosine = ExactIndex(items / np.maximum(norms, 1e-12))
@@ -280,16 +286,20 @@ class Recommender:
         """The served lists of known user rows, as arrays (what batch export writes);
         ``ranking=False``: the first stage's top ``k`` in retrieval order."""
         if not ranking:
-            with torch.inference_mode():
-                vectors = self.model.embed_users(torch.from_numpy(user_rows)).numpy()
+            vectors = self._users[user_rows]
             _, rows = self.index.search(vectors, k, exclude=self._exclude(user_rows, exclude_seen))
-            return RankedBatch(rows, *rank_candidates(self.model, user_rows, rows))
+            return RankedBatch(rows, *rank_candidates(self.model, user_rows, rows, vectors))
         if self.two_stage is not None:
             queries = user_queries(self.two_stage.stage, user_rows, self.saved.seen, exclude_seen)
             return self.two_stage.lists(queries, k, candidates)
-        exclude = self._exclude(user_rows, exclude_seen)
         return retrieve_then_rank(
-            self.model, self.index, user_rows, k=k, candidates=candidates or 100, exclude=exclude
+            self.model,
+            self.index,
+            user_rows,
+            k=k,
+            candidates=candidates or 100,
+            exclude=self._exclude(user_rows, exclude_seen),
+            user_vectors=self._users[user_rows],
         )
 
     def _exclude(
@@ -376,7 +386,9 @@ class Recommender:
         if user is None:
             raise UnknownIdError("user", self.vocabs.users.parse(user_id))
         cands = np.array([[self.item_row(i) for i in item_ids]], dtype=np.int64)
-        retrieval, predicted = rank_candidates(self.model, np.array([user]), cands)
+        retrieval, predicted = rank_candidates(
+            self.model, np.array([user]), cands, self._users[[user]]
+        )
         order = np.argsort(-predicted, axis=1, kind="stable")
         batch = RankedBatch(
             np.take_along_axis(cands, order, 1),

@@ -31,7 +31,7 @@ def table_rows(result: CompareResult) -> tuple[list[str], list[list[str]]]:
 
     headers = [
         "model",
-        "weights (ret, rank)",
+        "weights (ret, rating)",
         "top-10 ref",
         "top-10 honest",
         "recall@10",
@@ -139,7 +139,8 @@ def render_markdown(result: CompareResult) -> str:
         f"Model: {mc.embedding_dim}-d towers, rating head {list(mc.head_layers)} -> 1. "
         f"Training: {tc.optimizer} lr {tc.learning_rate}, {tc.epochs} epochs, "
         f"batch {tc.batch_size}, {result.models[0].precision} matmuls. "
-        "Retrieval loss summed over the batch, rating loss averaged (as the reference).",
+        f"Retrieval loss {'summed over' if tc.retrieval_reduction == 'sum' else 'averaged over'} "
+        "the batch (the reference sums it), rating loss averaged.",
         "",
         "Top-10 accuracy: share of 5-star test rows whose movie is in the user's top 10 over "
         "the whole catalogue; under the reference protocol the movies the user rated in "

@@ -42,9 +42,13 @@ class RankedBatch:
 
 @torch.inference_mode()
 def rank_candidates(
-    model: MultiTaskModel, user_rows: NDArray[np.int64], candidates: NDArray[np.int64]
+    model: MultiTaskModel,
+    user_rows: NDArray[np.int64],
+    candidates: NDArray[np.int64],
+    user_vectors: NDArray[np.float32] | None = None,
 ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-    """Retrieval scores and predicted ratings of (n, c) candidate rows for n users.
+    """Retrieval scores and predicted ratings of (n, c) candidate rows for n users
+    (``user_vectors``: their query embeddings, if already computed).
 
     Padding rows (-1) get score and prediction ``-inf`` so they sort last.
     """
@@ -52,7 +56,10 @@ def rank_candidates(
     valid = candidates >= 0
     user_t = torch.from_numpy(np.repeat(user_rows, c))
     item_t = torch.from_numpy(np.where(valid, candidates, 0).reshape(-1))
-    users, items = model.embed_users(user_t), model.embed_items(item_t)  # (n*c, d)
+    if user_vectors is None:  # each user once: a history-reading tower pools per user
+        user_vectors = model.embed_users(torch.from_numpy(user_rows)).numpy()
+    users = torch.from_numpy(np.repeat(user_vectors, c, axis=0))  # (n*c, d)
+    items = model.embed_items(item_t)
     retrieval = (users * items).sum(dim=1).reshape(n, c).numpy()
     predicted = model.predict_rating(users, items, user_t, item_t).reshape(n, c).numpy()
     return np.where(valid, retrieval, -np.inf), np.where(valid, predicted, -np.inf)
@@ -66,14 +73,17 @@ def retrieve_then_rank(
     k: int,
     candidates: int,
     exclude: list[NDArray[np.int64]] | None = None,
+    user_vectors: NDArray[np.float32] | None = None,
 ) -> RankedBatch:
     """Top ``candidates`` rows by retrieval score, re-sorted by predicted rating; first ``k``."""
     if k < 1 or candidates < 1:
         raise ConfigError(f"k and candidates must be >= 1, got k={k}, candidates={candidates}")
-    with torch.inference_mode():
-        queries = model.embed_users(torch.from_numpy(user_rows)).numpy()
+    queries = user_vectors
+    if queries is None:
+        with torch.inference_mode():
+            queries = model.embed_users(torch.from_numpy(user_rows)).numpy()
     _, rows = index.search(queries, max(k, candidates), exclude=exclude)
-    retrieval, predicted = rank_candidates(model, user_rows, rows)
+    retrieval, predicted = rank_candidates(model, user_rows, rows, queries)
     order = np.argsort(-predicted, axis=1, kind="stable")[:, :k]
     return RankedBatch(rows, retrieval, predicted).take(order)
 
