@@ -257,3 +257,26 @@ def test_history_items_never_come_back_from_a_small_catalogue() -> None:
     queries = Queries(stage.user_embeddings[:1], np.array([0]), np.array([0, 4]), history)
     found = candidates(stage, queries, per_source=10)  # more than the catalogue holds
     assert set(found.rows[0][found.rows[0] >= 0].tolist()) == {3, 5}
+
+
+def test_split_rating_head_equals_the_whole_one() -> None:
+    config = ModelConfig(embedding_dim=6, head_layers=(12, 5), rating_biases=True, dropout=0.3)
+    model = MultiTaskModel(4, 9, config, seed=8)
+    with torch.no_grad():
+        model.user_bias.weight.uniform_(-1, 1)
+        model.item_bias.weight.uniform_(-1, 1)
+    model.eval()
+    users = torch.tensor([0, 3, -1])  # -1: a user known only by a history (no bias)
+    user_emb = torch.randn(3, 6, generator=torch.Generator().manual_seed(0))
+    items = torch.tensor([[1, 2], [8, 0], [4, 4]])
+    with torch.no_grad():
+        part = model.head_item_part(model.embed_items())
+        assert part is not None
+        split = model.predict_rating_split(user_emb, part[items], users, items)
+        whole = model.predict_rating(
+            user_emb.repeat_interleave(2, 0), model.embed_items(items.reshape(-1)),
+            users.repeat_interleave(2), items.reshape(-1),
+        ).reshape(3, 2)  # fmt: skip
+    assert torch.allclose(split, whole, atol=1e-5)
+    dot = MultiTaskModel(4, 9, dataclasses.replace(config, dot_in_head=True), seed=8)
+    assert dot.head_item_part(dot.embed_items()) is None  # cannot be split: the full path

@@ -142,11 +142,16 @@ class StageOne:
     the user's whole history for each one)."""
     item_mean: NDArray[np.float64] = dataclasses.field(init=False)
     item_moment: NDArray[np.float64] = dataclasses.field(init=False)
+    item_head: torch.Tensor | None = dataclasses.field(init=False)
+    """Each item's share of the rating head's first layer, computed once."""
 
     def __post_init__(self) -> None:
+        self.model.eval()  # stage one serves: dropout off
         with torch.inference_mode():
             items = self.model.embed_items().numpy().astype(np.float32)
             users = self.model.embed_users().numpy().astype(np.float32)
+            head = self.model.head_item_part(torch.from_numpy(items))
+        object.__setattr__(self, "item_head", head)
         wide = items.astype(np.float64)
         object.__setattr__(self, "item_embeddings", items)
         object.__setattr__(self, "user_embeddings", users)
@@ -181,9 +186,10 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
     rows = _union(np.concatenate(lists, axis=1))
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
-    tower = np.einsum("nd,ncd->nc", queries.embeddings, stage.item_embeddings[safe])
-    mean = queries.embeddings.astype(np.float64) @ stage.item_mean
-    spread = np.einsum("nd,de,ne->n", queries.embeddings, stage.item_moment, queries.embeddings)
+    q = queries.embeddings
+    tower = np.matmul(stage.item_embeddings[safe], q[:, :, None])[..., 0]  # (n, c)
+    mean = q.astype(np.float64) @ stage.item_mean
+    spread = ((q @ stage.item_moment) * q).sum(axis=1)
     std = np.sqrt(np.maximum(spread - mean**2, 1e-12))
     tower_z = (tower - mean[:, None]) / std[:, None]
     if item_item is not None:
@@ -231,6 +237,9 @@ def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float32] 
     for lo in range(0, n, 256):  # 256 users at a time
         hi = min(lo + 256, n)
         a, b = int(queries.indptr[lo]), int(queries.indptr[hi])
+        if hi - lo == 1 and (b - a) * 8 <= n_items:  # one user (a request): their rows of B
+            scores[lo] = weights[queries.items[a:b]].sum(axis=0)
+            continue
         # short histories: add up their rows of B; long ones: a dense row times B (BLAS
         # does 1,682 x 1,682 in ~0.3 ms, while gathering 700 rows costs more)
         if (b - a) * 8 <= (hi - lo) * n_items and (b - a) * n_items <= 1 << 22:
@@ -277,6 +286,11 @@ def _predicted_ratings(
     stage: StageOne, queries: Queries, items: NDArray[np.int64]
 ) -> NDArray[np.float64]:
     n, c = items.shape
+    if stage.item_head is not None:  # the first layer's item side is precomputed
+        rows_t, items_t = torch.from_numpy(queries.user_rows), torch.from_numpy(items)
+        users_t = torch.from_numpy(queries.embeddings)
+        split = stage.model.predict_rating_split(users_t, stage.item_head[items_t], rows_t, items_t)
+        return split.numpy().astype(np.float64)
     users = torch.from_numpy(np.repeat(queries.embeddings, c, axis=0))
     rows = torch.from_numpy(np.repeat(queries.user_rows, c))
     flat = items.reshape(-1)

@@ -15,6 +15,9 @@ from mtrec.errors import ArtifactError
 from mtrec.index.base import Exclusions, check_queries, exclusion_pairs, read_index_meta
 from mtrec.io import atomic_path, write_json
 
+SMALL_SEARCH = 1 << 16
+"""Queries x items at most this go through NumPy in one piece (a request's search)."""
+
 
 class ExactIndex:
     """Brute-force inner-product search: the reference every other index is measured by.
@@ -64,6 +67,8 @@ class ExactIndex:
         if k == 0:  # an empty catalogue
             return np.zeros((len(q), 0), dtype=np.float32), np.zeros((len(q), 0), dtype=np.int64)
         ex_q, ex_rows = exclusion_pairs(exclude, len(q))
+        if len(q) * self.n_items <= SMALL_SEARCH:
+            return self._search_small(q, k, ex_q, ex_rows)
         scores = np.empty((len(q), k), dtype=np.float32)
         rows = np.empty((len(q), k), dtype=np.int64)
         for qlo in range(0, len(q), self.query_batch):
@@ -74,6 +79,23 @@ class ExactIndex:
             )
             scores[qlo:qhi], rows[qlo:qhi] = s, r
         return scores, rows
+
+    def _search_small(
+        self, q: NDArray[np.float32], k: int, ex_q: NDArray[np.int64], ex_rows: NDArray[np.int64]
+    ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
+        """A few queries over a small catalogue in NumPy: a single request's search costs
+        tens of microseconds here against ~150 in the chunked PyTorch path's overheads."""
+        s = q @ self.embeddings.T  # (n, n_items)
+        s[ex_q, ex_rows] = -np.inf
+        if k < self.n_items:
+            top = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        else:
+            top = np.broadcast_to(np.arange(self.n_items), s.shape).copy()
+        top_s = np.take_along_axis(s, top, 1)
+        order = np.argsort(-top_s, axis=1, kind="stable")
+        rows, best = np.take_along_axis(top, order, 1), np.take_along_axis(top_s, order, 1)
+        rows = np.where(np.isneginf(best), -1, rows)  # excluded or missing: no row
+        return best.astype(np.float32), rows.astype(np.int64)
 
     def _search_block(
         self, q: torch.Tensor, k: int, ex_q: NDArray[np.int64], ex_rows: NDArray[np.int64]

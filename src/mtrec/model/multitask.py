@@ -292,6 +292,41 @@ class MultiTaskModel(nn.Module):
             out = out + user_bias + self.item_bias(item_rows).squeeze(1)
         return out  # type: ignore[no-any-return]
 
+    @torch.no_grad()
+    def head_item_part(self, item_emb: torch.Tensor) -> torch.Tensor | None:
+        """(n, d) item embeddings -> (n, h) their share of the rating head's first layer
+        (bias included), for :meth:`predict_rating_split`; None where the head also reads
+        the dot product (it cannot be split by side)."""
+        if self.config.dot_in_head:
+            return None
+        first = self.rating_head[0]
+        assert isinstance(first, nn.Linear)
+        dim = self.config.embedding_dim
+        return item_emb @ first.weight[:, dim:].T + first.bias
+
+    @torch.no_grad()
+    def predict_rating_split(
+        self,
+        user_emb: torch.Tensor,
+        item_part: torch.Tensor,
+        user_rows: torch.Tensor,
+        item_rows: torch.Tensor,
+    ) -> torch.Tensor:
+        """(n, d) users, (n, c, h) their candidates' :meth:`head_item_part` -> (n, c)
+        predicted ratings, equal to :meth:`predict_rating` (inference): the first layer's
+        user side is computed once per user instead of once per candidate."""
+        first = self.rating_head[0]
+        assert isinstance(first, nn.Linear)
+        dim = self.config.embedding_dim
+        user_part = user_emb @ first.weight[:, :dim].T  # (n, h)
+        hidden = torch.relu(item_part + user_part[:, None, :])
+        out = self.rating_head[2:](hidden).squeeze(-1)  # dropout is off in inference
+        if self.config.rating_biases:
+            known = user_rows >= 0
+            user_bias = self.user_bias(user_rows.clamp(min=0)).squeeze(-1) * known
+            out = out + user_bias[:, None] + self.item_bias(item_rows).squeeze(-1)
+        return out  # type: ignore[no-any-return]
+
     def loss(
         self,
         user: torch.Tensor,
