@@ -21,14 +21,8 @@ from mtrec import artifact
 from mtrec.checkpoint import read_checkpoint
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data.files import load_interactions
-from mtrec.data.movielens import (
-    GENRES,
-    parse_grouplens,
-    parse_recbole,
-    read_cache,
-    read_grouplens_dir,
-)
-from mtrec.data.releases import RELEASES, parse_release
+from mtrec.data.movielens import parse_recbole, read_cache, read_grouplens_dir
+from mtrec.data.releases import GENRES, RELEASES, parse_grouplens, parse_release
 from mtrec.errors import MtrecError
 from mtrec.vocab import Vocab
 

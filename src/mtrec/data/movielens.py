@@ -34,7 +34,16 @@ from numpy.typing import NDArray
 
 from mtrec.data.download import download
 from mtrec.data.interactions import Dataset, Interactions, Items, Users
-from mtrec.data.releases import RELEASES, Release, member_names, parse_release
+from mtrec.data.releases import (
+    GENRES,
+    RELEASES,
+    Release,
+    member_names,
+    parse_release,
+    table_ratings,
+    table_users,
+    year_at_end,
+)
 from mtrec.data.table import TextTable
 from mtrec.errors import ArtifactError, DataError, SourceError
 from mtrec.io import atomic_path, file_digest
@@ -53,27 +62,6 @@ RECBOLE_FILES = {
     "ml-100k.item": "51d7cdf777ce5c0f5b32c1d947a4a81fe07d75e78abbe761e0cd4d0756064532",
     "ml-100k.user": "4f670007d9cfbeb9807e757209af1555b9bcc186bde25e767f67cb67c6dd5972",
 }
-GENRES = (
-    "unknown",
-    "Action",
-    "Adventure",
-    "Animation",
-    "Children's",
-    "Comedy",
-    "Crime",
-    "Documentary",
-    "Drama",
-    "Fantasy",
-    "Film-Noir",
-    "Horror",
-    "Musical",
-    "Mystery",
-    "Romance",
-    "Sci-Fi",
-    "Thriller",
-    "War",
-    "Western",
-)
 SOURCES = ("dir", "cache", "grouplens", "pypi")
 MOVIELENS = tuple(RELEASES)
 CACHE_VERSION = 2
@@ -183,8 +171,6 @@ def load_movielens(
 
 def read_release_dir(release: Release, directory: str | Path) -> Dataset:
     """Parse an unpacked GroupLens directory of ``release``."""
-    if release.layout == "100k":
-        return read_grouplens_dir(directory)
     directory = Path(directory)
     if not directory.is_dir():
         raise DataError(
@@ -201,18 +187,7 @@ def read_release_dir(release: Release, directory: str | Path) -> Dataset:
 
 def read_grouplens_dir(directory: str | Path) -> Dataset:
     """Parse a GroupLens ``ml-100k`` directory (``u.data``, ``u.item``, ``u.user``)."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise DataError("not a directory (expected the GroupLens ml-100k layout)", path=directory)
-    texts: dict[str, str] = {}
-    for fname in ("u.data", "u.item", "u.user"):
-        path = directory / fname
-        try:
-            # u.item is Latin-1; the others are ASCII, which Latin-1 decodes identically.
-            texts[fname] = path.read_bytes().decode("latin-1")
-        except OSError as exc:
-            raise DataError(f"cannot read: {exc.strerror or exc}", path=path) from None
-    return parse_grouplens(texts, where=directory)
+    return read_release_dir(RELEASES[ML100K], directory)
 
 
 def fetch_grouplens(
@@ -233,20 +208,13 @@ def fetch_grouplens(
     try:
         with zipfile.ZipFile(archive_path) as archive:
             members = {Path(n).name: n for n in archive.namelist() if not n.endswith("/")}
-            wanted = (
-                ("u.data", "u.item", "u.user")
-                if release.layout == "100k"
-                else member_names(release)
-            )
             files: dict[str, bytes] = {}
-            for fname in wanted:
+            for fname in member_names(release):
                 if fname not in members:
                     raise DataError(f"archive has no {fname}", path=url)
                 files[fname] = archive.read(members[fname])
     finally:
         archive_path.unlink(missing_ok=True)  # the parsed cache replaces it
-    if release.layout == "100k":
-        return parse_grouplens({k: v.decode("latin-1") for k, v in files.items()}, where=url)
     return parse_release(release, files, url)
 
 
@@ -294,63 +262,6 @@ def read_recbole_wheel(wheel: str | Path, expected_sha256: str = RECBOLE_WHEEL_S
 # --- parsing -----------------------------------------------------------------------------
 
 
-def _ratings(table: TextTable) -> Interactions:
-    user = table.ints(0, "user_id")
-    item = table.ints(1, "item_id")
-    rating = table.floats(2, "rating")
-    table.check_range(rating, 2, 1, 5, "rating")
-    table.check_range(user, 0, 1, np.iinfo(np.int32).max, "user_id")
-    table.check_range(item, 1, 1, np.iinfo(np.int32).max, "item_id")
-    timestamp = table.seconds(3, "timestamp")
-    return Interactions(user, item, rating, timestamp)
-
-
-def _year(text: str) -> int:
-    digits = text.strip()[-4:]
-    return int(digits) if digits.isdigit() else 0
-
-
-def parse_grouplens(texts: dict[str, str], where: str | Path) -> Dataset:
-    """Parse the text of GroupLens ``u.data``, ``u.item`` and ``u.user``."""
-    base = str(where).rstrip("/")
-    ratings = TextTable(texts["u.data"], "\t", 4, f"{base}/u.data")
-    items = TextTable(texts["u.item"], "|", 5 + len(GENRES), f"{base}/u.item")
-    users = TextTable(texts["u.user"], "|", 5, f"{base}/u.user")
-    flags = np.array([row[5:] for row in items.rows])
-    if not np.isin(flags, ("0", "1")).all():
-        pos = int(np.flatnonzero(~np.isin(flags, ("0", "1")).all(axis=1))[0])
-        raise DataError(
-            "expected genre flags 0 or 1", path=items.path, line=items.lines[pos], field="genres"
-        )
-    titles = items.column(1)
-    years = [
-        _year(date) or _year(title.rstrip(")"))
-        for date, title in zip(items.column(2), titles, strict=True)
-    ]
-    return Dataset(
-        name=ML100K,
-        interactions=_ratings(ratings),
-        items=Items(
-            items.ints(0, "item_id"),
-            np.array(titles),
-            np.array(years, dtype=np.int32),
-            flags == "1",
-            GENRES,
-        ),
-        users=_users(users),
-    )
-
-
-def _users(table: TextTable) -> Users:
-    return Users(
-        table.ints(0, "user_id"),
-        table.ints(1, "age").astype(np.int32),
-        np.array(table.column(2)),
-        np.array(table.column(3)),
-        np.array(table.column(4)),
-    )
-
-
 def parse_recbole(texts: dict[str, str], where: str) -> Dataset:
     """Parse RecBole's ``ml-100k.inter/.item/.user`` (tab-separated, typed header line)."""
     ratings = TextTable(texts["ml-100k.inter"], "\t", 4, f"{where}ml-100k.inter", header=True)
@@ -368,14 +279,14 @@ def parse_recbole(texts: dict[str, str], where: str) -> Dataset:
                     field="class",
                 )
             flags[pos, index[genre]] = True
-    years = np.array([_year(y) for y in items.column(2)], dtype=np.int32)
+    years = np.array([year_at_end(y) for y in items.column(2)], dtype=np.int32)
     # RecBole strips "(year)" from titles; restore the GroupLens display form.
     titles = [f"{t} ({y})" if y else t for t, y in zip(items.column(1), years, strict=True)]
     return Dataset(
         name=ML100K,
-        interactions=_ratings(ratings),
+        interactions=table_ratings(ratings),
         items=Items(items.ints(0, "item_id"), np.array(titles), years, flags, GENRES),
-        users=_users(users),
+        users=table_users(users),
     )
 
 

@@ -1,4 +1,8 @@
-"""The GroupLens MovieLens releases beyond 100K: where they live and how they are laid out.
+"""The GroupLens MovieLens releases: where they live and how they are laid out.
+
+* ``ml-100k``: tab-separated ``u.data``, ``|``-separated ``u.item`` (Latin-1, 19 genre
+  flags) and ``u.user``; parsed with line-numbered tables (``table_ratings``), as is
+  RecBole's copy of it.
 
 * ``ml-1m``, ``ml-10m``: ``::``-separated ``ratings.dat`` and ``movies.dat`` (1M also
   ``users.dat``; 1M's movie titles are Latin-1).
@@ -15,6 +19,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -77,7 +82,11 @@ RELEASES: dict[str, Release] = {
     )
 }
 
-FILES = {"dat": ("ratings.dat", "movies.dat"), "csv": ("ratings.csv", "movies.csv")}
+FILES = {
+    "100k": ("u.data", "u.item", "u.user"),
+    "dat": ("ratings.dat", "movies.dat"),
+    "csv": ("ratings.csv", "movies.csv"),
+}
 
 
 def member_names(release: Release) -> tuple[str, ...]:
@@ -87,8 +96,10 @@ def member_names(release: Release) -> tuple[str, ...]:
 
 
 def parse_release(release: Release, files: dict[str, bytes], where: str) -> Dataset:
-    """Parse the member files of a 1M/10M/20M/25M/32M/latest-small release."""
+    """Parse the member files of a release (any layout)."""
     base = where.rstrip("/")
+    if release.layout == "100k":  # u.item is Latin-1; the others ASCII, decoded the same
+        return parse_grouplens({k: v.decode("latin-1") for k, v in files.items()}, where=base)
     if release.layout == "dat":
         ratings = _ratings(files["ratings.dat"], f"{base}/ratings.dat", sep="::", header=False)
         items = _movies_dat(files["movies.dat"], f"{base}/movies.dat", release.encoding)
@@ -100,6 +111,88 @@ def parse_release(release: Release, files: dict[str, bytes], where: str) -> Data
         items = _movies_csv(files["movies.csv"], f"{base}/movies.csv")
         users = None
     return Dataset(name=release.name, interactions=ratings, items=items, users=users)
+
+
+GENRES = (
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
+
+
+def table_ratings(table: TextTable) -> Interactions:
+    """Ratings of the 100K layout (u.data, RecBole's .inter): user, item, rating, time."""
+    user = table.ints(0, "user_id")
+    item = table.ints(1, "item_id")
+    rating = table.floats(2, "rating")
+    table.check_range(rating, 2, 1, 5, "rating")
+    table.check_range(user, 0, 1, np.iinfo(np.int32).max, "user_id")
+    table.check_range(item, 1, 1, np.iinfo(np.int32).max, "item_id")
+    timestamp = table.seconds(3, "timestamp")
+    return Interactions(user, item, rating, timestamp)
+
+
+def year_at_end(text: str) -> int:
+    """The year a 100K release date ("01-Jan-1995") or a RecBole year column ends with."""
+    digits = text.strip()[-4:]
+    return int(digits) if digits.isdigit() else 0
+
+
+def parse_grouplens(texts: dict[str, str], where: str | Path) -> Dataset:
+    """Parse the text of GroupLens ``u.data``, ``u.item`` and ``u.user``."""
+    base = str(where).rstrip("/")
+    ratings = TextTable(texts["u.data"], "\t", 4, f"{base}/u.data")
+    items = TextTable(texts["u.item"], "|", 5 + len(GENRES), f"{base}/u.item")
+    users = TextTable(texts["u.user"], "|", 5, f"{base}/u.user")
+    flags = np.array([row[5:] for row in items.rows])
+    if not np.isin(flags, ("0", "1")).all():
+        pos = int(np.flatnonzero(~np.isin(flags, ("0", "1")).all(axis=1))[0])
+        raise DataError(
+            "expected genre flags 0 or 1", path=items.path, line=items.lines[pos], field="genres"
+        )
+    titles = items.column(1)
+    years = [
+        year_at_end(date) or year_at_end(title.rstrip(")"))
+        for date, title in zip(items.column(2), titles, strict=True)
+    ]
+    return Dataset(
+        name="ml-100k",
+        interactions=table_ratings(ratings),
+        items=Items(
+            items.ints(0, "item_id"),
+            np.array(titles),
+            np.array(years, dtype=np.int32),
+            flags == "1",
+            GENRES,
+        ),
+        users=table_users(users),
+    )
+
+
+def table_users(table: TextTable) -> Users:
+    return Users(
+        table.ints(0, "user_id"),
+        table.ints(1, "age").astype(np.int32),
+        np.array(table.column(2)),
+        np.array(table.column(3)),
+        np.array(table.column(4)),
+    )
 
 
 RATING_COLUMNS = ("userId", "movieId", "rating", "timestamp")
