@@ -35,7 +35,13 @@ from pydantic import BaseModel, Field, Strict, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtrec.errors import ArtifactError, ConfigError, MtrecError, UnknownIdError
-from mtrec.recommend import Recommender
+from mtrec.recommend import (
+    RatedItem,
+    Recommendation,
+    Recommendations,
+    Recommender,
+    SimilarItem,
+)
 
 log = logging.getLogger("mtrec.serve")
 
@@ -94,12 +100,6 @@ class RankRequest(BaseModel):
     item_ids: list[int | str] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
-class ItemOut(BaseModel):
-    item_id: int | str
-    title: str | None
-    genres: list[str]
-
-
 class HistoryEntry(BaseModel):
     """One item a new user rated; ``rating`` in the data's scale, or null for "interacted"."""
 
@@ -115,42 +115,24 @@ class HistoryRequest(BaseModel):
     candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
 
 
-class RecommendationOut(ItemOut):
-    retrieval_score: float | None = Field(description="user . item embedding; null for a fallback")
-    predicted_rating: float | None = Field(description="the rating head's scaled output y")
-    stars: float | None = Field(description="1 + 4y clipped to [1, 5]; null for a fallback")
-
-
-class RecommendationsOut(BaseModel):
-    user_id: int | str | None = Field(description="null for a list made from a history")
-    items: list[RecommendationOut]
-    fallback: bool = Field(
-        description="true: an unknown user or an empty history, given the most popular items"
-    )
-    notice: str | None
+# Responses are the Recommender's own records (``mtrec.recommend``): one schema for the
+# command line's JSON, the library and the OpenAPI document. The wrappers below add only
+# the id a list belongs to.
 
 
 class RankOut(BaseModel):
     user_id: int | str
-    items: list[RecommendationOut]
-
-
-class RatedItemOut(ItemOut):
-    rating: float = Field(description="the user's own rating, in stars")
+    items: list[Recommendation]
 
 
 class HistoryOut(BaseModel):
     user_id: int | str
-    items: list[RatedItemOut]
-
-
-class SimilarItemOut(ItemOut):
-    score: float = Field(description="cosine similarity of the item embeddings")
+    items: list[RatedItem]
 
 
 class SimilarOut(BaseModel):
     item_id: int | str
-    items: list[SimilarItemOut]
+    items: list[SimilarItem]
 
 
 class ErrorBody(BaseModel):
@@ -355,7 +337,7 @@ def create_app(
     @app.get(
         "/v1/users/{user_id}/recommendations",
         tags=["recommendations"],
-        response_model=RecommendationsOut,
+        response_model=Recommendations,
         responses=ERRORS,
     )
     async def recommendations(
@@ -377,7 +359,7 @@ def create_app(
     @app.post(
         "/v1/recommendations",
         tags=["recommendations"],
-        response_model=RecommendationsOut,
+        response_model=Recommendations,
         responses=ERRORS,
     )
     async def recommendations_for_history(
