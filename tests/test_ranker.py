@@ -280,3 +280,13 @@ def test_split_rating_head_equals_the_whole_one() -> None:
     assert torch.allclose(split, whole, atol=1e-5)
     dot = MultiTaskModel(4, 9, dataclasses.replace(config, dot_in_head=True), seed=8)
     assert dot.head_item_part(dot.embed_items()) is None  # cannot be split: the full path
+
+
+def test_a_history_model_without_ranker_serves_histories_by_rating(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    rec = Recommender(train_model(ds, HISTORY, CONFIG))  # no ranking stage
+    assert rec.two_stage is None
+    result = rec.recommend_for_history([(1, 5.0), (2, 4.0)], k=6)
+    stars = [r.stars for r in result.items]
+    assert len(stars) == 6 and stars == sorted(stars, reverse=True)  # by predicted rating
+    assert not {1, 2} & {r.item_id for r in result.items}

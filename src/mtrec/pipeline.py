@@ -345,9 +345,20 @@ def served_lists(
     ease_lambda: float = 500.0,
 ) -> list[ListReport]:
     """The served list beside retrieval alone, popularity and EASE on the held-out rows."""
-    users = np.unique(prepared.test.user.numpy())
-    lists = user_lists(model, two, prepared.seen, users, k=k, ease_lambda=ease_lambda)
-    return list_reports(lists, users, prepared.test)
+    return _list_reports(model, two, prepared.seen, prepared.test, k, ease_lambda)
+
+
+def _list_reports(
+    model: MultiTaskModel,
+    two: TwoStage | None,
+    seen: SeenItems,
+    test: EncodedInteractions,
+    k: int,
+    ease_lambda: float,
+) -> list[ListReport]:
+    users = np.unique(test.user.numpy())
+    lists = user_lists(model, two, seen, users, k=k, ease_lambda=ease_lambda)
+    return list_reports(lists, users, test)
 
 
 def _served_summary(reports: list[ListReport]) -> dict[str, Any]:
@@ -430,18 +441,7 @@ def evaluate_saved_lists(saved: SavedModel, dataset: Dataset, *, k: int = 10) ->
     """The saved model's served list beside retrieval alone, popularity and EASE at ``k``,
     on its own rebuilt split (see ``evaluate_saved``)."""
     test = _rebuilt_test(saved, dataset)
-    two = None
-    if saved.ranker is not None:
-        stage = StageOne(
-            saved.model,
-            saved.index,
-            saved.item_item,
-            interaction_counts(saved.seen, len(saved.vocabs.items)),
-        )
-        two = TwoStage(stage, saved.ranker)
-    users = np.unique(test.user.numpy())
-    lists = user_lists(saved.model, two, saved.seen, users, k=k)
-    return list_reports(lists, users, test)
+    return _list_reports(saved.model, saved.two_stage(), saved.seen, test, k, 500.0)
 
 
 def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:

@@ -21,10 +21,10 @@ from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.data import Items
 from mtrec.errors import ConfigError, UnknownIdError
 from mtrec.features import RatingScale, Vocabs
-from mtrec.index import ExactIndex, Index
+from mtrec.index import ExactIndex
 from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import Queries, history_query, user_queries
+from mtrec.ranker import history_query, user_queries
 from mtrec.two_stage import RankedBatch, rank_candidates, retrieve_then_rank
 from mtrec.vocab import Vocab
 
@@ -337,7 +337,15 @@ class Recommender:
         if self.two_stage is not None:
             batch = self.two_stage.lists(query, k, candidates)
         else:
-            batch = _retrieve_for_query(self.model, self.index, query, k, candidates or 100)
+            batch = retrieve_then_rank(  # user row -1: no row of their own, no bias
+                self.model,
+                self.index,
+                query.user_rows,
+                k=k,
+                candidates=candidates or 100,
+                exclude=query.exclusions(),
+                user_vectors=query.embeddings,
+            )
         items = _records(batch, 0, self.vocabs.items, self.saved.items, self.saved.scale)
         return Recommendations(None, items, notice=notice)
 
@@ -421,23 +429,6 @@ def _typed_ids(
         return np.array(values, dtype=np.int64), fits
     fits = np.array([isinstance(i, str) for i in ids], dtype=bool)
     return np.array([i if ok else "" for i, ok in zip(ids, fits, strict=True)], np.str_), fits
-
-
-def _retrieve_for_query(
-    model: MultiTaskModel, index: Index, query: Queries, k: int, candidates: int
-) -> RankedBatch:
-    """The rating-sorted list for a query without a user row (a model with no ranker)."""
-    _, rows = index.search(query.embeddings, max(k, candidates), exclude=query.exclusions())
-    valid = rows >= 0
-    safe = torch.from_numpy(np.where(valid, rows, 0)[0])
-    with torch.inference_mode():
-        users = torch.from_numpy(query.embeddings).expand(len(safe), -1)
-        items = model.embed_items(safe)
-        retrieval = (users * items).sum(1).numpy()[None]
-        predicted = model.predict_rating(users, items, torch.full_like(safe, -1), safe)
-    predicted_np = np.where(valid, predicted.numpy()[None], -np.inf).astype(np.float32)
-    batch = RankedBatch(rows, np.where(valid, retrieval, -np.inf).astype(np.float32), predicted_np)
-    return batch.take(np.argsort(-predicted_np, axis=1, kind="stable")[:, :k])
 
 
 def write_all_users(

@@ -40,7 +40,9 @@ def user_lists(
     with torch.inference_mode():
         index = ExactIndex(model.embed_items().numpy())
         queries = model.embed_users(torch.from_numpy(users)).numpy()
-    rated = retrieve_then_rank(model, index, users, k=k, candidates=candidates, exclude=exclude)
+    rated = retrieve_then_rank(
+        model, index, users, k=k, candidates=candidates, exclude=exclude, user_vectors=queries
+    )
     lists: dict[str, NDArray[np.int64]] = {}
     if two_stage is not None:
         lists[SERVED] = two_stage.lists(user_queries(two_stage.stage, users, seen), k).rows
