@@ -32,7 +32,7 @@ import numpy as np
 from numpy.typing import NDArray
 from safetensors import SafetensorError
 from safetensors.numpy import load_file as load_numpy
-from safetensors.numpy import save_file as save_numpy
+from safetensors.numpy import save_file
 from safetensors.torch import load_file as load_torch
 from safetensors.torch import save_file as save_torch
 
@@ -124,6 +124,12 @@ def save(saved: SavedModel, directory: str | Path) -> Path:
     return target
 
 
+def _save_numpy(arrays: dict[str, NDArray[Any]], path: str) -> None:
+    """safetensors' writer in C order: it stores an array's raw buffer whatever its strides,
+    so a Fortran-ordered matrix (EASE's weights came out of PyTorch so) read back transposed."""
+    save_file({name: np.ascontiguousarray(a) for name, a in arrays.items()}, path)
+
+
 def _write_files(saved: SavedModel, out: Path) -> None:
     write_json(
         out / "config.json",
@@ -147,7 +153,7 @@ def _write_files(saved: SavedModel, out: Path) -> None:
         str(out / "model.safetensors"),
     )
     write_json(out / "items.json", dataclasses.asdict(saved.items))
-    save_numpy(
+    _save_numpy(
         {
             "indptr": saved.seen.indptr,
             "items": saved.seen.items,
@@ -160,7 +166,7 @@ def _write_files(saved: SavedModel, out: Path) -> None:
     if saved.ranker is not None:
         write_json(out / "ranker.json", saved.ranker.to_dict())
     if saved.item_item is not None:
-        save_numpy({"weights": saved.item_item}, str(out / "item_item.safetensors"))
+        _save_numpy({"weights": saved.item_item}, str(out / "item_item.safetensors"))
     saved.index.save(out / "index")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     for name in files:

@@ -77,7 +77,8 @@ def ease_weights(
     p = torch.linalg.inv(gram)
     b = -p / p.diagonal()  # B_ij = -P_ij / P_jj
     b.diagonal().zero_()
-    weights: NDArray[np.float32] = b.float().numpy()
+    # C order: a user's scores gather rows of B, and safetensors writes the raw buffer
+    weights: NDArray[np.float32] = np.ascontiguousarray(b.float().numpy())
     return weights
 
 

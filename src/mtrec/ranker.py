@@ -35,7 +35,7 @@ from numpy.typing import NDArray
 from mtrec.config import RankerConfig
 from mtrec.errors import ArtifactError
 from mtrec.index import Index
-from mtrec.model import Histories, MultiTaskModel
+from mtrec.model import Histories, MultiTaskModel, SplitHead
 
 FEATURES = (
     "two_tower",
@@ -142,16 +142,16 @@ class StageOne:
     the user's whole history for each one)."""
     item_mean: NDArray[np.float64] = dataclasses.field(init=False)
     item_moment: NDArray[np.float64] = dataclasses.field(init=False)
-    item_head: torch.Tensor | None = dataclasses.field(init=False)
-    """Each item's share of the rating head's first layer, computed once."""
+    head: SplitHead | None = dataclasses.field(init=False)
+    """The rating head frozen for serving, each item's share computed once."""
 
     def __post_init__(self) -> None:
         self.model.eval()  # stage one serves: dropout off
         with torch.inference_mode():
             items = self.model.embed_items().numpy().astype(np.float32)
             users = self.model.embed_users().numpy().astype(np.float32)
-            head = self.model.head_item_part(torch.from_numpy(items))
-        object.__setattr__(self, "item_head", head)
+            head = self.model.split_head(torch.from_numpy(items))
+        object.__setattr__(self, "head", head)
         wide = items.astype(np.float64)
         object.__setattr__(self, "item_embeddings", items)
         object.__setattr__(self, "user_embeddings", users)
@@ -284,19 +284,16 @@ def _ranks(scores: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.
 @torch.inference_mode()
 def _predicted_ratings(
     stage: StageOne, queries: Queries, items: NDArray[np.int64]
-) -> NDArray[np.float64]:
-    n, c = items.shape
-    if stage.item_head is not None:  # the first layer's item side is precomputed
-        rows_t, items_t = torch.from_numpy(queries.user_rows), torch.from_numpy(items)
-        users_t = torch.from_numpy(queries.embeddings)
-        split = stage.model.predict_rating_split(users_t, stage.item_head[items_t], rows_t, items_t)
-        return split.numpy().astype(np.float64)
+) -> NDArray[np.float32]:
+    if stage.head is not None:
+        return stage.head.predict(queries.embeddings, queries.user_rows, items)
+    n, c = items.shape  # a head that reads the dot product: the whole head per pair
     users = torch.from_numpy(np.repeat(queries.embeddings, c, axis=0))
     rows = torch.from_numpy(np.repeat(queries.user_rows, c))
     flat = items.reshape(-1)
     embedded = torch.from_numpy(stage.item_embeddings[flat])
     predicted = stage.model.predict_rating(users, embedded, rows, torch.from_numpy(flat))
-    return predicted.reshape(n, c).numpy().astype(np.float64)
+    return predicted.reshape(n, c).numpy()
 
 
 def stack_candidates(parts: list[Candidates]) -> Candidates:

@@ -1,6 +1,6 @@
 """The model stage: tensors of rows in, embeddings, predictions and losses out."""
 
-from mtrec.model.multitask import Histories, LossParts, MultiTaskModel, RetrievalOptions
+from mtrec.model.multitask import Histories, LossParts, MultiTaskModel, RetrievalOptions, SplitHead
 from mtrec.model.tasks import rating_loss, retrieval_loss
 
 __all__ = [
@@ -8,6 +8,7 @@ __all__ = [
     "LossParts",
     "MultiTaskModel",
     "RetrievalOptions",
+    "SplitHead",
     "rating_loss",
     "retrieval_loss",
 ]

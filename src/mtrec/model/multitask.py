@@ -30,6 +30,43 @@ class Histories(typing.Protocol):
 
 
 @dataclasses.dataclass(frozen=True)
+class SplitHead:
+    """The rating head in NumPy for serving, equal to :meth:`MultiTaskModel.predict_rating`
+    in inference: the first layer's item side is computed once per item and its user side
+    once per user, not once per (user, candidate); NumPy because a request's ~100
+    candidates cost a few torch dispatches more than the arithmetic (measured 120 against
+    240 microseconds per request on ML-100K)."""
+
+    user_weight: NDArray[np.float32]
+    """(d, h) the first layer's user columns."""
+    item_part: NDArray[np.float32]
+    """(n_items, h) each item's share of the first layer, its bias included."""
+    layers: tuple[tuple[NDArray[np.float32], NDArray[np.float32]], ...]
+    """The following layers as (in, out) weights and biases; ReLU between them."""
+    user_bias: NDArray[np.float32] | None
+    item_bias: NDArray[np.float32] | None
+
+    def predict(
+        self, users: NDArray[np.float32], user_rows: NDArray[np.int64], items: NDArray[np.int64]
+    ) -> NDArray[np.float32]:
+        """(n, d) user embeddings, their (n,) rows (-1: known by a history alone, no bias)
+        and (n, c) item rows -> (n, c) predicted scaled ratings."""
+        n, c = items.shape
+        hidden = self.item_part[items] + (users @ self.user_weight)[:, None, :]
+        out = np.maximum(hidden, 0).reshape(n * c, -1)
+        for i, (weight, bias) in enumerate(self.layers):
+            out = out @ weight + bias
+            if i < len(self.layers) - 1:
+                out = np.maximum(out, 0)
+        rating = out.reshape(n, c)
+        if self.user_bias is not None and self.item_bias is not None:
+            known = user_rows >= 0
+            rating = rating + np.where(known, self.user_bias[np.maximum(user_rows, 0)], 0)[:, None]
+            rating = rating + self.item_bias[items]
+        return rating.astype(np.float32, copy=False)
+
+
+@dataclasses.dataclass(frozen=True)
 class RetrievalOptions:
     """How the in-batch softmax is computed (the defaults are the reference's)."""
 
@@ -293,39 +330,27 @@ class MultiTaskModel(nn.Module):
         return out  # type: ignore[no-any-return]
 
     @torch.no_grad()
-    def head_item_part(self, item_emb: torch.Tensor) -> torch.Tensor | None:
-        """(n, d) item embeddings -> (n, h) their share of the rating head's first layer
-        (bias included), for :meth:`predict_rating_split`; None where the head also reads
-        the dot product (it cannot be split by side)."""
+    def split_head(self, item_emb: torch.Tensor) -> SplitHead | None:
+        """The rating head frozen for serving (inference, dropout off), its first layer split
+        by side with the items' share computed once for the (n, d) ``item_emb``; None where
+        the head also reads the dot product (it cannot be split by side)."""
         if self.config.dot_in_head:
             return None
-        first = self.rating_head[0]
-        assert isinstance(first, nn.Linear)
+        linears = [layer for layer in self.rating_head if isinstance(layer, nn.Linear)]
         dim = self.config.embedding_dim
-        return item_emb @ first.weight[:, dim:].T + first.bias
+        first = linears[0]
 
-    @torch.no_grad()
-    def predict_rating_split(
-        self,
-        user_emb: torch.Tensor,
-        item_part: torch.Tensor,
-        user_rows: torch.Tensor,
-        item_rows: torch.Tensor,
-    ) -> torch.Tensor:
-        """(n, d) users, (n, c, h) their candidates' :meth:`head_item_part` -> (n, c)
-        predicted ratings, equal to :meth:`predict_rating` (inference): the first layer's
-        user side is computed once per user instead of once per candidate."""
-        first = self.rating_head[0]
-        assert isinstance(first, nn.Linear)
-        dim = self.config.embedding_dim
-        user_part = user_emb @ first.weight[:, :dim].T  # (n, h)
-        hidden = torch.relu(item_part + user_part[:, None, :])
-        out = self.rating_head[2:](hidden).squeeze(-1)  # dropout is off in inference
-        if self.config.rating_biases:
-            known = user_rows >= 0
-            user_bias = self.user_bias(user_rows.clamp(min=0)).squeeze(-1) * known
-            out = out + user_bias[:, None] + self.item_bias(item_rows).squeeze(-1)
-        return out  # type: ignore[no-any-return]
+        def numpy(t: torch.Tensor) -> NDArray[np.float32]:
+            return np.ascontiguousarray(t.detach().float().numpy())
+
+        biases = self.config.rating_biases
+        return SplitHead(
+            user_weight=numpy(first.weight[:, :dim].T),
+            item_part=numpy(item_emb.float() @ first.weight[:, dim:].T + first.bias),
+            layers=tuple((numpy(layer.weight.T), numpy(layer.bias)) for layer in linears[1:]),
+            user_bias=numpy(self.user_bias.weight[:, 0]) if biases else None,
+            item_bias=numpy(self.item_bias.weight[:, 0]) if biases else None,
+        )
 
     def loss(
         self,
