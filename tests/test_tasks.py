@@ -215,3 +215,28 @@ def test_extra_negatives_by_hand() -> None:
     masked[1][3] = -math.inf
     got = retrieval_loss(Q, C, candidate_ids=ids, extra=ExtraNegatives(extra, extra_ids))
     assert got.item() == pytest.approx(sum(_ce_rows(masked)), rel=1e-6)
+
+
+def test_history_pooling_gradient_is_the_same_on_every_run() -> None:
+    # a batch repeats users, so pooled rows are gathered many times: with advanced
+    # indexing the backward's accumulation order followed the threads and runs differed
+    from types import SimpleNamespace
+
+    n_users, n_items, length = 300, 500, 400
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(0, n_items, (n_users * length,), generator=gen)
+    seen = SimpleNamespace(
+        indptr=torch.arange(0, n_users * length + 1, length).numpy(),
+        items=items.numpy(),
+        labels=torch.rand(n_users * length, generator=gen).numpy(),
+    )
+    model = MultiTaskModel(n_users, n_items, ModelConfig(embedding_dim=32, history=True), seed=1)
+    model.set_history(seen)
+    rows = torch.randint(0, n_users, (20_000,), generator=gen)
+    weights = torch.randn(20_000, 32, generator=gen)
+    grads = []
+    for _ in range(4):
+        model.zero_grad()
+        (model.embed_users(rows) * weights).sum().backward()
+        grads.append(model.history_embedding.weight.grad.clone())
+    assert all(torch.equal(grads[0], g) for g in grads[1:])

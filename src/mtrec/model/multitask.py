@@ -205,14 +205,17 @@ class MultiTaskModel(nn.Module):
         shift = torch.repeat_interleave(offsets - starts, lengths)
         entries = torch.arange(int(lengths.sum()), device=rows.device) - shift
         table = self.history_embedding
-        sums = F.embedding_bag(
+        pooled = F.embedding_bag(
             self.history_items[entries],
             table.weight,
             offsets,
             mode="sum",
             sparse=table.sparse,
             per_sample_weights=self.history_weights[entries],
-        )[inverse]
+        )
+        # index_select, not pooled[inverse]: advanced indexing's backward accumulates in
+        # a thread-dependent order, and one seed must give one model
+        sums = torch.index_select(pooled, 0, inverse)
         counts = lengths[inverse]
         if exclude is not None and len(self.history_keys):
             key = rows * self.n_items + exclude
