@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -56,6 +57,10 @@ def test_save_load_gives_identical_scores_and_recommendations(
         "vocab.json",
     ]
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no temp dirs left
+    umask = os.umask(0)
+    os.umask(umask)
+    modes = {p.name: p.stat().st_mode & 0o777 for p in path.rglob("*") if p.is_file()}
+    assert set(modes.values()) == {0o666 & ~umask}, modes  # safetensors' own files too
 
 
 def test_recommend_excludes_training_items_and_ranks_by_prediction(saved_dir: Path) -> None:

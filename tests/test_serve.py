@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import time
@@ -55,6 +56,7 @@ def test_health_ready_page_docs(client: TestClient) -> None:
     assert client.get("/healthz").json() == {"status": "ok"}
     ready = client.get("/readyz").json()
     assert ready["status"] == "ready" and ready["users"] == 60 and ready["items"] == 40
+    assert "model_dir" not in ready  # open to all: no server paths
     page = client.get("/")
     assert page.status_code == 200 and "retrieve, then rank" in page.text
     spec = client.get("/openapi.json").json()
@@ -122,6 +124,9 @@ def test_malformed_and_oversized_bodies(client: TestClient) -> None:
     )
     _error(client.post("/v1/rank", json={"user_id": 1}), 422, "invalid")
     _error(client.post("/v1/rank", json={"user_id": 1, "item_ids": []}), 422, "invalid")
+    for lax in ({"user_id": True, "item_ids": [1]}, {"user_id": 1.0, "item_ids": [1]}):
+        _error(client.post("/v1/rank", json=lax), 422, "invalid")  # not user 1
+    _error(client.post("/v1/rank", json={"user_id": 1, "item_ids": [True]}), 422, "invalid")
     _error(
         client.post("/v1/rank", json={"user_id": 1, "item_ids": list(range(1001))}), 422, "invalid"
     )
@@ -169,6 +174,23 @@ def test_metrics_count_routes_and_statuses(client: TestClient) -> None:
     assert f'mtrec_http_requests_total{{method="GET",route="{route}",status="200"}} 2.0' in text
     assert 'route="/v1/items/{item_id}/similar",status="404"} 1.0' in text
     assert "mtrec_http_request_duration_seconds_bucket" in text
+
+
+def test_refused_requests_to_unique_paths_add_no_metric_labels(model_dir: Path) -> None:
+    # the attack: keyless requests to ever new paths, each once a label of its own
+    client = TestClient(create_app(model_dir, api_key="s3cret"), raise_server_exceptions=False)
+    key = {"Authorization": "Bearer s3cret"}
+    for i in range(300):
+        _error(client.get(f"/v1/users/{i}/recommendations"), 401, "unauthorized")
+        _error(client.get(f"/no/such/path/{i}"), 401, "unauthorized")
+        _error(client.post(f"/x{i}", headers={"content-length": "999999999"}), 413, "too_large")
+    text = client.get("/metrics", headers=key).text
+    routes = set(re.findall(r'route="([^"]*)"', text))
+    assert routes == {"/v1/users/{user_id}/recommendations", "other"}
+    route = "/v1/users/{user_id}/recommendations"
+    assert f'mtrec_http_requests_total{{method="GET",route="{route}",status="401"}} 300.0' in text
+    assert 'route="other",status="401"} 300.0' in text
+    assert "/no/such" not in text and "/x1" not in text
 
 
 def test_errors_do_not_leak_tracebacks(client: TestClient, monkeypatch: pytest.MonkeyPatch) -> None:

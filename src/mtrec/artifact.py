@@ -169,7 +169,9 @@ def _write_files(saved: SavedModel, out: Path) -> None:
         _save_numpy({"weights": saved.item_item}, str(out / "item_item.safetensors"))
     saved.index.save(out / "index")
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    mode = 0o666 & ~current_umask()  # safetensors creates its files 0600
     for name in files:
+        os.chmod(out / name, mode)
         with open(out / name, "rb") as fh:
             os.fsync(fh.fileno())
     write_json(

@@ -192,39 +192,51 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
     spread = ((q @ stage.item_moment) * q).sum(axis=1)
     std = np.sqrt(np.maximum(spread - mean**2, 1e-12))
     tower_z = (tower - mean[:, None]) / std[:, None]
-    if item_item is not None:
-        finite = np.isfinite(item_item)
-        ii_mean = np.where(finite, item_item, 0).sum(1) / np.maximum(finite.sum(1), 1)
-        ii_var = np.where(finite, (item_item - ii_mean[:, None]) ** 2, 0).sum(1)
-        ii_std = np.sqrt(ii_var / np.maximum(finite.sum(1), 1)) + 1e-9
-        ii_raw = np.take_along_axis(item_item, safe, 1)
-        ii_z = np.where(np.isfinite(ii_raw), (ii_raw - ii_mean[:, None]) / ii_std[:, None], 0)
-    else:
-        ii_z = np.zeros_like(tower_z)
+    ii_z = _standardised_item_item(item_item, safe) if item_item is not None else None
     predicted = _predicted_ratings(stage, queries, safe)
     scale = math.log1p(max(int(stage.counts.max(initial=0)), 1))
-    popularity = np.log1p(stage.counts[safe]) / scale
-    length = np.log1p(np.diff(queries.indptr)).astype(np.float64)[:, None] / 5.0
-    new = (queries.user_rows < 0).astype(np.float64)[:, None]
-    columns = [
-        tower_z,
-        ii_z,
-        predicted,
-        popularity,
-        -np.log1p(_ranks(tower, valid)),
-        -np.log1p(_ranks(ii_z, valid)) if item_item is not None else np.zeros_like(tower_z),
-        length * tower_z,
-        length * ii_z,
-        new * tower_z,
-        new * ii_z,
-    ]
-    features = np.where(valid[..., None], np.stack(columns, axis=-1), 0).astype(np.float32)
+    length = np.log1p(np.diff(queries.indptr))[:, None] / 5.0
+    new = (queries.user_rows < 0)[:, None]
+    columns = {
+        "two_tower": tower_z,
+        "predicted_rating": predicted,
+        "popularity": np.log1p(stage.counts[safe]) / scale,
+        "two_tower_rank": -np.log1p(_ranks(tower, valid)),
+        "history_x_two_tower": length * tower_z,
+        "new_user_x_two_tower": new * tower_z,
+    }
+    if ii_z is not None:  # without item-item weights its four columns stay zero
+        columns |= {
+            "item_item": ii_z,
+            "item_item_rank": -np.log1p(_ranks(ii_z, valid)),
+            "history_x_item_item": length * ii_z,
+            "new_user_x_item_item": new * ii_z,
+        }
+    features = np.zeros((*rows.shape, len(FEATURES)), dtype=np.float32)
+    for name, values in columns.items():
+        features[..., FEATURES.index(name)] = values
+    features[~valid] = 0.0
     return Candidates(
         rows,
         features,
         np.where(valid, tower, -np.inf).astype(np.float32),
         np.where(valid, predicted, -np.inf).astype(np.float32),
     )
+
+
+def _standardised_item_item(
+    item_item: NDArray[np.float32], rows: NDArray[np.int64]
+) -> NDArray[np.float64]:
+    """The item-item scores of ``rows`` standardised per user over the catalogue less the
+    history (-inf there, and 0 for a history item that is a candidate)."""
+    finite = np.isfinite(item_item)
+    count = np.maximum(finite.sum(axis=1), 1)
+    kept = np.where(finite, item_item, 0.0).astype(np.float64)
+    mean = kept.sum(axis=1) / count
+    var = np.einsum("ij,ij->i", kept, kept) / count - mean**2
+    std = np.sqrt(np.maximum(var, 0.0)) + 1e-9
+    raw = np.take_along_axis(item_item, rows, 1)
+    return np.where(np.isfinite(raw), (raw - mean[:, None]) / std[:, None], 0.0)
 
 
 def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float32] | None:
@@ -274,11 +286,8 @@ def _union(rows: NDArray[np.int64]) -> NDArray[np.int64]:
 
 def _ranks(scores: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
     """0-based rank of each candidate by ``scores`` within its row (pads last)."""
-    keyed = np.where(valid, scores, -np.inf)
-    order = np.argsort(-keyed, axis=1, kind="stable")
-    ranks = np.empty_like(order)
-    np.put_along_axis(ranks, order, np.arange(order.shape[1])[None, :], axis=1)
-    return ranks.astype(np.float64)
+    order = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")
+    return np.argsort(order, axis=1, kind="stable").astype(np.float64)
 
 
 @torch.inference_mode()

@@ -14,7 +14,7 @@ import hmac
 import logging
 import signal
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
@@ -33,6 +33,7 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, Field, Strict, StrictInt, StrictStr
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import BaseRoute, Match
 
 from mtrec.errors import ArtifactError, ConfigError, MtrecError, UnknownIdError
 from mtrec.recommend import (
@@ -96,8 +97,8 @@ class ModelHolder:
 class RankRequest(BaseModel):
     """Items to order by predicted rating for one user."""
 
-    user_id: int | str
-    item_ids: list[int | str] = Field(min_length=1, max_length=MAX_ITEMS)
+    user_id: StrictInt | StrictStr  # strict: JSON true or 5.0 is not user 1 or 5
+    item_ids: list[StrictInt | StrictStr] = Field(min_length=1, max_length=MAX_ITEMS)
 
 
 class HistoryEntry(BaseModel):
@@ -162,8 +163,16 @@ def _error(status: int, kind: str, message: str) -> JSONResponse:
 class _Guard:
     """ASGI middleware: API key, body size and metrics, before any route runs."""
 
-    def __init__(self, app: Any, api_key: str | None, max_body: int, metrics: _Metrics) -> None:
+    def __init__(
+        self,
+        app: Any,
+        api_key: str | None,
+        max_body: int,
+        metrics: _Metrics,
+        routes: Sequence[BaseRoute] = (),
+    ) -> None:
         self.app, self.api_key, self.max_body, self.metrics = app, api_key, max_body, metrics
+        self.routes = routes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -188,11 +197,17 @@ class _Guard:
             else:
                 await self.app(scope, receive, send_and_record)
         finally:
-            route = scope.get("route")
-            label = getattr(route, "path", None) or ("other" if response is None else scope["path"])
             self.metrics.observe(
-                scope["method"], label, status["code"], time.perf_counter() - start
+                scope["method"], self._label(scope), status["code"], time.perf_counter() - start
             )
+
+    def _label(self, scope: Scope) -> str:
+        """The route's template, never the raw path: a label per distinct path would let
+        anyone, key or not, grow the metrics (and the process) without bound."""
+        route = scope.get("route")  # set where the request reached a route
+        if route is None:  # refused before routing: find the template it would have had
+            route = next((r for r in self.routes if r.matches(scope)[0] == Match.FULL), None)
+        return getattr(route, "path", None) or "other"
 
     async def _buffer(self, receive: Receive) -> tuple[Receive, bool]:
         """Read the whole body (at most ``max_body`` bytes), then replay it to the app."""
@@ -326,13 +341,16 @@ def create_app(
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> dict[str, Any]:
-        """A model is loaded and answering."""
-        return {"status": "ready", **holder.describe()}
+        """A model is loaded and answering (open to all: no paths in it)."""
+        described = holder.describe()
+        described.pop("model_dir")
+        return {"status": "ready", **described}
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:
         """Request counts by route and status, and latency histograms (Prometheus text)."""
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        text = await run_in_threadpool(generate_latest, metrics.registry)  # off the event loop
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
     @app.get(
         "/v1/users/{user_id}/recommendations",
@@ -434,7 +452,8 @@ def create_app(
         """One page: a user's top-rated movies, recommendations and similar movies."""
         return HTMLResponse(page_html)
 
-    app.add_middleware(_Guard, api_key=api_key, max_body=max_body, metrics=metrics)
+    routes = app.router.routes
+    app.add_middleware(_Guard, api_key=api_key, max_body=max_body, metrics=metrics, routes=routes)
     return app
 
 
