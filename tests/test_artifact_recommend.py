@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -132,6 +133,59 @@ def test_corrupt_or_missing_files_are_named(saved_dir: Path) -> None:
         artifact.load(saved_dir)
 
 
+def _rewrite_manifest(directory: Path, **changes: object) -> None:
+    manifest = json.loads((directory / "manifest.json").read_text())
+    (directory / "manifest.json").write_text(json.dumps({**manifest, **changes}))
+
+
+@pytest.mark.parametrize(
+    "digests",
+    [["a"], "abc", None, 5, {"config.json": None}, {"config.json": "00"}, {"../x": "0" * 64}],
+)
+def test_a_malformed_manifest_is_named_not_a_traceback(saved_dir: Path, digests: object) -> None:
+    _rewrite_manifest(saved_dir, sha256=digests)
+    with pytest.raises(ArtifactError, match=r"manifest\.json: "):
+        artifact.load(saved_dir)
+
+
+def test_items_json_of_the_wrong_types_fails_at_load(saved_dir: Path) -> None:
+    items = json.loads((saved_dir / "items.json").read_text())
+    items["genres"][3] = [7]
+    data = json.dumps(items).encode()
+    (saved_dir / "items.json").write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    manifest = json.loads((saved_dir / "manifest.json").read_text())
+    _rewrite_manifest(saved_dir, sha256={**manifest["sha256"], "items.json": digest})
+    with pytest.raises(ArtifactError, match=r"items\.json: 'genres' entry 3 is \[7\]"):
+        artifact.load(saved_dir)
+
+
+def test_a_directory_replaced_mid_load_never_mixes_two_models(
+    saved_dir: Path, tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    other = artifact.save(
+        train_model(read_grouplens_dir(tiny_dir), SMALL, TrainConfig(epochs=2, seed=9)),
+        tmp_path / "other",
+    )
+    expected = artifact.load(saved_dir)
+    real = artifact.read_files
+
+    def read_then_swap(directory: Path, names: object) -> dict[str, bytes]:
+        data = real(directory, names)  # type: ignore[arg-type]
+        for name in data:  # the other model's files land while this load parses
+            (saved_dir / name).write_bytes((other / name).read_bytes())
+        return data
+
+    monkeypatch.setattr(artifact, "read_files", read_then_swap)
+    loaded = artifact.load(saved_dir)  # what was verified is what is parsed
+    for a, b in zip(
+        expected.model.state_dict().values(), loaded.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    assert isinstance(loaded.index, ExactIndex) and isinstance(expected.index, ExactIndex)
+    assert np.array_equal(loaded.index.embeddings, expected.index.embeddings)
+
+
 def test_missing_vocabulary(saved_dir: Path) -> None:
     (saved_dir / "vocab.json").unlink()
     with pytest.raises(ArtifactError, match=r"vocab\.json: missing"):
@@ -148,9 +202,9 @@ def test_flipped_byte_in_seen_items(saved_dir: Path) -> None:
 
 
 def test_newer_format_version_is_refused(saved_dir: Path) -> None:
-    config = json.loads((saved_dir / "config.json").read_text())
-    config["format_version"] = artifact.FORMAT_VERSION + 1
-    (saved_dir / "config.json").write_text(json.dumps(config))
+    manifest = json.loads((saved_dir / "manifest.json").read_text())
+    manifest["format_version"] = artifact.FORMAT_VERSION + 1
+    (saved_dir / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(ArtifactError, match="format_version 2; this mtrec reads format 1"):
         artifact.load(saved_dir)
     with pytest.raises(ArtifactError, match="no such model directory"):

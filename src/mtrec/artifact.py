@@ -22,26 +22,36 @@ corrupt.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
 from safetensors import SafetensorError
-from safetensors.numpy import load_file as load_numpy
+from safetensors.numpy import load as load_numpy
 from safetensors.numpy import save_file
-from safetensors.torch import load_file as load_torch
+from safetensors.torch import load as load_torch
 from safetensors.torch import save_file as save_torch
 
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Items
 from mtrec.errors import ArtifactError, ConfigError
 from mtrec.features import RatingScale, SeenItems, Vocabs, interaction_counts
-from mtrec.index import Index, load_index
-from mtrec.io import current_umask, file_digest, read_json_object, write_json
+from mtrec.index import Index, index_from_files
+from mtrec.io import (
+    current_umask,
+    file_digest,
+    parse_json_object,
+    read_files,
+    read_json_object,
+    write_json,
+)
 from mtrec.model import MultiTaskModel
 from mtrec.ranker import Ranker, StageOne
 from mtrec.two_stage import TwoStage
@@ -197,74 +207,58 @@ def _swap_into_place(tmp: Path, target: Path) -> None:
 
 
 def load(directory: str | Path) -> SavedModel:
-    """Load a model directory; every problem raises ``ArtifactError`` naming the file."""
+    """Load a model directory; every problem raises ``ArtifactError`` naming the file.
+
+    Each file is read once, checked against the manifest and parsed from what was read:
+    a directory replaced while it loads gives a clean error, never a mix of two models.
+    """
     root = Path(directory)
     if not root.is_dir():
         raise ArtifactError(f"{root}: no such model directory")
-    manifest = _json(root, "manifest.json")
-    config = _json(root, "config.json")
-    version = config.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
-        raise ArtifactError(
-            f"{root / 'config.json'}: format_version {version!r}; this mtrec reads format "
-            f"{FORMAT_VERSION} (a newer model needs a newer mtrec)"
-        )
-    digests = manifest.get("sha256", {})
-    for name in (*FILES, "index/index.json"):
-        if name not in digests:
-            raise ArtifactError(f"{root / 'manifest.json'}: does not list {name}")
-    for name, expected in digests.items():
-        path = root / name
-        if not path.is_file():
-            raise ArtifactError(f"{path}: missing")
-        if file_digest(path) != expected:
-            raise ArtifactError(f"{path}: corrupt (checksum does not match manifest.json)")
+    files = _Files.read(root)
+    config = files.json("config.json")
+    _check_version(config.get("format_version"), root / "config.json")
     try:
         model_config = ModelConfig.from_dict(config["model_config"])
         train_config = TrainConfig.from_dict(config["train_config"])
         scale = RatingScale(**config["rating_scale"])
     except (KeyError, TypeError, ConfigError) as exc:
         raise ArtifactError(f"{root / 'config.json'}: invalid ({exc})") from None
-    vocab = _json(root, "vocab.json")
+    vocab = files.json("vocab.json")
     vocabs = Vocabs(
         Vocab.from_dict(vocab.get("users", {})), Vocab.from_dict(vocab.get("items", {}))
     )
     model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config)
-    weights = _safetensors(root / "model.safetensors", load_torch)
     try:
-        model.load_state_dict(weights)
+        model.load_state_dict(files.arrays("model.safetensors", load_torch))
     except RuntimeError as exc:
         raise ArtifactError(
             f"{root / 'model.safetensors'}: does not fit config.json ({exc})"
         ) from None
     model.eval()
-    seen = _safetensors(root / "seen.safetensors", load_numpy)
+    seen = files.arrays("seen.safetensors", load_numpy)
     _check_seen(root / "seen.safetensors", seen, len(vocabs.users), len(vocabs.items))
     history = SeenItems(seen["indptr"], seen["items"], seen["labels"])
     model.set_history(history)  # a user tower that reads histories reads the training items
-    items = _json(root, "items.json")
-    if sorted(items) != ["genres", "titles", "years"] or any(
-        not isinstance(items[k], list) or len(items[k]) != len(vocabs.items) for k in items
-    ):
-        raise ArtifactError(f"{root / 'items.json'}: expected titles, genres, years per item")
-    index = load_index(root / "index")
+    items = _item_info(files.json("items.json"), len(vocabs.items), root / "items.json")
+    index = index_from_files(files.under("index/"), root / "index")
     if index.n_items != len(vocabs.items):
         raise ArtifactError(
             f"{root / 'index'}: has {index.n_items} items, vocab.json {len(vocabs.items)}"
         )
-    ranker, item_item = _ranking_stage(root, digests, len(vocabs.items))
+    ranker, item_item = _ranking_stage(files, len(vocabs.items))
     try:
         return SavedModel(
             model,
             model_config,
             train_config,
             vocabs,
-            ItemInfo(**items),
+            items,
             history,
             seen["popularity"],
             index,
             config.get("data", {}),
-            _json(root, "metrics.json"),
+            files.json("metrics.json"),
             scale,
             ranker,
             item_item,
@@ -273,22 +267,100 @@ def load(directory: str | Path) -> SavedModel:
         raise ArtifactError(f"{root}: incomplete files ({exc})") from None
 
 
-def _ranking_stage(
-    root: Path, listed: dict[str, Any], n_items: int
-) -> tuple[Ranker | None, NDArray[np.float32] | None]:
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _check_version(version: Any, where: Path) -> None:
+    if not isinstance(version, int) or version > FORMAT_VERSION or version < 1:
+        raise ArtifactError(
+            f"{where}: format_version {version!r}; this mtrec reads format "
+            f"{FORMAT_VERSION} (a newer model needs a newer mtrec)"
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class _Files:
+    """A model directory's files as read once and checked against its manifest."""
+
+    root: Path
+    data: dict[str, bytes]
+
+    @classmethod
+    def read(cls, root: Path) -> _Files:
+        where = root / "manifest.json"
+        manifest = read_json_object(where)
+        _check_version(manifest.get("format_version"), where)  # a newer layout: say so first
+        digests = manifest.get("sha256")
+        if not isinstance(digests, dict) or not all(
+            isinstance(name, str) and isinstance(d, str) and _SHA256.fullmatch(d)
+            for name, d in digests.items()
+        ):
+            raise ArtifactError(f"{where}: 'sha256' must map file names to SHA-256 hex digests")
+        for name in digests:
+            parts = Path(name).parts
+            if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+                raise ArtifactError(f"{where}: {name!r} is not a file inside the directory")
+        for name in (*FILES, "index/index.json"):
+            if name not in digests:
+                raise ArtifactError(f"{where}: does not list {name}")
+        data = read_files(root, digests)
+        for name, expected in digests.items():
+            if hashlib.sha256(data[name]).hexdigest() != expected:
+                raise ArtifactError(
+                    f"{root / name}: corrupt (checksum does not match {where.name})"
+                )
+        return cls(root, data)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.data
+
+    def json(self, name: str) -> dict[str, Any]:
+        return parse_json_object(self.data[name], self.root / name)
+
+    def arrays(self, name: str, loader: Callable[[bytes], dict[str, Any]]) -> dict[str, Any]:
+        try:
+            return dict(loader(self.data[name]))
+        except (SafetensorError, ValueError) as exc:
+            raise ArtifactError(f"{self.root / name}: unreadable ({exc})") from None
+
+    def under(self, folder: str) -> dict[str, bytes]:
+        return {n.removeprefix(folder): d for n, d in self.data.items() if n.startswith(folder)}
+
+
+def _item_info(items: dict[str, Any], n_items: int, where: Path) -> ItemInfo:
+    """items.json checked field by field: a wrong type fails here, not at recommend time."""
+    fields: dict[str, Callable[[Any], bool]] = {
+        "titles": lambda v: v is None or isinstance(v, str),
+        "genres": lambda v: isinstance(v, list) and all(isinstance(g, str) for g in v),
+        "years": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    }
+    if sorted(items) != sorted(fields):
+        raise ArtifactError(f"{where}: expected titles, genres, years per item")
+    for name, valid in fields.items():
+        values = items[name]
+        if not isinstance(values, list) or len(values) != n_items:
+            raise ArtifactError(f"{where}: '{name}' must list one entry per item ({n_items})")
+        bad = next((i for i, v in enumerate(values) if not valid(v)), None)
+        if bad is not None:
+            raise ArtifactError(f"{where}: '{name}' entry {bad} is {values[bad]!r}")
+    return ItemInfo(**items)
+
+
+def _ranking_stage(files: _Files, n_items: int) -> tuple[Ranker | None, NDArray[np.float32] | None]:
     """The ranker and its item-item weights, where the manifest lists them."""
     ranker = None
-    if "ranker.json" in listed:
-        ranker = Ranker.from_dict(_json(root, "ranker.json"), str(root / "ranker.json"))
-    if "item_item.safetensors" not in listed:
+    if "ranker.json" in files:
+        where = str(files.root / "ranker.json")
+        ranker = Ranker.from_dict(files.json("ranker.json"), where)
+    if "item_item.safetensors" not in files:
         return ranker, None
-    path = root / "item_item.safetensors"
-    weights = _safetensors(path, load_numpy).get("weights")
+    weights = files.arrays("item_item.safetensors", load_numpy).get("weights")
     if (
         not isinstance(weights, np.ndarray)
         or weights.shape != (n_items, n_items)
         or weights.dtype != np.float32
     ):
+        path = files.root / "item_item.safetensors"
         raise ArtifactError(f"{path}: expected float32 'weights' of {n_items} x {n_items}")
     return ranker, weights
 
@@ -313,14 +385,3 @@ def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) ->
     )
     if not ok:
         raise ArtifactError(f"{path}: arrays do not fit {n_users} users and {n_items} items")
-
-
-def _json(root: Path, name: str) -> dict[str, Any]:
-    return read_json_object(root / name)
-
-
-def _safetensors(path: Path, loader: Any) -> dict[str, Any]:
-    try:
-        return dict(loader(str(path)))
-    except (OSError, SafetensorError, ValueError) as exc:
-        raise ArtifactError(f"{path}: unreadable ({exc})") from None

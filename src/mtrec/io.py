@@ -7,7 +7,7 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
@@ -91,14 +91,37 @@ def read_json_object(path: str | Path) -> dict[str, Any]:
     ``ArtifactError`` naming it (what every saved file of mtrec is read with)."""
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ArtifactError(f"{path}: missing") from None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
         raise ArtifactError(f"{path}: unreadable ({exc})") from None
-    if not isinstance(data, dict):
+    return parse_json_object(data, path)
+
+
+def parse_json_object(data: bytes, path: str | Path) -> dict[str, Any]:
+    """``data``, read from ``path``, as a JSON object; anything else an ``ArtifactError``."""
+    try:
+        parsed = json.loads(data.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    if not isinstance(parsed, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
-    return data
+    return parsed
+
+
+def read_files(directory: str | Path, names: Iterable[str]) -> dict[str, bytes]:
+    """The named files under ``directory``, each read once (missing: ``ArtifactError``)."""
+    out = {}
+    for name in names:
+        path = Path(directory) / name
+        try:
+            out[name] = path.read_bytes()
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: missing") from None
+        except OSError as exc:
+            raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    return out
 
 
 def file_digest(path: str | Path, algorithm: str = "sha256") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +11,9 @@ from numpy.typing import NDArray
 
 from mtrec.errors import ArtifactError, ConfigError
 from mtrec.index.ann import FaissIndex
-from mtrec.index.base import Exclusions, Index, read_index_meta, recall_at_k
+from mtrec.index.base import Exclusions, Index, index_meta, recall_at_k
 from mtrec.index.exact import ExactIndex
+from mtrec.io import read_files
 
 INDEX_KINDS = ("exact", "faiss-hnsw", "faiss-ivf")
 INDEX_OPTIONS: dict[str, tuple[str, ...]] = {
@@ -38,12 +40,27 @@ def build_index(kind: str, embeddings: NDArray[np.float32], **params: Any) -> In
 
 def load_index(directory: str | Path) -> Index:
     """Load whichever index ``directory/index.json`` describes."""
-    kind = read_index_meta(directory).get("kind")
+    meta = read_files(directory, ["index.json"])
+    kind = index_meta(meta["index.json"], Path(directory)).get("kind")
+    cls = _index_class(kind, Path(directory))
+    return index_from_files({**meta, **read_files(directory, cls.files)}, Path(directory))
+
+
+def index_from_files(files: Mapping[str, bytes], where: Path) -> Index:
+    """The index whose files (``index.json`` and what its kind writes) were read as
+    ``files``, from the directory ``where`` (named in errors)."""
+    if "index.json" not in files:
+        raise ArtifactError(f"{where / 'index.json'}: missing")
+    meta = index_meta(files["index.json"], where)
+    return _index_class(meta.get("kind"), where).from_files(meta, files, where)
+
+
+def _index_class(kind: Any, where: Path) -> type[ExactIndex] | type[FaissIndex]:
     if kind == "exact":
-        return ExactIndex.load(directory)
+        return ExactIndex
     if kind in ("faiss-hnsw", "faiss-ivf"):
-        return FaissIndex.load(directory)
-    raise ArtifactError(f"{directory}/index.json: unknown index kind {kind!r}")
+        return FaissIndex
+    raise ArtifactError(f"{where}/index.json: unknown index kind {kind!r}")
 
 
 def recall_vs_exact(
@@ -62,6 +79,7 @@ __all__ = [
     "FaissIndex",
     "Index",
     "build_index",
+    "index_from_files",
     "load_index",
     "recall_vs_exact",
 ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Literal, Self
@@ -10,7 +11,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mtrec.errors import ArtifactError, ConfigError
-from mtrec.index.base import Exclusions, check_queries, read_index_meta
+from mtrec.index.base import Exclusions, check_queries
 from mtrec.io import atomic_path, write_json
 
 
@@ -36,6 +37,7 @@ class FaissIndex:
     """
 
     is_exact = False
+    files: tuple[str, ...] = ("faiss.index",)
 
     def __init__(
         self,
@@ -134,15 +136,14 @@ class FaissIndex:
         )
 
     @classmethod
-    def load(cls, directory: str | Path) -> Self:
+    def from_files(cls, meta: dict[str, Any], files: Mapping[str, bytes], where: Path) -> Self:
         faiss = _faiss()
-        directory = Path(directory)
-        meta = read_index_meta(directory)
         try:
-            index = faiss.read_index(str(directory / "faiss.index"))
-        except (OSError, ValueError, RuntimeError) as exc:
-            raise ArtifactError(f"{directory}: cannot load the FAISS index ({exc})") from None
+            raw = np.frombuffer(files["faiss.index"], dtype=np.uint8)
+            index = faiss.deserialize_index(raw)
+        except (KeyError, ValueError, RuntimeError) as exc:
+            raise ArtifactError(f"{where}: cannot load the FAISS index ({exc})") from None
         method = str(meta.get("kind", "")).removeprefix("faiss-")
         if method not in ("hnsw", "ivf") or index.ntotal != meta.get("n_items"):
-            raise ArtifactError(f"{directory}/index.json does not describe faiss.index")
+            raise ArtifactError(f"{where}/index.json does not describe faiss.index")
         return cls(index, method, dict(meta.get("params", {})), dict(meta.get("recall", {})))  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, Self
 
@@ -9,7 +10,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from mtrec.errors import ConfigError
-from mtrec.io import read_json_object
+from mtrec.io import parse_json_object
 
 Exclusions = list[NDArray[np.int64]] | None
 """Per query, the item rows it must not return (e.g. what the user already rated)."""
@@ -24,7 +25,7 @@ class Index(Protocol):
 
     >>> index = ExactIndex.build(item_embeddings)
     >>> scores, rows = index.search(user_embeddings, k=10, exclude=seen_rows)
-    >>> index.save(path); ExactIndex.load(path)
+    >>> index.save(path); load_index(path)
     """
 
     kind: str
@@ -42,8 +43,14 @@ class Index(Protocol):
 
     def save(self, directory: str | Path) -> None: ...
 
+    files: tuple[str, ...]
+    """The files ``save`` writes beside ``index.json``."""
+
     @classmethod
-    def load(cls, directory: str | Path) -> Self: ...
+    def from_files(cls, meta: dict[str, Any], files: Mapping[str, bytes], where: Path) -> Self:
+        """The index from ``index.json`` (``meta``) and its files' bytes, read once by the
+        caller (a saved model's loader checks them against its manifest first)."""
+        ...
 
 
 def check_queries(
@@ -77,9 +84,9 @@ def exclusion_pairs(
     return queries, rows
 
 
-def read_index_meta(directory: str | Path) -> dict[str, Any]:
-    """``directory/index.json`` as a dict; anything else is an ``ArtifactError`` naming it."""
-    return read_json_object(Path(directory) / "index.json")
+def index_meta(data: bytes, where: Path) -> dict[str, Any]:
+    """``where/index.json`` (its bytes ``data``) as a dict; else an ``ArtifactError``."""
+    return parse_json_object(data, where / "index.json")
 
 
 def recall_at_k(approx_rows: NDArray[np.int64], exact_rows: NDArray[np.int64]) -> float:

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 from safetensors import SafetensorError
-from safetensors.numpy import load_file, save_file
+from safetensors.numpy import load as load_numpy
+from safetensors.numpy import save_file
 
 from mtrec.errors import ArtifactError
-from mtrec.index.base import Exclusions, check_queries, exclusion_pairs, read_index_meta
+from mtrec.index.base import Exclusions, check_queries, exclusion_pairs
 from mtrec.io import atomic_path, write_json
 
 SMALL_SEARCH = 1 << 16
@@ -33,6 +35,7 @@ class ExactIndex:
 
     kind = "exact"
     is_exact = True
+    files: tuple[str, ...] = ("embeddings.safetensors",)
 
     def __init__(
         self, embeddings: NDArray[np.float32], score_budget: int = 1 << 24, query_batch: int = 1024
@@ -132,14 +135,13 @@ class ExactIndex:
         )
 
     @classmethod
-    def load(cls, directory: str | Path) -> Self:
-        path = Path(directory) / "embeddings.safetensors"
-        meta = read_index_meta(directory)
+    def from_files(cls, meta: dict[str, Any], files: Mapping[str, bytes], where: Path) -> Self:
+        path = where / "embeddings.safetensors"
         try:
-            embeddings = load_file(str(path))["embeddings"]
-        except (OSError, ValueError, KeyError, SafetensorError) as exc:
+            embeddings = load_numpy(files["embeddings.safetensors"])["embeddings"]
+        except (KeyError, ValueError, SafetensorError) as exc:
             raise ArtifactError(f"{path}: cannot load the exact index ({exc})") from None
         shape = (meta.get("n_items"), meta.get("dim"))
         if meta.get("kind") != cls.kind or embeddings.ndim != 2 or embeddings.shape != shape:
-            raise ArtifactError(f"{directory}/index.json does not describe {path.name}")
+            raise ArtifactError(f"{where}/index.json does not describe {path.name}")
         return cls(embeddings)
