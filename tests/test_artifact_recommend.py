@@ -186,6 +186,61 @@ def test_a_directory_replaced_mid_load_never_mixes_two_models(
     assert np.array_equal(loaded.index.embeddings, expected.index.embeddings)
 
 
+def test_loads_during_a_storm_of_swaps_get_one_whole_model(tiny_dir: Path, tmp_path: Path) -> None:
+    import threading
+
+    ds = read_grouplens_dir(tiny_dir)
+    models = [train_model(ds, SMALL, TrainConfig(epochs=1, seed=s)) for s in (1, 2)]
+    target = artifact.save(models[0], tmp_path / "model")
+    weights = [m.model.item_embedding.weight.detach().clone() for m in models]
+    done = threading.Event()
+
+    def swap() -> None:
+        for i in range(40):
+            artifact.save(models[i % 2], target)
+        done.set()
+
+    writer = threading.Thread(target=swap)
+    writer.start()
+    loads = 0
+    while not done.is_set() or loads < 5:
+        loaded = artifact.load(target)  # never missing, never mixed, never a traceback
+        got = loaded.model.item_embedding.weight
+        index = loaded.index
+        assert isinstance(index, ExactIndex)
+        match = [torch.equal(got, w) for w in weights]
+        assert any(match)
+        assert np.array_equal(index.embeddings, models[match.index(True)].index.embeddings)
+        loads += 1
+    writer.join()
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_a_swap_never_moves_the_model_away(
+    saved_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moved = []
+    real = os.replace
+
+    def spy(src: object, dst: object) -> None:
+        moved.append(Path(str(src)))
+        real(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(artifact.os, "replace", spy)
+    artifact.save(artifact.load(saved_dir), saved_dir)
+    assert saved_dir not in moved  # exchanged in one step: no instant without a model
+
+
+def test_a_save_removes_temporaries_of_dead_writers(saved_dir: Path, tiny_dir: Path) -> None:
+    dead = saved_dir.parent / ".model.999999999.abc.tmp"  # no such process
+    live = saved_dir.parent / f".model.{os.getpid()}.abc.tmp"  # a writer still at work
+    dead.mkdir()
+    live.mkdir()
+    artifact.save(artifact.load(saved_dir), saved_dir)
+    assert not dead.exists() and live.exists()
+
+
 def test_missing_vocabulary(saved_dir: Path) -> None:
     (saved_dir / "vocab.json").unlink()
     with pytest.raises(ArtifactError, match=r"vocab\.json: missing"):

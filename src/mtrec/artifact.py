@@ -13,19 +13,24 @@ Layout (``FORMAT_VERSION`` 1)::
     item_item.safetensors  its item-item (EASE) weights, where the catalogue allows them
     manifest.json      SHA-256 of every file above; written last
 
-The directory is assembled under a temporary name beside the target and renamed into
-place, so a crash never leaves a directory that loads. Loading checks the format
-version, then every file against the manifest, and names the file that is missing or
-corrupt.
+The directory is assembled under a temporary name beside the target and swapped into
+place in one atomic exchange (Linux; two renames elsewhere), so the directory always
+holds a whole model and a crash never leaves one that loads half. Loading reads each
+file once, checks the format version and every file against the manifest, parses what
+it checked, and names the file that is missing or corrupt.
 """
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import errno
+import glob
 import hashlib
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -47,9 +52,9 @@ from mtrec.index import Index, index_from_files
 from mtrec.io import (
     current_umask,
     file_digest,
+    fsync_dir,
     parse_json_object,
     read_files,
-    read_json_object,
     write_json,
 )
 from mtrec.model import MultiTaskModel
@@ -120,18 +125,46 @@ class SavedModel:
 
 
 def save(saved: SavedModel, directory: str | Path) -> Path:
-    """Write ``saved`` to ``directory`` atomically (replacing an existing model there)."""
+    """Write ``saved`` to ``directory`` atomically (replacing an existing model there).
+
+    The new model is written beside the target under a temporary name, then swapped in
+    with one atomic exchange where the system has one (Linux): at every instant the
+    directory holds a whole model, the old or the new. Temporaries left by a writer that
+    died are removed on the next save.
+    """
     target = Path(directory).resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+    _remove_stale_temporaries(target)
+    tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
         _write_files(saved, tmp)
         _swap_into_place(tmp, target)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # the old model after a swap, or a failed write
     return target
+
+
+def _temp_prefix(target: Path, pid: int | None = None) -> str:
+    return f".{target.name}.{os.getpid() if pid is None else pid}."
+
+
+def _remove_stale_temporaries(target: Path) -> None:
+    """Delete ``.NAME.PID.*.tmp`` directories beside ``target`` whose writer is gone."""
+    for path in target.parent.glob(f".{glob.escape(target.name)}.*.tmp"):
+        pid = path.name.removeprefix(f".{target.name}.").split(".", 1)[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
 
 
 def _save_numpy(arrays: dict[str, NDArray[Any]], path: str) -> None:
@@ -194,16 +227,38 @@ def _write_files(saved: SavedModel, out: Path) -> None:
 
 
 def _swap_into_place(tmp: Path, target: Path) -> None:
+    """Put the model at ``tmp`` at ``target``; the old one, if any, ends up at ``tmp``."""
     if not target.exists():
         os.replace(tmp, target)
         return
     if not target.is_dir():
         raise ArtifactError(f"{target}: exists and is not a model directory")
-    old = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".old", dir=target.parent))
+    if _exchange(tmp, target):
+        return
+    # no atomic exchange here: two renames, with an instant where no model is at target
+    old = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     os.rmdir(old)
-    os.replace(target, old)  # the old model stays whole until the new one is in place
+    os.replace(target, old)
     os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
+    os.replace(old, tmp)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two directories in one step (Linux ``renameat2`` with ``RENAME_EXCHANGE``);
+    False where the system or file system has no such call."""
+    if not sys.platform.startswith("linux"):
+        return False
+    renameat2 = getattr(ctypes.CDLL(None, use_errno=True), "renameat2", None)
+    if renameat2 is None:  # a C library without it (glibc < 2.28)
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    if renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        fsync_dir(b.parent)
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
 
 
 def load(directory: str | Path) -> SavedModel:
@@ -286,30 +341,18 @@ class _Files:
     data: dict[str, bytes]
 
     @classmethod
-    def read(cls, root: Path) -> _Files:
+    def read(cls, root: Path, attempts: int = 3) -> _Files:
+        """Read and verify; where the manifest itself changed meanwhile (a new model was
+        swapped in), read again, up to ``attempts`` times."""
         where = root / "manifest.json"
-        manifest = read_json_object(where)
-        _check_version(manifest.get("format_version"), where)  # a newer layout: say so first
-        digests = manifest.get("sha256")
-        if not isinstance(digests, dict) or not all(
-            isinstance(name, str) and isinstance(d, str) and _SHA256.fullmatch(d)
-            for name, d in digests.items()
-        ):
-            raise ArtifactError(f"{where}: 'sha256' must map file names to SHA-256 hex digests")
-        for name in digests:
-            parts = Path(name).parts
-            if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
-                raise ArtifactError(f"{where}: {name!r} is not a file inside the directory")
-        for name in (*FILES, "index/index.json"):
-            if name not in digests:
-                raise ArtifactError(f"{where}: does not list {name}")
-        data = read_files(root, digests)
-        for name, expected in digests.items():
-            if hashlib.sha256(data[name]).hexdigest() != expected:
-                raise ArtifactError(
-                    f"{root / name}: corrupt (checksum does not match {where.name})"
-                )
-        return cls(root, data)
+        for _ in range(attempts):
+            manifest = read_files(root, ["manifest.json"])["manifest.json"]
+            try:
+                return cls(root, _verified(root, manifest))
+            except ArtifactError:
+                if read_files(root, ["manifest.json"])["manifest.json"] == manifest:
+                    raise  # the files, not a swap
+        raise ArtifactError(f"{where}: replaced {attempts} times while loading; load again")
 
     def __contains__(self, name: str) -> bool:
         return name in self.data
@@ -325,6 +368,31 @@ class _Files:
 
     def under(self, folder: str) -> dict[str, bytes]:
         return {n.removeprefix(folder): d for n, d in self.data.items() if n.startswith(folder)}
+
+
+def _verified(root: Path, manifest_bytes: bytes) -> dict[str, bytes]:
+    """Every file the manifest lists, read once and checked against it."""
+    where = root / "manifest.json"
+    manifest = parse_json_object(manifest_bytes, where)
+    _check_version(manifest.get("format_version"), where)  # a newer layout: say so first
+    digests = manifest.get("sha256")
+    if not isinstance(digests, dict) or not all(
+        isinstance(name, str) and isinstance(d, str) and _SHA256.fullmatch(d)
+        for name, d in digests.items()
+    ):
+        raise ArtifactError(f"{where}: 'sha256' must map file names to SHA-256 hex digests")
+    for name in digests:
+        parts = Path(name).parts
+        if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+            raise ArtifactError(f"{where}: {name!r} is not a file inside the directory")
+    for name in (*FILES, "index/index.json"):
+        if name not in digests:
+            raise ArtifactError(f"{where}: does not list {name}")
+    data = read_files(root, digests)
+    for name, expected in digests.items():
+        if hashlib.sha256(data[name]).hexdigest() != expected:
+            raise ArtifactError(f"{root / name}: corrupt (checksum does not match {where.name})")
+    return data
 
 
 def _item_info(items: dict[str, Any], n_items: int, where: Path) -> ItemInfo:

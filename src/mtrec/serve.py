@@ -441,9 +441,9 @@ def create_app(
         in without a restart; on failure the current model stays and the error is returned."""
         try:
             return JSONResponse(await holder.reload())
-        except MtrecError as exc:
-            log.error("reload failed, keeping generation %d: %s", holder.generation, exc)
-            return _error(409, "reload_failed", f"kept the current model: {exc}")
+        except Exception as exc:  # whatever the files hold, the current model stays
+            _log_failed_reload(holder, exc, "reload")
+            return _error(409, "reload_failed", f"kept the current model: {_reason(exc)}")
 
     page_html = resources.files("mtrec").joinpath("page.html").read_text(encoding="utf-8")
 
@@ -460,8 +460,23 @@ def create_app(
 async def _reload_logged(holder: ModelHolder) -> None:
     try:
         await holder.reload()
-    except MtrecError as exc:
-        log.error("reload on SIGHUP failed, keeping generation %d: %s", holder.generation, exc)
+    except Exception as exc:  # a task's exception must not go unretrieved
+        _log_failed_reload(holder, exc, "reload on SIGHUP")
+
+
+def _log_failed_reload(holder: ModelHolder, exc: Exception, what: str) -> None:
+    # an MtrecError says what is wrong with the files; anything else is ours: the traceback
+    log.error(
+        "%s failed, keeping generation %d: %s",
+        what,
+        holder.generation,
+        _reason(exc),
+        exc_info=not isinstance(exc, MtrecError),
+    )
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, MtrecError) else f"internal error ({type(exc).__name__})"
 
 
 def read_api_key(key_file: Path | None, environ: MutableMapping[str, str]) -> str | None:
