@@ -221,3 +221,37 @@ def test_tuned_preset_on_a_log_without_metadata_leaves_side_features_out(
     assert saved.model_config.user_features == () and saved.model_config.item_features == ()
     assert saved.model_config.embedding_dim == 64  # the rest of the preset holds
     assert "no metadata for side features" in caplog.text
+
+
+def test_ids_and_ratings_are_never_silently_changed(tmp_path: Path) -> None:
+    # ids beyond int64 would wrap to negative ones: bad rows, named
+    big = pa.array([1, 2**63 + 5], type=pa.uint64())
+    pq.write_table(pa.table({"user_id": big, "item_id": [1, 2]}), tmp_path / "u64.parquet")
+    with pytest.raises(DataError, match=r"field 'user_id'.*row group 0, row 1: bad value"):
+        load_interactions(tmp_path / "u64.parquet")
+    # "007" and "7" are two users (two strings), not one integer
+    (tmp_path / "zeros.csv").write_text("user_id,item_id\n007,1\n7,1\n7,2\n")
+    ds = load_interactions(tmp_path / "zeros.csv")
+    assert sorted(ds.user_ids().tolist()) == ["007", "7"]
+    # one stray rating would squash the scale: a bad row beyond the plausible or given range
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,1,4\n2,2,1e30\n3,3,6\n")
+    with pytest.raises(DataError, match=r"r\.csv:3, field 'rating': bad value 1e\+30 .*\[-1e"):
+        load_interactions(tmp_path / "r.csv")
+    with pytest.raises(DataError, match=r"r\.csv:3.*must lie in \[1, 5\] \(--rating-range\)"):
+        load_interactions(tmp_path / "r.csv", rating_range=(1.0, 5.0))
+    kept = load_interactions(tmp_path / "r.csv", rating_range=(1.0, 5.0), bad_rows="skip")
+    assert kept.interactions.rating.tolist() == [4.0] and kept.skipped == {"rating": 2}
+
+
+def test_cli_rating_range_flag(tmp_path: Path) -> None:
+    (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,1,4\n2,2,9\n")
+    runner = CliRunner()
+    args = ["train", "--interactions", str(tmp_path / "r.csv"), "-o", str(tmp_path / "m")]
+    for extra, message in (
+        (["--rating-range", "1,5"], "must lie in [1, 5]"),
+        (["--rating-range", "5,1"], "--rating-range: expected LOW,HIGH"),
+    ):
+        out = runner.invoke(app, [*args, *extra])
+        assert out.exit_code != 0 and message in str(out.exception)
+    out = runner.invoke(app, ["train", "--rating-range", "1,5", "-o", str(tmp_path / "m")])
+    assert out.exit_code != 0 and "go with --interactions" in str(out.exception)

@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -88,6 +89,13 @@ ItemsFile = Annotated[
     Path | None,
     typer.Option("--items-file", help="--interactions: items with title/genres/year columns."),
 ]
+RatingRange = Annotated[
+    str | None,
+    typer.Option(
+        "--rating-range",
+        help="--interactions: LOW,HIGH; ratings outside are bad rows (default +-1e6).",
+    ),
+]
 SkipBadRows = Annotated[
     bool,
     typer.Option(
@@ -102,7 +110,7 @@ SplitKind = Annotated[
 
 DATA_FLAGS = (
     "data_dir", "cache_dir", "dataset", "interactions", "user_col", "item_col", "rating_col",
-    "timestamp_col", "items_file", "skip_bad_rows",
+    "timestamp_col", "items_file", "skip_bad_rows", "rating_range",
 )  # fmt: skip
 """The parameters of the commands that take data: MovieLens or the user's own file."""
 
@@ -118,22 +126,37 @@ def _load_data(
     timestamp_col: str | None,
     items_file: Path | None,
     skip_bad_rows: bool,
+    rating_range: str | None,
 ) -> Dataset:
     """MovieLens (any size) or the user's own file, as the flags say; says what it dropped."""
     if interactions is None:
-        if items_file is not None or skip_bad_rows:
-            raise ConfigError("--items-file and --skip-bad-rows go with --interactions")
+        if items_file is not None or skip_bad_rows or rating_range is not None:
+            raise ConfigError(
+                "--items-file, --skip-bad-rows and --rating-range go with --interactions"
+            )
         return load_movielens(dataset, data_dir=data_dir, cache_dir=cache_dir)
     loaded = load_interactions(
         interactions,
         ColumnMap(user_col, item_col, rating_col, timestamp_col),
         items=items_file,
         bad_rows="skip" if skip_bad_rows else "error",
+        rating_range=None if rating_range is None else _rating_range(rating_range),
     )
     if loaded.skipped:
         counts = ", ".join(f"{column} {n:,}" for column, n in loaded.skipped.items())
         err.print(f"[yellow]skipped bad rows: {counts}[/yellow]", highlight=False)
     return loaded  # without ratings, load_interactions has said: retrieval only
+
+
+def _rating_range(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(",")
+    try:
+        bounds = float(low), float(high)
+    except ValueError:
+        bounds = (math.nan, math.nan)
+    if not sep or not all(math.isfinite(b) for b in bounds) or bounds[0] > bounds[1]:
+        raise ConfigError(f"--rating-range: expected LOW,HIGH with LOW <= HIGH, got {text!r}")
+    return bounds
 
 
 @app.callback()
@@ -204,6 +227,7 @@ def compare_cmd(
     timestamp_col: TimestampCol = None,
     items_file: ItemsFile = None,
     skip_bad_rows: SkipBadRows = False,
+    rating_range: RatingRange = None,
     split: SplitKind = "random",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/compare"
@@ -286,6 +310,7 @@ def sweep_cmd(
     timestamp_col: TimestampCol = None,
     items_file: ItemsFile = None,
     skip_bad_rows: SkipBadRows = False,
+    rating_range: RatingRange = None,
     split: SplitKind = "random",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/sweep"
@@ -467,6 +492,7 @@ def train_cmd(
     timestamp_col: TimestampCol = None,
     items_file: ItemsFile = None,
     skip_bad_rows: SkipBadRows = False,
+    rating_range: RatingRange = None,
     split: SplitKind = "random",
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The model directory to write.")
@@ -613,6 +639,7 @@ def evaluate_cmd(
     timestamp_col: TimestampCol = None,
     items_file: ItemsFile = None,
     skip_bad_rows: SkipBadRows = False,
+    rating_range: RatingRange = None,
     k: Annotated[int, typer.Option("-k", "--k", help="List length for the lists table.")] = 10,
     as_json: AsJson = False,
 ) -> None:

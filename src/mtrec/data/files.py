@@ -21,7 +21,7 @@ from numpy.typing import NDArray
 
 from mtrec.data.interactions import Dataset, Interactions, Items
 from mtrec.data.releases import catalogue_items
-from mtrec.errors import DataError
+from mtrec.errors import ConfigError, DataError
 
 log = logging.getLogger("mtrec.data")
 
@@ -29,7 +29,11 @@ BadRows = Literal["error", "skip"]
 PARQUET_SUFFIXES = (".parquet", ".pq")
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
 COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
-_INT = r"^\s*[-+]?\d+\s*$"
+PLAUSIBLE_RATING = 1e6
+"""Without a declared range, ratings beyond this magnitude are bad rows."""
+_INT = r"^(0|-?[1-9]\d{0,17})$"
+"""Text ids are integers only where every one is a canonical decimal that fits int64
+(so "007" and "7" stay two ids, as they are two strings)."""
 _FLOAT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
@@ -64,8 +68,12 @@ def load_interactions(
     item_columns: ItemColumns | None = None,
     bad_rows: BadRows = "error",
     name: str | None = None,
+    rating_range: tuple[float, float] | None = None,
 ) -> Dataset:
     """Load an interaction log (and optionally an items file with titles and genres).
+
+    A rating outside ``rating_range`` (by default +-``PLAUSIBLE_RATING``: one stray 1e30
+    would squash every other rating into nothing) is a bad row like an unparsable one.
 
     >>> ds = load_interactions("events.parquet", ColumnMap(user="uid", item="sku"))
     >>> ds.has_ratings  # False when there is no rating column: retrieval only
@@ -82,20 +90,26 @@ def load_interactions(
         wanted["rating"] = rating
     if timestamp:
         wanted["timestamp"] = timestamp
-    data = table.load(list(wanted.values()))
+    data = table.load(list(wanted.values()), ids=(columns.user, columns.item))
     n = data.num_rows
     bad: dict[str, NDArray[np.bool_]] = {}
     user, bad[columns.user] = table.convert(data, columns.user, _ids)
     item, bad[columns.item] = table.convert(data, columns.item, _ids)
+    low, high = rating_range or (-PLAUSIBLE_RATING, PLAUSIBLE_RATING)
+    if low > high:
+        raise ConfigError(f"rating range: {low} is above {high}")
+    notes = {}
     if rating:
         ratings, bad[rating] = table.convert(data, rating, _numbers, False)
+        bad[rating] |= ~((ratings >= low) & (ratings <= high))  # NaN: outside too
+        notes[rating] = f"ratings must lie in [{low:g}, {high:g}] (--rating-range)"
     else:
         ratings = np.ones(n, dtype=np.float64)
     if timestamp:
         times, bad[timestamp] = table.convert(data, timestamp, _numbers, True)
     else:
         times = np.zeros(n, dtype=np.int64)
-    keep, skipped = table.check(bad, bad_rows, data)
+    keep, skipped = table.check(bad, bad_rows, data, notes)
     catalogue = None if items is None else _read_items(Path(items), item_columns, columns.item)
     if catalogue is not None:
         catalogue = _same_id_kind(catalogue, isinstance(item, np.ndarray), path, Path(items or ""))
@@ -191,9 +205,10 @@ class _Table:
                 field=column,
             )
 
-    def load(self, wanted: list[str]) -> Any:
+    def load(self, wanted: list[str], ids: tuple[str, ...] = ()) -> Any:
         """The wanted columns as a pyarrow Table (types inferred; strings where a column
-        does not parse, so that :meth:`check` can name the bad value)."""
+        does not parse, so that :meth:`check` can name the bad value). A CSV's ``ids``
+        columns are read as text: inferred as integers, "007" and "7" would be one id."""
         import pyarrow as pa
 
         if self.parquet:
@@ -223,7 +238,7 @@ class _Table:
 
         try:
             try:
-                return read({}, threads=True)
+                return read({c: pa.string() for c in ids}, threads=True)
             except pa.ArrowInvalid:
                 # a value that does not parse as its column's inferred type (or a ragged
                 # row): read the columns as text, single-threaded so rows are numbered
@@ -247,9 +262,14 @@ class _Table:
             raise DataError(str(exc).splitlines()[0], path=self.path, field=column) from None
 
     def check(
-        self, bad: dict[str, NDArray[np.bool_]], policy: BadRows, data: Any
+        self,
+        bad: dict[str, NDArray[np.bool_]],
+        policy: BadRows,
+        data: Any,
+        notes: dict[str, str] | None = None,
     ) -> tuple[NDArray[np.bool_], dict[str, int]]:
-        """Rows to keep, and per column how many were dropped; raises on ``error``."""
+        """Rows to keep, and per column how many were dropped; raises on ``error``, with
+        the column's note (what a good value is) where there is one."""
         counts = {column: int(mask.sum()) for column, mask in bad.items() if mask.any()}
         any_bad = np.zeros(len(next(iter(bad.values()))), dtype=bool)
         for mask in bad.values():
@@ -270,6 +290,7 @@ class _Table:
         value = data.column(column)[row].as_py()
         what = "missing value" if value is None or str(value).strip() == "" else "bad value"
         what += "" if value is None else f" {value!r}"
+        what += f" ({notes[column]})" if notes and column in notes else ""
         others = f" ({counts[column]} rows like this)" if counts[column] > 1 else ""
         hint = "; pass --skip-bad-rows to drop and count such rows"
         if self.parquet:
@@ -310,7 +331,11 @@ def _ids(column: Any) -> tuple[NDArray[Any], NDArray[np.bool_]]:
     missing = column.is_null().to_numpy(zero_copy_only=False)
     if pa.types.is_integer(column.type):
         filled = column.fill_null(0) if column.null_count else column
-        return filled.to_numpy().astype(np.int64, copy=False), missing
+        values = filled.to_numpy()
+        if values.dtype == np.uint64:  # beyond int64 an id would wrap to a negative one
+            missing = missing | (values > np.iinfo(np.int64).max)
+            values = np.where(missing, 0, values)
+        return values.astype(np.int64, copy=False), missing
     if pa.types.is_floating(column.type):  # e.g. ids of a pandas frame that had a NaN
         values = column.fill_null(0).to_numpy()
         whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**62)
@@ -385,7 +410,7 @@ def _read_items(
     )
     table.require(id_column, "--items-id-col")
     present = [c for c in (columns.title, columns.genres, columns.year) if c in table.names]
-    data = table.load([id_column, *present])
+    data = table.load([id_column, *present], ids=(id_column,))
     ids, missing = table.convert(data, id_column, _ids)
     table.check({id_column: missing}, "error", data)
     raw = ids if isinstance(ids, np.ndarray) else ids.to_numpy(zero_copy_only=False).astype(str)
