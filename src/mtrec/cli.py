@@ -682,7 +682,7 @@ def recommend_cmd(
     ] = None,
     candidates: Annotated[
         int | None,
-        typer.Option(help="Candidates per source before ranking (default: the model's, 100)."),
+        typer.Option(help="Candidates per source before ranking (default: the model's, 50)."),
     ] = None,
     include_seen: Annotated[
         bool, typer.Option(help="Allow items the user rated in training.")

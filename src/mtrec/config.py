@@ -248,9 +248,11 @@ class TrainConfig(_JsonConfig):
 class RankerConfig(_JsonConfig):
     """The ranking stage: how its candidates are drawn and how its ranker is fitted."""
 
-    candidates: int = 100
+    candidates: int = 50
     """Candidates drawn from each source (two-tower, item-item) before the ranker orders
-    their union."""
+    their union. 50, not 100: on ML-100K (seeds 42, 1, 2) the served list is as good
+    (recall@10 0.3112 vs 0.3110, NDCG@10 0.4015 vs 0.4014; new users 0.1533/0.1681 vs
+    0.1527/0.1678 on seeds 42/1) at about half the ranking stage's cost a request."""
     holdout: float = 0.2
     """Share of the training rows carved out, per seed, as the ranker's positives; stage
     one is fitted on the rest for that, then again on every training row to serve."""

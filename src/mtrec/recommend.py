@@ -240,7 +240,7 @@ class Recommender:
     ) -> Recommendations:
         """The user's top ``k`` (training items left out unless ``exclude_seen=False``).
 
-        With a ranking stage: ``candidates`` (default the ranker's, 100) from each source,
+        With a ranking stage: ``candidates`` (default the ranker's, 50) from each source,
         ordered by the ranker. Without: the top ``candidates`` (default 100) by retrieval
         score re-sorted by predicted rating. An unknown user gets the items most often
         rated four stars or more, flagged ``fallback``. ``ranking=False``: the first stage

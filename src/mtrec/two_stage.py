@@ -33,10 +33,12 @@ class RankedBatch:
 
     def take(self, order: NDArray[np.int64]) -> RankedBatch:
         """The columns in ``order`` (n, k'), per row."""
+        per_row = np.arange(len(order))[:, None]  # plain indexing: take_along_axis costs
+        # a few microseconds more a call, and a request makes a dozen such calls
         return RankedBatch(
-            np.take_along_axis(self.rows, order, 1),
-            np.take_along_axis(self.retrieval, order, 1),
-            np.take_along_axis(self.predicted, order, 1),
+            self.rows[per_row, order],
+            self.retrieval[per_row, order],
+            self.predicted[per_row, order],
         )
 
 

@@ -94,9 +94,10 @@ class ExactIndex:
             top = np.argpartition(-s, k - 1, axis=1)[:, :k]
         else:
             top = np.broadcast_to(np.arange(self.n_items), s.shape).copy()
-        top_s = np.take_along_axis(s, top, 1)
+        per_row = np.arange(len(s))[:, None]
+        top_s = s[per_row, top]
         order = np.argsort(-top_s, axis=1, kind="stable")
-        rows, best = np.take_along_axis(top, order, 1), np.take_along_axis(top_s, order, 1)
+        rows, best = top[per_row, order], top_s[per_row, order]
         rows = np.where(np.isneginf(best), -1, rows)  # excluded or missing: no row
         return best.astype(np.float32), rows.astype(np.int64)
 
