@@ -254,6 +254,32 @@ def test_real_server_process(model_dir: Path, tmp_path: Path) -> None:
     assert "Traceback" not in stderr
 
 
+def test_real_server_checks_hosts_and_drops_slow_headers(model_dir: Path) -> None:
+    import socket
+
+    proc, base = start_server(model_dir, "--header-timeout", "1", "--allowed-host", "mtrec.test")
+    port = int(base.rsplit(":", 1)[1])
+    try:
+        for host, status in (("localhost", 200), ("mtrec.test:80", 200), ("evil.example", 400)):
+            got, body = _get(f"{base}/v1/users/5/recommendations?k=3", {"Host": host})
+            assert got == status, (host, body)
+        assert body["error"]["type"] == "bad_host"  # a DNS-rebinding page gets nothing
+        # half-sent requests (slowloris): dropped at the deadline, the service still answers
+        slow = [socket.create_connection(("127.0.0.1", port)) for _ in range(50)]
+        for conn in slow:
+            conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n")
+        time.sleep(1.6)
+        assert _get(f"{base}/healthz")[0] == 200
+        for conn in slow:
+            conn.settimeout(2)
+            assert conn.recv(1) == b""  # closed by the server
+            conn.close()
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=20)
+    assert "Traceback" not in stderr
+
+
 @pytest.fixture
 def history_model(tiny_dir: Path, tmp_path: Path) -> Path:
     from mtrec.config import RankerConfig

@@ -769,10 +769,20 @@ def serve_cmd(
     threads: Annotated[
         int, typer.Option(help="PyTorch threads (1 suits many small requests).")
     ] = 1,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A Host name to answer besides loopback names and --host (repeat; '*': any). "
+            "Others get 400, so a web page cannot reach the service through DNS rebinding."
+        ),
+    ] = None,
+    header_timeout: Annotated[
+        float, typer.Option(help="Seconds a client has to send a request's headers.")
+    ] = 10.0,
 ) -> None:
     """Serve recommendations over HTTP (JSON API, /docs, /metrics and a web page at /)."""
     try:
-        from mtrec.serve import read_api_key, serve
+        from mtrec.serve import allowed_hosts, read_api_key, serve
     except ImportError as exc:
         raise ConfigError(
             f"the service needs the 'serve' extra: pip install 'mtrec[serve]' ({exc})"
@@ -785,7 +795,18 @@ def serve_cmd(
     )
     if threads < 1:
         raise ConfigError(f"--threads: expected >= 1, got {threads}")
-    serve(model, host=host, port=port, api_key=key, log_level=log_level, threads=threads)
+    if not header_timeout > 0:
+        raise ConfigError(f"--header-timeout: expected > 0 seconds, got {header_timeout}")
+    serve(
+        model,
+        host=host,
+        port=port,
+        api_key=key,
+        log_level=log_level,
+        threads=threads,
+        hosts=allowed_hosts(host, allowed_host or []),
+        header_timeout=header_timeout,
+    )
 
 
 def _relaunch_with_torchrun(workers: int) -> None:
