@@ -23,6 +23,7 @@ from mtrec import artifact
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.pipeline import train_model
+from mtrec.recommend import Recommender
 from mtrec.serve import MAX_BODY_BYTES, create_app
 
 
@@ -229,11 +230,22 @@ def _get(url: str, headers: dict[str, str] | None = None) -> tuple[int, Any]:
         return exc.code, json.loads(exc.read())
 
 
+def _post(url: str, body: object) -> tuple[int, Any]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"content-type": "application/json"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
 def test_real_server_process(model_dir: Path, tmp_path: Path) -> None:
     key_file = tmp_path / "key"
     key_file.write_text("k3y\n")
     env = {**os.environ, "MTREC_API_KEY": "ignored-when-a-file-is-given"}
-    proc, base = start_server(model_dir, "--api-key-file", str(key_file), env=env)
+    proc, base = start_server(model_dir, "--api-key-file", str(key_file), "--workers", "1", env=env)
     try:
         auth = {"Authorization": "Bearer k3y"}
         status, body = _get(f"{base}/v1/users/5/recommendations?k=3", auth)
@@ -277,6 +289,39 @@ def test_real_server_checks_hosts_and_drops_slow_headers(model_dir: Path) -> Non
     finally:
         proc.terminate()
         _, stderr = proc.communicate(timeout=20)
+    assert "Traceback" not in stderr
+
+
+def test_several_workers_share_metrics_and_reload_together(
+    model_dir: Path, tiny_dir: Path, tmp_path: Path
+) -> None:
+    other = _train(tiny_dir, tmp_path / "other", seed=11)
+    proc, base = start_server(model_dir, "--workers", "2")
+    try:
+        before = _get(f"{base}/v1/users/5/recommendations?k=5")[1]
+        for _ in range(39):  # a new connection each: the kernel spreads them over the workers
+            assert _get(f"{base}/v1/users/5/recommendations?k=5")[0] == 200
+        text = urllib.request.urlopen(f"{base}/metrics", timeout=10).read().decode()
+        route = 'route="/v1/users/{user_id}/recommendations",status="200"'
+        counts = re.findall(rf"mtrec_http_requests_total{{method=\"GET\",{route}}} (\S+)", text)
+        assert [float(c) for c in counts] == [40.0]  # every worker's requests, added up
+        artifact.save(artifact.load(other), model_dir)  # a new model lands in the directory
+        expected = Recommender.load(other).recommend(5, k=5).to_dict()
+        status, body = _post(f"{base}/v1/admin/reload", {})
+        assert status == 200 and "workers" in body
+        deadline = time.monotonic() + 60
+        answers: list[object] = []
+        while time.monotonic() < deadline:  # every worker is replaced, none fails a request
+            status, got = _get(f"{base}/v1/users/5/recommendations?k=5")
+            assert status == 200
+            answers.append(got)
+            if answers[-8:] == [expected] * 8:
+                break
+            time.sleep(0.1)
+        assert answers[-8:] == [expected] * 8 and before != expected
+    finally:
+        proc.terminate()
+        _, stderr = proc.communicate(timeout=30)
     assert "Traceback" not in stderr
 
 

@@ -779,6 +779,10 @@ def serve_cmd(
     header_timeout: Annotated[
         float, typer.Option(help="Seconds a client has to send a request's headers.")
     ] = 10.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(help="Server processes sharing the port (default: the CPU cores, up to 4)."),
+    ] = None,
 ) -> None:
     """Serve recommendations over HTTP (JSON API, /docs, /metrics and a web page at /)."""
     try:
@@ -788,15 +792,20 @@ def serve_cmd(
             f"the service needs the 'serve' extra: pip install 'mtrec[serve]' ({exc})"
         ) from None
     key = read_api_key(api_key_file, os.environ)
-    err.print(
-        f"serving {model} on http://{host}:{port}/ "
-        f"({'API key required' if key else 'no API key: open to anyone who can reach the port'})",
-        highlight=False,
-    )
     if threads < 1:
         raise ConfigError(f"--threads: expected >= 1, got {threads}")
     if not header_timeout > 0:
         raise ConfigError(f"--header-timeout: expected > 0 seconds, got {header_timeout}")
+    if workers is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        workers = min(cores or os.cpu_count() or 1, 4)
+    if workers < 1:
+        raise ConfigError(f"--workers: expected >= 1, got {workers}")
+    err.print(
+        f"serving {model} on http://{host}:{port}/ with {workers} worker(s) "
+        f"({'API key required' if key else 'no API key: open to anyone who can reach the port'})",
+        highlight=False,
+    )
     serve(
         model,
         host=host,
@@ -806,6 +815,7 @@ def serve_cmd(
         threads=threads,
         hosts=allowed_hosts(host, allowed_host or []),
         header_timeout=header_timeout,
+        workers=workers,
     )
 
 
