@@ -29,6 +29,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from mtrec import artifact
+
 LUA = r"""
 math.randomseed(42)
 request = function()
@@ -98,6 +100,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=30)
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--json", type=Path)
+    ap.add_argument("--workers", type=int, default=None, help="mtrec serve --workers")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -134,6 +137,7 @@ def main() -> None:
             str(port),
             "--log-level",
             "warning",
+            *([] if args.workers is None else ["--workers", str(args.workers)]),
         ],
         env={**os.environ, "MTREC_API_KEY": ""},
         stderr=subprocess.PIPE,
@@ -165,16 +169,14 @@ def main() -> None:
         swaps = {"ok": 0, "refused": 0}
         stop = threading.Event()
 
+        models = {name: artifact.load(work / name) for name in ("a", "b")}
+
         def swapper() -> None:
             flip = 0
             while not stop.wait(2.0):
                 flip ^= 1
-                fresh = work / "incoming"
-                shutil.copytree(work / ("b" if flip else "a"), fresh)
-                old = work / "old"
-                os.replace(served, old)  # the served directory is replaced whole ...
-                os.replace(fresh, served)
-                shutil.rmtree(old)
+                # the served directory is replaced whole, in one atomic exchange ...
+                artifact.save(models["b" if flip else "a"], served)
                 request = urllib.request.Request(
                     f"{base}/v1/admin/reload", method="POST"
                 )  # ... then reloaded
@@ -195,7 +197,12 @@ def main() -> None:
         server.terminate()
         server.communicate(timeout=20)
     if args.json:
-        document = {"runs": results, "first_stage_alone": alone, "during_swaps": during}
+        document = {
+            "workers": args.workers,
+            "runs": results,
+            "first_stage_alone": alone,
+            "during_swaps": during,
+        }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
 
 

@@ -65,6 +65,8 @@ class Queries:
     items: NDArray[np.int64]
     exclude_history: bool = True
     """Leave each user's history out of their candidates (False: rated items may return)."""
+    blocked: NDArray[np.int64] | None = None
+    """Item rows no query's list may hold (a request's filters)."""
 
     def __len__(self) -> int:
         return len(self.user_rows)
@@ -73,7 +75,13 @@ class Queries:
         return self.items[self.indptr[i] : self.indptr[i + 1]]
 
     def exclusions(self) -> list[NDArray[np.int64]] | None:
-        return [self.history(i) for i in range(len(self))] if self.exclude_history else None
+        """Per query, the item rows its list leaves out: its history and the blocked rows."""
+        own = [self.history(i) for i in range(len(self))] if self.exclude_history else None
+        if self.blocked is None:
+            return own
+        if own is None:
+            return [self.blocked] * len(self)
+        return [np.concatenate([h, self.blocked]) for h in own]
 
 
 def user_queries(
@@ -271,6 +279,8 @@ def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float32] 
     if queries.exclude_history:
         user = np.repeat(np.arange(n), queries.indptr[1:] - queries.indptr[:-1])
         scores[user, queries.items] = -np.inf
+    if queries.blocked is not None:
+        scores[:, queries.blocked] = -np.inf
     return scores
 
 

@@ -186,6 +186,11 @@ class Recommender:
         self._cosine = ExactIndex(items / np.maximum(norms, 1e-12))
         order = np.argsort(-saved.popularity, kind="stable")
         self._popular = order.astype(np.int64)
+        by_genre: dict[str, list[int]] = {}
+        for row, genres in enumerate(saved.items.genres):
+            for genre in genres:
+                by_genre.setdefault(genre, []).append(row)
+        self._genre_rows = {g: np.array(rows, dtype=np.int64) for g, rows in by_genre.items()}
 
     @classmethod
     def load(cls, directory: str | Path) -> Recommender:
@@ -237,6 +242,9 @@ class Recommender:
         candidates: int | None = None,
         exclude_seen: bool = True,
         ranking: bool = True,
+        *,
+        exclude_items: Sequence[int | str] = (),
+        genres: Sequence[str] = (),
     ) -> Recommendations:
         """The user's top ``k`` (training items left out unless ``exclude_seen=False``).
 
@@ -245,8 +253,14 @@ class Recommender:
         score re-sorted by predicted rating. An unknown user gets the items most often
         rated four stars or more, flagged ``fallback``. ``ranking=False``: the first stage
         alone, the top ``k`` by retrieval score (for comparison and debugging).
+
+        Filters: ``exclude_items`` never appear (unknown ids: ``UnknownIdError``);
+        ``genres``, where given, keeps only items of at least one of them.
         """
-        return self.recommend_many([user_id], k, candidates, exclude_seen, ranking)[0]
+        return self.recommend_many(
+            [user_id], k, candidates, exclude_seen, ranking, exclude_items=exclude_items,
+            genres=genres,
+        )[0]  # fmt: skip
 
     def recommend_many(
         self,
@@ -255,15 +269,23 @@ class Recommender:
         candidates: int | None = None,
         exclude_seen: bool = True,
         ranking: bool = True,
+        *,
+        exclude_items: Sequence[int | str] = (),
+        genres: Sequence[str] = (),
     ) -> list[Recommendations]:
         """``recommend`` for many users in one batched index search and head pass."""
+        blocked = self.blocked_rows(exclude_items, genres)
         rows = [self._row(self.vocabs.users, u) for u in user_ids]
         known = np.array([r for r in rows if r is not None], dtype=np.int64)
-        batch = self.rank_rows(known, k, candidates, exclude_seen, ranking) if len(known) else None
+        batch = (
+            self.rank_rows(known, k, candidates, exclude_seen, ranking, blocked)
+            if len(known)
+            else None
+        )
         out, j = [], 0
         for user_id, row in zip(user_ids, rows, strict=True):
             if row is None:
-                out.append(self._fallback(user_id, k))
+                out.append(self._fallback(user_id, k, blocked))
                 continue
             assert batch is not None
             out.append(
@@ -282,36 +304,70 @@ class Recommender:
         candidates: int | None,
         exclude_seen: bool,
         ranking: bool = True,
+        blocked: NDArray[np.int64] | None = None,
     ) -> RankedBatch:
         """The served lists of known user rows, as arrays (what batch export writes);
-        ``ranking=False``: the first stage's top ``k`` in retrieval order."""
-        if not ranking:
-            vectors = self._users[user_rows]
-            _, rows = self.index.search(vectors, k, exclude=self._exclude(user_rows, exclude_seen))
-            return RankedBatch(rows, *rank_candidates(self.model, user_rows, rows, vectors))
-        if self.two_stage is not None:
+        ``ranking=False``: the first stage's top ``k`` in retrieval order. ``blocked``:
+        item rows no list holds (``blocked_rows``)."""
+        if self.two_stage is not None and ranking:
             queries = user_queries(self.two_stage.stage, user_rows, self.saved.seen, exclude_seen)
+            queries = dataclasses.replace(queries, blocked=blocked)
             return self.two_stage.lists(queries, k, candidates)
+        vectors = self._users[user_rows]
+        exclude = self._exclude(user_rows, exclude_seen, blocked)
+        if not ranking:
+            _, rows = self.index.search(vectors, k, exclude=exclude)
+            return RankedBatch(rows, *rank_candidates(self.model, user_rows, rows, vectors))
         return retrieve_then_rank(
             self.model,
             self.index,
             user_rows,
             k=k,
             candidates=candidates or 100,
-            exclude=self._exclude(user_rows, exclude_seen),
-            user_vectors=self._users[user_rows],
+            exclude=exclude,
+            user_vectors=vectors,
         )
 
     def _exclude(
-        self, user_rows: NDArray[np.int64], exclude_seen: bool
+        self,
+        user_rows: NDArray[np.int64],
+        exclude_seen: bool,
+        blocked: NDArray[np.int64] | None = None,
     ) -> list[NDArray[np.int64]] | None:
-        return [self._seen_rows(int(r)) for r in user_rows] if exclude_seen else None
+        if not exclude_seen:
+            return None if blocked is None else [blocked] * len(user_rows)
+        seen = [self._seen_rows(int(r)) for r in user_rows]
+        return seen if blocked is None else [np.concatenate([s, blocked]) for s in seen]
+
+    def blocked_rows(
+        self, exclude_items: Sequence[int | str] = (), genres: Sequence[str] = ()
+    ) -> NDArray[np.int64] | None:
+        """Item rows a request's filters leave out: ``exclude_items``, and with ``genres``
+        every item of none of them; None when nothing is left out."""
+        if not exclude_items and not genres:
+            return None
+        out = np.zeros(len(self.vocabs.items), dtype=bool)
+        out[[self.item_row(i) for i in exclude_items]] = True
+        if genres:
+            unknown = sorted(set(genres) - set(self._genre_rows))
+            if unknown:
+                raise ConfigError(
+                    f"unknown genre(s) {unknown}; this model's: {sorted(self._genre_rows)}"
+                )
+            allowed = np.zeros_like(out)
+            for genre in genres:
+                allowed[self._genre_rows[genre]] = True
+            out |= ~allowed
+        return np.flatnonzero(out)
 
     def recommend_for_history(
         self,
         history: Sequence[tuple[int | str, float | None]],
         k: int = 10,
         candidates: int | None = None,
+        *,
+        exclude_items: Sequence[int | str] = (),
+        genres: Sequence[str] = (),
     ) -> Recommendations:
         """A list for a user the model never saw, from the items they rated: pairs of
         (item id, rating in the data's own scale, or None for "interacted, no rating").
@@ -319,7 +375,8 @@ class Recommender:
         No retraining: the user tower embeds the history (a model trained with
         ``ModelConfig.history``) and the ranking stage orders candidates as for anyone.
         Items the model does not know are left out and named in ``notice``; an empty
-        history gets the popularity fallback. The history's items are not recommended.
+        history gets the popularity fallback. The history's items are not recommended;
+        ``exclude_items`` and ``genres`` filter as for ``recommend``.
 
         >>> rec.recommend_for_history([(50, 5.0), (181, 4.0), (172, None)], k=10)
         """
@@ -330,10 +387,11 @@ class Recommender:
             )
         rows, labels, unknown = self._history_rows(history)
         notice = f"unknown item(s) left out of the history: {unknown}" if unknown else None
+        blocked = self.blocked_rows(exclude_items, genres)
         if not len(rows):
-            fallback = self._fallback(None, k)
+            fallback = self._fallback(None, k, blocked)
             return dataclasses.replace(fallback, notice=notice or fallback.notice)
-        query = history_query(self.model, rows, labels)
+        query = dataclasses.replace(history_query(self.model, rows, labels), blocked=blocked)
         if self.two_stage is not None:
             batch = self.two_stage.lists(query, k, candidates)
         else:
@@ -378,11 +436,16 @@ class Recommender:
         unique, first = np.unique(rows_k, return_index=True)
         return unique.astype(np.int64), labels_k[first].astype(np.float32), unknown
 
-    def _fallback(self, user_id: int | str | None, k: int) -> Recommendations:
+    def _fallback(
+        self, user_id: int | str | None, k: int, blocked: NDArray[np.int64] | None = None
+    ) -> Recommendations:
         info = self.saved.items
+        popular = self._popular
+        if blocked is not None:
+            popular = popular[~np.isin(popular, blocked)]
         items = [
             Recommendation(*_describe(self.vocabs.items, info, r), None, None, None)
-            for r in self._popular[:k].tolist()
+            for r in popular[:k].tolist()
         ]
         who = "no history" if user_id is None else f"unknown user {user_id!r}"
         notice = f"{who}: showing the items most often rated 4+ stars in training"
