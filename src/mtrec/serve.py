@@ -331,21 +331,22 @@ def create_app(
     api_key: str | None = None,
     max_body: int = MAX_BODY_BYTES,
     hosts: frozenset[str] | None = None,
-    supervised: bool = False,
+    supervised: Path | None = None,
 ) -> FastAPI:
     """The service over the model in ``model_dir`` (loaded now: a bad model fails here).
 
-        ``api_key``: when set, every route but ``/``, ``/healthz`` and ``/readyz`` needs
-        ``Authorization: Bearer <key>``. ``hosts``: the Host names answered (others get 400;
-        None: any). ``supervised``: one of several workers under uvicorn's supervisor (metrics
-    of all workers, reloads through the supervisor). The service reads no path but
-    ``model_dir``.
+    ``api_key``: when set, every route but ``/``, ``/healthz`` and ``/readyz`` needs
+    ``Authorization: Bearer <key>``. ``hosts``: the Host names answered (others get 400;
+    None: any). ``supervised``: one of several workers under uvicorn's supervisor, which
+    registers in that folder (``/metrics`` adds up all workers; a reload reaches them all).
+    The service reads no path but ``model_dir``.
 
-        >>> app = create_app("mtrec-out/model")
-        >>> uvicorn.run(app, host="127.0.0.1", port=8000)
+    >>> app = create_app("mtrec-out/model")
+    >>> uvicorn.run(app, host="127.0.0.1", port=8000)
     """
     holder = ModelHolder(Path(model_dir))
-    metrics = _Metrics(shared=supervised)
+    metrics = _Metrics(shared=supervised is not None)
+    registered = None if supervised is None else supervised / f"worker-{os.getpid()}"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> Any:
@@ -355,7 +356,11 @@ def create_app(
             loop.add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(_reload_logged(holder))
             )
+        if registered is not None:  # so that a reload on one worker reaches the others
+            registered.touch()
         yield
+        if registered is not None:
+            registered.unlink(missing_ok=True)
 
     app = FastAPI(
         title="mtrec",
@@ -498,9 +503,8 @@ def create_app(
         in without a restart; on failure the current model stays and the error is returned."""
         try:
             described = await holder.reload()
-            if supervised:  # the other workers: the supervisor replaces each, this one too
-                os.kill(os.getppid(), signal.SIGHUP)
-                described["workers"] = "replacing every worker with one on this model"
+            if supervised is not None:  # the others reload in place too, as on SIGHUP
+                described["other_workers"] = _signal_workers(supervised, signal.SIGHUP)
             return JSONResponse(described)
         except Exception as exc:  # whatever the files hold, the current model stays
             _log_failed_reload(holder, exc, "reload")
@@ -523,6 +527,21 @@ def create_app(
         allowed_hosts=hosts,
     )
     return app
+
+
+def _signal_workers(folder: Path, signum: int) -> int:
+    """Send ``signum`` to every other worker registered in ``folder``; how many got it."""
+    sent = 0
+    for entry in folder.glob("worker-*"):
+        pid = int(entry.name.removeprefix("worker-"))
+        if pid == os.getpid():
+            continue
+        try:
+            os.kill(pid, signum)
+            sent += 1
+        except ProcessLookupError:  # a worker that died without unregistering
+            entry.unlink(missing_ok=True)
+    return sent
 
 
 async def _reload_logged(holder: ModelHolder) -> None:
@@ -574,15 +593,15 @@ def serve(
     """Run the service on uvicorn until interrupted (SIGHUP reloads the model).
 
     ``workers`` > 1: that many processes share the port (uvicorn's supervisor); each loads
-    the model, ``/metrics`` adds up all of them, and a reload (SIGHUP to the supervisor, or
-    the admin route) replaces the workers one by one, each new one ready before the old
-    one leaves.
+    the model and ``/metrics`` adds up all of them. The admin route reloads every worker in
+    place (as one process does: no request fails); SIGHUP to the supervisor makes uvicorn
+    replace the workers one by one, which drops the connections of each old one.
     """
     import uvicorn
 
     if not (model_dir / "manifest.json").exists():
         raise ArtifactError(f"{model_dir}: not a model directory (no manifest.json)")
-    settings = {
+    settings: dict[str, Any] = {
         "model_dir": str(model_dir),
         "api_key": api_key,
         "hosts": None if hosts is None else sorted(hosts),
@@ -596,6 +615,9 @@ def serve(
         return
     metrics_dir = tempfile.mkdtemp(prefix="mtrec-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by each worker's client
+    run_dir = Path(metrics_dir) / "workers"  # where workers register for reloads
+    run_dir.mkdir()
+    settings["run_dir"] = str(run_dir)
     os.environ[_WORKER_SETTINGS] = json.dumps(settings)  # the workers' own environment only
     try:
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
@@ -608,10 +630,11 @@ _WORKER_SETTINGS = "MTREC_SERVE_WORKER"
 
 def worker_app() -> FastAPI:
     """The app of one of several worker processes, from the supervisor's settings."""
-    return _worker_app(json.loads(os.environ[_WORKER_SETTINGS]), supervised=True)
+    settings = json.loads(os.environ[_WORKER_SETTINGS])
+    return _worker_app(settings, supervised=Path(settings["run_dir"]))
 
 
-def _worker_app(settings: dict[str, Any], supervised: bool = False) -> FastAPI:
+def _worker_app(settings: dict[str, Any], supervised: Path | None = None) -> FastAPI:
     import torch
     from threadpoolctl import threadpool_limits
 
