@@ -368,3 +368,35 @@ def test_a_model_without_history_tower_says_so(client: TestClient) -> None:
     answer = client.post("/v1/recommendations", json={"history": [1, 2]})
     assert answer.status_code == 422
     assert "does not read histories" in answer.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("which", ["model_dir", "history_model"])  # without / with a ranker
+def test_filters_and_the_batch_route(which: str, request: pytest.FixtureRequest) -> None:
+    client = TestClient(create_app(request.getfixturevalue(which)))
+    route = "/v1/users/{}/recommendations?k=5"
+    full = client.get(route.format(3)).json()["items"]
+    banned = [full[0]["item_id"], full[1]["item_id"]]
+    ban = "".join(f"&exclude_items={b}" for b in banned)
+    got = client.get(route.format(3) + ban).json()["items"]
+    assert len(got) == 5 and not {i["item_id"] for i in got} & set(banned)
+    genre = full[0]["genres"][0]
+    for user in (3, "zz"):  # a known user, and the popularity fallback
+        only = client.get(route.format(user) + f"&genres={genre}").json()
+        assert only["items"] and all(genre in i["genres"] for i in only["items"])
+    assert "Nope" in _error(client.get(route.format(3) + "&genres=Nope"), 422, "invalid")
+    _error(client.get(route.format(3) + "&exclude_items=999"), 404, "unknown_id")
+    users = [1, 2, 3, "zz"]
+    body = {"user_ids": users, "k": 4, "exclude_items": banned, "genres": [genre, "Drama"]}
+    batch = client.post("/v1/recommendations:batch", json=body).json()["results"]
+    one = [
+        client.get(f"/v1/users/{u}/recommendations?k=4{ban}&genres={genre}&genres=Drama").json()
+        for u in users
+    ]
+
+    def ids(lists: list[dict[str, Any]]) -> list[list[object]]:
+        return [[i["item_id"] for i in x["items"]] for x in lists]
+
+    assert ids(batch) == ids(one) and batch[3]["fallback"]  # scores: to float rounding
+    assert all(genre in i["genres"] or "Drama" in i["genres"] for x in batch for i in x["items"])
+    _error(client.post("/v1/recommendations:batch", json={"user_ids": []}), 422, "invalid")
+    _error(client.post("/v1/recommendations:batch", json={"user_ids": [True]}), 422, "invalid")

@@ -122,12 +122,30 @@ class HistoryEntry(BaseModel):
     rating: Annotated[float, Strict()] | None = None
 
 
+class BatchRequest(BaseModel):
+    """Lists for many known users in one pass, with the same filters for all."""
+
+    user_ids: list[StrictInt | StrictStr] = Field(min_length=1, max_length=MAX_ITEMS)
+    k: int = Field(10, ge=1, le=MAX_K)
+    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+    exclude_seen: bool = True
+    ranking: bool = True
+    exclude_items: list[StrictInt | StrictStr] = Field([], max_length=MAX_ITEMS)
+    genres: list[StrictStr] = Field([], max_length=100)
+
+
+class BatchOut(BaseModel):
+    results: list[Recommendations]
+
+
 class HistoryRequest(BaseModel):
     """A user the model never saw, known by a history: item ids, or {item_id, rating}."""
 
     history: list[HistoryEntry | StrictInt | StrictStr] = Field(max_length=MAX_ITEMS)
     k: int = Field(10, ge=1, le=MAX_K)
     candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+    exclude_items: list[StrictInt | StrictStr] = Field([], max_length=MAX_ITEMS)
+    genres: list[StrictStr] = Field([], max_length=100)
 
 
 # Responses are the Recommender's own records (``mtrec.recommend``): one schema for the
@@ -426,15 +444,46 @@ def create_app(
         candidates: Annotated[int | None, Query(ge=1, le=MAX_CANDIDATES)] = None,
         exclude_seen: bool = True,
         ranking: bool = True,
+        exclude_items: Annotated[list[str], Query(max_length=MAX_ITEMS)] = [],  # noqa: B006
+        genres: Annotated[list[str], Query(max_length=100)] = [],  # noqa: B006
     ) -> JSONResponse:
         """The user's top ``k``: ``candidates`` per source (default the model's) ordered by
         the ranking stage, or for a model without one retrieved by dot product and sorted
         by predicted rating. ``ranking=false``: the first stage alone (retrieval order).
-        An unknown user gets popular items, ``fallback: true``."""
+        Filters: ``exclude_items`` (repeat) never appear; with ``genres`` (repeat), only
+        items of at least one of them. An unknown user gets popular items,
+        ``fallback: true``."""
         result = holder.recommender.recommend(
-            user_id, k=k, candidates=candidates, exclude_seen=exclude_seen, ranking=ranking
+            user_id,
+            k=k,
+            candidates=candidates,
+            exclude_seen=exclude_seen,
+            ranking=ranking,
+            exclude_items=exclude_items,
+            genres=genres,
         )
         return JSONResponse(result.to_dict())
+
+    @app.post(
+        "/v1/recommendations:batch",
+        tags=["recommendations"],
+        response_model=BatchOut,
+        responses=ERRORS,
+    )
+    async def recommendations_batch(request: Annotated[BatchRequest, Body()]) -> JSONResponse:
+        """Lists for up to 1,000 users in one batched pass (index search, ranking stage),
+        in the order given; unknown users get popular items (``fallback: true``)."""
+        results = await run_in_threadpool(  # a large batch must not hold the event loop
+            holder.recommender.recommend_many,
+            request.user_ids,
+            request.k,
+            request.candidates,
+            request.exclude_seen,
+            request.ranking,
+            exclude_items=request.exclude_items,
+            genres=request.genres,
+        )
+        return JSONResponse({"results": [r.to_dict() for r in results]})
 
     @app.post(
         "/v1/recommendations",
@@ -453,7 +502,11 @@ def create_app(
             for e in request.history
         ]
         result = holder.recommender.recommend_for_history(
-            history, k=request.k, candidates=request.candidates
+            history,
+            k=request.k,
+            candidates=request.candidates,
+            exclude_items=request.exclude_items,
+            genres=request.genres,
         )
         return JSONResponse(result.to_dict())
 

@@ -53,7 +53,7 @@ class SplitHead:
         and (n, c) item rows -> (n, c) predicted scaled ratings."""
         n, c = items.shape
         hidden = self.item_part[items] + (users @ self.user_weight)[:, None, :]
-        out = np.maximum(hidden, 0).reshape(n * c, -1)
+        out = np.maximum(hidden, 0).reshape(n * c, hidden.shape[-1])  # c may be 0
         for i, (weight, bias) in enumerate(self.layers):
             out = out @ weight + bias
             if i < len(self.layers) - 1:
