@@ -4,13 +4,16 @@ Serves the MovieLens-100K model, then for 1, 8, 32 and 128 connections runs wrk 
 ``--duration`` seconds against ``GET /v1/users/{random user}/recommendations?k=10`` and
 reports throughput, p50/p95/p99 latency and every kind of failed request; then the same
 route with ``ranking=false`` (the first stage alone) at 32 connections, for the cost of
-the ranking stage measured in the same run. Last, the
-same at 32 connections while the model directory is replaced and reloaded every 2 s
-(``POST /v1/admin/reload``): a swap must fail no request.
+the ranking stage measured in the same run. Last, the same at 32 connections while the
+model directory is replaced (``artifact.save``: one atomic exchange) and reloaded
+(``POST /v1/admin/reload``) every ``--swap-every`` seconds, with a checker that asks for
+the lists of 50 users in turn: a swap must fail no request, and every answer must be the
+list of one of the two models, never a mix.
 
     apt-get install wrk                          # once
     python benchmarks/serve_load.py              # 30 s per run
-    python benchmarks/serve_load.py --duration 10 --json out.json
+    python benchmarks/serve_load.py --duration 10 --workers 2 --json out.json
+    python benchmarks/serve_load.py --duration 10 --swap-every 0.2 --swap-duration 60
 """
 
 from __future__ import annotations
@@ -84,6 +87,26 @@ def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, An
     return result
 
 
+def fetch(base: str, user: int) -> list[int]:
+    """The item ids the server recommends to ``user`` now."""
+    url = f"{base}/v1/users/{user}/recommendations?k=10"
+    body = json.loads(urllib.request.urlopen(url, timeout=10).read())
+    return [item["item_id"] for item in body["items"]]
+
+
+def install(base: str, served: Path, model: Any) -> None:
+    """Replace the served model (one atomic exchange), then reload the service."""
+    artifact.save(model, served)
+    request = urllib.request.Request(f"{base}/v1/admin/reload", method="POST")
+    urllib.request.urlopen(request, timeout=30).read()
+
+
+def lists_of(base: str, served: Path, model: Any, users: int = 50) -> list[list[int]]:
+    """The lists of the first ``users`` users as the server answers them with ``model``."""
+    install(base, served, model)
+    return [fetch(base, user) for user in range(1, users + 1)]
+
+
 def show(r: dict[str, Any], label: str = "") -> None:
     print(
         f"{r['connections']:>4} conn{label}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
@@ -101,6 +124,8 @@ def main() -> None:
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--json", type=Path)
     ap.add_argument("--workers", type=int, default=None, help="mtrec serve --workers")
+    ap.add_argument("--swap-every", type=float, default=2.0, help="seconds between swaps")
+    ap.add_argument("--swap-duration", type=int, default=None, help="default: --duration")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -167,32 +192,47 @@ def main() -> None:
             lost = 1 - at_32["rps"] / alone["rps"]
             print(f"the ranking stage costs {lost:.0%} of the first stage's requests/s at 32 conn")
         swaps = {"ok": 0, "refused": 0}
-        stop = threading.Event()
-
         models = {name: artifact.load(work / name) for name in ("a", "b")}
+        expected = {name: lists_of(base, served, models[name]) for name in ("b", "a")}
+        stop = threading.Event()
 
         def swapper() -> None:
             flip = 0
-            while not stop.wait(2.0):
+            while not stop.wait(args.swap_every):
                 flip ^= 1
-                # the served directory is replaced whole, in one atomic exchange ...
-                artifact.save(models["b" if flip else "a"], served)
-                request = urllib.request.Request(
-                    f"{base}/v1/admin/reload", method="POST"
-                )  # ... then reloaded
                 try:
-                    urllib.request.urlopen(request, timeout=10).read()
+                    install(base, served, models["b" if flip else "a"])
                     swaps["ok"] += 1
                 except OSError:
                     swaps["refused"] += 1
 
-        thread = threading.Thread(target=swapper)
-        thread.start()
-        during = wrk(base, 32, args.duration, script)
+        checked = {"answers": 0, "neither": 0, "failed": 0}
+
+        def checker() -> None:  # every answer must be one model's list, never a mix
+            while not stop.is_set():
+                for user, both in enumerate(zip(*expected.values(), strict=True)):
+                    try:
+                        got = fetch(base, user + 1)
+                    except OSError:
+                        checked["failed"] += 1
+                        continue
+                    checked["answers"] += 1
+                    checked["neither"] += got not in both
+
+        threads = [threading.Thread(target=swapper), threading.Thread(target=checker)]
+        for thread in threads:
+            thread.start()
+        during = wrk(base, 32, args.swap_duration or args.duration, script)
         stop.set()
-        thread.join()
+        for thread in threads:
+            thread.join()
         show(during, f" during {swaps['ok']} model swaps")
-        during["swaps"] = swaps
+        print(
+            f"checked answers: {checked['answers']}, matching neither model "
+            f"{checked['neither']}, failed {checked['failed']}; refused reloads "
+            f"{swaps['refused']}"
+        )
+        during |= {"swaps": swaps, "checked": checked}
     finally:
         server.terminate()
         server.communicate(timeout=20)
