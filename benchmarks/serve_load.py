@@ -102,9 +102,14 @@ def install(base: str, served: Path, model: Any) -> None:
 
 
 def lists_of(base: str, served: Path, model: Any, users: int = 50) -> list[list[int]]:
-    """The lists of the first ``users`` users as the server answers them with ``model``."""
+    """The lists of the first ``users`` users as the server answers them with ``model``,
+    once every worker has it (the others reload on a signal, in the background)."""
     install(base, served, model)
-    return [fetch(base, user) for user in range(1, users + 1)]
+    while True:
+        time.sleep(3.0)
+        first = [fetch(base, user) for user in range(1, users + 1)]
+        if first == [fetch(base, user) for user in range(1, users + 1)]:
+            return first
 
 
 def show(r: dict[str, Any], label: str = "") -> None:
