@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serve_load import free_port
+from serve_load import free_port, wait_ready
 
 LUA = r"""
 counter = 0
@@ -66,12 +66,7 @@ def main() -> None:
     )
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
-        for _ in range(300):
-            try:
-                urllib.request.urlopen(f"{base}/healthz", timeout=2).read()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_ready(base)
         before = rss_mb(server.pid)
         script = Path(tempfile.mkdtemp()) / "flood.lua"
         script.write_text(LUA)

@@ -87,6 +87,19 @@ def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, An
     return result
 
 
+def wait_ready(base: str, seconds: float = 60.0) -> None:
+    """Return once the server at ``base`` answers ``/readyz``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/readyz", timeout=2).read()
+            return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
 def fetch(base: str, user: int) -> list[int]:
     """The item ids the server recommends to ``user`` now."""
     url = f"{base}/v1/users/{user}/recommendations?k=10"
@@ -174,12 +187,7 @@ def main() -> None:
         text=True,
     )
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{base}/readyz", timeout=2).read()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_ready(base)
     script = work / "recs.lua"
     script.write_text(LUA.replace("QUERY", ""))
     first_stage = work / "first.lua"  # the same route, the first stage alone
