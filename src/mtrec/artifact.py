@@ -145,8 +145,8 @@ def save(saved: SavedModel, directory: str | Path) -> Path:
     return target
 
 
-def _temp_prefix(target: Path, pid: int | None = None) -> str:
-    return f".{target.name}.{os.getpid() if pid is None else pid}."
+def _temp_prefix(target: Path) -> str:
+    return f".{target.name}.{os.getpid()}."
 
 
 def _remove_stale_temporaries(target: Path) -> None:

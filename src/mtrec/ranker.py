@@ -77,11 +77,19 @@ class Queries:
     def exclusions(self) -> list[NDArray[np.int64]] | None:
         """Per query, the item rows its list leaves out: its history and the blocked rows."""
         own = [self.history(i) for i in range(len(self))] if self.exclude_history else None
-        if self.blocked is None:
-            return own
-        if own is None:
-            return [self.blocked] * len(self)
-        return [np.concatenate([h, self.blocked]) for h in own]
+        return exclusion_lists(own, self.blocked, len(self))
+
+
+def exclusion_lists(
+    own: list[NDArray[np.int64]] | None, blocked: NDArray[np.int64] | None, n: int
+) -> list[NDArray[np.int64]] | None:
+    """Each of ``n`` queries' exclusions: its ``own`` rows (None: none) and the ``blocked``
+    rows every query leaves out (a request's filters); None where nothing is left out."""
+    if blocked is None:
+        return own
+    if own is None:
+        return [blocked] * n
+    return [np.concatenate([rows, blocked]) for rows in own]
 
 
 def user_queries(

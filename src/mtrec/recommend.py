@@ -24,7 +24,7 @@ from mtrec.features import RatingScale, Vocabs
 from mtrec.index import ExactIndex
 from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import history_query, user_queries
+from mtrec.ranker import exclusion_lists, history_query, user_queries
 from mtrec.two_stage import RankedBatch, rank_candidates, retrieve_then_rank
 from mtrec.vocab import Vocab
 
@@ -334,10 +334,8 @@ class Recommender:
         exclude_seen: bool,
         blocked: NDArray[np.int64] | None = None,
     ) -> list[NDArray[np.int64]] | None:
-        if not exclude_seen:
-            return None if blocked is None else [blocked] * len(user_rows)
-        seen = [self._seen_rows(int(r)) for r in user_rows]
-        return seen if blocked is None else [np.concatenate([s, blocked]) for s in seen]
+        seen = [self._seen_rows(int(r)) for r in user_rows] if exclude_seen else None
+        return exclusion_lists(seen, blocked, len(user_rows))
 
     def blocked_rows(
         self, exclude_items: Sequence[int | str] = (), genres: Sequence[str] = ()
@@ -461,11 +459,7 @@ class Recommender:
             self.model, np.array([user]), cands, self._users[[user]]
         )
         order = np.argsort(-predicted, axis=1, kind="stable")
-        batch = RankedBatch(
-            np.take_along_axis(cands, order, 1),
-            np.take_along_axis(retrieval, order, 1),
-            np.take_along_axis(predicted, order, 1),
-        )
+        batch = RankedBatch(cands, retrieval, predicted).take(order)
         return _records(batch, 0, self.vocabs.items, self.saved.items, self.saved.scale)
 
     def similar(self, item_id: int | str, k: int = 10) -> list[SimilarItem]:

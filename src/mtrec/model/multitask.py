@@ -33,8 +33,8 @@ class Histories(typing.Protocol):
 class SplitHead:
     """The rating head in NumPy for serving, equal to :meth:`MultiTaskModel.predict_rating`
     in inference: the first layer's item side is computed once per item and its user side
-    once per user, not once per (user, candidate); NumPy because a request's ~100
-    candidates cost a few torch dispatches more than the arithmetic (measured 120 against
+    once per user, not once per (user, candidate); NumPy because a request's candidates
+    cost a few torch dispatches more than the arithmetic (measured 120 against
     240 microseconds per request on ML-100K)."""
 
     user_weight: NDArray[np.float32]
