@@ -292,12 +292,33 @@ def test_real_server_checks_hosts_and_drops_slow_headers(model_dir: Path) -> Non
     assert "Traceback" not in stderr
 
 
+def test_a_worker_still_loading_when_a_reload_came_catches_up(
+    model_dir: Path, tiny_dir: Path, tmp_path: Path
+) -> None:
+    other = _train(tiny_dir, tmp_path / "other", seed=11)
+    (tmp_path / "run").mkdir()
+    app = create_app(model_dir, supervised=tmp_path / "run")  # loaded the first model
+    artifact.save(artifact.load(other), model_dir)  # a new one lands before it registers
+    with TestClient(app) as client:  # startup: registers, sees the newer model, reloads
+        assert [p.name for p in (tmp_path / "run").iterdir()] == [f"worker-{os.getpid()}"]
+        assert client.get("/readyz").json()["generation"] == 2
+        expected = Recommender.load(other).recommend(5, k=5).to_dict()
+        assert client.get("/v1/users/5/recommendations?k=5").json() == expected
+    assert not list((tmp_path / "run").iterdir())  # unregistered on shutdown
+
+
 def test_several_workers_share_metrics_and_reload_together(
     model_dir: Path, tiny_dir: Path, tmp_path: Path
 ) -> None:
     other = _train(tiny_dir, tmp_path / "other", seed=11)
     proc, base = start_server(model_dir, "--workers", "2")
     try:
+        workers: set[int] = set()  # a worker that answers has registered for reloads
+        for _ in range(500):  # a new connection each: the kernel spreads them
+            workers.add(_get(f"{base}/readyz")[1]["worker"])
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2
         before = _get(f"{base}/v1/users/5/recommendations?k=5")[1]
         for _ in range(39):  # a new connection each: the kernel spreads them over the workers
             assert _get(f"{base}/v1/users/5/recommendations?k=5")[0] == 200

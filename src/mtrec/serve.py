@@ -61,6 +61,7 @@ log = logging.getLogger("mtrec.serve")
 MAX_K = 100
 MAX_CANDIDATES = 1000
 MAX_ITEMS = 1000
+MAX_GENRES = 100
 MAX_BODY_BYTES = 64 * 1024
 HEADER_TIMEOUT = 10.0
 """Seconds a client has to send a request's headers (from connecting or the last answer)."""
@@ -83,15 +84,29 @@ class ModelHolder:
 
     def __init__(self, model_dir: Path) -> None:
         self.model_dir = model_dir
+        self.manifest = self._manifest()
         self.recommender = Recommender.load(model_dir)
         self.loaded_at = time.time()
         self.generation = 1
         self._lock = asyncio.Lock()
 
+    def _manifest(self) -> bytes | None:
+        """The manifest as it is now, read before a load: if it differs later, the model
+        on disk may be newer than the loaded one (never older)."""
+        with contextlib.suppress(OSError):
+            return (self.model_dir / "manifest.json").read_bytes()
+        return None
+
+    def stale(self) -> bool:
+        """The directory's manifest changed since the last load began."""
+        return self._manifest() != self.manifest
+
     async def reload(self) -> dict[str, Any]:
         async with self._lock:  # one reload at a time; requests go on meanwhile
+            manifest = self._manifest()
             fresh = await run_in_threadpool(Recommender.load, self.model_dir)
             self.recommender, self.loaded_at = fresh, time.time()
+            self.manifest = manifest
             self.generation += 1
             log.info("model reloaded from %s (generation %d)", self.model_dir, self.generation)
             return self.describe()
@@ -122,7 +137,14 @@ class HistoryEntry(BaseModel):
     rating: Annotated[float, Strict()] | None = None
 
 
-class BatchRequest(BaseModel):
+class Filters(BaseModel):
+    """Items a list leaves out: ``exclude_items``, and with ``genres`` every item of none."""
+
+    exclude_items: list[StrictInt | StrictStr] = Field([], max_length=MAX_ITEMS)
+    genres: list[StrictStr] = Field([], max_length=MAX_GENRES)
+
+
+class BatchRequest(Filters):
     """Lists for many known users in one pass, with the same filters for all."""
 
     user_ids: list[StrictInt | StrictStr] = Field(min_length=1, max_length=MAX_ITEMS)
@@ -130,22 +152,18 @@ class BatchRequest(BaseModel):
     candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
     exclude_seen: bool = True
     ranking: bool = True
-    exclude_items: list[StrictInt | StrictStr] = Field([], max_length=MAX_ITEMS)
-    genres: list[StrictStr] = Field([], max_length=100)
 
 
 class BatchOut(BaseModel):
     results: list[Recommendations]
 
 
-class HistoryRequest(BaseModel):
+class HistoryRequest(Filters):
     """A user the model never saw, known by a history: item ids, or {item_id, rating}."""
 
     history: list[HistoryEntry | StrictInt | StrictStr] = Field(max_length=MAX_ITEMS)
     k: int = Field(10, ge=1, le=MAX_K)
     candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
-    exclude_items: list[StrictInt | StrictStr] = Field([], max_length=MAX_ITEMS)
-    genres: list[StrictStr] = Field([], max_length=100)
 
 
 # Responses are the Recommender's own records (``mtrec.recommend``): one schema for the
@@ -376,6 +394,8 @@ def create_app(
             )
         if registered is not None:  # so that a reload on one worker reaches the others
             registered.touch()
+            if holder.stale():  # a reload signalled while this worker was still loading
+                await _reload_logged(holder)
         yield
         if registered is not None:
             registered.unlink(missing_ok=True)
@@ -421,10 +441,11 @@ def create_app(
 
     @app.get("/readyz", tags=["operations"])
     async def readyz() -> dict[str, Any]:
-        """A model is loaded and answering (open to all: no paths in it)."""
+        """A model is loaded and answering (open to all: no paths in it); ``worker``: the
+        process that answered."""
         described = holder.describe()
         described.pop("model_dir")
-        return {"status": "ready", **described}
+        return {"status": "ready", "worker": os.getpid(), **described}
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus() -> Response:
@@ -445,7 +466,7 @@ def create_app(
         exclude_seen: bool = True,
         ranking: bool = True,
         exclude_items: Annotated[list[str], Query(max_length=MAX_ITEMS)] = [],  # noqa: B006
-        genres: Annotated[list[str], Query(max_length=100)] = [],  # noqa: B006
+        genres: Annotated[list[str], Query(max_length=MAX_GENRES)] = [],  # noqa: B006
     ) -> JSONResponse:
         """The user's top ``k``: ``candidates`` per source (default the model's) ordered by
         the ranking stage, or for a model without one retrieved by dot product and sorted
