@@ -36,7 +36,7 @@ from mtrec.errors import ConfigError, MtrecError
 from mtrec.evaluate import ListReport
 from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
-from mtrec.pipeline import evaluate_saved, evaluate_saved_lists, train_model
+from mtrec.pipeline import evaluate_saved, evaluate_saved_lists, evaluate_saved_on, train_model
 from mtrec.plots import preload_plotting
 from mtrec.recommend import Recommender, write_all_users
 from mtrec.report import list_rows, lists_summary_lines, table_rows, write_outputs, write_sweep
@@ -106,6 +106,14 @@ SkipBadRows = Annotated[
 
 SplitKind = Annotated[
     str, typer.Option("--split", help="random, temporal (latest rows) or temporal-user.")
+]
+TestInteractions = Annotated[
+    Path | None,
+    typer.Option(
+        "--test-interactions",
+        help="A test log of its own (same column flags): evaluate on it instead of a split; "
+        "rows whose user or item is unseen in training are counted and left out.",
+    ),
 ]
 
 DATA_FLAGS = (
@@ -494,6 +502,21 @@ def train_cmd(
     skip_bad_rows: SkipBadRows = False,
     rating_range: RatingRange = None,
     split: SplitKind = "random",
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            help="Share of the rows held out to evaluate on, or 'none' to train on every row "
+            "(a model to deploy: seen items and popularity from the whole log). Default 0.2."
+        ),
+    ] = None,
+    holdout_estimate: Annotated[
+        float | None,
+        typer.Option(
+            help="With --holdout none: first train the same config with this share held out "
+            "and record its metrics in metrics.json as an estimate."
+        ),
+    ] = None,
+    test_interactions: TestInteractions = None,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The model directory to write.")
     ] = Path("mtrec-out/model"),
@@ -586,6 +609,7 @@ def train_cmd(
         raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {index!r}")
     index_params = dict(_key_int(option) for option in index_option or [])
     data = _load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
+    test = None if test_interactions is None else _test_data(test_interactions, locals())
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         saved = train_model(
@@ -593,6 +617,9 @@ def train_cmd(
             model_config,
             train_config,
             split=split,
+            test_fraction=_holdout(holdout, test is not None),
+            test=test,
+            estimate_fraction=holdout_estimate,
             index=index,
             index_params=index_params,
             progress=None if quiet else _ModelBar(bars, "multi-task"),
@@ -610,20 +637,62 @@ def train_cmd(
         )
         return
     m = saved.metrics
+    seconds = f"trained in {m['train_seconds'] + (m['ranker_seconds'] or 0):.2f} s"
+    if "served" not in m:
+        said = "every row trained, nothing held out to evaluate on"
+        if "estimate" in m:
+            said += f"; held-out estimate: {_metrics_line(m['estimate'])}"
+        out.print(f"{said}; {seconds}; index {m['index']['kind']}", highlight=False)
+    else:
+        out.print(f"{_metrics_line(m)}; {seconds}; index {m['index']['kind']}", highlight=False)
+    out.print(f"[dim]wrote {path}[/dim]")
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    """The served list, top-10 accuracy and RMSE of a metrics.json, in one line."""
     rating = (
         "no rating task"
         if m["rmse"] != m["rmse"]
         else f"RMSE {m['rmse']:.4f} ({m['rmse_stars']:.3f} stars)"
     )
     served = m["served"]
-    out.print(
+    return (
         f"served list: recall@{served['k']} {served['recall']:.4f}, NDCG@{served['k']} "
-        f"{served['ndcg']:.4f} (honest); top-10 accuracy {m['top_k_accuracy']:.4f}, {rating}; "
-        f"trained in {m['train_seconds'] + (m['ranker_seconds'] or 0):.2f} s; "
-        f"index {m['index']['kind']}",
-        highlight=False,
+        f"{served['ndcg']:.4f} (honest); top-10 accuracy {m['top_k_accuracy']:.4f}, {rating}"
     )
-    out.print(f"[dim]wrote {path}[/dim]")
+
+
+def _holdout(text: str | None, given_test: bool) -> float:
+    """--holdout as a test fraction: 'none' is 0 (as is any run with a test file)."""
+    if given_test:
+        if text is not None:
+            raise ConfigError("--holdout goes without --test-interactions (every row trains)")
+        return 0.0
+    if text is None:
+        return 0.2
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--holdout: expected 'none' or a share in (0, 1), got {text!r}")
+    return fraction
+
+
+def _test_data(path: Path, flags: dict[str, Any]) -> Dataset:
+    """--test-interactions, read with the same column flags as --interactions."""
+    columns = ColumnMap(
+        flags["user_col"], flags["item_col"], flags["rating_col"], flags["timestamp_col"]
+    )
+    rating_range = flags["rating_range"]
+    return load_interactions(
+        path,
+        columns,
+        bad_rows="skip" if flags["skip_bad_rows"] else "error",
+        rating_range=None if rating_range is None else _rating_range(rating_range),
+    )
 
 
 @app.command("evaluate")
@@ -640,15 +709,24 @@ def evaluate_cmd(
     items_file: ItemsFile = None,
     skip_bad_rows: SkipBadRows = False,
     rating_range: RatingRange = None,
+    test_interactions: TestInteractions = None,
     k: Annotated[int, typer.Option("-k", "--k", help="List length for the lists table.")] = 10,
     as_json: AsJson = False,
 ) -> None:
-    """Re-evaluate a saved model on its own split (rebuilt from the same data and checked):
-    its metrics, and the list it serves beside retrieval alone, popularity and EASE."""
+    """Re-evaluate a saved model on its own split (rebuilt from the same data and checked),
+    or on a test file of its own: its metrics, and the list it serves beside retrieval
+    alone, popularity and EASE."""
     saved = artifact.load(model)
-    data = _load_data(**{name: v for name, v in locals().items() if name in DATA_FLAGS})
-    report = evaluate_saved(saved, data)
-    lists = evaluate_saved_lists(saved, data, k=k)
+    unseen = None
+    if test_interactions is not None:
+        if interactions is not None:
+            raise ConfigError("evaluate: give --interactions (its split) or --test-interactions")
+        evaluation = evaluate_saved_on(saved, _test_data(test_interactions, locals()), k=k)
+        report, lists, unseen = evaluation.report, evaluation.lists, evaluation.unseen.to_dict()
+    else:
+        data = _load_data(**{name: v for name, v in locals().items() if name in DATA_FLAGS})
+        report = evaluate_saved(saved, data)
+        lists = evaluate_saved_lists(saved, data, k=k)
     now = dataclasses.asdict(report)
     if as_json:
         document = {
@@ -656,6 +734,7 @@ def evaluate_cmd(
             "metrics": now,
             "lists": [dataclasses.asdict(r) for r in lists],
             "saved": saved.metrics,
+            **({"unseen_test": unseen} if unseen is not None else {}),
         }
         sys.stdout.write(json.dumps(json_safe(document), indent=2) + "\n")
         return

@@ -22,7 +22,14 @@ from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.baselines import ease_weights
 from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
-from mtrec.data import Dataset, Interactions, Split, random_split, temporal_split
+from mtrec.data import (
+    Dataset,
+    Interactions,
+    Split,
+    no_holdout,
+    random_split,
+    temporal_split,
+)
 from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import (
     SERVED,
@@ -37,11 +44,13 @@ from mtrec.features import (
     EncodedInteractions,
     RatingScale,
     SeenItems,
+    Unseen,
     Vocabs,
     available_features,
     encode,
     feature_codes,
     interaction_counts,
+    known_rows,
     liked_counts,
     seen_items,
 )
@@ -84,6 +93,15 @@ class Prepared:
     test: EncodedInteractions
     seen: SeenItems
     """Each user's training items: excluded from honest lists and recommendations."""
+    unseen: Unseen | None = None
+    """With a given test set: its rows the model cannot score, counted (None otherwise)."""
+    test_source: str = ""
+    """With a given test set: where it came from."""
+
+    @property
+    def held_out(self) -> bool:
+        """Whether there are test rows to evaluate on (not with ``test_fraction=0``)."""
+        return len(self.test) > 0
 
     @property
     def n_users(self) -> int:
@@ -101,8 +119,14 @@ def prepare(
     *,
     split: str = "random",
     test_fraction: float = 0.2,
+    test: Dataset | None = None,
 ) -> Prepared:
     """Split ``dataset`` (seeded by ``train_config.seed``) and encode both parts.
+
+    ``test_fraction=0`` holds nothing out (a model to deploy: every row trains, nothing
+    is evaluated). A ``test`` dataset (e.g. a published test file) is the test part
+    instead of a split: every row of ``dataset`` trains, and test rows whose user or
+    item never appears in ``dataset`` are left out and counted (``Prepared.unseen``).
 
     >>> prepared = prepare(load_movielens(), *preset("tuned"))
     >>> fitted = fit_and_evaluate(prepared)
@@ -117,8 +141,13 @@ def prepare(
     model_config, dropped = available_features(model_config, dataset)
     if dropped:
         log.warning("%s has no metadata for side features %s: left out", dataset.name, dropped)
-    parts = make_split(dataset.interactions, split, test_fraction, train_config.seed)
     vocabs = Vocabs.from_dataset(dataset)
+    unseen = None
+    if test is None:
+        parts = make_split(dataset.interactions, split, test_fraction, train_config.seed)
+    else:
+        parts, unseen = _given_split(dataset, test, vocabs, train_config.seed)
+        split, test_fraction = GIVEN, 0.0
     scale = RatingScale.of(dataset)
     train_data = encode(parts.train, vocabs, scale)
     return Prepared(
@@ -133,7 +162,44 @@ def prepare(
         train=train_data,
         test=encode(parts.test, vocabs, scale),
         seen=seen_items(train_data, len(vocabs.users)),
+        unseen=unseen,
+        test_source="" if test is None else test.source or test.name,
     )
+
+
+def _given_split(
+    dataset: Dataset, test: Dataset, vocabs: Vocabs, seed: int
+) -> tuple[Split, Unseen]:
+    """Every row of ``dataset`` trains; ``test``'s rows with a known user and item test."""
+    where = test.source or test.name
+    if test.has_ratings != dataset.has_ratings:
+        has = "has" if test.has_ratings else "has no"
+        raise DataError(
+            f"the test data {has} ratings and the training data "
+            f"{'has' if dataset.has_ratings else 'has none'}: give both a rating column or neither",
+            path=where,
+        )
+    kept, unseen = scorable_rows(test, vocabs)
+    return Split(no_holdout(dataset.interactions, seed=seed).train, kept, seed), unseen
+
+
+def scorable_rows(test: Dataset, vocabs: Vocabs) -> tuple[Interactions, Unseen]:
+    """The rows of a test log whose user and item are in ``vocabs``; the others are
+    counted (and said), never silently dropped."""
+    where = test.source or test.name
+    unseen = known_rows(test.interactions, vocabs)
+    if not unseen.known.any():
+        raise DataError("no test row has a user and an item seen in training", path=where)
+    if unseen.rows:
+        log.warning(
+            "%s: %d test rows have a user or item unseen in training (%d users, %d items): "
+            "not evaluated",
+            where,
+            unseen.rows,
+            unseen.users,
+            unseen.items,
+        )
+    return test.interactions.take(np.flatnonzero(unseen.known)), unseen
 
 
 def build_model(
@@ -180,14 +246,28 @@ def fit_and_evaluate(
     checkpoints: Checkpointing | None = None,
 ) -> Fitted:
     """Build, train and evaluate one model on ``prepared`` (its own configs by default)."""
-    tc = train_config or prepared.train_config
-    mc = model_config or prepared.model_config
-    model = build_model(prepared.dataset, prepared.vocabs, mc, tc.seed, prepared.seen)
-    history = train(model, prepared.train, tc, progress, checkpoints)
+    if not prepared.held_out:
+        raise ConfigError("nothing is held out to evaluate on (test_fraction 0); use fit")
+    model, history = fit(prepared, train_config, model_config, progress, checkpoints)
     test, scale, rated = prepared.test, prepared.scale, prepared.dataset.has_ratings
     reference = held_out_report(model, test, scale, rated)
     honest = held_out_report(model, test, scale, rated, protocol="honest", seen=prepared.seen)
     return Fitted(model, history, reference, honest)
+
+
+def fit(
+    prepared: Prepared,
+    train_config: TrainConfig | None = None,
+    model_config: ModelConfig | None = None,
+    progress: Progress | None = None,
+    checkpoints: Checkpointing | None = None,
+) -> tuple[MultiTaskModel, History]:
+    """Build and train one model on ``prepared``'s training rows (its own configs by
+    default)."""
+    tc = train_config or prepared.train_config
+    mc = model_config or prepared.model_config
+    model = build_model(prepared.dataset, prepared.vocabs, mc, tc.seed, prepared.seen)
+    return model, train(model, prepared.train, tc, progress, checkpoints)
 
 
 ITEM_ITEM_MAX_ITEMS = 10_000
@@ -271,6 +351,8 @@ def train_model(
     *,
     test_fraction: float = 0.2,
     split: str = "random",
+    test: Dataset | None = None,
+    estimate_fraction: float | None = None,
     index: str = "exact",
     index_params: dict[str, Any] | None = None,
     progress: Progress | None = None,
@@ -286,6 +368,11 @@ def train_model(
     stage one's training). ``metrics["lists"]`` holds the served list beside retrieval
     alone, popularity and EASE at ``k`` (honest protocol, paired 95% intervals).
 
+    ``test_fraction=0`` trains on every row, to deploy: seen items and popularity come
+    from the whole log, and nothing is evaluated; with ``estimate_fraction`` the same
+    config is first trained with that share held out and its metrics are recorded as
+    ``metrics["estimate"]``. ``test`` evaluates on a test set of its own (see ``prepare``).
+
     The result is ready for ``mtrec.artifact.save`` and for ``Recommender(...)``. The
     split is recorded (seed, fraction and a fingerprint of the test rows) so that
     ``evaluate_saved`` can rebuild and check it later.
@@ -294,30 +381,41 @@ def train_model(
     >>> artifact.save(saved, "mtrec-out/model")
     """
     prepared = prepare(
-        dataset, model_config, train_config, split=split, test_fraction=test_fraction
+        dataset, model_config, train_config, split=split, test_fraction=test_fraction, test=test
     )
+    estimate = None
+    if estimate_fraction is not None:
+        if prepared.held_out:
+            raise ConfigError("an estimate from a held-out run goes with test_fraction 0")
+        estimate = train_model(
+            dataset,
+            prepared.model_config,
+            prepared.train_config,
+            test_fraction=estimate_fraction,
+            split=split,
+            progress=progress,
+            ranker=ranker,
+            ranker_progress=ranker_progress,
+            k=k,
+        ).metrics
     started = time.perf_counter()
     fitted_ranker = (
         None if ranker is None else fit_ranker_on_training_rows(prepared, ranker, ranker_progress)
     )
     ranker_seconds = time.perf_counter() - started
-    fitted = fit_and_evaluate(prepared, progress=progress, checkpoints=checkpoints)
-    model = fitted.model
+    model, history = fit(prepared, progress=progress, checkpoints=checkpoints)
     built, index_info = _index(model, index, index_params)
     two = None
     if fitted_ranker is not None:
         stage = stage_one(model, prepared.seen, fitted_ranker.config, built)
         two = TwoStage(stage, fitted_ranker)
-    lists = served_lists(model, two, prepared, k=k)
     metrics = {
-        **dataclasses.asdict(fitted.reference),
-        "train_seconds": round(fitted.history.seconds, 3),
+        **_held_out_metrics(model, two, prepared, k, estimate, estimate_fraction),
+        "train_seconds": round(history.seconds, 3),
         "ranker_seconds": round(ranker_seconds, 3) if fitted_ranker is not None else None,
-        "precision": fitted.history.precision,
-        "history": [dataclasses.asdict(e) for e in fitted.history.epochs],
+        "precision": history.precision,
+        "history": [dataclasses.asdict(e) for e in history.epochs],
         "index": index_info,
-        "served": _served_summary(lists),
-        "lists": [dataclasses.asdict(r) for r in lists],
     }
     return SavedModel(
         model,
@@ -334,6 +432,43 @@ def train_model(
         fitted_ranker,
         None if two is None else two.stage.item_item,
     )
+
+
+NOT_EVALUATED = "none: every row trained (holdout none), nothing was held out to evaluate on"
+
+
+def _held_out_metrics(
+    model: MultiTaskModel,
+    two: TwoStage | None,
+    prepared: Prepared,
+    k: int,
+    estimate: dict[str, Any] | None,
+    estimate_fraction: float | None,
+) -> dict[str, Any]:
+    """Both protocols' metrics and the lists on the test rows, or, without test rows, a
+    statement that nothing was evaluated (and the held-out estimate, where made)."""
+    if not prepared.held_out:
+        said: dict[str, Any] = {"evaluation": NOT_EVALUATED}
+        if estimate is not None:
+            keep = ("top_k_accuracy", "rmse", "rmse_stars", "served", "lists", "n_test")
+            said["estimate"] = {
+                "what": "the same config trained with a share of the rows held out",
+                "test_fraction": estimate_fraction,
+                **{key: estimate[key] for key in keep if key in estimate},
+            }
+        return said
+    test, scale = prepared.test, prepared.scale
+    rated = prepared.dataset.has_ratings
+    reference = held_out_report(model, test, scale, rated)
+    lists = served_lists(model, two, prepared, k=k)
+    said = {
+        **dataclasses.asdict(reference),
+        "served": _served_summary(lists),
+        "lists": [dataclasses.asdict(r) for r in lists],
+    }
+    if prepared.unseen is not None:
+        said["unseen_test"] = prepared.unseen.to_dict()
+    return said
 
 
 def served_lists(
@@ -399,20 +534,24 @@ def _data_record(prepared: Prepared) -> dict[str, Any]:
             "n_train": len(parts.train),
             "n_test": len(parts.test),
             "test_fingerprint": split_fingerprint(parts.test),
+            **({"test_source": prepared.test_source} if prepared.test_source else {}),
         },
     }
 
 
-SPLITS = ("random", "temporal", "temporal-user")
+GIVEN = "given"
+"""The split kind of a run evaluated on a test set of its own (``prepare(test=...)``)."""
 
 
 def make_split(interactions: Interactions, kind: str, test_fraction: float, seed: int) -> Split:
     """``random`` (the reference's), ``temporal`` (the latest rows overall) or
-    ``temporal-user`` (each user's latest rows)."""
-    if kind == "random":
-        return random_split(interactions, test_fraction=test_fraction, seed=seed)
+    ``temporal-user`` (each user's latest rows); ``test_fraction`` 0: no test part."""
     if kind not in SPLITS:
         raise ConfigError(f"split: expected one of {list(SPLITS)}, got {kind!r}")
+    if test_fraction == 0:
+        return no_holdout(interactions, seed=seed)
+    if kind == "random":
+        return random_split(interactions, test_fraction=test_fraction, seed=seed)
     if not interactions.timestamp.any():
         raise ConfigError(f"a {kind} split needs timestamps; this data has none")
     per_user = kind == "temporal-user"
@@ -444,8 +583,36 @@ def evaluate_saved_lists(saved: SavedModel, dataset: Dataset, *, k: int = 10) ->
     return _list_reports(saved.model, saved.two_stage(), saved.seen, test, k, 500.0)
 
 
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """A saved model measured on a test set of its own: both protocols' errors, the lists,
+    and the test rows it could not score (a user or item it never saw)."""
+
+    report: EvalReport
+    lists: list[ListReport]
+    unseen: Unseen
+
+
+def evaluate_saved_on(saved: SavedModel, test: Dataset, *, k: int = 10) -> Evaluation:
+    """Evaluate a saved model on other data (next week's log, a published test file);
+    its own training items stay excluded from the lists, as when it serves."""
+    kept, unseen = scorable_rows(test, saved.vocabs)
+    encoded = encode(kept, saved.vocabs, saved.scale)
+    rated = saved.data.get("has_ratings", True) and test.has_ratings
+    report = held_out_report(saved.model, encoded, saved.scale, rated)
+    lists = _list_reports(saved.model, saved.two_stage(), saved.seen, encoded, k, 500.0)
+    return Evaluation(report, lists, unseen)
+
+
 def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
     split_info = saved.data.get("split", {})
+    if split_info.get("kind") == GIVEN or split_info.get("test_fraction") == 0:
+        source = split_info.get("test_source")
+        what = f"on its own test set ({source})" if source else "on every row (holdout none)"
+        raise ConfigError(
+            f"this model was trained {what}: there is no split to rebuild; evaluate it on a "
+            "test file of its own (--test-interactions FILE)"
+        )
     split = make_split(
         dataset.interactions,
         split_info.get("kind", "random"),

@@ -3,7 +3,7 @@
 from mtrec.data.files import ColumnMap, ItemColumns, load_interactions
 from mtrec.data.interactions import Dataset, Interactions, Items, Users
 from mtrec.data.movielens import load_movielens
-from mtrec.data.split import Split, random_split, temporal_split
+from mtrec.data.split import Split, no_holdout, random_split, temporal_split
 from mtrec.data.synth import synthesize
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Users",
     "load_interactions",
     "load_movielens",
+    "no_holdout",
     "random_split",
     "synthesize",
     "temporal_split",

@@ -49,6 +49,13 @@ def random_split(
     )
 
 
+def no_holdout(interactions: Interactions, *, seed: int = 42) -> Split:
+    """Every row trains (for a model to deploy), in the order ``random_split`` would
+    shuffle them to; the test part is empty."""
+    order = np.random.RandomState(seed).permutation(len(interactions))
+    return Split(train=interactions.take(order), test=interactions.take(order[:0]), seed=seed)
+
+
 def temporal_split(
     interactions: Interactions, *, test_fraction: float = 0.2, per_user: bool = False, seed: int = 0
 ) -> Split:

@@ -5,7 +5,14 @@
 - ``side``: side-feature codes for the towers.
 """
 
-from mtrec.features.encoding import EncodedInteractions, RatingScale, Vocabs, encode
+from mtrec.features.encoding import (
+    EncodedInteractions,
+    RatingScale,
+    Unseen,
+    Vocabs,
+    encode,
+    known_rows,
+)
 from mtrec.features.history import (
     SeenItems,
     interaction_counts,
@@ -29,11 +36,13 @@ __all__ = [
     "FeatureCodes",
     "RatingScale",
     "SeenItems",
+    "Unseen",
     "Vocabs",
     "available_features",
     "encode",
     "feature_codes",
     "interaction_counts",
+    "known_rows",
     "liked_counts",
     "seen_items",
 ]

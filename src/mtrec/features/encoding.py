@@ -98,13 +98,48 @@ def encode(
     )
 
 
-def _rows(vocab: Vocab, ids: NDArray[np.int64], names: NDArray[np.str_] | None) -> NDArray[Any]:
+def known_rows(interactions: Interactions, vocabs: Vocabs) -> Unseen:
+    """Which rows of a log from elsewhere (a test file) have a user and an item that
+    ``vocabs`` know, and how many users, items and rows do not."""
+    user = _rows(vocabs.users, interactions.user, interactions.user_names, "oov")
+    item = _rows(vocabs.items, interactions.item, interactions.item_names, "oov")
+    return Unseen(
+        known=(user >= 0) & (item >= 0),
+        users=len(np.unique(interactions.user[user < 0])),
+        items=len(np.unique(interactions.item[item < 0])),
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class Unseen:
+    """Rows of a test log whose user or item the model never saw (they cannot be scored)."""
+
+    known: NDArray[np.bool_]
+    users: int
+    """Distinct unknown users."""
+    items: int
+    """Distinct unknown items."""
+
+    @property
+    def rows(self) -> int:
+        return int((~self.known).sum())
+
+    def to_dict(self) -> dict[str, int]:
+        return {"rows": self.rows, "users": self.users, "items": self.items}
+
+
+def _rows(
+    vocab: Vocab,
+    ids: NDArray[np.int64],
+    names: NDArray[np.str_] | None,
+    unknown: typing.Literal["error", "oov"] = "error",
+) -> NDArray[Any]:
     """Rows of raw ids, or of codes into ``names``: those are looked up once per distinct
     name (a string search per row would cost seconds at 25M rows), then gathered."""
     if names is None:
-        return vocab.rows(ids)
+        return vocab.rows(ids, unknown)
     table = vocab.rows(names, unknown="oov")
     rows = table[ids]
-    if (rows < 0).any():
+    if unknown == "error" and (rows < 0).any():
         raise UnknownIdError(vocab.name, str(names[ids[rows < 0][0]]))
     return rows

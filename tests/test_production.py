@@ -1,0 +1,115 @@
+"""Production use: train on every row, evaluate on a test file of its own."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtrec import artifact
+from mtrec.cli import main
+from mtrec.config import ModelConfig, TrainConfig
+from mtrec.data import Dataset, load_interactions
+from mtrec.data.movielens import read_grouplens_dir
+from mtrec.errors import ConfigError
+from mtrec.pipeline import evaluate_saved, evaluate_saved_on, prepare, train_model
+from mtrec.recommend import Recommender
+
+SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
+CONFIG = TrainConfig(epochs=2, batch_size=64, shuffle=True, seed=3)
+
+
+def _run(argv: list[str]) -> int:
+    try:
+        main(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def _write_csv(path: Path, rows: np.ndarray) -> Path:
+    lines = ["user_id,item_id,rating,timestamp"]
+    lines += [",".join(map(str, r)) for r in rows.tolist()]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _log_rows(ds: Dataset) -> np.ndarray:
+    ev = ds.interactions
+    return np.stack([ev.user, ev.item, ev.rating.astype(np.int64), ev.timestamp], axis=1)
+
+
+def test_holdout_none_trains_on_every_row_and_recommends_nothing_rated(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    saved = train_model(ds, SMALL, CONFIG, test_fraction=0.0)
+    assert saved.data["split"]["n_train"] == len(ds.interactions)
+    assert saved.data["split"]["n_test"] == 0
+    assert saved.metrics["evaluation"].startswith("none")
+    assert "served" not in saved.metrics and "top_k_accuracy" not in saved.metrics
+    rec = Recommender(saved)
+    ev = ds.interactions
+    for user in np.unique(ev.user):
+        rated = set(ev.item[ev.user == user].tolist())
+        got = {r.item_id for r in rec.recommend(int(user), k=15).items}
+        assert got and not got & rated, user  # nothing rated anywhere in the log
+    # popularity (the unknown-user fallback) counts every row too
+    liked = np.bincount(ev.item[ev.rating >= 4], minlength=saved.popularity.shape[0] + 1)
+    assert saved.popularity.sum() == liked.sum()
+    with pytest.raises(ConfigError, match="holdout none"):
+        evaluate_saved(saved, ds)
+
+
+def test_holdout_none_can_record_a_held_out_estimate(tiny_dir: Path) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    deployed = train_model(ds, SMALL, CONFIG, test_fraction=0.0, estimate_fraction=0.2)
+    held_out = train_model(ds, SMALL, CONFIG, test_fraction=0.2)
+    estimate = deployed.metrics["estimate"]
+    assert estimate["test_fraction"] == 0.2
+    for key in ("top_k_accuracy", "rmse", "served"):
+        assert estimate[key] == held_out.metrics[key], key
+    with pytest.raises(ConfigError, match="test_fraction 0"):
+        train_model(ds, SMALL, CONFIG, estimate_fraction=0.2)
+
+
+def test_a_test_file_of_its_own_counts_unseen_ids(tiny_dir: Path, tmp_path: Path) -> None:
+    rows = _log_rows(read_grouplens_dir(tiny_dir))
+    test_rows = rows[::5]
+    train_rows = np.delete(rows, np.s_[::5], axis=0)
+    unseen = np.array([[9001, 1, 4, 0], [9001, 2, 5, 0], [9002, 3, 1, 0], [1, 7777, 4, 0]])
+    train_file = _write_csv(tmp_path / "base.csv", train_rows)
+    test_file = _write_csv(tmp_path / "test.csv", np.concatenate([test_rows, unseen]))
+    train, test = load_interactions(train_file), load_interactions(test_file)
+    prepared = prepare(train, SMALL, CONFIG, test=test)
+    assert len(prepared.train) == len(train_rows)  # every training row trains
+    assert len(prepared.test) == len(test_rows)  # the unseen ones are left out...
+    assert prepared.unseen is not None
+    assert prepared.unseen.to_dict() == {"rows": 4, "users": 2, "items": 1}  # ...and counted
+    saved = train_model(train, SMALL, CONFIG, test=test)
+    assert saved.metrics["unseen_test"] == {"rows": 4, "users": 2, "items": 1}
+    assert saved.metrics["n_test"] == len(test_rows)
+    assert saved.data["split"]["kind"] == "given"
+    # a saved model evaluated on the same file later gives what training reported
+    again = evaluate_saved_on(saved, test)
+    assert again.report.top_k_accuracy == saved.metrics["top_k_accuracy"]
+    assert again.unseen.rows == 4
+
+
+def test_cli_train_on_one_file_and_evaluate_on_another(tiny_dir: Path, tmp_path: Path) -> None:
+    rows = _log_rows(read_grouplens_dir(tiny_dir))
+    base = _write_csv(tmp_path / "base.csv", np.delete(rows, np.s_[::4], axis=0))
+    test = _write_csv(tmp_path / "test.csv", np.concatenate([rows[::4], [[5555, 1, 3, 0]]]))
+    model = tmp_path / "model"
+    args = ["--preset", "reference", "--epochs", "1", "--batch-size", "64", "-q"]
+    train = ["train", "--interactions", str(base), "-o", str(model), *args]
+    assert _run([*train, "--test-interactions", str(test)]) == 0
+    metrics = json.loads((model / "metrics.json").read_text())
+    assert metrics["unseen_test"] == {"rows": 1, "users": 1, "items": 0}
+    assert _run([*train, "--test-interactions", str(test), "--holdout", "0.1"]) == 3
+    deployed = tmp_path / "deployed"
+    deploy = ["train", "--interactions", str(base), "-o", str(deployed), *args]
+    assert _run([*deploy, "--holdout", "none"]) == 0
+    assert artifact.load(deployed).data["split"]["n_test"] == 0
+    assert _run(["evaluate", "-m", str(deployed), "--test-interactions", str(test)]) == 0
+    assert _run(["train", "--holdout", "1.5", *args]) == 3
