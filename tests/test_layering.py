@@ -28,6 +28,7 @@ STAGES = [
     "new_users",
     "compare",
     "sweep",
+    "estimator",
     "plots",
     "report",
     "serve",

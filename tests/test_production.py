@@ -8,14 +8,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import mtrec
 from mtrec import artifact
 from mtrec.cli import main
 from mtrec.config import ModelConfig, TrainConfig
-from mtrec.data import Dataset, load_interactions
+from mtrec.data import ColumnMap, Dataset, load_interactions
 from mtrec.data.movielens import read_grouplens_dir
-from mtrec.errors import ConfigError
+from mtrec.errors import ConfigError, DataError
 from mtrec.pipeline import evaluate_saved, evaluate_saved_on, prepare, train_model
-from mtrec.recommend import Recommender
+from mtrec.recommend import FRAME_COLUMNS, Recommender
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
 CONFIG = TrainConfig(epochs=2, batch_size=64, shuffle=True, seed=3)
@@ -113,3 +114,84 @@ def test_cli_train_on_one_file_and_evaluate_on_another(tiny_dir: Path, tmp_path:
     assert artifact.load(deployed).data["split"]["n_test"] == 0
     assert _run(["evaluate", "-m", str(deployed), "--test-interactions", str(test)]) == 0
     assert _run(["train", "--holdout", "1.5", *args]) == 3
+
+
+def _same_rows(a: Dataset, b: Dataset) -> None:
+    for column in ("user", "item", "rating", "timestamp", "user_names", "item_names"):
+        left, right = getattr(a.interactions, column), getattr(b.interactions, column)
+        assert (left is None) == (right is None), column
+        if left is not None:
+            assert np.array_equal(left, right), column
+
+
+@pytest.mark.parametrize("ids", ["integer", "string"])
+def test_dataframes_load_row_for_row_as_the_file(ids: str, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    pl = pytest.importorskip("polars")
+    import pyarrow as pa
+
+    strings = ids == "string"
+    columns = {
+        "user_id": ["7", "007", "12", "7", "u3"] if strings else [7, 8, 12, 7, 3],
+        "item_id": ["a", "b", "a", "c", "b"] if strings else [5, 6, 5, 9, 6],
+        "rating": [1.0, 2.0, 3.5, 4.0, 5.0],
+        "timestamp": [1000, 1001, 1002, 1003, 1004],
+    }
+    csv = tmp_path / "log.csv"
+    rows = zip(*columns.values(), strict=True)
+    csv.write_text("user_id,item_id,rating,timestamp\n" + "".join(
+        ",".join(map(str, r)) + "\n" for r in rows
+    ))  # fmt: skip
+    from_file = load_interactions(csv)
+    if strings:  # "007" and "7" stay two users, in a file and in every frame
+        assert from_file.interactions.user_names is not None
+        assert len(from_file.interactions.user_names) == 4
+    frames = {"pandas": pd.DataFrame(columns), "polars": pl.DataFrame(columns)}
+    for kind, frame in {**frames, "arrow": pa.table(columns)}.items():
+        loaded = load_interactions(frame)
+        _same_rows(loaded, from_file)
+        assert loaded.has_ratings, kind
+
+
+def test_a_bad_frame_row_is_named_by_row_and_column() -> None:
+    pd = pytest.importorskip("pandas")
+    frame = pd.DataFrame({"user_id": [1, 2, 3], "item_id": [4, 5, 6], "rating": [1, "x", 3]})
+    with pytest.raises(DataError, match=r"DataFrame, field 'rating': row 1: bad value 'x'"):
+        load_interactions(frame)
+    kept = load_interactions(frame, bad_rows="skip")
+    assert kept.skipped == {"rating": 1} and len(kept.interactions) == 2
+    frame = pd.DataFrame({"user_id": [1, None], "item_id": [4, 5]})
+    with pytest.raises(DataError, match=r"field 'user_id': row 1: missing value"):
+        load_interactions(frame)
+    with pytest.raises(ConfigError, match="DataFrame or a pyarrow Table"):
+        load_interactions([(1, 2)])
+
+
+def test_fit_evaluate_recommend_save_from_frames(tiny_dir: Path, tmp_path: Path) -> None:
+    pd = pytest.importorskip("pandas")
+    rows = _log_rows(read_grouplens_dir(tiny_dir))
+    names = ["user", "movie", "stars", "ts"]
+    train = pd.DataFrame(np.delete(rows, np.s_[::5], axis=0), columns=names)
+    test = pd.DataFrame(rows[::5], columns=names)
+    columns = ColumnMap("user", "movie", "stars", "ts")
+    small = {"embedding_dim": 8, "head_layers": (16,), "batch_size": 64, "seed": 3}
+    model = mtrec.fit(train, "reference", columns=columns, test=test, epochs=2, **small)
+    assert model.train_config.epochs == 2 and model.model_config.embedding_dim == 8
+    assert model.metrics["n_test"] == len(test)
+    measured = model.evaluate(test, columns)
+    assert measured["top_k_accuracy"] == model.metrics["top_k_accuracy"]
+    assert measured["served"] == model.metrics["served"]
+    assert measured["unseen_test"] == {"rows": 0, "users": 0, "items": 0}
+    frame = mtrec.to_frame(model.recommend_many([1, 2, 999], k=3))
+    assert list(frame.columns) == list(FRAME_COLUMNS)
+    assert frame["user_id"].tolist() == [1] * 3 + [2] * 3 + [999] * 3
+    assert frame["fallback"].tolist() == [False] * 6 + [True] * 3
+    assert frame["rank"].tolist() == [1, 2, 3] * 3
+    first = model.recommend(1, k=3)
+    assert frame["item_id"].tolist()[:3] == [r.item_id for r in first.items]
+    assert first.to_frame("arrow").num_rows == 3
+    loaded = mtrec.load_model(model.save(tmp_path / "model"))
+    assert loaded.recommend(1, k=3) == first
+    # no holdout: nothing measured, every row trains
+    deployed = mtrec.fit(train, "reference", columns=columns, holdout=None, epochs=1, **small)
+    assert deployed.metrics["evaluation"].startswith("none")

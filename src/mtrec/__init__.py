@@ -24,6 +24,8 @@ from mtrec.data import (
     temporal_split,
 )
 from mtrec.errors import ArtifactError, ConfigError, DataError, MtrecError, UnknownIdError
+from mtrec.estimator import Model, fit
+from mtrec.estimator import load as load_model
 from mtrec.evaluate import EvalReport, evaluate
 from mtrec.features import RatingScale, Vocabs, encode
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index
@@ -35,6 +37,7 @@ from mtrec.recommend import (
     Recommender,
     SimilarItem,
     recommend_reference,
+    to_frame,
 )
 from mtrec.train import History, train
 from mtrec.vocab import Vocab
@@ -53,6 +56,7 @@ __all__ = [
     "History",
     "Index",
     "Interactions",
+    "Model",
     "ModelConfig",
     "MtrecError",
     "MultiTaskModel",
@@ -72,14 +76,17 @@ __all__ = [
     "encode",
     "evaluate",
     "evaluate_saved",
+    "fit",
     "fit_and_evaluate",
     "load_index",
     "load_interactions",
+    "load_model",
     "load_movielens",
     "prepare",
     "random_split",
     "recommend_reference",
     "temporal_split",
+    "to_frame",
     "train",
     "train_model",
 ]  # fmt: skip

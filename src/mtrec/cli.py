@@ -868,7 +868,7 @@ def serve_cmd(
         from mtrec.serve import allowed_hosts, read_api_key, serve
     except ImportError as exc:
         raise ConfigError(
-            f"the service needs the 'serve' extra: pip install 'mtrec[serve]' ({exc})"
+            f"the service needs the 'serve' extra: pip install 'mtrec-torch[serve]' ({exc})"
         ) from None
     key = read_api_key(api_key_file, os.environ)
     if threads < 1:

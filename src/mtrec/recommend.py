@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -72,6 +72,72 @@ class Recommendations:
             "fallback": self.fallback,
             "notice": self.notice,
         }
+
+    def to_frame(self, kind: FrameKind = "pandas") -> Any:
+        """The list as a table, one row per item (see ``to_frame``)."""
+        return to_frame([self], kind)
+
+
+FrameKind = Literal["pandas", "polars", "arrow"]
+FRAME_COLUMNS = (
+    "user_id", "rank", "item_id", "title", "genres", "retrieval_score", "predicted_rating",
+    "stars", "fallback",
+)  # fmt: skip
+
+
+def to_frame(lists: Sequence[Recommendations], kind: FrameKind = "pandas") -> Any:
+    """Users' lists (``recommend_many``) as one long table with ``FRAME_COLUMNS``: a
+    pandas or polars DataFrame, or a pyarrow Table (pandas/polars imported only when
+    asked for)."""
+    import pyarrow as pa
+
+    rows = [
+        (lst.user_id, rank, r.item_id, r.title, list(r.genres), r.retrieval_score,
+         r.predicted_rating, r.stars, lst.fallback)
+        for lst in lists
+        for rank, r in enumerate(lst.items, start=1)
+    ]  # fmt: skip
+    columns = list(zip(*rows, strict=True)) if rows else [()] * len(FRAME_COLUMNS)
+    types = [None, pa.int32(), None, pa.string(), pa.list_(pa.string()), pa.float64(),
+             pa.float64(), pa.float64(), pa.bool_()]  # fmt: skip
+    ids = [_id_type(c) for c in (columns[0], columns[2])]
+    types[0], types[2] = ids
+    table = pa.table(
+        {
+            name: pa.array(list(values), type=t)
+            for name, values, t in zip(FRAME_COLUMNS, columns, types, strict=True)
+        }
+    )
+    if kind == "arrow":
+        return table
+    if kind == "pandas":
+        pandas = _frame_library("pandas")
+
+        # ids stay integers where a history's list has no user id (not floats with NaN)
+        return table.to_pandas(types_mapper={pa.int64(): pandas.Int64Dtype()}.get)
+    if kind == "polars":
+        return _frame_library("polars").from_arrow(table)
+    raise ConfigError(f"to_frame: expected 'pandas', 'polars' or 'arrow', got {kind!r}")
+
+
+def _frame_library(name: str) -> Any:
+    """pandas or polars, imported only when a frame of that kind is asked for."""
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        raise ConfigError(
+            f"{name} is not installed: pip install {name} (or 'mtrec-torch[frames]')"
+        ) from None
+
+
+def _id_type(ids: Sequence[Any]) -> Any:
+    """Integer ids as int64, any other (string) ids as text; None (a history's list) stays null."""
+    import pyarrow as pa
+
+    present = [i for i in ids if i is not None]
+    return pa.int64() if all(isinstance(i, int) for i in present) else pa.string()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -61,16 +61,19 @@ class ItemColumns:
 
 
 def load_interactions(
-    path: str | Path,
+    path: str | Path | Any,
     columns: ColumnMap | None = None,
     *,
-    items: str | Path | None = None,
+    items: str | Path | Any | None = None,
     item_columns: ItemColumns | None = None,
     bad_rows: BadRows = "error",
     name: str | None = None,
     rating_range: tuple[float, float] | None = None,
 ) -> Dataset:
     """Load an interaction log (and optionally an items file with titles and genres).
+
+    ``path`` and ``items`` may also be data in memory: a pandas or polars DataFrame or a
+    pyarrow Table, checked like a file (a bad value is named by its row and column).
 
     A rating outside ``rating_range`` (by default +-``PLAUSIBLE_RATING``: one stray 1e30
     would squash every other rating into nothing) is a bad row like an unparsable one.
@@ -79,8 +82,8 @@ def load_interactions(
     >>> ds.has_ratings  # False when there is no rating column: retrieval only
     """
     columns = columns or ColumnMap()
-    path = Path(path)
-    table = _Table.read(path)
+    table = _Table.open(path)
+    path = table.path
     for flag, column in (("--user-col", columns.user), ("--item-col", columns.item)):
         table.require(column, flag)
     rating = _optional(table, columns.rating, "rating", "--rating-col")
@@ -110,9 +113,11 @@ def load_interactions(
     else:
         times = np.zeros(n, dtype=np.int64)
     keep, skipped = table.check(bad, bad_rows, data, notes)
-    catalogue = None if items is None else _read_items(Path(items), item_columns, columns.item)
-    if catalogue is not None:
-        catalogue = _same_id_kind(catalogue, isinstance(item, np.ndarray), path, Path(items or ""))
+    catalogue = None
+    if items is not None:
+        raw_ids, meta, items_path = _read_items(items, item_columns, columns.item)
+        ints = isinstance(item, np.ndarray)
+        catalogue = _same_id_kind((raw_ids, meta), ints, path, items_path)
     user_codes, user_names = _encode(user, keep)
     item_codes, item_names = _encode(item, keep, None if catalogue is None else catalogue[0])
     every = keep.all()
@@ -132,7 +137,7 @@ def load_interactions(
         name=name or path.name.split(".")[0],
         interactions=interactions,
         items=None if catalogue is None else catalogue[1],
-        source=f"file {path}",
+        source=f"file {path}" if table.arrow is None else str(path),
         has_ratings=bool(rating),
         skipped=skipped,
     )
@@ -162,11 +167,24 @@ def _optional(table: _Table, given: str | None, default: str, flag: str) -> str 
     return given
 
 
-class _Table:
-    """One CSV or Parquet file: its column names, typed columns, and row locations."""
+FRAME = "DataFrame"
+"""What errors about data given in memory name in place of a file."""
 
-    def __init__(self, path: Path, names: list[str], parquet: bool) -> None:
-        self.path, self.names, self.parquet = path, names, parquet
+
+class _Table:
+    """One CSV or Parquet file, or a table in memory: its column names, typed columns,
+    and row locations."""
+
+    def __init__(self, path: Path, names: list[str], parquet: bool, arrow: Any = None) -> None:
+        self.path, self.names, self.parquet, self.arrow = path, names, parquet, arrow
+
+    @classmethod
+    def open(cls, source: str | Path | Any) -> _Table:
+        """A file by its path, or a pandas/polars DataFrame or pyarrow Table."""
+        if isinstance(source, str | Path):
+            return cls.read(Path(source))
+        table = _as_arrow(source)
+        return cls(Path(FRAME), [str(n) for n in table.column_names], False, table)
 
     @classmethod
     def read(cls, path: Path) -> _Table:
@@ -211,6 +229,8 @@ class _Table:
         columns are read as text: inferred as integers, "007" and "7" would be one id."""
         import pyarrow as pa
 
+        if self.arrow is not None:
+            return self.arrow.select(wanted)
         if self.parquet:
             import pyarrow.parquet as pq
 
@@ -300,6 +320,9 @@ class _Table:
                 path=self.path,
                 field=column,
             )
+        if self.arrow is not None:  # rows as the frame counts them, from 0
+            hint = "; pass bad_rows='skip' to drop and count such rows"
+            raise DataError(f"row {row}: {what}{others}{hint}", path=self.path, field=column)
         # line 1 is the header
         raise DataError(f"{what}{others}{hint}", path=self.path, line=row + 2, field=column)
 
@@ -311,6 +334,40 @@ class _Table:
         ends = np.cumsum(sizes)
         group = int(np.searchsorted(ends, row, side="right"))
         return group, row - int(ends[group] - sizes[group])
+
+
+def _as_arrow(frame: Any) -> Any:
+    """A pyarrow Table of a pandas or polars DataFrame or a pyarrow Table (neither library
+    is imported unless given: the frame's own methods convert it)."""
+    import pyarrow as pa
+
+    if isinstance(frame, pa.Table):
+        return frame
+    if isinstance(frame, pa.RecordBatch):
+        return pa.Table.from_batches([frame])
+    kind = f"{type(frame).__module__}.{type(frame).__name__}"
+    if kind.startswith("polars.") and hasattr(frame, "to_arrow"):
+        return frame.to_arrow()
+    if kind.startswith("pandas.") and hasattr(frame, "columns"):
+        if not all(isinstance(c, str) for c in frame.columns):
+            raise ConfigError(f"DataFrame: column names must be strings, got {list(frame.columns)}")
+        try:
+            return pa.Table.from_pandas(frame, preserve_index=False)
+        except (pa.ArrowInvalid, pa.ArrowTypeError):  # a column of mixed objects ([1, "x"])
+            # as text, as a CSV would read it: the checks then name the bad row
+            columns = {
+                name: pa.array(
+                    [None if v is None or v != v else str(v) for v in frame[name].tolist()],
+                    type=pa.string(),
+                )
+                if frame[name].dtype == object
+                else pa.Array.from_pandas(frame[name])
+                for name in frame.columns
+            }
+            return pa.table(columns)
+    raise ConfigError(
+        f"expected a file path, a pandas or polars DataFrame or a pyarrow Table, got {kind}"
+    )
 
 
 def _parse_options(path: Path, on_invalid: Any = None) -> Any:
@@ -399,12 +456,13 @@ def _encode(
 
 
 def _read_items(
-    path: Path, columns: ItemColumns | None, item_column: str
-) -> tuple[NDArray[Any], Items]:
-    """(raw ids, Items) of an items file: titles, ``|``-separated genres, and years from a
-    column or from the title (as MovieLens' files, :func:`catalogue_items`)."""
+    source: str | Path | Any, columns: ItemColumns | None, item_column: str
+) -> tuple[NDArray[Any], Items, Path]:
+    """(raw ids, Items, where) of an items file or frame: titles, ``|``-separated genres,
+    and years from a column or from the title (as MovieLens' files, :func:`catalogue_items`)."""
     columns = columns or ItemColumns()
-    table = _Table.read(path)
+    table = _Table.open(source)
+    path = table.path
     id_column = columns.id or next(
         (c for c in (item_column, "item_id", "id") if c in table.names), item_column
     )
@@ -427,4 +485,4 @@ def _read_items(
     if columns.year in present:
         years, _ = table.convert(data, columns.year, _numbers, True)  # bad or missing: 0
     items = catalogue_items(raw, text(columns.title), text(columns.genres), years)
-    return raw, items
+    return raw, items, path

@@ -1,0 +1,115 @@
+"""The notebook entry point: ``mtrec.fit(frame)`` gives a model to evaluate, query and save.
+
+Built on the pipeline ``mtrec train`` runs (``train_model``): the same presets, split,
+ranking stage and checks; a ``Model`` is a ``Recommender`` that also evaluates and saves.
+
+>>> model = mtrec.fit(ratings_frame, preset="default")       # 0.2 held out and measured
+>>> model.metrics["served"]
+>>> model.recommend(5, k=10).to_frame()
+>>> model.evaluate(next_week_frame)["served"]
+>>> model.save("mtrec-out/model")
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from mtrec import artifact
+from mtrec.config import ModelConfig, TrainConfig, preset, ranker_preset
+from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
+from mtrec.data.movielens import MOVIELENS
+from mtrec.evaluate import SERVED
+from mtrec.pipeline import evaluate_saved_on, train_model
+from mtrec.recommend import Recommender
+
+
+class Model(Recommender):
+    """A trained model in memory: everything a ``Recommender`` answers, plus ``evaluate``
+    on other data and ``save`` to a model directory (``mtrec serve`` serves it)."""
+
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """What training measured (``metrics.json``): held-out metrics and the lists."""
+        return self.saved.metrics
+
+    @property
+    def model_config(self) -> ModelConfig:
+        return self.saved.model_config
+
+    @property
+    def train_config(self) -> TrainConfig:
+        return self.saved.train_config
+
+    def evaluate(
+        self, test: Any, columns: ColumnMap | None = None, *, k: int = 10
+    ) -> dict[str, Any]:
+        """Measure on other data (a DataFrame, Arrow table, file or Dataset): top-k
+        accuracy and rating errors, the served list beside retrieval alone, popularity and
+        EASE (``lists``; ``served`` in short), and the test rows it could not score."""
+        evaluation = evaluate_saved_on(self.saved, as_dataset(test, columns), k=k)
+        lists = [dataclasses.asdict(r) for r in evaluation.lists]
+        served = next(r for r in lists if r["name"] == SERVED)
+        return {
+            **dataclasses.asdict(evaluation.report),
+            "served": {"k": k, "recall": served["recall"], "ndcg": served["ndcg"]},
+            "lists": lists,
+            "unseen_test": evaluation.unseen.to_dict(),
+        }
+
+    def save(self, directory: str | Path) -> Path:
+        """Write the model directory (atomically; see ``mtrec.artifact``)."""
+        return artifact.save(self.saved, directory)
+
+
+def fit(
+    data: Any,
+    preset_name: str = "default",
+    *,
+    columns: ColumnMap | None = None,
+    items: Any = None,
+    holdout: float | None = 0.2,
+    split: str = "random",
+    test: Any = None,
+    **overrides: Any,
+) -> Model:
+    """Train a model on ``data``: a pandas or polars DataFrame, a pyarrow Table, a file,
+    a ``Dataset``, or a MovieLens name ("ml-100k").
+
+    ``preset_name`` is a named configuration (``default``: history-aware towers and a
+    ranking stage); ``overrides`` set any ``ModelConfig`` or ``TrainConfig`` field
+    (``epochs=3``, ``seed=1``, ``embedding_dim=64``). ``holdout`` is the share of rows
+    held out and measured (``model.metrics``); None trains on every row, to deploy.
+    ``test`` (same kinds as ``data``) is a test set of its own instead of a split.
+    ``items``: a frame or file of item titles/genres/years for ``data`` from memory or a
+    file.
+
+    >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
+    """
+    dataset = as_dataset(data, columns, items)
+    model_config, train_config = preset(preset_name, **overrides)
+    saved = train_model(
+        dataset,
+        model_config,
+        train_config,
+        split=split,
+        test_fraction=0.0 if holdout is None or test is not None else holdout,
+        test=None if test is None else as_dataset(test, columns),
+        ranker=ranker_preset(preset_name),
+    )
+    return Model(saved)
+
+
+def load(directory: str | Path) -> Model:
+    """A saved model directory as a ``Model``."""
+    return Model(artifact.load(directory))
+
+
+def as_dataset(data: Any, columns: ColumnMap | None = None, items: Any = None) -> Dataset:
+    """``data`` as a Dataset: one already, a MovieLens name, a file or a frame in memory."""
+    if isinstance(data, Dataset):
+        return data
+    if isinstance(data, str) and data in MOVIELENS and not Path(data).exists():
+        return load_movielens(data)
+    return load_interactions(data, columns, items=items)
