@@ -195,3 +195,78 @@ def test_fit_evaluate_recommend_save_from_frames(tiny_dir: Path, tmp_path: Path)
     # no holdout: nothing measured, every row trains
     deployed = mtrec.fit(train, "reference", columns=columns, holdout=None, epochs=1, **small)
     assert deployed.metrics["evaluation"].startswith("none")
+
+
+def _weights(model: Path) -> dict[str, np.ndarray]:
+    from safetensors.numpy import load_file
+
+    return load_file(str(model / "model.safetensors"))
+
+
+def _same_weights(a: Path, b: Path) -> bool:
+    left, right = _weights(a), _weights(b)
+    return left.keys() == right.keys() and all(np.array_equal(left[k], right[k]) for k in left)
+
+
+def test_config_files_round_trip(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = ["--data-dir", str(tiny_dir), "-q"]
+    flags = ["--preset", "tuned", "--epochs", "2", "--embedding-dim", "8", "--batch-size", "64"]
+    first, again, printed = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    assert _run(["train", *data, *flags, "--seed", "5", "--holdout", "0.25", "-o", str(first)]) == 0
+    # the saved config.json, fed back, trains the same model on the same split
+    assert _run(["train", *data, "--config", str(first / "config.json"), "-o", str(again)]) == 0
+    assert _same_weights(first, again)
+    assert artifact.load(again).data["split"]["test_fraction"] == 0.25
+    capsys.readouterr()
+    # --print-config prints a complete config; it trains the same model too
+    assert _run(["train", *data, *flags, "--seed", "5", "--holdout", "0.25", "--print-config"]) == 0
+    effective = json.loads(capsys.readouterr().out)
+    assert effective["train"]["epochs"] == 2 and effective["model"]["embedding_dim"] == 8
+    assert effective["train"]["positive_min_rating"] == 0.75  # tuned's, spelled out
+    assert effective["ranker"] is False  # tuned has no ranking stage
+    (tmp_path / "effective.json").write_text(json.dumps(effective))
+    assert _run(["train", "--config", str(tmp_path / "effective.json"), "-o", str(printed)]) == 0
+    assert _same_weights(first, printed)
+
+
+def test_a_toml_config_under_flags(tiny_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(
+        'preset = "reference"\n'
+        "[model]\nembedding_dim = 8\nhead_layers = [16]\n"
+        "[train]\nepochs = 3\nbatch_size = 64\nseed = 9\n"
+        f'[data]\ndata_dir = "{tiny_dir}"\nholdout = "none"\n'
+    )
+    out = tmp_path / "model"
+    assert _run(["train", "--config", str(config), "--epochs", "1", "-q", "-o", str(out)]) == 0
+    saved = artifact.load(out)
+    assert saved.train_config.epochs == 1  # the flag over the file
+    assert saved.train_config.seed == 9 and saved.model_config.head_layers == (16,)
+    assert saved.data["split"]["n_test"] == 0  # [data] holdout = "none"
+    assert saved.ranker is None  # reference serves without a ranking stage
+    run = _run(["train", "--config", str(config), "--holdout", "0.2", "-q", "-o", str(out)])
+    assert run == 0 and artifact.load(out).data["split"]["test_fraction"] == 0.2
+
+
+@pytest.mark.parametrize(
+    ("text", "named"),
+    [
+        ("[train]\nepochz = 3\n", "[train] unknown key(s) ['epochz']"),
+        ("[model]\ndropout = 2.0\n", "ModelConfig.dropout"),
+        ("[train]\noptimizer = 'sgd'\n", "TrainConfig.optimizer"),
+        ("[data]\nuser_col = 5\n", "[data] user_col"),
+        ("[ranker]\ncandidatez = 5\n", "candidatez"),
+        ("colour = 'red'\n", "unknown key(s) ['colour']"),
+        ("preset = 'best'\n", "preset"),
+        ("[train\n", "invalid TOML"),
+    ],
+)
+def test_config_mistakes_name_the_key(
+    text: str, named: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = tmp_path / "run.toml"
+    config.write_text(text)
+    assert _run(["train", "--config", str(config), "--print-config"]) == 3
+    assert named in capsys.readouterr().err

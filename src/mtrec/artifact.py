@@ -2,7 +2,8 @@
 
 Layout (``FORMAT_VERSION`` 1)::
 
-    config.json        format version, model and training config, data and split, rating scale
+    config.json        format version, model, training and ranking-stage config, data and
+                       split, rating scale (``mtrec train --config`` takes it back)
     vocab.json         user and item ids in row order
     model.safetensors  the model's weights
     items.json         titles, genres and years per item row
@@ -180,6 +181,7 @@ def _write_files(saved: SavedModel, out: Path) -> None:
             "format_version": FORMAT_VERSION,
             "model_config": saved.model_config.to_dict(),
             "train_config": saved.train_config.to_dict(),
+            "ranker_config": None if saved.ranker is None else saved.ranker.config.to_dict(),
             "data": saved.data,
             "rating_scale": dataclasses.asdict(saved.scale),
             "n_users": len(saved.vocabs.users),

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
@@ -25,8 +26,8 @@ from rich.table import Table
 from mtrec import artifact
 from mtrec.checkpoint import Checkpointing
 from mtrec.compare import CompareResult, compare_seeds
+from mtrec.config import DATA_KEYS, RunConfig, effective_config, ranker_preset
 from mtrec.config import preset as make_preset
-from mtrec.config import ranker_preset
 from mtrec.data import Dataset, load_movielens, synthesize
 from mtrec.data.files import ColumnMap, load_interactions
 from mtrec.data.movielens import MOVIELENS
@@ -490,6 +491,18 @@ AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout inste
 
 @app.command("train")
 def train_cmd(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A run config (TOML or JSON; a saved model's config.json too): the preset, "
+            "[model], [train], [ranker], [data] and [index] settings; flags override it."
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(help="Print the effective config as JSON (a complete --config) and stop."),
+    ] = False,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     dataset: DatasetName = "ml-100k",
@@ -521,12 +534,12 @@ def train_cmd(
         Path, typer.Option("--output", "-o", help="The model directory to write.")
     ] = Path("mtrec-out/model"),
     preset: Annotated[
-        str,
+        str | None,
         typer.Option(
             help="Named configuration the flags below override: default (the best measured: "
             "history-aware towers and a ranking stage), tuned, or reference (the tutorial's)."
         ),
-    ] = "default",
+    ] = None,
     retrieval_weight: Annotated[
         float | None, typer.Option(help="Weight of the retrieval loss.")
     ] = None,
@@ -593,7 +606,8 @@ def train_cmd(
         if checkpoint_dir is None
         else Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume)
     )
-    model_config, train_config = make_preset(
+    run = RunConfig() if config is None else RunConfig.read(config)
+    model_config, train_config, ranker = run.resolve(
         preset,
         retrieval_weight=retrieval_weight,
         rating_weight=rating_weight,
@@ -605,26 +619,33 @@ def train_cmd(
         shuffle=shuffle,
         precision=precision,
     )
-    if index not in INDEX_KINDS:
-        raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {index!r}")
-    index_params = dict(_key_int(option) for option in index_option or [])
-    data = _load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
-    test = None if test_interactions is None else _test_data(test_interactions, locals())
+    flags = _with_file(ctx, run, locals())
+    index, index_params = _index_settings(ctx, run, index, index_option)
+    if print_config:
+        data_keys = {key: _jsonable(flags[key]) for key in DATA_KEYS}
+        document = effective_config(
+            model_config, train_config, ranker, data_keys, {"kind": index, "options": index_params}
+        )
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    data = _load_data(**{k: v for k, v in flags.items() if k in DATA_FLAGS})
+    test_file = flags["test_interactions"]
+    test = None if test_file is None else _test_data(test_file, flags)
     bars = _progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         saved = train_model(
             data,
             model_config,
             train_config,
-            split=split,
-            test_fraction=_holdout(holdout, test is not None),
+            split=flags["split"],
+            test_fraction=_holdout(flags["holdout"], test is not None),
             test=test,
-            estimate_fraction=holdout_estimate,
+            estimate_fraction=flags["holdout_estimate"],
             index=index,
             index_params=index_params,
             progress=None if quiet else _ModelBar(bars, "multi-task"),
             checkpoints=checkpoints,
-            ranker=ranker_preset(preset),
+            ranker=ranker,
             ranker_progress=None if quiet else _ModelBar(bars, "ranker's stage one"),
         )
     leave()
@@ -660,6 +681,62 @@ def _metrics_line(m: dict[str, Any]) -> str:
         f"served list: recall@{served['k']} {served['recall']:.4f}, NDCG@{served['k']} "
         f"{served['ndcg']:.4f} (honest); top-10 accuracy {m['top_k_accuracy']:.4f}, {rating}"
     )
+
+
+PATH_KEYS = ("data_dir", "cache_dir", "interactions", "items_file", "test_interactions")
+
+
+def _with_file(ctx: typer.Context, run: RunConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """The data flags' values: a flag given on the command line wins over the config
+    file's ``[data]``, which wins over the flag's default."""
+    out = {key: values[key] for key in DATA_KEYS}
+    for key, value in run.data.items():
+        if _given(ctx, key):
+            continue
+        out[key] = _file_value(key, value)
+    return out
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _file_value(key: str, value: Any) -> Any:
+    """A ``[data]`` value as its flag would give it; the wrong kind is an error naming it."""
+    if key == "holdout" and isinstance(value, int | float) and not isinstance(value, bool):
+        return "none" if value == 0 else str(value)
+    if key == "holdout_estimate" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if key == "rating_range" and isinstance(value, list) and len(value) == 2:
+        return ",".join(str(v) for v in value)
+    if key == "skip_bad_rows":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config [data] {key}: expected true or false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"config [data] {key}: expected text, got {value!r}")
+    return Path(value) if key in PATH_KEYS else value
+
+
+def _index_settings(
+    ctx: typer.Context, run: RunConfig, kind: str, options: list[str] | None
+) -> tuple[str, dict[str, int]]:
+    """The index kind and options: flags, else the config file's ``[index]``."""
+    if not _given(ctx, "index") and "kind" in run.index:
+        kind = run.index["kind"]
+    params = dict(_key_int(option) for option in options or [])
+    if not params and isinstance(run.index.get("options"), dict):
+        params = run.index["options"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in params.values()):
+            raise ConfigError(f"config [index] options: expected integers, got {params!r}")
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {kind!r}")
+    return kind, params
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
 
 
 def _holdout(text: str | None, given_test: bool) -> float:
@@ -926,5 +1003,8 @@ def main(argv: list[str] | None = None) -> None:
     except MtrecError as exc:
         if _state["verbose"]:
             traceback.print_exc()
-        err.print(f"[bold red]error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        # escaped: a message may quote "[train]" or a user's text, not rich markup
+        err.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
         sys.exit(exc.exit_code)

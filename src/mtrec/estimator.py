@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtrec import artifact
-from mtrec.config import ModelConfig, TrainConfig, preset, ranker_preset
+from mtrec.config import ModelConfig, RunConfig, TrainConfig
 from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
 from mtrec.evaluate import SERVED
@@ -65,8 +65,9 @@ class Model(Recommender):
 
 def fit(
     data: Any,
-    preset_name: str = "default",
+    preset_name: str | None = None,
     *,
+    config: str | Path | RunConfig | None = None,
     columns: ColumnMap | None = None,
     items: Any = None,
     holdout: float | None = 0.2,
@@ -78,9 +79,11 @@ def fit(
     a ``Dataset``, or a MovieLens name ("ml-100k").
 
     ``preset_name`` is a named configuration (``default``: history-aware towers and a
-    ranking stage); ``overrides`` set any ``ModelConfig`` or ``TrainConfig`` field
-    (``epochs=3``, ``seed=1``, ``embedding_dim=64``). ``holdout`` is the share of rows
-    held out and measured (``model.metrics``); None trains on every row, to deploy.
+    ranking stage); ``config`` a run config file (as ``mtrec train --config``: its
+    preset, ``[model]``, ``[train]`` and ``[ranker]``); ``overrides`` set any
+    ``ModelConfig`` or ``TrainConfig`` field over both (``epochs=3``, ``seed=1``).
+    ``holdout`` is the share of rows held out and measured (``model.metrics``); None
+    trains on every row, to deploy.
     ``test`` (same kinds as ``data``) is a test set of its own instead of a split.
     ``items``: a frame or file of item titles/genres/years for ``data`` from memory or a
     file.
@@ -88,7 +91,10 @@ def fit(
     >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
     """
     dataset = as_dataset(data, columns, items)
-    model_config, train_config = preset(preset_name, **overrides)
+    run = config if isinstance(config, RunConfig) else RunConfig()
+    if isinstance(config, str | Path):
+        run = RunConfig.read(config)
+    model_config, train_config, ranker = run.resolve(preset_name, **overrides)
     saved = train_model(
         dataset,
         model_config,
@@ -96,7 +102,7 @@ def fit(
         split=split,
         test_fraction=0.0 if holdout is None or test is not None else holdout,
         test=None if test is None else as_dataset(test, columns),
-        ranker=ranker_preset(preset_name),
+        ranker=ranker,
     )
     return Model(saved)
 
