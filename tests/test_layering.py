@@ -23,6 +23,7 @@ STAGES = [
     "two_stage",
     "evaluate",
     "artifact",
+    "warm",
     "recommend",
     "pipeline",
     "new_users",

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 import mtrec
 from mtrec import artifact
@@ -270,3 +271,87 @@ def test_config_mistakes_name_the_key(
     config.write_text(text)
     assert _run(["train", "--config", str(config), "--print-config"]) == 3
     assert named in capsys.readouterr().err
+
+
+def _halves(tiny_dir: Path) -> tuple[Dataset, Dataset]:
+    """The tiny log split in two by time (its users rate in turn: the later ones are new),
+    with items 36.. held back for the second part."""
+    rows = _log_rows(read_grouplens_dir(tiny_dir))
+    late = (rows[:, 0] > 50) | (rows[:, 1] > 35) | (rows[:, 3] >= np.median(rows[:, 3]))
+    return (
+        load_interactions(_table(rows[~late])),
+        load_interactions(_table(rows[late])),
+    )
+
+
+def _table(rows: np.ndarray) -> object:
+    import pyarrow as pa
+
+    names = ["user_id", "item_id", "rating", "timestamp"]
+    return pa.table({name: rows[:, i] for i, name in enumerate(names)})
+
+
+def test_warm_start_keeps_old_rows_and_appends_new_ids(tiny_dir: Path, tmp_path: Path) -> None:
+    from mtrec.pipeline import build_model
+    from mtrec.warm import extended_vocabs, inherit
+
+    old_data, new_data = _halves(tiny_dir)
+    old = train_model(old_data, SMALL, CONFIG, test_fraction=0.0)
+    vocabs = extended_vocabs(old, new_data)
+    n_users, n_items = len(old.vocabs.users), len(old.vocabs.items)
+    assert vocabs.users.id_array[:n_users].tolist() == old.vocabs.users.id_array.tolist()
+    assert vocabs.items.id_array[:n_items].tolist() == old.vocabs.items.id_array.tolist()
+    appended = vocabs.users.id_array[n_users:].tolist()
+    assert appended and appended == sorted(appended)  # only the new ids, at the end
+    assert not set(appended) & set(old.vocabs.users.id_array.tolist())
+    assert vocabs.users.rows(appended).tolist() == list(range(n_users, len(vocabs.users)))
+    # before fine-tuning: every old weight bit for bit, new rows fresh
+    fresh = build_model(new_data, vocabs, old.model_config, 7)
+    before_new_rows = fresh.user_embedding.weight[n_users:].clone()
+    inherit(fresh, old.model)
+    assert torch.equal(fresh.user_embedding.weight[:n_users], old.model.user_embedding.weight)
+    assert torch.equal(fresh.item_embedding.weight[:n_items], old.model.item_embedding.weight)
+    assert torch.equal(fresh.user_embedding.weight[n_users:], before_new_rows)
+    for name, tensor in old.model.rating_head.state_dict().items():
+        assert torch.equal(fresh.rating_head.state_dict()[name], tensor), name
+    # after: a model that knows both, excludes what each user rated in either part
+    warm = train_model(new_data, SMALL, CONFIG, test_fraction=0.0, init_from=old)
+    assert warm.data["warm_start"]["users"] == [n_users, len(vocabs.users)]
+    rec = Recommender(warm)
+    both = np.concatenate([_log_rows(old_data), _log_rows(new_data)])
+    for user in (3, 55):
+        rated = set(both[both[:, 0] == user, 1].tolist())
+        got = {r.item_id for r in rec.recommend(user, k=10).items}
+        assert got and not got & rated
+    # saved and loaded, a warm-started vocabulary keeps its order
+    loaded = Recommender.load(artifact.save(warm, tmp_path / "warm"))
+    assert loaded.vocabs.users.id_array.tolist() == vocabs.users.id_array.tolist()
+    assert loaded.recommend(55, k=5) == rec.recommend(55, k=5)
+
+
+def test_warm_start_keeps_the_saved_shape(tiny_dir: Path) -> None:
+    old_data, new_data = _halves(tiny_dir)
+    old = train_model(old_data, SMALL, CONFIG, test_fraction=0.0)
+    wider = ModelConfig(embedding_dim=16, head_layers=(16,))
+    with pytest.raises(ConfigError, match=r"differs from the saved model's in \['embedding_dim'\]"):
+        train_model(new_data, wider, CONFIG, test_fraction=0.0, init_from=old)
+
+
+def test_cli_warm_start(tiny_dir: Path, tmp_path: Path) -> None:
+    rows = _log_rows(read_grouplens_dir(tiny_dir))
+    late = rows[:, 3] >= np.median(rows[:, 3])
+    first = _write_csv(tmp_path / "first.csv", rows[~late])
+    then = _write_csv(tmp_path / "then.csv", rows[late])
+    old, warm = tmp_path / "old", tmp_path / "warm"
+    small = ["--embedding-dim", "8", "--batch-size", "64", "--seed", "4", "-q"]
+    base = ["train", "--preset", "reference", "--epochs", "3", *small, "--holdout", "none"]
+    assert _run([*base, "--interactions", str(first), "-o", str(old)]) == 0
+    args = ["train", "--interactions", str(then), "--init-from", str(old), "-o", str(warm)]
+    assert _run([*args, "--epochs", "1", "--replay", "0.5", "-q"]) == 0
+    saved = artifact.load(warm)
+    # the saved model's config is the base (its embedding width, its seed, no holdout)...
+    assert saved.model_config.embedding_dim == 8 and saved.train_config.seed == 4
+    assert saved.data["split"]["n_test"] == 0
+    assert saved.train_config.epochs == 1  # ...under the flags
+    assert saved.data["warm_start"]["replay"] == 0.5
+    assert len(saved.vocabs.users) == len(np.unique(rows[:, 0]))

@@ -174,21 +174,23 @@ def _save_numpy(arrays: dict[str, NDArray[Any]], path: str) -> None:
     save_file({name: np.ascontiguousarray(a) for name, a in arrays.items()}, path)
 
 
+def config_document(saved: SavedModel) -> dict[str, Any]:
+    """What ``config.json`` holds; ``RunConfig.from_dict`` reads it back as a run config."""
+    return {
+        "format_version": FORMAT_VERSION,
+        "model_config": saved.model_config.to_dict(),
+        "train_config": saved.train_config.to_dict(),
+        "ranker_config": None if saved.ranker is None else saved.ranker.config.to_dict(),
+        "data": saved.data,
+        "rating_scale": dataclasses.asdict(saved.scale),
+        "n_users": len(saved.vocabs.users),
+        "n_items": len(saved.vocabs.items),
+        "index": {"kind": saved.index.kind},
+    }
+
+
 def _write_files(saved: SavedModel, out: Path) -> None:
-    write_json(
-        out / "config.json",
-        {
-            "format_version": FORMAT_VERSION,
-            "model_config": saved.model_config.to_dict(),
-            "train_config": saved.train_config.to_dict(),
-            "ranker_config": None if saved.ranker is None else saved.ranker.config.to_dict(),
-            "data": saved.data,
-            "rating_scale": dataclasses.asdict(saved.scale),
-            "n_users": len(saved.vocabs.users),
-            "n_items": len(saved.vocabs.items),
-            "index": {"kind": saved.index.kind},
-        },
-    )
+    write_json(out / "config.json", config_document(saved))
     write_json(
         out / "vocab.json",
         {"users": saved.vocabs.users.to_dict(), "items": saved.vocabs.items.to_dict()},

@@ -503,6 +503,20 @@ def train_cmd(
         bool,
         typer.Option(help="Print the effective config as JSON (a complete --config) and stop."),
     ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Warm start: continue this saved model on the given (new) interactions; known "
+            "users and items keep their rows, new ones are appended; its config is the base."
+        ),
+    ] = None,
+    replay: Annotated[
+        float,
+        typer.Option(
+            help="With --init-from: also train again on this share of the saved model's own "
+            "rows (0: the new rows alone)."
+        ),
+    ] = 0.0,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     dataset: DatasetName = "ml-100k",
@@ -606,7 +620,13 @@ def train_cmd(
         if checkpoint_dir is None
         else Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume)
     )
-    run = RunConfig() if config is None else RunConfig.read(config)
+    warm = None if init_from is None else artifact.load(init_from)
+    if config is not None:
+        run = RunConfig.read(config)
+    elif warm is not None:  # the saved model's own settings, then the flags
+        run = RunConfig.from_dict(artifact.config_document(warm), str(init_from))
+    else:
+        run = RunConfig()
     model_config, train_config, ranker = run.resolve(
         preset,
         retrieval_weight=retrieval_weight,
@@ -647,6 +667,8 @@ def train_cmd(
             checkpoints=checkpoints,
             ranker=ranker,
             ranker_progress=None if quiet else _ModelBar(bars, "ranker's stage one"),
+            init_from=warm,
+            replay=replay,
         )
     leave()
     if not where.is_main:  # rank 0 writes the model and reports for every process

@@ -73,6 +73,8 @@ def fit(
     holdout: float | None = 0.2,
     split: str = "random",
     test: Any = None,
+    init_from: Recommender | str | Path | None = None,
+    replay: float = 0.0,
     **overrides: Any,
 ) -> Model:
     """Train a model on ``data``: a pandas or polars DataFrame, a pyarrow Table, a file,
@@ -86,14 +88,21 @@ def fit(
     trains on every row, to deploy.
     ``test`` (same kinds as ``data``) is a test set of its own instead of a split.
     ``items``: a frame or file of item titles/genres/years for ``data`` from memory or a
-    file.
+    file. ``init_from`` (a model or its directory) continues that model on ``data``'s new
+    interactions (a warm start; its config is the base, as ``mtrec train --init-from``),
+    with ``replay`` (a share) of its own rows trained again beside them.
 
     >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
     """
     dataset = as_dataset(data, columns, items)
+    warm = None
+    if init_from is not None:
+        warm = init_from.saved if isinstance(init_from, Recommender) else artifact.load(init_from)
     run = config if isinstance(config, RunConfig) else RunConfig()
     if isinstance(config, str | Path):
         run = RunConfig.read(config)
+    elif config is None and warm is not None:
+        run = RunConfig.from_dict(artifact.config_document(warm), "init_from")
     model_config, train_config, ranker = run.resolve(preset_name, **overrides)
     saved = train_model(
         dataset,
@@ -103,6 +112,8 @@ def fit(
         test_fraction=0.0 if holdout is None or test is not None else holdout,
         test=None if test is None else as_dataset(test, columns),
         ranker=ranker,
+        init_from=warm,
+        replay=replay,
     )
     return Model(saved)
 

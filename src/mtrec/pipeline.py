@@ -69,6 +69,14 @@ from mtrec.ranker import (
 )
 from mtrec.train import History, Progress, train
 from mtrec.two_stage import TwoStage
+from mtrec.warm import (
+    check_shape,
+    extended_vocabs,
+    inherit,
+    merged_items,
+    merged_seen,
+    with_replay,
+)
 
 log = logging.getLogger("mtrec.pipeline")
 
@@ -120,6 +128,8 @@ def prepare(
     split: str = "random",
     test_fraction: float = 0.2,
     test: Dataset | None = None,
+    init_from: SavedModel | None = None,
+    replay: float = 0.0,
 ) -> Prepared:
     """Split ``dataset`` (seeded by ``train_config.seed``) and encode both parts.
 
@@ -127,6 +137,9 @@ def prepare(
     is evaluated). A ``test`` dataset (e.g. a published test file) is the test part
     instead of a split: every row of ``dataset`` trains, and test rows whose user or
     item never appears in ``dataset`` are left out and counted (``Prepared.unseen``).
+    ``init_from`` (a warm start): the saved model's vocabularies with the new ids appended,
+    its rating scale, and seen items that join its users' old ones with the new rows;
+    ``replay``: that share of its own rows trains again beside the new ones.
 
     >>> prepared = prepare(load_movielens(), *preset("tuned"))
     >>> fitted = fit_and_evaluate(prepared)
@@ -141,15 +154,25 @@ def prepare(
     model_config, dropped = available_features(model_config, dataset)
     if dropped:
         log.warning("%s has no metadata for side features %s: left out", dataset.name, dropped)
-    vocabs = Vocabs.from_dataset(dataset)
+    vocabs = (
+        Vocabs.from_dataset(dataset) if init_from is None else extended_vocabs(init_from, dataset)
+    )
     unseen = None
     if test is None:
         parts = make_split(dataset.interactions, split, test_fraction, train_config.seed)
     else:
         parts, unseen = _given_split(dataset, test, vocabs, train_config.seed)
         split, test_fraction = GIVEN, 0.0
-    scale = RatingScale.of(dataset)
+    scale = RatingScale.of(dataset) if init_from is None else init_from.scale
     train_data = encode(parts.train, vocabs, scale)
+    n_users = len(vocabs.users)
+    seen = (
+        seen_items(train_data, n_users)
+        if init_from is None
+        else merged_seen(init_from.seen, train_data, n_users)
+    )
+    if init_from is not None:
+        train_data = with_replay(init_from.seen, train_data, replay, train_config.seed)
     return Prepared(
         dataset=dataset,
         model_config=model_config,
@@ -161,7 +184,7 @@ def prepare(
         scale=scale,
         train=train_data,
         test=encode(parts.test, vocabs, scale),
-        seen=seen_items(train_data, len(vocabs.users)),
+        seen=seen,
         unseen=unseen,
         test_source="" if test is None else test.source or test.name,
     )
@@ -261,12 +284,15 @@ def fit(
     model_config: ModelConfig | None = None,
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
+    init_from: MultiTaskModel | None = None,
 ) -> tuple[MultiTaskModel, History]:
     """Build and train one model on ``prepared``'s training rows (its own configs by
-    default)."""
+    default), from ``init_from``'s weights where given (a warm start: see ``warm``)."""
     tc = train_config or prepared.train_config
     mc = model_config or prepared.model_config
     model = build_model(prepared.dataset, prepared.vocabs, mc, tc.seed, prepared.seen)
+    if init_from is not None:
+        inherit(model, init_from)
     return model, train(model, prepared.train, tc, progress, checkpoints)
 
 
@@ -360,6 +386,8 @@ def train_model(
     ranker: RankerConfig | None = None,
     ranker_progress: Progress | None = None,
     k: int = 10,
+    init_from: SavedModel | None = None,
+    replay: float = 0.0,
 ) -> SavedModel:
     """What ``mtrec train`` does: prepare, fit and evaluate one model, index its items.
 
@@ -373,6 +401,12 @@ def train_model(
     config is first trained with that share held out and its metrics are recorded as
     ``metrics["estimate"]``. ``test`` evaluates on a test set of its own (see ``prepare``).
 
+    ``init_from`` continues a saved model on ``dataset``'s (new) interactions: known users
+    and items keep their rows and weights, new ones are appended, the optimizer starts
+    afresh; the model config must be the saved one, and its ranker is kept (stage one is
+    rebuilt around the continued model). ``replay`` trains that share of the saved model's
+    own rows again beside the new ones.
+
     The result is ready for ``mtrec.artifact.save`` and for ``Recommender(...)``. The
     split is recorded (seed, fraction and a fingerprint of the test rows) so that
     ``evaluate_saved`` can rebuild and check it later.
@@ -381,8 +415,17 @@ def train_model(
     >>> artifact.save(saved, "mtrec-out/model")
     """
     prepared = prepare(
-        dataset, model_config, train_config, split=split, test_fraction=test_fraction, test=test
+        dataset,
+        model_config,
+        train_config,
+        split=split,
+        test_fraction=test_fraction,
+        test=test,
+        init_from=init_from,
+        replay=replay,
     )
+    if init_from is not None:
+        check_shape(init_from.model_config, prepared.model_config)
     estimate = None
     if estimate_fraction is not None:
         if prepared.held_out:
@@ -397,13 +440,19 @@ def train_model(
             ranker=ranker,
             ranker_progress=ranker_progress,
             k=k,
+            init_from=init_from,
+            replay=replay,
         ).metrics
     started = time.perf_counter()
-    fitted_ranker = (
-        None if ranker is None else fit_ranker_on_training_rows(prepared, ranker, ranker_progress)
-    )
+    if init_from is not None:
+        fitted_ranker = init_from.ranker
+    elif ranker is not None:
+        fitted_ranker = fit_ranker_on_training_rows(prepared, ranker, ranker_progress)
+    else:
+        fitted_ranker = None
     ranker_seconds = time.perf_counter() - started
-    model, history = fit(prepared, progress=progress, checkpoints=checkpoints)
+    old_model = None if init_from is None else init_from.model
+    model, history = fit(prepared, progress=progress, checkpoints=checkpoints, init_from=old_model)
     built, index_info = _index(model, index, index_params)
     two = None
     if fitted_ranker is not None:
@@ -417,16 +466,29 @@ def train_model(
         "history": [dataclasses.asdict(e) for e in history.epochs],
         "index": index_info,
     }
+    items = ItemInfo.from_items(prepared.vocabs.items, dataset.items)
+    popularity = liked_counts(prepared.train, prepared.n_items)
+    data = _data_record(prepared)
+    if init_from is not None:
+        items = merged_items(init_from.items, items)
+        # from every user's seen items, old and new (the training rows hold replayed ones)
+        popularity = liked_counts(prepared.seen.as_rows(), prepared.n_items)
+        data["warm_start"] = {
+            "users": [len(init_from.vocabs.users), prepared.n_users],
+            "items": [len(init_from.vocabs.items), prepared.n_items],
+            "replay": replay,
+            "from": init_from.data,
+        }
     return SavedModel(
         model,
         model.config,
         prepared.train_config,
         prepared.vocabs,
-        ItemInfo.from_items(prepared.vocabs.items, dataset.items),
+        items,
         prepared.seen,
-        liked_counts(prepared.train, prepared.n_items),
+        popularity,
         built,
-        _data_record(prepared),
+        data,
         metrics,
         prepared.scale,
         fitted_ranker,

@@ -8,7 +8,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from mtrec.errors import ArtifactError, UnknownIdError
+from mtrec.errors import ArtifactError, DataError, UnknownIdError
 
 _CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]{0,18})")
 """A decimal integer as written canonically: ASCII digits, no sign but '-', no leading
@@ -19,7 +19,8 @@ class Vocab:
     """Maps a set of raw ids (integers or strings) to rows ``0..len-1`` and back.
 
     Rows follow the sorted order of the ids, so the same id set always gives the same
-    rows. Only the features and recommend stages translate ids; the model and the
+    rows (a warm-started model's vocabulary appends its new ids instead: ``extended``).
+    Only the features and recommend stages translate ids; the model and the
     evaluation see rows.
 
     >>> v = Vocab("item", [30, 10, 20])
@@ -27,9 +28,34 @@ class Vocab:
     ([1, 2], [10])
     """
 
-    def __init__(self, name: str, ids: ArrayLike) -> None:
+    def __init__(self, name: str, ids: ArrayLike, *, ordered: bool = False) -> None:
+        """``ordered``: rows follow ``ids`` as given (distinct), not their sorted order; a
+        warm-started model's vocabulary keeps its old rows and appends new ids after them."""
         self.name = name
-        self._ids = np.unique(np.asarray(ids))
+        given = np.asarray(ids)
+        self._ids = given if ordered else np.unique(given)
+        self._order: NDArray[np.int64] | None = None  # sorted position -> row, if not sorted
+        self._sorted = self._ids
+        if ordered and len(given):
+            order = np.argsort(given, kind="stable")
+            self._sorted = given[order]
+            if (self._sorted[1:] == self._sorted[:-1]).any():
+                raise ArtifactError(f"vocabulary {name!r}: an id repeats")
+            if not (order == np.arange(len(order))).all():
+                self._order = order.astype(np.int64)
+
+    def extended(self, ids: ArrayLike) -> Vocab:
+        """This vocabulary with the ids it lacks appended (sorted among themselves): every
+        known id keeps its row."""
+        ids = np.unique(np.asarray(ids))
+        new = ids[~self.known(ids)]
+        if not len(new):
+            return self
+        if len(self._ids) and (new.dtype.kind in "iu") != (self._ids.dtype.kind in "iu"):
+            raise DataError(
+                f"{self.name} ids: the new data's are {_kind(new)}, the model's {_kind(self._ids)}"
+            )
+        return Vocab(self.name, np.concatenate([self._ids, new]), ordered=True)
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -49,9 +75,11 @@ class Vocab:
             ids.dtype.kind in "iu" and self._ids.dtype.kind in "iu"
         ):
             return np.zeros(ids.shape, dtype=bool)
-        pos = np.searchsorted(self._ids, ids).clip(0, max(len(self._ids) - 1, 0))
+        pos = np.searchsorted(self._sorted, ids).clip(0, max(len(self._ids) - 1, 0))
         return (
-            np.asarray(self._ids[pos] == ids) if len(self._ids) else np.zeros(ids.shape, dtype=bool)
+            np.asarray(self._sorted[pos] == ids)
+            if len(self._ids)
+            else np.zeros(ids.shape, dtype=bool)
         )
 
     def rows(self, ids: ArrayLike, unknown: Literal["error", "oov"] = "error") -> NDArray[np.int64]:
@@ -65,7 +93,11 @@ class Vocab:
         ok = self.known(ids)
         if unknown == "error" and not ok.all():
             raise UnknownIdError(self.name, ids[~ok].flat[0].item())
-        pos = np.searchsorted(self._ids, ids) if ok.any() else np.zeros(ids.shape, dtype=np.int64)
+        pos = (
+            np.searchsorted(self._sorted, ids) if ok.any() else np.zeros(ids.shape, dtype=np.int64)
+        )
+        if self._order is not None:
+            pos = self._order[pos.clip(0, len(self._ids) - 1)]
         return np.where(ok, pos, -1).astype(np.int64)
 
     def _direct_rows(self, ids: NDArray[Any]) -> NDArray[np.int64] | None:
@@ -78,7 +110,7 @@ class Vocab:
             or self._ids.dtype.kind not in "iu"
         ):
             return None
-        lo, hi = int(self._ids[0]), int(self._ids[-1])
+        lo, hi = int(self._sorted[0]), int(self._sorted[-1])
         if hi - lo > max(16 * len(self._ids), 1 << 20):
             return None
         table = np.full(hi - lo + 2, -1, dtype=np.int64)  # the last slot: out of range
@@ -125,4 +157,8 @@ class Vocab:
             )
         if ints and ids and not (min(ids) >= -(2**63) and max(ids) < 2**63):
             raise ArtifactError(f"vocabulary {data['name']!r}: an id does not fit in 64 bits")
-        return cls(data["name"], np.array(ids, dtype=np.int64 if ints else np.str_))
+        return cls(data["name"], np.array(ids, dtype=np.int64 if ints else np.str_), ordered=True)
+
+
+def _kind(ids: NDArray[Any]) -> str:
+    return "integers" if ids.dtype.kind in "iu" else "text"
