@@ -9,18 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from mtrec.cli import main
+from cli_run import run_cli as _run
 
 ARGS = ["--epochs", "2", "--batch-size", "64", "--quiet"]
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def test_compare_end_to_end_on_generated_data(

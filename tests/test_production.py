@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_run import run_cli as _run
 
 import mtrec
 from mtrec import artifact
-from mtrec.cli import main
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import ColumnMap, Dataset, load_interactions
 from mtrec.data.movielens import read_grouplens_dir
@@ -21,14 +21,6 @@ from mtrec.recommend import FRAME_COLUMNS, Recommender
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
 CONFIG = TrainConfig(epochs=2, batch_size=64, shuffle=True, seed=3)
-
-
-def _run(argv: list[str]) -> int:
-    try:
-        main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
 
 
 def _write_csv(path: Path, rows: np.ndarray) -> Path:

@@ -322,7 +322,7 @@ PRESETS["default"] = (
 occupation; movie genres and year), 64-d towers, rating biases, head dropout 0.2, AdamW,
 15 shuffled epochs, a mean-reduced retrieval loss with log-Q correction and accidental
 hits removed, 4+ star ratings as the only retrieval positives, weights 2 : 1. Chosen on
-MovieLens-100K seed 42 and checked on seeds 1 and 2 (numbers in the README).
+MovieLens-100K seed 42 and checked on seeds 1 and 2 (numbers in docs/benchmarks.md).
 ``default`` (what ``mtrec train`` trains): ``tuned`` with a user tower that reads the
 user's history (a fifth of the rows trained as new users), weights 2 : 3 and weight decay
 0.2, served through the ranking stage
