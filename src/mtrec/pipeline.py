@@ -270,15 +270,15 @@ def fit_and_evaluate(
 ) -> Fitted:
     """Build, train and evaluate one model on ``prepared`` (its own configs by default)."""
     if not prepared.held_out:
-        raise ConfigError("nothing is held out to evaluate on (test_fraction 0); use fit")
-    model, history = fit(prepared, train_config, model_config, progress, checkpoints)
+        raise ConfigError("nothing is held out to evaluate on (test_fraction 0); use fit_prepared")
+    model, history = fit_prepared(prepared, train_config, model_config, progress, checkpoints)
     test, scale, rated = prepared.test, prepared.scale, prepared.dataset.has_ratings
     reference = held_out_report(model, test, scale, rated)
     honest = held_out_report(model, test, scale, rated, protocol="honest", seen=prepared.seen)
     return Fitted(model, history, reference, honest)
 
 
-def fit(
+def fit_prepared(
     prepared: Prepared,
     train_config: TrainConfig | None = None,
     model_config: ModelConfig | None = None,
@@ -452,7 +452,9 @@ def train_model(
         fitted_ranker = None
     ranker_seconds = time.perf_counter() - started
     old_model = None if init_from is None else init_from.model
-    model, history = fit(prepared, progress=progress, checkpoints=checkpoints, init_from=old_model)
+    model, history = fit_prepared(
+        prepared, progress=progress, checkpoints=checkpoints, init_from=old_model
+    )
     built, index_info = _index(model, index, index_params)
     two = None
     if fitted_ranker is not None:
