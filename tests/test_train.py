@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from pathlib import Path
 
 import pytest
@@ -164,3 +165,41 @@ def test_epoch_seconds_are_durations_within_the_run(tiny_dir: Path) -> None:
     seconds = [e.seconds for e in history.epochs]
     assert all(0 < s <= history.seconds for s in seconds), (seconds, history.seconds)
     assert sum(seconds) <= history.seconds
+
+
+def test_auto_precision_is_measured_and_leaves_no_trace(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    training = importlib.import_module("mtrec.train")  # mtrec.train is also the function
+
+    config = TrainConfig(epochs=2, batch_size=64, shuffle=True, precision="auto")
+    fp32 = dataclasses.replace(config, precision="fp32")
+    monkeypatch.setattr(training, "native_bf16", lambda: False)
+    history = _fit(tiny_dir, config)[3]
+    assert history.precision == "fp32" and "no native bf16" in history.precision_reason
+    # with native instructions, auto times steps: a close call stays fp32...
+    monkeypatch.setattr(training, "native_bf16", lambda: True)
+    timed: list[tuple[float, float]] = []
+    real = training._time_steps
+
+    def close_call(*args, **kwargs):  # type: ignore[no-untyped-def]
+        timed.append(real(*args, **kwargs))  # the real trial runs...
+        return 1.0, 0.95  # ...and bf16 comes out barely faster
+
+    monkeypatch.setattr(training, "_time_steps", close_call)
+    _, _, model_auto, history_auto, _ = _fit(tiny_dir, config)
+    assert timed and history_auto.precision == "fp32"
+    assert "not faster by 10%" in history_auto.precision_reason
+    # ...and the trial left nothing behind: same weights as a run told fp32 outright
+    model_fp32 = _fit(tiny_dir, fp32)[2]
+    for a, b in zip(
+        model_auto.state_dict().values(), model_fp32.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    monkeypatch.setattr(training, "_time_steps", lambda *args, **kwargs: (1.0, 0.5))
+    history_fast = _fit(tiny_dir, config)[3]
+    assert (
+        history_fast.precision == "bf16" and "bf16 steps 500.0 ms" in history_fast.precision_reason
+    )
+    told = _fit(tiny_dir, dataclasses.replace(config, precision="bf16"))[3]
+    assert told.precision == "bf16" and told.precision_reason == "bf16, as configured"

@@ -72,6 +72,8 @@ class ModelResult:
     coverage: float = float("nan")
     honest: dict[str, float] = dataclasses.field(default_factory=dict)
     kind: str = "model"
+    precision_reason: str = ""
+    """Why that precision: configured, or what ``auto`` timed at the start of training."""
 
 
 RANKING_KEYS = ("top_k_accuracy", "recall", "ndcg", "mrr", "coverage")
@@ -313,7 +315,7 @@ def compare(
 
 
 def _model_result(name: str, config: TrainConfig, fitted: Fitted) -> ModelResult:
-    return _result(
+    result = _result(
         name,
         (config.retrieval_weight, config.rating_weight),
         fitted.reference,
@@ -322,6 +324,7 @@ def _model_result(name: str, config: TrainConfig, fitted: Fitted) -> ModelResult
         fitted.history.precision,
         fitted.history.epochs,
     )
+    return dataclasses.replace(result, precision_reason=fitted.history.precision_reason)
 
 
 def _rating_only(

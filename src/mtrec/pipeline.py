@@ -465,6 +465,7 @@ def train_model(
         "train_seconds": round(history.seconds, 3),
         "ranker_seconds": round(ranker_seconds, 3) if fitted_ranker is not None else None,
         "precision": history.precision,
+        "precision_reason": history.precision_reason,
         "history": [dataclasses.asdict(e) for e in history.epochs],
         "index": index_info,
     }
