@@ -8,6 +8,7 @@ figures and the process's peak resident memory (ru_maxrss).
 
     python benchmarks/train_throughput.py                    # 1M, 5M, 25M
     python benchmarks/train_throughput.py --sizes 1000000 --dense   # the pre-sparse step
+    python benchmarks/train_throughput.py --sizes 1000000 --presets reference tuned default
 
 ``--dense`` trains with dense embedding gradients (the step before row-sparse updates),
 for a before/after comparison on the same machine. Run nothing else meanwhile: on a
@@ -27,29 +28,34 @@ import time
 from pathlib import Path
 
 
-def child(path: str, batch: int, dense: bool, epochs: int) -> None:
+def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str) -> None:
+    import dataclasses
     import importlib
 
     import torch
 
-    from mtrec.config import ModelConfig, TrainConfig
+    from mtrec.config import ModelConfig, TrainConfig, preset
     from mtrec.data.files import load_interactions
-    from mtrec.features import RatingScale, Vocabs, encode
+    from mtrec.features import RatingScale, Vocabs, encode, seen_items
     from mtrec.model import MultiTaskModel
 
     training = importlib.import_module("mtrec.train")  # the module (mtrec.train is the function)
     if dense:
-        training.sparse_updates = lambda config: False
+        training.sparse_updates = lambda config, rows: False
     start = time.perf_counter()
     dataset = load_interactions(path)
     loaded = time.perf_counter()
     vocabs = Vocabs.from_dataset(dataset)
     data = encode(dataset.interactions, vocabs, RatingScale.of(dataset))
     encoded = time.perf_counter()
-    model = MultiTaskModel(len(vocabs.users), len(vocabs.items), ModelConfig(), seed=0)
-    history = training.train(
-        model, data, TrainConfig(epochs=epochs, batch_size=batch, seed=0, shuffle=True)
-    )
+    model_config, train_config = ModelConfig(), TrainConfig(seed=0, shuffle=True)
+    if preset_name != "throughput":  # a preset's model, less the side features (no metadata)
+        model_config, train_config = preset(preset_name, seed=0)
+        model_config = dataclasses.replace(model_config, user_features=(), item_features=())
+    train_config = dataclasses.replace(train_config, epochs=epochs, batch_size=batch)
+    model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config, seed=0)
+    model.set_history(seen_items(data, len(vocabs.users)))  # a no-op without history
+    history = training.train(model, data, train_config)
     rows = len(data) * epochs
     print(
         json.dumps(
@@ -64,7 +70,9 @@ def child(path: str, batch: int, dense: bool, epochs: int) -> None:
                 "precision": history.precision,
                 "threads": torch.get_num_threads(),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
-                "sparse": not dense,
+                "sparse": training.sparse_updates(train_config, model.n_users + model.n_items)
+                and not dense,
+                "preset": preset_name,
             }
         )
     )
@@ -78,11 +86,18 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1000)
     parser.add_argument("--epochs", type=int, default=1)
     parser.add_argument("--dense", action="store_true", help="Dense gradients (before).")
+    parser.add_argument(
+        "--presets",
+        nargs="+",
+        default=["throughput"],
+        help="throughput (the model above) and/or named presets (reference, tuned, default: "
+        "their model and optimizer without side features; the ranking stage is not trained)",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.batch_size, args.dense, args.epochs)
+        child(args.child, args.batch_size, args.dense, args.epochs, args.presets[0])
         return
     from mtrec.data import synthesize
     from mtrec.data.synth import write_parquet
@@ -94,12 +109,13 @@ def main() -> None:
             start = time.perf_counter()
             write_parquet(synthesize(size, args.users, args.items, seed=0), path)
             print(f"wrote {path} in {time.perf_counter() - start:.1f} s", flush=True)
-        cmd = [sys.executable, __file__, "--child", str(path), "--batch-size",
-               str(args.batch_size), "--epochs", str(args.epochs)]  # fmt: skip
-        if args.dense:
-            cmd.append("--dense")
-        done = subprocess.run(cmd, capture_output=True, text=True, check=True)
-        print(done.stdout.strip(), flush=True)
+        for name in args.presets:
+            cmd = [sys.executable, __file__, "--child", str(path), "--presets", name,
+                   "--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]  # fmt: skip
+            if args.dense:
+                cmd.append("--dense")
+            done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+            print(done.stdout.strip(), flush=True)
 
 
 if __name__ == "__main__":

@@ -95,5 +95,29 @@ def test_sparse_gradients_refused_where_not_exact() -> None:
     table(torch.tensor([1])).sum().backward()
     with pytest.raises(ValueError, match="weight decay"):
         Adagrad(table.parameters(), lr=0.1, weight_decay=0.01).step()
-    with pytest.raises(ValueError, match="sparse"):
-        Adam(table.parameters(), lr=0.1).step()
+
+
+@pytest.mark.parametrize(("decoupled", "weight_decay"), [(False, 0.0), (True, 0.1), (False, 0.1)])
+def test_lazy_adam_rows_match_dense_adam_where_every_row_trains(
+    decoupled: bool, weight_decay: float
+) -> None:
+    """Touched every step, a row moves as dense Adam(W) moves it; untouched, not at all."""
+    gen = torch.Generator().manual_seed(2)
+    dense = torch.nn.Embedding(6, 3)
+    sparse = torch.nn.Embedding(9, 3, sparse=True)  # rows 6.. never drawn
+    with torch.no_grad():
+        sparse.weight[:6].copy_(dense.weight)
+    untouched = sparse.weight[6:].detach().clone()
+    kw = {"lr": 0.05, "weight_decay": weight_decay, "decoupled": decoupled}
+    opt_d, opt_s = Adam(dense.parameters(), **kw), Adam(sparse.parameters(), **kw)
+    for _ in range(7):
+        rows = torch.cat([torch.arange(6), torch.randint(0, 6, (5,), generator=gen)])
+        target = torch.randn(len(rows), 3, generator=gen)
+        for table, opt in ((dense, opt_d), (sparse, opt_s)):
+            opt.zero_grad()
+            ((table(rows) - target) ** 2).sum().backward()
+            opt.step()
+    assert sparse.weight.grad is not None and sparse.weight.grad.is_sparse
+    assert torch.allclose(dense.weight, sparse.weight[:6], rtol=0, atol=1e-6)
+    assert torch.equal(sparse.weight[6:], untouched)
+    assert (opt_s.exp_avg[0][6:] == 0).all() and (opt_s.exp_avg_sq[0][6:] == 0).all()

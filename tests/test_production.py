@@ -347,3 +347,33 @@ def test_cli_warm_start(tiny_dir: Path, tmp_path: Path) -> None:
     assert saved.train_config.epochs == 1  # ...under the flags
     assert saved.data["warm_start"]["replay"] == 0.5
     assert len(saved.vocabs.users) == len(np.unique(rows[:, 0]))
+
+
+@pytest.mark.slow
+def test_warm_start_on_a_log_split_by_time(ml100k: Dataset) -> None:
+    """ML-100K by time: the old model knows the first 60%, the warm start continues it on
+    the next 20%, the full retrain learns the first 80% from scratch; all are measured on
+    the last 20%'s rows that the old model can score (benchmarks/warm_start.py: 3 seeds)."""
+    from mtrec.features import known_rows
+
+    ev = ml100k.interactions
+    order = np.argsort(ev.timestamp, kind="stable")
+    n = len(order)
+
+    def part(a: float, b: float) -> Dataset:
+        rows = np.sort(order[int(n * a) : int(n * b)])
+        return Dataset("part", ev.take(rows), has_ratings=True)  # no metadata: a user's log
+
+    old = mtrec.fit(part(0, 0.6), "default", holdout=None)
+    test = part(0.8, 1.0)
+    known = known_rows(test.interactions, old.vocabs).known
+    test = Dataset("test", test.interactions.take(np.flatnonzero(known)), has_ratings=True)
+    warm = mtrec.fit(part(0.6, 0.8), init_from=old, holdout=None)
+    full = mtrec.fit(part(0, 0.8), "default", holdout=None)
+    assert len(warm.vocabs.users) > len(old.vocabs.users)  # the newer part brings new users
+    before, after, retrained = old.evaluate(test), warm.evaluate(test), full.evaluate(test)
+    for key in ("recall", "ndcg"):  # seed 42: 0.1354 / 0.1806 against 0.1241 / 0.1643
+        assert after["served"][key] >= before["served"][key], key
+        assert after["served"][key] >= retrained["served"][key] - 0.01, key
+    # the rating head: close to both (0.2617 against 0.2580 old and 0.2545 retrained)
+    assert after["rmse"] <= min(before["rmse"], retrained["rmse"]) + 0.01

@@ -215,6 +215,12 @@ class TrainConfig(_JsonConfig):
     """Seeds initialisation and, with ``shuffle``, the batch order of every epoch."""
     shuffle: bool = False
     """Reshuffle the training rows every epoch; the reference keeps its one shuffled order."""
+    sparse_updates: typing.Literal["auto", "on", "off"] = "auto"
+    """Row-sparse updates of the per-user and per-item tables: a step then costs O(batch)
+    instead of O(users + items). Exact for Adagrad without weight decay (always on there
+    under ``auto``); for Adam(W) "lazy" (a row's moments and weight decay move only when a
+    batch touches it, as ``torch.optim.SparseAdam``), which ``auto`` turns on only for
+    tables of ``LAZY_MIN_ROWS`` rows or more, where the dense step's cost dominates."""
     precision: typing.Literal["auto", "fp32", "bf16"] = "auto"
     """Matmul precision in training. ``bf16``: matmuls in bfloat16 as under
     ``torch.autocast``, with float32 weights, softmax, losses and optimizer state (4x

@@ -109,12 +109,16 @@ class Adam:
     @torch.no_grad()
     def step(self) -> None:
         live = [i for i, p in enumerate(self.params) if p.grad is not None]
-        if any(self.params[i].grad.is_sparse for i in live):  # type: ignore[union-attr]
-            raise ValueError("Adam: sparse gradients are not supported; train with dense ones")
         if not live:
             return
         self.step_count += 1
         t = float(self.step_count)
+        sparse = [i for i in live if self.params[i].grad.is_sparse]  # type: ignore[union-attr]
+        for i in sparse:
+            self._sparse_step(i, t)
+        live = [i for i in live if i not in sparse]
+        if not live:
+            return
         b1, b2 = self.betas
         params = [self.params[i] for i in live]
         grads: list[torch.Tensor] = [self.params[i].grad for i in live]  # type: ignore[misc]
@@ -131,3 +135,29 @@ class Adam:
         torch._foreach_div_(denom, (1 - b2**t) ** 0.5)
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(params, m, denom, value=-self.lr / (1 - b1**t))
+
+    def _sparse_step(self, i: int, t: float) -> None:
+        """The update on the rows a sparse embedding gradient touches ("lazy" Adam, as
+        ``torch.optim.SparseAdam``): their moments and weights move, weight decay
+        included; untouched rows keep theirs until a batch touches them again.
+
+        Not the dense update's arithmetic (that would decay every row's moments, and with
+        weight decay every row, each step): O(batch) a step instead of O(table), which is
+        what makes Adam(W) affordable on tables of hundreds of thousands of rows.
+        """
+        param, grad = self.params[i], self.params[i].grad
+        assert grad is not None
+        grad = grad.coalesce()  # duplicate rows summed, as the dense gradient would
+        rows, values = grad.indices()[0], grad.values()
+        b1, b2 = self.betas
+        weights = param.index_select(0, rows)
+        if self.weight_decay and self.decoupled:
+            weights.mul_(1 - self.lr * self.weight_decay)
+        elif self.weight_decay:
+            values = values.add(weights, alpha=self.weight_decay)
+        m = self.exp_avg[i].index_select(0, rows).lerp_(values, 1 - b1)
+        v = self.exp_avg_sq[i].index_select(0, rows).mul_(b2).addcmul_(values, values, value=1 - b2)
+        self.exp_avg[i].index_copy_(0, rows, m)
+        self.exp_avg_sq[i].index_copy_(0, rows, v)
+        denom = v.sqrt_().div_((1 - b2**t) ** 0.5).add_(self.eps)
+        param.index_copy_(0, rows, weights.addcdiv_(m, denom, value=-self.lr / (1 - b1**t)))

@@ -268,6 +268,10 @@ class MultiTaskModel(nn.Module):
     def n_items(self) -> int:
         return int(self.item_embedding.num_embeddings)
 
+    @property
+    def n_users(self) -> int:
+        return int(self.user_embedding.num_embeddings)
+
     def _tower(
         self,
         side: str,
