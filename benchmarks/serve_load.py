@@ -8,12 +8,15 @@ the ranking stage measured in the same run. Last, the same at 32 connections whi
 model directory is replaced (``artifact.save``: one atomic exchange) and reloaded
 (``POST /v1/admin/reload``) every ``--swap-every`` seconds, with a checker that asks for
 the lists of 50 users in turn: a swap must fail no request, and every answer must be the
-list of one of the two models, never a mix.
+list of one of the two models, never a mix. ``--open-loop RATE ...`` adds runs at fixed
+offered rates (a Python asyncio client in its own process; latency from when each
+request was due).
 
     apt-get install wrk                          # once
     python benchmarks/serve_load.py              # 30 s per run
     python benchmarks/serve_load.py --duration 10 --workers 2 --json out.json
     python benchmarks/serve_load.py --duration 10 --swap-every 0.2 --swap-duration 60
+    python benchmarks/serve_load.py --duration 20 --workers 2 --connections 32 --open-loop 500 1000
 """
 
 from __future__ import annotations
@@ -125,6 +128,85 @@ def lists_of(base: str, served: Path, model: Any, users: int = 50) -> list[list[
             return first
 
 
+def open_loop(port: int, rate: float, duration: float, connections: int) -> dict[str, Any]:
+    """Requests offered at a fixed ``rate`` (not as fast as answers come back, as wrk does),
+    over ``connections`` keep-alive connections; each latency counts from when its request
+    was due, so a stalled server is charged for the queue it builds (no coordinated
+    omission). Runs in its own process, so the client's CPU never waits on this one's GIL."""
+    import multiprocessing
+
+    with multiprocessing.get_context("spawn").Pool(1) as pool:
+        result: dict[str, Any] = pool.apply(_open_loop_run, (port, rate, duration, connections))
+    return result
+
+
+def _open_loop_run(port: int, rate: float, duration: float, connections: int) -> dict[str, Any]:
+    import asyncio
+    import random
+
+    async def run() -> dict[str, Any]:
+        loop = asyncio.get_running_loop()
+        jobs: asyncio.Queue[tuple[float, int] | None] = asyncio.Queue()
+        latencies: list[float] = []
+        failed = {"non_2xx": 0, "errors": 0}
+        draw = random.Random(42)
+        n = int(rate * duration)
+
+        async def offer() -> None:
+            start = loop.time() + 0.1
+            for i in range(n):
+                delay = start + i / rate - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                jobs.put_nowait((start + i / rate, draw.randint(1, 943)))
+            for _ in range(connections):
+                jobs.put_nowait(None)
+
+        async def connection() -> None:
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            while (job := await jobs.get()) is not None:
+                due, user = job
+                path = f"/v1/users/{user}/recommendations?k=10"
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                    length = next(
+                        int(line.split(b":")[1])
+                        for line in head.split(b"\r\n")
+                        if line.lower().startswith(b"content-length:")
+                    )
+                    await reader.readexactly(length)
+                except (OSError, asyncio.IncompleteReadError, StopIteration):
+                    failed["errors"] += 1
+                    writer.close()
+                    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                    continue
+                latencies.append(loop.time() - due)
+                failed["non_2xx"] += not head.startswith(b"HTTP/1.1 2")
+            writer.close()
+
+        started = loop.time()
+        await asyncio.gather(offer(), *(connection() for _ in range(connections)))
+        seconds = loop.time() - started
+        ordered = sorted(latencies)
+
+        def pct(q: float) -> float:
+            return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1e3 if ordered else 0.0
+
+        return {
+            "offered_rps": rate,
+            "achieved_rps": len(latencies) / seconds,
+            "connections": connections,
+            "requests": n,
+            "p50_ms": pct(0.50),
+            "p99_ms": pct(0.99),
+            "max_ms": ordered[-1] * 1e3 if ordered else 0.0,
+            **failed,
+        }
+
+    return asyncio.run(run())
+
+
 def show(r: dict[str, Any], label: str = "") -> None:
     print(
         f"{r['connections']:>4} conn{label}: {r['rps']:8.0f} req/s  p50 {r['p50_ms']:6.2f} ms  "
@@ -144,6 +226,13 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=None, help="mtrec serve --workers")
     ap.add_argument("--swap-every", type=float, default=2.0, help="seconds between swaps")
     ap.add_argument("--swap-duration", type=int, default=None, help="default: --duration")
+    ap.add_argument(
+        "--open-loop",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also offer these fixed rates (req/s), open loop, for --duration each",
+    )
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install wrk")
@@ -198,6 +287,16 @@ def main() -> None:
         for connections in args.connections:
             results.append(wrk(base, connections, args.duration, script))
             show(results[-1])
+        for rate in args.open_loop:
+            fixed = open_loop(port, rate, args.duration, 32)
+            results.append(fixed)
+            print(
+                f"open loop, {rate:.0f} req/s offered over 32 conn: {fixed['achieved_rps']:.0f} "
+                f"answered/s  p50 {fixed['p50_ms']:.2f} ms  p99 {fixed['p99_ms']:.2f} ms  "
+                f"max {fixed['max_ms']:.1f} ms  non-2xx {fixed['non_2xx']}  errors "
+                f"{fixed['errors']} of {fixed['requests']}",
+                flush=True,
+            )
         alone = wrk(base, 32, args.duration, first_stage)
         show(alone, " (first stage alone, ranking=false)")
         at_32 = next((r for r in results if r["connections"] == 32), None)
