@@ -79,3 +79,32 @@ def test_temporal_split_per_user() -> None:
     assert len(split.train) + len(split.test) == len(log)
     with pytest.raises(ConfigError):
         temporal_split(_log([1], [1]), test_fraction=0.5, per_user=True)
+
+
+def test_planted_logs_carry_taste_and_the_oracle_sees_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from mtrec.data.synth import synthesize_planted
+    from mtrec.evaluate.oracle import planted_lists
+
+    sizes = (60_000, 3_000, 2_000)
+    log, truth = synthesize_planted(*sizes, clusters=8, seed=1)
+    again, _ = synthesize_planted(*sizes, clusters=8, seed=1)
+    assert np.array_equal(log.user, again.user) and np.array_equal(log.item, again.item)
+    pairs = log.user * 10_000 + log.item
+    assert len(np.unique(pairs)) == len(pairs) <= sizes[0]  # a pair drawn twice is kept once
+    assert log.user.min() >= 1 and log.item.max() <= sizes[2] and set(log.rating) <= {1, 2, 3, 4, 5}
+    # each cluster's users favour their own items: the truth ranks them far above popularity
+    report = planted_lists(log, truth)
+    assert report.oracle["recall"] > 3 * report.popularity["recall"]
+    # with taste drowned (a huge temperature), the oracle is the popularity chart
+    flat, flat_truth = synthesize_planted(*sizes, clusters=8, temperature=1e6, seed=1)
+    level = planted_lists(flat, flat_truth)
+    assert level.oracle["recall"] == pytest.approx(level.popularity["recall"], rel=0.25)
+    path = tmp_path / "p.parquet"
+    args = ["data", "synth", "--planted", "-o", str(path), "--interactions", "20000"]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--users", "500", "--items", "300", "--clusters", "4"])
+    assert done.value.code in (0, None)
+    assert pq.read_table(path).num_rows <= 20_000
+    assert "recall@10 oracle" in capsys.readouterr().out

@@ -31,10 +31,11 @@ from mtrec.config import preset as make_preset
 from mtrec.data import Dataset, load_movielens, synthesize
 from mtrec.data.files import ColumnMap, load_interactions
 from mtrec.data.movielens import MOVIELENS
-from mtrec.data.synth import write_parquet
+from mtrec.data.synth import synthesize_planted, write_parquet
 from mtrec.distributed import join_from_env, leave
 from mtrec.errors import ConfigError, MtrecError
 from mtrec.evaluate import ListReport
+from mtrec.evaluate.oracle import planted_lists
 from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
 from mtrec.pipeline import evaluate_saved, evaluate_saved_lists, evaluate_saved_on, train_model
@@ -471,16 +472,52 @@ def data_synth(
     users: Annotated[int, typer.Option(help="Users.")] = 200_000,
     items: Annotated[int, typer.Option(help="Items.")] = 80_000,
     seed: Annotated[int, typer.Option(help="The same seed gives the same file.")] = 0,
+    planted: Annotated[
+        bool,
+        typer.Option(
+            help="Plant taste clusters in the choices (users pick items by popularity and "
+            "taste), and report the oracle's recall@10 beside popularity's. Without it, "
+            "choices follow activity and popularity alone (for throughput runs)."
+        ),
+    ] = False,
+    clusters: Annotated[int, typer.Option(help="--planted: taste clusters.")] = 32,
+    temperature: Annotated[
+        float, typer.Option(help="--planted: taste's temperature (larger: popularity rules).")
+    ] = 0.1,
+    popularity_weight: Annotated[
+        float, typer.Option(help="--planted: the exponent a of popularity^a in a choice.")
+    ] = 0.5,
 ) -> None:
     """Write a synthetic log (power-law popularity, latent-factor ratings) for benchmarks."""
     start = time.perf_counter()
-    log = synthesize(interactions, users, items, seed=seed)
+    if planted:
+        log, truth = synthesize_planted(
+            interactions,
+            users,
+            items,
+            clusters=clusters,
+            temperature=temperature,
+            popularity_weight=popularity_weight,
+            seed=seed,
+        )
+    else:
+        log = synthesize(interactions, users, items, seed=seed)
     write_parquet(log, output)
     out.print(
         f"wrote {len(log):,} interactions ({users:,} users, {items:,} items) to {output} "
         f"in {time.perf_counter() - start:.1f} s",
         highlight=False,
     )
+    if planted:
+        report = planted_lists(log, truth)
+        oracle, popular = report.oracle, report.popularity
+        out.print(
+            f"on mtrec train's split (random 0.2, seed 42; {report.users:,} of "
+            f"{report.of_users:,} test users sampled): recall@10 oracle "
+            f"{oracle['recall']:.4f} (NDCG {oracle['ndcg']:.4f}), popularity "
+            f"{popular['recall']:.4f} (NDCG {popular['ndcg']:.4f})",
+            highlight=False,
+        )
 
 
 ModelDir = Annotated[
