@@ -17,6 +17,11 @@ SERVED = "served"
 """The name of the list ``mtrec recommend`` serves (the ranker's, or rating-sorted)."""
 
 
+USERS_PER_CHUNK = 4096
+"""Users whose lists are made at a time: the rating head over every candidate of every
+user at once took 24 GB on a 1M-row log with 96k test users (and was killed)."""
+
+
 def user_lists(
     model: MultiTaskModel,
     two_stage: TwoStage | None,
@@ -33,12 +38,38 @@ def user_lists(
     ``candidates`` by retrieval re-sorted by predicted rating (the reference's list);
     ``retrieval``: the two-tower top k; ``retrieve C, then rank by rating`` (with a
     ranker, for the record); ``popularity``: most training interactions; ``EASE``
-    (catalogues of at most ``EASE_MAX_ITEMS``).
+    (catalogues of at most ``EASE_MAX_ITEMS``). Made ``USERS_PER_CHUNK`` users at a time.
     """
     n_items = model.n_items
-    exclude = [seen.of(int(u))[0] for u in users]
     with torch.inference_mode():
         index = ExactIndex(model.embed_items().numpy())
+    weights = None
+    if n_items <= EASE_MAX_ITEMS:
+        weights = ease_weights(seen.as_rows(), n_items, ease_lambda)
+    parts = [
+        _lists(
+            model, two_stage, seen, users[lo : lo + USERS_PER_CHUNK], index, weights, k, candidates
+        )
+        for lo in range(0, len(users), USERS_PER_CHUNK)
+    ]
+    if not parts:
+        parts = [_lists(model, two_stage, seen, users, index, weights, k, candidates)]
+    return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _lists(
+    model: MultiTaskModel,
+    two_stage: TwoStage | None,
+    seen: SeenItems,
+    users: NDArray[np.int64],
+    index: ExactIndex,
+    ease: NDArray[np.float32] | None,
+    k: int,
+    candidates: int,
+) -> dict[str, NDArray[np.int64]]:
+    """``user_lists`` for one chunk of users."""
+    exclude = [seen.of(int(u))[0] for u in users]
+    with torch.inference_mode():
         queries = model.embed_users(torch.from_numpy(users)).numpy()
     rated = retrieve_then_rank(
         model, index, users, k=k, candidates=candidates, exclude=exclude, user_vectors=queries
@@ -50,9 +81,9 @@ def user_lists(
     else:
         lists[SERVED] = rated.rows
     lists["retrieval"] = index.search(queries, k, exclude=exclude)[1]
-    lists["popularity"] = popularity_list(seen, exclude, n_items, k)
-    if n_items <= EASE_MAX_ITEMS:
-        lists["EASE"] = ease_list(seen.as_rows(), exclude, n_items, k, ease_lambda)
+    lists["popularity"] = popularity_list(seen, exclude, model.n_items, k)
+    if ease is not None:
+        lists["EASE"] = ease_scores_list(ease, exclude, k)
     return lists
 
 
@@ -75,8 +106,14 @@ def ease_list(
 ) -> NDArray[np.int64]:
     """(n, k): EASE fitted on ``train``, each user's binary history row folded in (their
     scores are the row times the weights), the history left out of the list."""
-    weights = ease_weights(train, n_items, ease_lambda)
-    rows = np.zeros((len(histories), n_items), dtype=np.float32)
+    return ease_scores_list(ease_weights(train, n_items, ease_lambda), histories, k)
+
+
+def ease_scores_list(
+    weights: NDArray[np.float32], histories: list[NDArray[np.int64]], k: int
+) -> NDArray[np.int64]:
+    """(n, k): the top ``k`` of each binary history row times the EASE ``weights``."""
+    rows = np.zeros((len(histories), weights.shape[0]), dtype=np.float32)
     for j, items in enumerate(histories):
         rows[j, items] = 1.0
     return ExactIndex(np.ascontiguousarray(weights.T)).search(rows, k, exclude=histories)[1]
