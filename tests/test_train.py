@@ -184,12 +184,12 @@ def test_auto_precision_is_measured_and_leaves_no_trace(
 
     def close_call(*args, **kwargs):  # type: ignore[no-untyped-def]
         timed.append(real(*args, **kwargs))  # the real trial runs...
-        return 1.0, 0.95  # ...and bf16 comes out barely faster
+        return 1.0, 0.85  # ...and bf16 comes out barely faster
 
     monkeypatch.setattr(training, "_time_steps", close_call)
     _, _, model_auto, history_auto, _ = _fit(tiny_dir, config)
     assert timed and history_auto.precision == "fp32"
-    assert "not faster by 10%" in history_auto.precision_reason
+    assert "not faster by 20%" in history_auto.precision_reason
     # ...and the trial left nothing behind: same weights as a run told fp32 outright
     model_fp32 = _fit(tiny_dir, fp32)[2]
     for a, b in zip(

@@ -226,9 +226,11 @@ class TrainConfig(_JsonConfig):
     ``torch.autocast``, with float32 weights, softmax, losses and optimizer state (4x
     faster matmuls on CPUs with native bf16; the metrics stay in the reference bands).
     ``auto``: bf16 only where the CPU has native bf16 instructions *and* a few timed
-    training steps at the start show it at least 10% faster than fp32 (on some CPUs with
-    AVX512-BF16 it is slower); the choice and the timings are recorded with the run.
-    Evaluation always runs in float32."""
+    training steps at the start show it at least 20% faster than fp32 (on some CPUs with
+    AVX512-BF16 it is slower); the choice and the timings are recorded with the run, and a
+    saved model's config records the precision that ran. Where the two are within timing
+    noise of that margin, two ``auto`` runs may choose differently: give ``fp32`` or
+    ``bf16`` for bit-identical reruns. Evaluation always runs in float32."""
 
     def __post_init__(self) -> None:
         checks = [

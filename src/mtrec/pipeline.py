@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.baselines import ease_weights
@@ -469,23 +470,14 @@ def train_model(
         "history": [dataclasses.asdict(e) for e in history.epochs],
         "index": index_info,
     }
-    items = ItemInfo.from_items(prepared.vocabs.items, dataset.items)
-    popularity = liked_counts(prepared.train, prepared.n_items)
-    data = _data_record(prepared)
-    if init_from is not None:
-        items = merged_items(init_from.items, items)
-        # from every user's seen items, old and new (the training rows hold replayed ones)
-        popularity = liked_counts(prepared.seen.as_rows(), prepared.n_items)
-        data["warm_start"] = {
-            "users": [len(init_from.vocabs.users), prepared.n_users],
-            "items": [len(init_from.vocabs.items), prepared.n_items],
-            "replay": replay,
-            "from": init_from.data,
-        }
+    items, popularity, data = _what_it_knows(prepared, init_from, replay)
     return SavedModel(
         model,
         model.config,
-        prepared.train_config,
+        # the precision that ran, not "auto": the saved config then trains the same model
+        dataclasses.replace(
+            prepared.train_config, precision="bf16" if history.precision == "bf16" else "fp32"
+        ),
         prepared.vocabs,
         items,
         prepared.seen,
@@ -497,6 +489,26 @@ def train_model(
         fitted_ranker,
         None if two is None else two.stage.item_item,
     )
+
+
+def _what_it_knows(
+    prepared: Prepared, init_from: SavedModel | None, replay: float
+) -> tuple[ItemInfo, NDArray[np.int64], dict[str, Any]]:
+    """The saved model's item metadata, popularity (the unknown-user list) and data
+    record; a warm start's join the saved model's with the new data's."""
+    items = ItemInfo.from_items(prepared.vocabs.items, prepared.dataset.items)
+    data = _data_record(prepared)
+    if init_from is None:
+        return items, liked_counts(prepared.train, prepared.n_items), data
+    data["warm_start"] = {
+        "users": [len(init_from.vocabs.users), prepared.n_users],
+        "items": [len(init_from.vocabs.items), prepared.n_items],
+        "replay": replay,
+        "from": init_from.data,
+    }
+    # popularity from every user's seen items, old and new (the rows hold replayed ones)
+    popularity = liked_counts(prepared.seen.as_rows(), prepared.n_items)
+    return merged_items(init_from.items, items), popularity, data
 
 
 NOT_EVALUATED = "none: every row trained (holdout none), nothing was held out to evaluate on"
