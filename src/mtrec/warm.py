@@ -46,13 +46,7 @@ def extended_vocabs(saved: SavedModel, dataset: Dataset) -> Vocabs:
 
 def merged_seen(old: SeenItems, new_rows: EncodedInteractions, n_users: int) -> SeenItems:
     """Every user's seen items, old and new (a pair rated again keeps the new rating)."""
-    before = old.as_rows()
-    rows = EncodedInteractions(
-        torch.cat([before.user, new_rows.user]),
-        torch.cat([before.item, new_rows.item]),
-        torch.cat([before.label, new_rows.label]),
-    )
-    return seen_items(rows, n_users)
+    return seen_items(EncodedInteractions.cat([old.as_rows(), new_rows]), n_users)
 
 
 def inherit(model: MultiTaskModel, saved: MultiTaskModel) -> None:
@@ -121,9 +115,5 @@ def with_replay(
     generator = torch.Generator().manual_seed(seed + 7919)
     before = old.as_rows()
     keep = torch.rand(len(before), generator=generator) < fraction
-    rows = EncodedInteractions(
-        torch.cat([before.user[keep], new_rows.user]),
-        torch.cat([before.item[keep], new_rows.item]),
-        torch.cat([before.label[keep], new_rows.label]),
-    )
+    rows = EncodedInteractions.cat([before.subset(keep), new_rows])
     return rows.subset(torch.randperm(len(rows), generator=generator))

@@ -85,6 +85,15 @@ class EncodedInteractions:
         """The rows selected by an index or boolean mask tensor."""
         return EncodedInteractions(self.user[rows], self.item[rows], self.label[rows])
 
+    @staticmethod
+    def cat(parts: list[EncodedInteractions]) -> EncodedInteractions:
+        """The rows of ``parts``, one after another."""
+        return EncodedInteractions(
+            torch.cat([p.user for p in parts]),
+            torch.cat([p.item for p in parts]),
+            torch.cat([p.label for p in parts]),
+        )
+
 
 def encode(
     interactions: Interactions, vocabs: Vocabs, scale: RatingScale | None = None
