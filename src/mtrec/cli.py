@@ -34,6 +34,7 @@ from mtrec.data.movielens import MOVIELENS
 from mtrec.data.synth import synthesize_planted, write_parquet
 from mtrec.distributed import join_from_env, leave
 from mtrec.errors import ConfigError, MtrecError
+from mtrec.estimator import run_config
 from mtrec.evaluate import ListReport
 from mtrec.evaluate.oracle import planted_lists
 from mtrec.index import INDEX_KINDS
@@ -658,12 +659,7 @@ def train_cmd(
         else Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume)
     )
     warm = None if init_from is None else artifact.load(init_from)
-    if config is not None:
-        run = RunConfig.read(config)
-    elif warm is not None:  # the saved model's own settings, then the flags
-        run = RunConfig.from_dict(artifact.config_document(warm), str(init_from))
-    else:
-        run = RunConfig()
+    run = run_config(config, warm)  # then the flags over it
     model_config, train_config, ranker = run.resolve(
         preset,
         retrieval_weight=retrieval_weight,
@@ -818,17 +814,10 @@ def _holdout(text: str | None, given_test: bool) -> float:
 
 
 def _test_data(path: Path, flags: dict[str, Any]) -> Dataset:
-    """--test-interactions, read with the same column flags as --interactions."""
-    columns = ColumnMap(
-        flags["user_col"], flags["item_col"], flags["rating_col"], flags["timestamp_col"]
-    )
-    rating_range = flags["rating_range"]
-    return load_interactions(
-        path,
-        columns,
-        bad_rows="skip" if flags["skip_bad_rows"] else "error",
-        rating_range=None if rating_range is None else _rating_range(rating_range),
-    )
+    """--test-interactions, read with the same column flags as --interactions (the
+    catalogue comes from the training data)."""
+    data_flags = {key: flags[key] for key in DATA_FLAGS}
+    return _load_data(**{**data_flags, "interactions": path, "items_file": None})
 
 
 @app.command("evaluate")

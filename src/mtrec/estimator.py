@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from mtrec import artifact
+from mtrec.artifact import SavedModel
 from mtrec.config import ModelConfig, RunConfig, TrainConfig
 from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
-from mtrec.evaluate import SERVED
-from mtrec.pipeline import evaluate_saved_on, train_model
+from mtrec.pipeline import evaluate_saved_on, served_summary, train_model
 from mtrec.recommend import Recommender
 
 
@@ -49,12 +49,10 @@ class Model(Recommender):
         accuracy and rating errors, the served list beside retrieval alone, popularity and
         EASE (``lists``; ``served`` in short), and the test rows it could not score."""
         evaluation = evaluate_saved_on(self.saved, as_dataset(test, columns), k=k)
-        lists = [dataclasses.asdict(r) for r in evaluation.lists]
-        served = next(r for r in lists if r["name"] == SERVED)
         return {
             **dataclasses.asdict(evaluation.report),
-            "served": {"k": k, "recall": served["recall"], "ndcg": served["ndcg"]},
-            "lists": lists,
+            "served": served_summary(evaluation.lists),
+            "lists": [dataclasses.asdict(r) for r in evaluation.lists],
             "unseen_test": evaluation.unseen.to_dict(),
         }
 
@@ -98,11 +96,7 @@ def fit(
     warm = None
     if init_from is not None:
         warm = init_from.saved if isinstance(init_from, Recommender) else artifact.load(init_from)
-    run = config if isinstance(config, RunConfig) else RunConfig()
-    if isinstance(config, str | Path):
-        run = RunConfig.read(config)
-    elif config is None and warm is not None:
-        run = RunConfig.from_dict(artifact.config_document(warm), "init_from")
+    run = run_config(config, warm)
     model_config, train_config, ranker = run.resolve(preset_name, **overrides)
     saved = train_model(
         dataset,
@@ -116,6 +110,18 @@ def fit(
         replay=replay,
     )
     return Model(saved)
+
+
+def run_config(config: str | Path | RunConfig | None, warm: SavedModel | None) -> RunConfig:
+    """The settings a run starts from: a config file, else (a warm start) the saved
+    model's own config, else none (the preset and the overrides alone)."""
+    if isinstance(config, RunConfig):
+        return config
+    if config is not None:
+        return RunConfig.read(config)
+    if warm is not None:
+        return RunConfig.from_dict(artifact.config_document(warm), "the saved model's config")
+    return RunConfig()
 
 
 def load(directory: str | Path) -> Model:

@@ -540,7 +540,7 @@ def _held_out_metrics(
     lists = served_lists(model, two, prepared, k=k)
     said = {
         **dataclasses.asdict(reference),
-        "served": _served_summary(lists),
+        "served": served_summary(lists),
         "lists": [dataclasses.asdict(r) for r in lists],
     }
     if prepared.unseen is not None:
@@ -573,7 +573,8 @@ def _list_reports(
     return list_reports(lists, users, test)
 
 
-def _served_summary(reports: list[ListReport]) -> dict[str, Any]:
+def served_summary(reports: list[ListReport]) -> dict[str, Any]:
+    """The served list's k, recall and NDCG: ``metrics.json``'s ``served``."""
     served = next(r for r in reports if r.name == SERVED)
     return {"k": served.k, "recall": served.recall, "ndcg": served.ndcg}
 
