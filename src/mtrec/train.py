@@ -74,14 +74,6 @@ def native_bf16() -> bool:
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
-def compute_dtype(precision: str) -> torch.dtype | None:
-    """The matmul dtype for a ``TrainConfig.precision`` without a model to time: bf16 where
-    asked, or where ``auto`` finds native instructions (``choose_precision`` measures)."""
-    if precision == "bf16" or (precision == "auto" and native_bf16()):
-        return torch.bfloat16
-    return None
-
-
 BF16_MARGIN = 0.8
 """``auto`` picks bf16 only when its steps take at most this share of fp32's: close calls
 stay fp32 (exact, and the same choice run after run: at 0.9 the default preset's model,
@@ -101,7 +93,8 @@ def choose_precision(
     stays (gradients cleared, the random state restored); data-parallel processes decide
     together."""
     if config.precision != "auto":
-        return compute_dtype(config.precision), f"{config.precision}, as configured"
+        dtype = torch.bfloat16 if config.precision == "bf16" else None
+        return dtype, f"{config.precision}, as configured"
     if not native_bf16():
         return None, "auto: fp32 (this CPU has no native bf16 instructions)"
     fp32, bf16 = _time_steps(model, data, config, options)
@@ -477,15 +470,16 @@ the dense step is cheap and keeps the arithmetic the presets were tuned with (ML
 def sparse_updates(config: TrainConfig, table_rows: int) -> bool:
     """Whether the embedding tables train with row-sparse gradients (see
     ``TrainConfig.sparse_updates``); ``table_rows`` is users plus items."""
-    exact = config.optimizer == "adagrad" and config.weight_decay == 0
-    if config.sparse_updates == "off" or (config.optimizer == "adagrad" and not exact):
-        if config.sparse_updates == "on":
+    if config.sparse_updates == "off":
+        return False
+    if config.optimizer == "adagrad":  # exact without weight decay; impossible with it
+        if config.weight_decay and config.sparse_updates == "on":
             raise ConfigError(
                 "TrainConfig.sparse_updates: Adagrad with weight decay has no sparse update "
                 "(the decay moves every row); use Adam(W) or no weight decay"
             )
-        return False
-    return exact or config.sparse_updates == "on" or table_rows >= LAZY_MIN_ROWS
+        return not config.weight_decay
+    return config.sparse_updates == "on" or table_rows >= LAZY_MIN_ROWS
 
 
 def retrieval_options(
