@@ -55,10 +55,8 @@ def synthesize(
         # inverse-CDF sampling: one uniform draw and a binary search per row
         u = np.minimum(np.searchsorted(user_cdf, rng.random(hi - lo)), n_users - 1)
         i = np.minimum(np.searchsorted(item_cdf, rng.random(hi - lo)), n_items - 1)
-        signal = np.einsum("nd,nd->n", user_f[u], item_f[i])
-        noisy = 3.0 + 4.0 * signal + 0.5 * rng.standard_normal(hi - lo)
         user[lo:hi], item[lo:hi] = u + 1, i + 1
-        rating[lo:hi] = np.clip(np.rint(noisy), 1, 5)
+        rating[lo:hi] = _stars(user_f[u], item_f[i], rng)
     timestamp = 1_000_000_000 + np.arange(n_interactions, dtype=np.int64)
     return Interactions(user.astype(np.int64), item.astype(np.int64), rating, timestamp)
 
@@ -131,15 +129,23 @@ def synthesize_planted(
     _, first = np.unique(user * n_items + item, return_index=True)
     keep = np.sort(first)  # a pair drawn again is dropped; the log's order is kept
     user, item = user[keep], item[keep]
-    signal = np.einsum("nd,nd->n", user_f[user], item_f[item])
-    noisy = 3.0 + 4.0 * signal + 0.5 * rng.standard_normal(len(user))
     log = Interactions(
         (user + 1).astype(np.int64),
         (item + 1).astype(np.int64),
-        np.clip(np.rint(noisy), 1, 5).astype(np.float32),
+        _stars(user_f[user], item_f[item], rng),
         1_000_000_000 + np.arange(len(user), dtype=np.int64),
     )
     return log, PlantedTruth(user_cluster.astype(np.int64), scores.astype(np.float32))
+
+
+def _stars(
+    user_f: NDArray[np.float32], item_f: NDArray[np.float32], rng: np.random.Generator
+) -> NDArray[np.float32]:
+    """1..5 stars from row-aligned user and item factors: ``3 + 4 u . v + noise``, rounded."""
+    signal = np.einsum("nd,nd->n", user_f, item_f)
+    noisy = 3.0 + 4.0 * signal + 0.5 * rng.standard_normal(len(user_f))
+    stars: NDArray[np.float32] = np.clip(np.rint(noisy), 1, 5).astype(np.float32)
+    return stars
 
 
 def write_parquet(interactions: Interactions, path: str | Path) -> Path:

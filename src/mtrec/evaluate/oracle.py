@@ -9,14 +9,13 @@ the split ``mtrec train`` makes (random, seeded), over a seeded sample of test u
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
 
 import numpy as np
-from numpy.typing import NDArray
 
 from mtrec.data import Interactions, random_split
 from mtrec.data.synth import PlantedTruth
 from mtrec.evaluate.metrics import ranking_metrics
+from mtrec.index import ExactIndex
 
 LIKED_STARS = 4.0
 
@@ -58,13 +57,13 @@ def planted_lists(
     starts = np.searchsorted(train.user[order], users)
     ends = np.searchsorted(train.user[order], users, side="right")
     seen = [train.item[order[a:b]] - 1 for a, b in zip(starts, ends, strict=True)]
-    counts = np.bincount(train.item - 1, minlength=n_items)
-    popular = np.argsort(-counts, kind="stable")
-    by_cluster = np.argsort(-truth.scores, axis=1, kind="stable")
-    clusters = truth.user_cluster[users - 1]
-    lists = {
-        "oracle": _top(lambda i: by_cluster[clusters[i]], seen, k),
-        "popularity": _top(lambda _: popular, seen, k),
+    counts = np.bincount(train.item - 1, minlength=n_items).astype(np.float32)
+    clusters = np.eye(truth.scores.shape[0], dtype=np.float32)[truth.user_cluster[users - 1]]
+    lists = {  # the truth as a one-hot cluster query against each item's cluster scores
+        "oracle": ExactIndex(truth.scores.T).search(clusters, k, exclude=seen)[1],
+        "popularity": ExactIndex(counts[:, None]).search(
+            np.ones((len(users), 1), dtype=np.float32), k, exclude=seen
+        )[1],
     }
     position = np.searchsorted(users, test.user[liked])
     at = np.minimum(position, len(users) - 1)
@@ -75,15 +74,3 @@ def planted_lists(
         metrics = ranking_metrics(top, relevant_user, relevant_item)
         measured_lists[name] = {"recall": metrics["recall"], "ndcg": metrics["ndcg"]}
     return PlantedReport(k, len(users), len(candidates), **measured_lists)
-
-
-def _top(
-    ordering: Callable[[int], NDArray[np.int64]], seen: list[NDArray[np.int64]], k: int
-) -> NDArray[np.int64]:
-    """Each user's first ``k`` items of their ordering that they did not see in training."""
-    out = np.full((len(seen), k), -1, dtype=np.int64)
-    for i, items in enumerate(seen):
-        ranked = ordering(i)[: k + len(items)]
-        fresh = ranked[~np.isin(ranked, items)][:k]
-        out[i, : len(fresh)] = fresh
-    return out
