@@ -19,6 +19,7 @@ STAGES = [
     "checkpoint",
     "train",
     "index",
+    "neighbours",
     "ranker",
     "two_stage",
     "evaluate",

@@ -127,6 +127,7 @@ def test_the_ranker_never_sees_a_test_row(tiny_dir: Path) -> None:
     scrambled = EncodedInteractions(test.user, test.item.flip(0), 1.0 - test.label)
     other = fit_ranker_on_training_rows(dataclasses.replace(prepared, test=scrambled), RANKER)
     assert np.array_equal(ranker.weights, other.weights)
+    assert ranker.correction == other.correction  # its rating correction's weight too
     assert np.any(ranker.weights != 0)
 
 

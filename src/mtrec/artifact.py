@@ -122,7 +122,8 @@ class SavedModel:
         if self.ranker is None:
             return None
         counts = interaction_counts(self.seen, len(self.vocabs.items))
-        return TwoStage(StageOne(self.model, self.index, self.item_item, counts), self.ranker)
+        stage = StageOne(self.model, self.index, self.item_item, counts, self.ranker.correction)
+        return TwoStage(stage, self.ranker)
 
 
 def save(saved: SavedModel, directory: str | Path) -> Path:

@@ -731,6 +731,9 @@ def _metrics_line(m: dict[str, Any]) -> str:
         if m["rmse"] != m["rmse"]
         else f"RMSE {m['rmse']:.4f} ({m['rmse_stars']:.3f} stars)"
     )
+    head = m.get("rating_head", {}).get("rmse")
+    if head is not None and head == head and head != m["rmse"]:
+        rating += f", the rating head alone {head:.4f}"
     served = m["served"]
     return (
         f"served list: recall@{served['k']} {served['recall']:.4f}, NDCG@{served['k']} "

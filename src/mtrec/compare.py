@@ -27,11 +27,10 @@ from mtrec.pipeline import (
     fit_ranker_on_training_rows,
     prepare,
     served_lists,
-    stage_one,
+    two_stage,
 )
 from mtrec.recommend import Recommendation, recommend_reference
 from mtrec.train import EpochStats, Progress
-from mtrec.two_stage import TwoStage
 
 
 def weightings(config: TrainConfig) -> tuple[tuple[str, float, float], ...]:
@@ -296,7 +295,7 @@ def compare(
             fitted_ranker = fit_ranker_on_training_rows(
                 prepared, ranker, progress("ranker's stage one") if progress else None
             )
-            two = TwoStage(stage_one(multi, prepared.seen, ranker), fitted_ranker)
+            two = two_stage(multi, prepared.seen, fitted_ranker)
         lists = served_lists(multi, two, prepared, k=k, ease_lambda=ease_lambda)
     return CompareResult(
         dataset.name,

@@ -30,10 +30,9 @@ from mtrec.features import (
     encode,
     seen_items,
 )
-from mtrec.pipeline import Prepared, build_model, fit_ranker_on_training_rows, stage_one
+from mtrec.pipeline import Prepared, build_model, fit_ranker_on_training_rows, two_stage
 from mtrec.ranker import history_queries
 from mtrec.train import Progress, train
-from mtrec.two_stage import TwoStage
 
 
 @dataclasses.dataclass(frozen=True)
@@ -112,7 +111,7 @@ def evaluate_new_users(
     fitted_ranker = fit_ranker_on_training_rows(prepared, ranker, ranker_progress)
     model = build_model(dataset, vocabs, model_config, train_config.seed, seen)
     train(model, parts.train, train_config, progress)
-    two = TwoStage(stage_one(model, seen, ranker), fitted_ranker)
+    two = two_stage(model, seen, fitted_ranker)
     history = parts.history
     queries = history_queries(model, history.indptr, history.items, history.labels)
     lists = {SERVED: two.lists(queries, k).rows}

@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import math
 import time
 from typing import Any
 
@@ -39,6 +40,7 @@ from mtrec.evaluate import (
     ListReport,
     evaluate,
     list_reports,
+    rating_report,
     user_lists,
 )
 from mtrec.features import (
@@ -61,10 +63,12 @@ from mtrec.ranker import (
     Ranker,
     StageOne,
     candidates,
+    fit_correction,
     fit_ranker,
     gains_of,
     histories_of,
     history_queries,
+    predicted_for_pairs,
     stack_candidates,
     user_queries,
 )
@@ -311,14 +315,23 @@ def carve(
     return rows.subset(~held), rows.subset(held)
 
 
+def two_stage(
+    model: MultiTaskModel, seen: SeenItems, ranker: Ranker, index: Index | None = None
+) -> TwoStage:
+    """The fitted ``ranker`` over a stage one built around ``model`` (see ``stage_one``)."""
+    return TwoStage(stage_one(model, seen, ranker.config, index, ranker.correction), ranker)
+
+
 def stage_one(
     model: MultiTaskModel,
     seen: SeenItems,
     config: RankerConfig,
     index: Index | None = None,
+    correction: float = 0.0,
 ) -> StageOne:
     """Stage one over the training histories ``seen``: the model, an index of its items
-    (exact unless given), EASE weights where the catalogue allows, item counts."""
+    (exact unless given), EASE weights where the catalogue allows, item counts, and the
+    neighbourhood correction's weight."""
     if index is None:
         with torch.inference_mode():
             index = ExactIndex(model.embed_items().numpy())
@@ -326,20 +339,23 @@ def stage_one(
     use_item_item = config.item_item and n_items <= ITEM_ITEM_MAX_ITEMS
     rows = seen.as_rows()
     weights = ease_weights(rows, n_items, config.item_item_lambda) if use_item_item else None
-    return StageOne(model, index, weights, interaction_counts(seen, n_items))
+    return StageOne(model, index, weights, interaction_counts(seen, n_items), correction)
 
 
 def fit_ranker_on_training_rows(
     prepared: Prepared, config: RankerConfig, progress: Progress | None = None
 ) -> Ranker:
     """The ranker, fitted without a test row: stage one trains on the training rows less a
-    carved-out share, and the ranker learns to put that share first among its candidates."""
+    carved-out share; the neighbourhood correction's weight is fitted to that share's
+    ratings, and the ranker learns to put that share first among its candidates."""
     tc = prepared.train_config
     fit_rows, held = carve(prepared.train, config.holdout, tc.seed)
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
     train(model, fit_rows, tc, progress)
     stage = stage_one(model, seen, config)
+    if config.rating_correction and prepared.dataset.has_ratings and len(held):
+        stage = stage.with_correction(fit_correction(stage, seen, held))
     users = np.unique(held.user.numpy())
     parts = [candidates(stage, user_queries(stage, users, seen), config.candidates)]
     if model.config.history:  # the same users again, as new users known by their history
@@ -348,7 +364,7 @@ def fit_ranker_on_training_rows(
     found = stack_candidates(parts)
     held_args = (held.user.numpy(), held.item.numpy(), held.label.numpy())
     gains = gains_of(found, np.tile(users, len(parts)), *held_args, config, RatingScale.liked)
-    return fit_ranker(found, gains, config)
+    return fit_ranker(found, gains, config, stage.correction)
 
 
 def held_out_report(
@@ -369,6 +385,22 @@ def held_out_report(
         return report
     nan = float("nan")
     return dataclasses.replace(report, rmse=nan, rmse_stars=nan, mae=nan, mae_stars=nan)
+
+
+def served_ratings(
+    report: EvalReport,
+    two: TwoStage | None,
+    seen: SeenItems,
+    test: EncodedInteractions,
+    scale: RatingScale,
+) -> EvalReport:
+    """``report`` with the rating errors of the ratings the service shows: the rating
+    head's plus the ranking stage's neighbourhood correction, where it has one."""
+    if two is None or not two.stage.correction or math.isnan(report.rmse) or not len(test):
+        return report
+    predicted = predicted_for_pairs(two.stage, seen, test.user.numpy(), test.item.numpy())
+    rated = rating_report(torch.from_numpy(predicted), test.label, scale.high - scale.low)
+    return dataclasses.replace(report, **rated)  # type: ignore[arg-type]
 
 
 def train_model(
@@ -457,10 +489,7 @@ def train_model(
         prepared, progress=progress, checkpoints=checkpoints, init_from=old_model
     )
     built, index_info = _index(model, index, index_params)
-    two = None
-    if fitted_ranker is not None:
-        stage = stage_one(model, prepared.seen, fitted_ranker.config, built)
-        two = TwoStage(stage, fitted_ranker)
+    two = None if fitted_ranker is None else two_stage(model, prepared.seen, fitted_ranker, built)
     metrics = {
         **_held_out_metrics(model, two, prepared, k, estimate, estimate_fraction),
         "train_seconds": round(history.seconds, 3),
@@ -536,10 +565,12 @@ def _held_out_metrics(
         return said
     test, scale = prepared.test, prepared.scale
     rated = prepared.dataset.has_ratings
-    reference = held_out_report(model, test, scale, rated)
+    head = held_out_report(model, test, scale, rated)
+    reference = served_ratings(head, two, prepared.seen, test, scale)
     lists = served_lists(model, two, prepared, k=k)
     said = {
         **dataclasses.asdict(reference),
+        "rating_head": {"rmse": head.rmse, "rmse_stars": head.rmse_stars, "mae": head.mae},
         "served": served_summary(lists),
         "lists": [dataclasses.asdict(r) for r in lists],
     }
@@ -651,7 +682,8 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
     evaluated on at training time (other data, or another version of it).
     """
     test = _rebuilt_test(saved, dataset)
-    return held_out_report(saved.model, test, saved.scale, saved.data.get("has_ratings", True))
+    report = held_out_report(saved.model, test, saved.scale, saved.data.get("has_ratings", True))
+    return served_ratings(report, saved.two_stage(), saved.seen, test, saved.scale)
 
 
 def evaluate_saved_lists(saved: SavedModel, dataset: Dataset, *, k: int = 10) -> list[ListReport]:
@@ -677,8 +709,10 @@ def evaluate_saved_on(saved: SavedModel, test: Dataset, *, k: int = 10) -> Evalu
     kept, unseen = scorable_rows(test, saved.vocabs)
     encoded = encode(kept, saved.vocabs, saved.scale)
     rated = saved.data.get("has_ratings", True) and test.has_ratings
+    two = saved.two_stage()
     report = held_out_report(saved.model, encoded, saved.scale, rated)
-    lists = _list_reports(saved.model, saved.two_stage(), saved.seen, encoded, k, 500.0)
+    report = served_ratings(report, two, saved.seen, encoded, saved.scale)
+    lists = _list_reports(saved.model, two, saved.seen, encoded, k, 500.0)
     return Evaluation(report, lists, unseen)
 
 

@@ -24,6 +24,7 @@ fitted on the rest (see ``pipeline.fit_two_stage``): no test row is ever seen.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 from typing import Any
@@ -34,8 +35,11 @@ from numpy.typing import NDArray
 
 from mtrec.config import RankerConfig
 from mtrec.errors import ArtifactError
+from mtrec.features import EncodedInteractions
 from mtrec.index import Index
 from mtrec.model import Histories, MultiTaskModel, SplitHead
+from mtrec.neighbours import MAX_CORRECTION, by_user, correction, fit_weight, unit_rows
+from mtrec.optim import Adam
 
 FEATURES = (
     "two_tower",
@@ -67,6 +71,9 @@ class Queries:
     """Leave each user's history out of their candidates (False: rated items may return)."""
     blocked: NDArray[np.int64] | None = None
     """Item rows no query's list may hold (a request's filters)."""
+    labels: NDArray[np.float32] | None = None
+    """The history entries' scaled ratings (the neighbourhood correction reads the rating
+    head's errors on them); None: predicted ratings go uncorrected."""
 
     def __len__(self) -> int:
         return len(self.user_rows)
@@ -83,6 +90,7 @@ class Queries:
             user_rows=self.user_rows[lo:hi],
             indptr=self.indptr[lo : hi + 1] - a,
             items=self.items[a:b],
+            labels=None if self.labels is None else self.labels[a:b],
         )
 
     def exclusions(self) -> list[NDArray[np.int64]] | None:
@@ -107,9 +115,9 @@ def user_queries(
     stage: StageOne, users: NDArray[np.int64], seen: Histories, exclude_history: bool = True
 ) -> Queries:
     """Queries for known user rows, each with their training items as history."""
-    indptr, items, _ = histories_of(seen, users)
+    indptr, items, labels = histories_of(seen, users)
     rows = users.astype(np.int64)
-    return Queries(stage.user_embeddings[rows], rows, indptr, items, exclude_history)
+    return Queries(stage.user_embeddings[rows], rows, indptr, items, exclude_history, labels=labels)
 
 
 def histories_of(
@@ -142,7 +150,11 @@ def history_queries(
     stacked = torch.cat(embeddings).numpy() if n else np.zeros((0, model.config.embedding_dim))
     rows = np.full(n, -1, dtype=np.int64)
     return Queries(
-        stacked.astype(np.float32), rows, indptr.astype(np.int64), items.astype(np.int64)
+        stacked.astype(np.float32),
+        rows,
+        indptr.astype(np.int64),
+        items.astype(np.int64),
+        labels=labels.astype(np.float32),
     )
 
 
@@ -157,12 +169,14 @@ def history_query(
 @dataclasses.dataclass(frozen=True)
 class StageOne:
     """What the ranker reads: the two-tower model and its index, the item-item weights
-    (None where the catalogue is too large for them) and item interaction counts."""
+    (None where the catalogue is too large for them), item interaction counts, and the
+    weight of the neighbourhood correction of predicted ratings (``neighbours``; 0: off)."""
 
     model: MultiTaskModel
     index: Index
     item_item: NDArray[np.float32] | None
     counts: NDArray[np.int64]
+    correction: float = 0.0
     item_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     user_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     """Every known user's query embedding, computed once (a history-reading tower pools
@@ -171,6 +185,8 @@ class StageOne:
     item_moment: NDArray[np.float64] = dataclasses.field(init=False)
     head: SplitHead | None = dataclasses.field(init=False)
     """The rating head frozen for serving, each item's share computed once."""
+    unit_items: NDArray[np.float32] = dataclasses.field(init=False)
+    """The item embeddings at unit length: the correction's item similarities."""
 
     def __post_init__(self) -> None:
         self.model.eval()  # stage one serves: dropout off
@@ -184,6 +200,13 @@ class StageOne:
         object.__setattr__(self, "user_embeddings", users)
         object.__setattr__(self, "item_mean", wide.mean(axis=0))
         object.__setattr__(self, "item_moment", wide.T @ wide / max(len(wide), 1))
+        object.__setattr__(self, "unit_items", unit_rows(items))
+
+    def with_correction(self, weight: float) -> StageOne:
+        """This stage with the correction weighted ``weight`` (the computed fields shared)."""
+        out = copy.copy(self)
+        object.__setattr__(out, "correction", weight)
+        return out
 
 
 @dataclasses.dataclass(frozen=True)
@@ -196,7 +219,8 @@ class Candidates:
     retrieval: NDArray[np.float32]
     """The two-tower score of each candidate (shown with a recommendation)."""
     predicted: NDArray[np.float32]
-    """The rating head's scaled prediction of each candidate."""
+    """The rating head's scaled prediction of each candidate (a ranker feature; the
+    rating a list shows adds the neighbourhood correction: ``predicted_ratings``)."""
 
 
 QUERIES_PER_CHUNK = 8192
@@ -243,7 +267,7 @@ def _candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidate
     ii_z = (
         None if item_item is None else _standardised_item_item(item_item, item_item[per_row, safe])
     )
-    predicted = _predicted_ratings(stage, queries, safe)
+    predicted = _head(stage, q, queries.user_rows, safe)  # the correction: shown, not a feature
     scale = math.log1p(max(int(stage.counts.max(initial=0)), 1))
     length = np.log1p(queries.indptr[1:] - queries.indptr[:-1])[:, None] / 5.0
     new = (queries.user_rows < 0)[:, None]
@@ -343,19 +367,91 @@ def _ranks(scores: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.
     return np.argsort(order, axis=1, kind="stable").astype(np.float64)
 
 
-def _predicted_ratings(
+def predicted_ratings(
     stage: StageOne, queries: Queries, items: NDArray[np.int64]
 ) -> NDArray[np.float32]:
+    """(n, c) predicted scaled ratings of the queries' item rows: the rating head's, plus
+    the weighted neighbourhood correction where the stage has one."""
+    head, corrections = rating_parts(stage, queries, items, bool(stage.correction))
+    return head if corrections is None else head + stage.correction * corrections
+
+
+def rating_parts(
+    stage: StageOne, queries: Queries, items: NDArray[np.int64], corrected: bool
+) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
+    """The rating head's (n, c) predictions of the queries' item rows and, if
+    ``corrected`` and the queries carry their ratings, the unweighted neighbourhood
+    corrections (None otherwise)."""
+    head = _head(stage, queries.embeddings, queries.user_rows, items)
+    if not corrected or queries.labels is None:
+        return head, None
+    errors = queries.labels - _history_predictions(stage, queries)
+    return head, correction(stage.unit_items, items, queries.indptr, queries.items, errors)
+
+
+def _history_predictions(stage: StageOne, queries: Queries) -> NDArray[np.float32]:
+    """The rating head's prediction of every history entry of the queries (flat, as
+    ``queries.items``), ``HISTORY_ENTRIES_PER_CHUNK`` at a time."""
+    if len(queries) == 1:  # a request: the user's side of the head once, not per entry
+        return _head(stage, queries.embeddings, queries.user_rows, queries.items[None, :])[0]
+    owner = np.repeat(np.arange(len(queries)), np.diff(queries.indptr))
+    out = np.empty(len(queries.items), dtype=np.float32)
+    for lo in range(0, len(owner), HISTORY_ENTRIES_PER_CHUNK):
+        who = owner[lo : lo + HISTORY_ENTRIES_PER_CHUNK]
+        items = queries.items[lo : lo + HISTORY_ENTRIES_PER_CHUNK, None]
+        out[lo : lo + len(who)] = _head(
+            stage, queries.embeddings[who], queries.user_rows[who], items
+        )[:, 0]
+    return out
+
+
+HISTORY_ENTRIES_PER_CHUNK = 65536
+"""History entries whose predictions are computed at a time (the head's hidden layer
+holds 256 floats for each)."""
+
+
+def _head(
+    stage: StageOne,
+    users: NDArray[np.float32],
+    user_rows: NDArray[np.int64],
+    items: NDArray[np.int64],
+) -> NDArray[np.float32]:
+    """The rating head's (n, c) predictions for (n, d) user embeddings and (n, c) items."""
     if stage.head is not None:
-        return stage.head.predict(queries.embeddings, queries.user_rows, items)
+        return stage.head.predict(users, user_rows, items)
     n, c = items.shape  # a head that reads the dot product: the whole head per pair
-    users = torch.from_numpy(np.repeat(queries.embeddings, c, axis=0))
-    rows = torch.from_numpy(np.repeat(queries.user_rows, c))
     flat = items.reshape(-1)
     embedded = torch.from_numpy(stage.item_embeddings[flat])
     with torch.inference_mode():
-        predicted = stage.model.predict_rating(users, embedded, rows, torch.from_numpy(flat))
+        predicted = stage.model.predict_rating(
+            torch.from_numpy(np.repeat(users, c, axis=0)),
+            embedded,
+            torch.from_numpy(np.repeat(user_rows, c)),
+            torch.from_numpy(flat),
+        )
     return predicted.reshape(n, c).numpy()
+
+
+def predicted_for_pairs(
+    stage: StageOne, seen: Histories, users: NDArray[np.int64], items: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """The predicted scaled rating of each (known user row, item row) pair, as the
+    served list shows it (the neighbourhood correction included)."""
+    distinct, matrix, (row, column) = by_user(users, items)
+    queries = user_queries(stage, distinct, seen)
+    return predicted_ratings(stage, queries, np.maximum(matrix, 0))[row, column]
+
+
+def fit_correction(stage: StageOne, seen: Histories, held: EncodedInteractions) -> float:
+    """The correction's weight that best fits the ``held`` rows (carved out of training,
+    never seen by ``stage``'s model), with the histories ``seen`` it trained on."""
+    users, items = held.user.numpy(), held.item.numpy()
+    distinct, matrix, (row, column) = by_user(users, items)
+    queries = user_queries(stage, distinct, seen)
+    head, corrections = rating_parts(stage, queries, np.maximum(matrix, 0), corrected=True)
+    assert corrections is not None
+    errors = held.label.numpy() - head[row, column]
+    return fit_weight(corrections[row, column], errors)
 
 
 def stack_candidates(parts: list[Candidates]) -> Candidates:
@@ -376,10 +472,13 @@ def stack_candidates(parts: list[Candidates]) -> Candidates:
 
 @dataclasses.dataclass(frozen=True)
 class Ranker:
-    """A linear scorer over ``FEATURES``; the fitted weights are the whole model."""
+    """A linear scorer over ``FEATURES``; the fitted weights are the whole model, with the
+    weight of the neighbourhood correction of predicted ratings fitted beside them."""
 
     weights: NDArray[np.float32]
     config: RankerConfig
+    correction: float = 0.0
+    """Models saved before the correction existed have none (0)."""
 
     def score(self, found: Candidates) -> NDArray[np.float32]:
         """(n, c) scores; pads score -inf so they sort last."""
@@ -390,6 +489,7 @@ class Ranker:
         return {
             "features": list(FEATURES),
             "weights": [float(w) for w in self.weights],
+            "correction": self.correction,
             "config": self.config.to_dict(),
         }
 
@@ -397,21 +497,28 @@ class Ranker:
     def from_dict(cls, data: dict[str, Any], where: str) -> Ranker:
         """Rebuild from ``to_dict``; anything else raises ``ArtifactError`` naming ``where``."""
         weights = data.get("weights") if isinstance(data, dict) else None
+        correction = data.get("correction", 0.0) if isinstance(data, dict) else None
         if (
             not isinstance(data, dict)
             or data.get("features") != list(FEATURES)
             or not isinstance(weights, list)
             or len(weights) != len(FEATURES)
-            or not all(isinstance(w, int | float) and math.isfinite(w) for w in weights)
+            or not all(_finite(w) for w in weights)
+            or not (_finite(correction) and 0 <= correction <= MAX_CORRECTION)
         ):
             raise ArtifactError(
-                f"{where}: expected 'features' {list(FEATURES)} and as many finite 'weights'"
+                f"{where}: expected 'features' {list(FEATURES)}, as many finite 'weights' "
+                f"and a 'correction' in [0, {MAX_CORRECTION:g}]"
             )
         try:
             config = RankerConfig.from_dict(data.get("config", {}))
         except Exception as exc:
             raise ArtifactError(f"{where}: invalid ranker config ({exc})") from None
-        return cls(np.asarray(weights, dtype=np.float32), config)
+        return cls(np.asarray(weights, dtype=np.float32), config, float(correction))
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def listwise_loss(scores: torch.Tensor, gains: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
@@ -421,9 +528,11 @@ def listwise_loss(scores: torch.Tensor, gains: torch.Tensor, pad: torch.Tensor) 
     return -((gains * log_p).sum(1) / gains.sum(1)).mean()
 
 
-def fit_ranker(found: Candidates, gains: NDArray[np.float32], config: RankerConfig) -> Ranker:
+def fit_ranker(
+    found: Candidates, gains: NDArray[np.float32], config: RankerConfig, correction: float = 0.0
+) -> Ranker:
     """Fit the weights by :func:`listwise_loss` over the users with a positive, plus an
-    L2 penalty.
+    L2 penalty (``correction``: the stage's, already fitted, kept with the weights).
 
     Full-batch Adam from zero weights, a fixed number of steps: deterministic.
     """
@@ -432,13 +541,13 @@ def fit_ranker(found: Candidates, gains: NDArray[np.float32], config: RankerConf
     g = torch.from_numpy(gains[keep])
     pad = torch.from_numpy(found.rows[keep] < 0)
     w = torch.zeros(x.shape[-1], requires_grad=True)
-    optimizer = torch.optim.Adam([w], lr=config.learning_rate)
+    optimizer = Adam([w], lr=config.learning_rate)  # torch.optim's costs a second's import
     for _ in range(config.steps if len(x) else 0):
         loss = listwise_loss(x @ w, g, pad) + config.l2 * (w**2).sum()
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-    return Ranker(w.detach().numpy().astype(np.float32), config)
+    return Ranker(w.detach().numpy().astype(np.float32), config, correction)
 
 
 def gains_of(

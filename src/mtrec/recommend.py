@@ -24,7 +24,7 @@ from mtrec.features import RatingScale, Vocabs
 from mtrec.index import ExactIndex
 from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import exclusion_lists, history_query, user_queries
+from mtrec.ranker import exclusion_lists, history_query, predicted_ratings, user_queries
 from mtrec.two_stage import RankedBatch, rank_candidates, retrieve_then_rank
 from mtrec.vocab import Vocab
 
@@ -383,7 +383,7 @@ class Recommender:
         exclude = self._exclude(user_rows, exclude_seen, blocked)
         if not ranking:
             _, rows = self.index.search(vectors, k, exclude=exclude)
-            return RankedBatch(rows, *rank_candidates(self.model, user_rows, rows, vectors))
+            return self._scored(user_rows, rows)
         return retrieve_then_rank(
             self.model,
             self.index,
@@ -521,12 +521,21 @@ class Recommender:
         if user is None:
             raise UnknownIdError("user", self.vocabs.users.parse(user_id))
         cands = np.array([[self.item_row(i) for i in item_ids]], dtype=np.int64)
-        retrieval, predicted = rank_candidates(
-            self.model, np.array([user]), cands, self._users[[user]]
-        )
-        order = np.argsort(-predicted, axis=1, kind="stable")
-        batch = RankedBatch(cands, retrieval, predicted).take(order)
-        return _records(batch, 0, self.vocabs.items, self.saved.items, self.saved.scale)
+        batch = self._scored(np.array([user]), cands)
+        order = np.argsort(-batch.predicted, axis=1, kind="stable")
+        return _records(batch.take(order), 0, self.vocabs.items, self.saved.items, self.saved.scale)
+
+    def _scored(self, user_rows: NDArray[np.int64], rows: NDArray[np.int64]) -> RankedBatch:
+        """Known users' (n, c) item rows with their retrieval scores and the predicted
+        ratings the served list would show (the ranking stage's correction included)."""
+        retrieval, predicted = rank_candidates(self.model, user_rows, rows, self._users[user_rows])
+        if self.two_stage is not None and self.two_stage.stage.correction:
+            stage = self.two_stage.stage
+            queries = user_queries(stage, user_rows, self.saved.seen)
+            valid = rows >= 0
+            served = predicted_ratings(stage, queries, np.where(valid, rows, 0))
+            predicted = np.where(valid, served, -np.inf).astype(np.float32)
+        return RankedBatch(rows, retrieval, predicted)
 
     def similar(self, item_id: int | str, k: int = 10) -> list[SimilarItem]:
         """The ``k`` items with the most similar embeddings (cosine), the item itself excluded."""
