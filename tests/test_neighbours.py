@@ -3,10 +3,12 @@ weight, and that what the service shows is what the RMSE measures."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from mtrec import artifact
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
@@ -14,7 +16,7 @@ from mtrec.data.movielens import read_grouplens_dir
 from mtrec.errors import ArtifactError
 from mtrec.neighbours import by_user, correction, fit_weight, unit_rows
 from mtrec.pipeline import train_model
-from mtrec.ranker import Ranker, predicted_for_pairs
+from mtrec.ranker import Ranker, predicted_for_pairs, training_errors
 from mtrec.recommend import Recommender
 
 HISTORY = ModelConfig(embedding_dim=8, head_layers=(16,), history=True, new_user_rate=0.2)
@@ -87,6 +89,11 @@ def test_shown_ratings_are_the_measured_ones(tiny_dir: Path, tmp_path: Path) -> 
     rec = Recommender(loaded)
     two = rec.two_stage
     assert two is not None
+    # the errors saved with the model are the head's errors on the training histories
+    assert loaded.rating_errors is not None and two.stage.errors is loaded.rating_errors
+    recomputed = training_errors(two.stage, loaded.seen)
+    assert np.allclose(loaded.rating_errors, recomputed, atol=1e-6)
+    assert np.allclose(recomputed, loaded.seen.labels - _head_of_every_entry(loaded), atol=1e-5)
     for user_id in (1, 17, 44):
         listed = rec.recommend(user_id, k=5).items
         row = loaded.vocabs.users.row(user_id)
@@ -97,6 +104,27 @@ def test_shown_ratings_are_the_measured_ones(tiny_dir: Path, tmp_path: Path) -> 
         # Recommender.rank shows the same numbers, sorted by them
         ranked = rec.rank(user_id, [r.item_id for r in listed])
         assert sorted(shown, reverse=True) == pytest.approx([r.predicted_rating for r in ranked])
+
+
+def _head_of_every_entry(saved: artifact.SavedModel) -> np.ndarray:
+    users = np.repeat(np.arange(len(saved.seen.indptr) - 1), np.diff(saved.seen.indptr))
+    with torch.inference_mode():
+        u, i = torch.from_numpy(users), torch.from_numpy(saved.seen.items)
+        out = saved.model.predict_rating(
+            saved.model.embed_users(u), saved.model.embed_items(i), u, i
+        )
+    return out.numpy()
+
+
+@pytest.mark.parametrize("errors", [None, "short", "nan"])
+def test_saved_errors_are_checked(tiny_dir: Path, tmp_path: Path, errors: str | None) -> None:
+    ds = read_grouplens_dir(tiny_dir)
+    saved = train_model(ds, HISTORY, CONFIG, ranker=RankerConfig(candidates=10, steps=20))
+    assert saved.rating_errors is not None
+    bad = {None: None, "short": saved.rating_errors[:-1], "nan": saved.rating_errors * np.nan}
+    path = artifact.save(dataclasses.replace(saved, rating_errors=bad[errors]), tmp_path / "m")
+    with pytest.raises(ArtifactError, match=r"seen\.safetensors"):
+        artifact.load(path)
 
 
 def test_a_ranker_saved_before_the_correction_loads_without_one() -> None:

@@ -116,13 +116,23 @@ class SavedModel:
     """The ranking stage; None: the list is retrieval re-sorted by predicted rating."""
     item_item: NDArray[np.float32] | None = None
     """(n_items, n_items) EASE weights the ranker reads (None: two-tower signals only)."""
+    rating_errors: NDArray[np.float32] | None = None
+    """The rating head's error on each entry of ``seen`` (aligned with it), which the
+    ranker's neighbourhood correction reads; None where the ranker has no correction."""
 
     def two_stage(self) -> TwoStage | None:
         """The ranking stage over this model, or None for a model saved without one."""
         if self.ranker is None:
             return None
         counts = interaction_counts(self.seen, len(self.vocabs.items))
-        stage = StageOne(self.model, self.index, self.item_item, counts, self.ranker.correction)
+        stage = StageOne(
+            self.model,
+            self.index,
+            self.item_item,
+            counts,
+            self.ranker.correction,
+            self.rating_errors,
+        )
         return TwoStage(stage, self.ranker)
 
 
@@ -207,6 +217,7 @@ def _write_files(saved: SavedModel, out: Path) -> None:
             "items": saved.seen.items,
             "labels": saved.seen.labels,
             "popularity": saved.popularity,
+            **({} if saved.rating_errors is None else {"errors": saved.rating_errors}),
         },
         str(out / "seen.safetensors"),
     )
@@ -307,6 +318,12 @@ def load(directory: str | Path) -> SavedModel:
             f"{root / 'index'}: has {index.n_items} items, vocab.json {len(vocabs.items)}"
         )
     ranker, item_item = _ranking_stage(files, len(vocabs.items))
+    errors = seen.get("errors")
+    if ranker is not None and ranker.correction and errors is None:
+        raise ArtifactError(
+            f"{root / 'seen.safetensors'}: the ranker corrects ratings but the rating "
+            "head's training errors ('errors') are missing"
+        )
     try:
         return SavedModel(
             model,
@@ -322,6 +339,7 @@ def load(directory: str | Path) -> SavedModel:
             scale,
             ranker,
             item_item,
+            errors,
         )
     except (KeyError, TypeError) as exc:
         raise ArtifactError(f"{root}: incomplete files ({exc})") from None
@@ -438,6 +456,13 @@ def _ranking_stage(files: _Files, n_items: int) -> tuple[Ranker | None, NDArray[
     return ranker, weights
 
 
+def _fits_entries(errors: Any, items: NDArray[np.int64]) -> bool:
+    """Absent, or one finite float per history entry."""
+    return errors is None or (
+        errors.shape == items.shape and errors.dtype.kind == "f" and bool(np.isfinite(errors).all())
+    )
+
+
 def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) -> None:
     try:
         indptr, items, pop = seen["indptr"], seen["items"], seen["popularity"]
@@ -455,6 +480,7 @@ def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) ->
         and labels.dtype.kind == "f"
         and bool(np.all(np.diff(indptr) >= 0))
         and (len(items) == 0 or (items.min() >= 0 and items.max() < n_items))
+        and _fits_entries(seen.get("errors"), items)
     )
     if not ok:
         raise ArtifactError(f"{path}: arrays do not fit {n_users} users and {n_items} items")

@@ -20,7 +20,6 @@ correction that does not help on some data is weighted down to nothing.
 from __future__ import annotations
 
 import numpy as np
-import torch
 from numpy.typing import NDArray
 
 SHRINK = 1.0
@@ -63,14 +62,16 @@ def correction(
         within = np.arange(longest)[None, :]
         present = within < lengths[block][:, None]
         where = np.where(present, indptr[block][:, None] + within, 0)
-        hist = torch.from_numpy(unit_items[items[where]])  # (b, h, d)
-        err = torch.from_numpy(np.where(present, errors[where], 0.0).astype(np.float32))
-        cand = torch.from_numpy(unit_items[np.maximum(candidates[block], 0)])  # (b, c, d)
-        sims = torch.bmm(cand, hist.transpose(1, 2))  # (b, c, h)
-        weights = sims * sims.abs() * torch.from_numpy(present)[:, None, :]
-        num = torch.bmm(weights, err[:, :, None])[..., 0]
-        den = (weights.abs().sum(dim=2) + shrink).clamp_min(1e-12)  # no neighbours: 0
-        out[block] = (num / den).numpy()
+        hist = unit_items[items[where]]  # (b, h, d)
+        err = np.where(present, errors[where], 0.0).astype(np.float32)
+        cand = unit_items[np.maximum(candidates[block], 0)]  # (b, c, d)
+        # NumPy, not torch.bmm: for one request's (1, 10, d) x (1, d, 700) torch took
+        # 2.4 ms a call here
+        sims = np.matmul(cand, hist.transpose(0, 2, 1))  # (b, c, h)
+        weights = sims * np.abs(sims) * present[:, None, :]
+        num = np.matmul(weights, err[:, :, None])[..., 0]
+        den = np.maximum(np.abs(weights).sum(axis=2) + shrink, 1e-12)  # no neighbours: 0
+        out[block] = num / den
     return np.where(candidates >= 0, out, 0.0).astype(np.float32)
 
 

@@ -70,6 +70,7 @@ from mtrec.ranker import (
     history_queries,
     predicted_for_pairs,
     stack_candidates,
+    training_errors,
     user_queries,
 )
 from mtrec.train import History, Progress, train
@@ -318,8 +319,12 @@ def carve(
 def two_stage(
     model: MultiTaskModel, seen: SeenItems, ranker: Ranker, index: Index | None = None
 ) -> TwoStage:
-    """The fitted ``ranker`` over a stage one built around ``model`` (see ``stage_one``)."""
-    return TwoStage(stage_one(model, seen, ranker.config, index, ranker.correction), ranker)
+    """The fitted ``ranker`` over a stage one built around ``model`` (see ``stage_one``),
+    with the rating head's errors on ``seen`` where the ranker corrects ratings."""
+    stage = stage_one(model, seen, ranker.config, index, ranker.correction)
+    if stage.correction:
+        stage = stage.updated(errors=training_errors(stage, seen))
+    return TwoStage(stage, ranker)
 
 
 def stage_one(
@@ -355,7 +360,7 @@ def fit_ranker_on_training_rows(
     train(model, fit_rows, tc, progress)
     stage = stage_one(model, seen, config)
     if config.rating_correction and prepared.dataset.has_ratings and len(held):
-        stage = stage.with_correction(fit_correction(stage, seen, held))
+        stage = stage.updated(correction=fit_correction(stage, seen, held))
     users = np.unique(held.user.numpy())
     parts = [candidates(stage, user_queries(stage, users, seen), config.candidates)]
     if model.config.history:  # the same users again, as new users known by their history
@@ -517,6 +522,7 @@ def train_model(
         prepared.scale,
         fitted_ranker,
         None if two is None else two.stage.item_item,
+        None if two is None else two.stage.errors,
     )
 
 

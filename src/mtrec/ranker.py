@@ -74,6 +74,9 @@ class Queries:
     labels: NDArray[np.float32] | None = None
     """The history entries' scaled ratings (the neighbourhood correction reads the rating
     head's errors on them); None: predicted ratings go uncorrected."""
+    errors: NDArray[np.float32] | None = None
+    """The rating head's error on each history entry, where known in advance (a known
+    user's, computed when the model was trained); None: computed from ``labels``."""
 
     def __len__(self) -> int:
         return len(self.user_rows)
@@ -91,6 +94,7 @@ class Queries:
             indptr=self.indptr[lo : hi + 1] - a,
             items=self.items[a:b],
             labels=None if self.labels is None else self.labels[a:b],
+            errors=None if self.errors is None else self.errors[a:b],
         )
 
     def exclusions(self) -> list[NDArray[np.int64]] | None:
@@ -124,10 +128,18 @@ def histories_of(
     seen: Histories, users: NDArray[np.int64]
 ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.float32]]:
     """The histories of ``users`` as CSR (indptr, item rows, scaled labels), one per user."""
+    indptr, entries = _entries(seen, users)
+    return indptr, seen.items[entries].astype(np.int64), seen.labels[entries]
+
+
+def _entries(
+    seen: Histories, users: NDArray[np.int64]
+) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """The CSR indptr of ``users``' histories and where their entries sit in ``seen``."""
     starts, ends = seen.indptr[users], seen.indptr[users + 1]
     indptr = np.concatenate([[0], np.cumsum(ends - starts)]).astype(np.int64)
     entries = np.arange(int(indptr[-1])) - np.repeat(indptr[:-1] - starts, ends - starts)
-    return indptr, seen.items[entries].astype(np.int64), seen.labels[entries]
+    return indptr, entries
 
 
 def history_queries(
@@ -177,6 +189,9 @@ class StageOne:
     item_item: NDArray[np.float32] | None
     counts: NDArray[np.int64]
     correction: float = 0.0
+    errors: NDArray[np.float32] | None = None
+    """The rating head's error on each training entry of the users' histories (aligned
+    with them: ``training_errors``), for the correction; None: computed per query."""
     item_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     user_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     """Every known user's query embedding, computed once (a history-reading tower pools
@@ -202,10 +217,12 @@ class StageOne:
         object.__setattr__(self, "item_moment", wide.T @ wide / max(len(wide), 1))
         object.__setattr__(self, "unit_items", unit_rows(items))
 
-    def with_correction(self, weight: float) -> StageOne:
-        """This stage with the correction weighted ``weight`` (the computed fields shared)."""
+    def updated(self, **fields: Any) -> StageOne:
+        """This stage with ``fields`` (``correction``, ``errors``) replaced and its computed
+        fields shared (``dataclasses.replace`` would compute them again)."""
         out = copy.copy(self)
-        object.__setattr__(out, "correction", weight)
+        for name, value in fields.items():
+            object.__setattr__(out, name, value)
         return out
 
 
@@ -385,15 +402,29 @@ def rating_parts(
     head = _head(stage, queries.embeddings, queries.user_rows, items)
     if not corrected or queries.labels is None:
         return head, None
-    errors = queries.labels - _history_predictions(stage, queries)
+    errors = queries.errors
+    if errors is None:
+        errors = queries.labels - _history_predictions(stage, queries)
     return head, correction(stage.unit_items, items, queries.indptr, queries.items, errors)
+
+
+def training_errors(stage: StageOne, seen: Histories) -> NDArray[np.float32]:
+    """The rating head's error (scaled label minus prediction) on every entry of the
+    known users' histories ``seen``, aligned with them: what the correction reads for a
+    known user, computed once (a request would otherwise pay for its whole history)."""
+    queries = user_queries(stage, np.arange(len(seen.indptr) - 1), seen)
+    assert queries.labels is not None
+    return (queries.labels - _history_predictions(stage, queries)).astype(np.float32)
 
 
 def _history_predictions(stage: StageOne, queries: Queries) -> NDArray[np.float32]:
     """The rating head's prediction of every history entry of the queries (flat, as
     ``queries.items``), ``HISTORY_ENTRIES_PER_CHUNK`` at a time."""
     if len(queries) == 1:  # a request: the user's side of the head once, not per entry
-        return _head(stage, queries.embeddings, queries.user_rows, queries.items[None, :])[0]
+        one: NDArray[np.float32] = _head(
+            stage, queries.embeddings, queries.user_rows, queries.items[None, :]
+        )[0]
+        return one
     owner = np.repeat(np.arange(len(queries)), np.diff(queries.indptr))
     out = np.empty(len(queries.items), dtype=np.float32)
     for lo in range(0, len(owner), HISTORY_ENTRIES_PER_CHUNK):
