@@ -280,9 +280,10 @@ class RankerConfig(_JsonConfig):
     low_rating_gain: float = 0.0
     """Gain of a carved-out row rated below four stars (liked rows have gain 1)."""
     rating_correction: bool = True
-    """Correct predicted ratings by the user's own errors on similar items
-    (``mtrec.neighbours``), with a weight fitted on the carved-out rows; on ML-100K
-    (seeds 42, 1, 2) the served model's RMSE falls from 0.2260 to 0.22xx."""
+    """Correct the predicted ratings a list shows by the user's own errors on similar items
+    (``mtrec.neighbours``), with a weight fitted on the carved-out rows; on ML-100K (mean
+    of seeds 42, 1, 2) the default model's RMSE falls from 0.2260 (the rating head alone)
+    to 0.2218. The ranker's ordering does not read it."""
 
     def __post_init__(self) -> None:
         checks = [

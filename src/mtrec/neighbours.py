@@ -50,6 +50,11 @@ def correction(
     """(n, c) corrections (unweighted) of n queries' candidate rows (-1 pads get 0), from
     each query's history (CSR ``indptr``/``items``) and its residuals ``errors``."""
     n, c = candidates.shape
+    if n == 1:  # a request: the same arithmetic without the blocks' padding
+        sims = unit_items[np.maximum(candidates[0], 0)] @ unit_items[items].T  # (c, h)
+        weights = sims * np.abs(sims)
+        one = (weights @ errors) / np.maximum(np.abs(weights).sum(axis=1) + shrink, 1e-12)
+        return np.where(candidates >= 0, one[None, :], 0.0).astype(np.float32)
     out = np.zeros((n, c), dtype=np.float32)
     lengths = np.diff(indptr)
     order = np.argsort(lengths, kind="stable")  # blocks of like lengths pad little

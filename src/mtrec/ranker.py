@@ -389,23 +389,34 @@ def predicted_ratings(
 ) -> NDArray[np.float32]:
     """(n, c) predicted scaled ratings of the queries' item rows: the rating head's, plus
     the weighted neighbourhood correction where the stage has one."""
-    head, corrections = rating_parts(stage, queries, items, bool(stage.correction))
-    return head if corrections is None else head + stage.correction * corrections
+    return corrected(
+        stage, queries, items, _head(stage, queries.embeddings, queries.user_rows, items)
+    )
 
 
-def rating_parts(
-    stage: StageOne, queries: Queries, items: NDArray[np.int64], corrected: bool
-) -> tuple[NDArray[np.float32], NDArray[np.float32] | None]:
-    """The rating head's (n, c) predictions of the queries' item rows and, if
-    ``corrected`` and the queries carry their ratings, the unweighted neighbourhood
-    corrections (None otherwise)."""
-    head = _head(stage, queries.embeddings, queries.user_rows, items)
-    if not corrected or queries.labels is None:
-        return head, None
+def corrected(
+    stage: StageOne, queries: Queries, items: NDArray[np.int64], head: NDArray[np.float32]
+) -> NDArray[np.float32]:
+    """The rating head's (n, c) predictions ``head`` of the queries' item rows plus the
+    stage's weighted correction (as they are where it has none, or the queries carry no
+    ratings)."""
+    if not stage.correction:
+        return head
+    found = corrections(stage, queries, items)
+    return head if found is None else head + np.float32(stage.correction) * found
+
+
+def corrections(
+    stage: StageOne, queries: Queries, items: NDArray[np.int64]
+) -> NDArray[np.float32] | None:
+    """The unweighted neighbourhood corrections of the queries' (n, c) item rows, from
+    the rating head's errors on their histories; None where the queries carry no ratings."""
+    if queries.labels is None:
+        return None
     errors = queries.errors
     if errors is None:
         errors = queries.labels - _history_predictions(stage, queries)
-    return head, correction(stage.unit_items, items, queries.indptr, queries.items, errors)
+    return correction(stage.unit_items, items, queries.indptr, queries.items, errors)
 
 
 def training_errors(stage: StageOne, seen: Histories) -> NDArray[np.float32]:
@@ -479,10 +490,11 @@ def fit_correction(stage: StageOne, seen: Histories, held: EncodedInteractions) 
     users, items = held.user.numpy(), held.item.numpy()
     distinct, matrix, (row, column) = by_user(users, items)
     queries = user_queries(stage, distinct, seen)
-    head, corrections = rating_parts(stage, queries, np.maximum(matrix, 0), corrected=True)
-    assert corrections is not None
-    errors = held.label.numpy() - head[row, column]
-    return fit_weight(corrections[row, column], errors)
+    safe = np.maximum(matrix, 0)
+    head = _head(stage, queries.embeddings, queries.user_rows, safe)
+    found = corrections(stage, queries, safe)
+    assert found is not None
+    return fit_weight(found[row, column], held.label.numpy() - head[row, column])
 
 
 def stack_candidates(parts: list[Candidates]) -> Candidates:
