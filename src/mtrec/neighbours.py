@@ -19,6 +19,8 @@ correction that does not help on some data is weighted down to nothing.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from numpy.typing import NDArray
 
@@ -52,8 +54,7 @@ def correction(
     n, c = candidates.shape
     if n == 1:  # a request: the same arithmetic without the blocks' padding
         sims = unit_items[np.maximum(candidates[0], 0)] @ unit_items[items].T  # (c, h)
-        weights = sims * np.abs(sims)
-        one = (weights @ errors) / np.maximum(np.abs(weights).sum(axis=1) + shrink, 1e-12)
+        one = _spread(sims, errors, shrink)
         return np.where(candidates >= 0, one[None, :], 0.0).astype(np.float32)
     out = np.zeros((n, c), dtype=np.float32)
     lengths = np.diff(indptr)
@@ -72,12 +73,17 @@ def correction(
         cand = unit_items[np.maximum(candidates[block], 0)]  # (b, c, d)
         # NumPy, not torch.bmm: for one request's (1, 10, d) x (1, d, 700) torch took
         # 2.4 ms a call here
-        sims = np.matmul(cand, hist.transpose(0, 2, 1))  # (b, c, h)
-        weights = sims * np.abs(sims) * present[:, None, :]
-        num = np.matmul(weights, err[:, :, None])[..., 0]
-        den = np.maximum(np.abs(weights).sum(axis=2) + shrink, 1e-12)  # no neighbours: 0
-        out[block] = num / den
+        sims = np.matmul(cand, hist.transpose(0, 2, 1)) * present[:, None, :]  # (b, c, h)
+        out[block] = _spread(sims, err, shrink)
     return np.where(candidates >= 0, out, 0.0).astype(np.float32)
+
+
+def _spread(sims: NDArray[np.float32], errors: NDArray[np.float32], shrink: float) -> Any:
+    """sum_j w_j e_j / (sum_j |w_j| + shrink) with w = s|s|, for (..., c, h) similarities
+    and (..., h) errors (a padded history entry has similarity 0, so weight 0)."""
+    weights = sims * np.abs(sims)
+    num = np.matmul(weights, errors[..., None])[..., 0]
+    return num / np.maximum(np.abs(weights).sum(axis=-1) + shrink, 1e-12)  # no neighbours: 0
 
 
 def fit_weight(corrections: NDArray[np.float32], errors: NDArray[np.float32]) -> float:

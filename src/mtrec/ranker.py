@@ -276,7 +276,7 @@ def _candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidate
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
     q = queries.embeddings
-    tower = np.matmul(stage.item_embeddings[safe], q[:, :, None])[..., 0]  # (n, c)
+    tower = tower_scores(stage, q, safe)
     mean = q.astype(np.float64) @ stage.item_mean
     spread = ((q @ stage.item_moment) * q).sum(axis=1)
     std = np.sqrt(np.maximum(spread - mean**2, 1e-12))
@@ -313,6 +313,14 @@ def _candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidate
         np.where(valid, tower, -np.inf).astype(np.float32),
         np.where(valid, predicted, -np.inf).astype(np.float32),
     )
+
+
+def tower_scores(
+    stage: StageOne, embeddings: NDArray[np.float32], items: NDArray[np.int64]
+) -> NDArray[np.float32]:
+    """(n, c) two-tower scores of (n, c) item rows for n query embeddings."""
+    scores: NDArray[np.float32] = np.matmul(stage.item_embeddings[items], embeddings[:, :, None])
+    return scores[..., 0]
 
 
 def _standardised_item_item(
@@ -378,7 +386,7 @@ def _union(rows: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.where(out == np.iinfo(np.int64).max, -1, out)
 
 
-def _ranks(scores: NDArray[np.float64], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
+def _ranks(scores: NDArray[np.floating[Any]], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
     """0-based rank of each candidate by ``scores`` within its row (pads last)."""
     order = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")
     return np.argsort(order, axis=1, kind="stable").astype(np.float64)

@@ -24,7 +24,8 @@ from mtrec.features import RatingScale, Vocabs
 from mtrec.index import ExactIndex
 from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import exclusion_lists, history_query, predicted_ratings, user_queries
+from mtrec.neighbours import unit_rows
+from mtrec.ranker import exclusion_lists, history_query, user_queries
 from mtrec.two_stage import RankedBatch, rank_candidates, retrieve_then_rank
 from mtrec.vocab import Vocab
 
@@ -248,8 +249,7 @@ class Recommender:
             )  # every known user's query, pooled once (a history-reading tower is costly)
         with torch.inference_mode():
             items = self.model.embed_items().numpy()
-        norms = np.linalg.norm(items, axis=1, keepdims=True)
-        self._cosine = ExactIndex(items / np.maximum(norms, 1e-12))
+        self._cosine = ExactIndex(unit_rows(items))
         order = np.argsort(-saved.popularity, kind="stable")
         self._popular = order.astype(np.int64)
         by_genre: dict[str, list[int]] = {}
@@ -532,18 +532,8 @@ class Recommender:
         if self.two_stage is None:
             vectors = self._users[user_rows]
             return RankedBatch(rows, *rank_candidates(self.model, user_rows, rows, vectors))
-        # the stage's NumPy copies: torch calls between NumPy's BLAS calls made each one
-        # wait milliseconds for the other's threads (8 ms a request, measured)
-        stage, valid = self.two_stage.stage, rows >= 0
-        safe = np.where(valid, rows, 0)
-        queries = user_queries(stage, user_rows, self.saved.seen)
-        retrieval = np.matmul(stage.item_embeddings[safe], queries.embeddings[:, :, None])[..., 0]
-        predicted = predicted_ratings(stage, queries, safe)
-        return RankedBatch(
-            rows,
-            np.where(valid, retrieval, -np.inf).astype(np.float32),
-            np.where(valid, predicted, -np.inf).astype(np.float32),
-        )
+        queries = user_queries(self.two_stage.stage, user_rows, self.saved.seen)
+        return self.two_stage.scored(queries, rows)
 
     def similar(self, item_id: int | str, k: int = 10) -> list[SimilarItem]:
         """The ``k`` items with the most similar embeddings (cosine), the item itself excluded."""

@@ -20,7 +20,15 @@ from numpy.typing import NDArray
 from mtrec.errors import ConfigError
 from mtrec.index import Index
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import Queries, Ranker, StageOne, candidates, corrected
+from mtrec.ranker import (
+    Queries,
+    Ranker,
+    StageOne,
+    candidates,
+    corrected,
+    predicted_ratings,
+    tower_scores,
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,6 +104,21 @@ class TwoStage:
 
     stage: StageOne
     ranker: Ranker
+
+    def scored(self, queries: Queries, rows: NDArray[np.int64]) -> RankedBatch:
+        """The queries' (n, c) item rows (-1 pads) with their retrieval scores and the
+        predicted ratings a list shows (the correction included), in NumPy: torch calls
+        between NumPy's BLAS calls made each wait milliseconds for the other's threads
+        (8 ms a request, measured)."""
+        valid = rows >= 0
+        safe = np.where(valid, rows, 0)
+        retrieval = tower_scores(self.stage, queries.embeddings, safe)
+        predicted = predicted_ratings(self.stage, queries, safe)
+        return RankedBatch(
+            rows,
+            np.where(valid, retrieval, -np.inf).astype(np.float32),
+            np.where(valid, predicted, -np.inf).astype(np.float32),
+        )
 
     def lists(
         self, queries: Queries, k: int, candidates_per_source: int | None = None
