@@ -39,7 +39,7 @@ from mtrec.evaluate import ListReport
 from mtrec.evaluate.oracle import planted_lists
 from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
-from mtrec.pipeline import evaluate_saved, evaluate_saved_lists, evaluate_saved_on, train_model
+from mtrec.pipeline import evaluate_saved_on, evaluate_saved_with_lists, train_model
 from mtrec.plots import preload_plotting
 from mtrec.recommend import Recommender, write_all_users
 from mtrec.report import list_rows, lists_summary_lines, table_rows, write_outputs, write_sweep
@@ -853,8 +853,7 @@ def evaluate_cmd(
         report, lists, unseen = evaluation.report, evaluation.lists, evaluation.unseen.to_dict()
     else:
         data = _load_data(**{name: v for name, v in locals().items() if name in DATA_FLAGS})
-        report = evaluate_saved(saved, data)
-        lists = evaluate_saved_lists(saved, data, k=k)
+        report, lists = evaluate_saved_with_lists(saved, data, k=k)
     now = dataclasses.asdict(report)
     if as_json:
         document = {

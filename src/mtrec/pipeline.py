@@ -688,15 +688,18 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
     evaluated on at training time (other data, or another version of it).
     """
     test = _rebuilt_test(saved, dataset)
-    report = held_out_report(saved.model, test, saved.scale, saved.data.get("has_ratings", True))
-    return served_ratings(report, saved.two_stage(), saved.seen, test, saved.scale)
+    return _saved_report(saved, test, saved.data.get("has_ratings", True), saved.two_stage())
 
 
-def evaluate_saved_lists(saved: SavedModel, dataset: Dataset, *, k: int = 10) -> list[ListReport]:
-    """The saved model's served list beside retrieval alone, popularity and EASE at ``k``,
-    on its own rebuilt split (see ``evaluate_saved``)."""
+def evaluate_saved_with_lists(
+    saved: SavedModel, dataset: Dataset, *, k: int = 10
+) -> tuple[EvalReport, list[ListReport]]:
+    """``evaluate_saved`` and the served list beside retrieval alone, popularity and EASE
+    at ``k`` on the same rebuilt split (rebuilt once, the ranking stage built once)."""
     test = _rebuilt_test(saved, dataset)
-    return _list_reports(saved.model, saved.two_stage(), saved.seen, test, k, 500.0)
+    two = saved.two_stage()
+    report = _saved_report(saved, test, saved.data.get("has_ratings", True), two)
+    return report, _list_reports(saved.model, two, saved.seen, test, k, 500.0)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -716,10 +719,17 @@ def evaluate_saved_on(saved: SavedModel, test: Dataset, *, k: int = 10) -> Evalu
     encoded = encode(kept, saved.vocabs, saved.scale)
     rated = saved.data.get("has_ratings", True) and test.has_ratings
     two = saved.two_stage()
-    report = held_out_report(saved.model, encoded, saved.scale, rated)
-    report = served_ratings(report, two, saved.seen, encoded, saved.scale)
+    report = _saved_report(saved, encoded, rated, two)
     lists = _list_reports(saved.model, two, saved.seen, encoded, k, 500.0)
     return Evaluation(report, lists, unseen)
+
+
+def _saved_report(
+    saved: SavedModel, test: EncodedInteractions, rated: bool, two: TwoStage | None
+) -> EvalReport:
+    """A saved model's metrics on ``test``, its rating errors those of the ratings it shows."""
+    report = held_out_report(saved.model, test, saved.scale, rated)
+    return served_ratings(report, two, saved.seen, test, saved.scale)
 
 
 def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
