@@ -16,7 +16,7 @@ from mtrec.data.movielens import read_grouplens_dir
 from mtrec.errors import ArtifactError
 from mtrec.neighbours import by_user, correction, fit_weight, unit_rows
 from mtrec.pipeline import train_model
-from mtrec.ranker import Ranker, predicted_for_pairs, training_errors
+from mtrec.ranker import Ranker, predicted_for_pairs, training_errors, user_queries
 from mtrec.recommend import Recommender
 
 HISTORY = ModelConfig(embedding_dim=8, head_layers=(16,), history=True, new_user_rate=0.2)
@@ -92,6 +92,10 @@ def test_shown_ratings_are_the_measured_ones(tiny_dir: Path, tmp_path: Path) -> 
     # the errors saved with the model are the head's errors on the training histories
     assert loaded.rating_errors is not None and two.stage.errors is loaded.rating_errors
     recomputed = training_errors(two.stage, loaded.seen)
+    # and a known user's request reads them instead of computing them again
+    every_user = np.arange(len(loaded.seen.indptr) - 1)
+    queries = user_queries(two.stage, every_user, loaded.seen)
+    assert queries.errors is not None and np.array_equal(queries.errors, loaded.rating_errors)
     assert np.allclose(loaded.rating_errors, recomputed, atol=1e-6)
     assert np.allclose(recomputed, loaded.seen.labels - _head_of_every_entry(loaded), atol=1e-5)
     for user_id in (1, 17, 44):

@@ -118,10 +118,19 @@ def exclusion_lists(
 def user_queries(
     stage: StageOne, users: NDArray[np.int64], seen: Histories, exclude_history: bool = True
 ) -> Queries:
-    """Queries for known user rows, each with their training items as history."""
-    indptr, items, labels = histories_of(seen, users)
+    """Queries for known user rows, each with their training items as history (and the
+    rating head's errors on them, where the stage holds them)."""
+    indptr, entries = _entries(seen, users)
     rows = users.astype(np.int64)
-    return Queries(stage.user_embeddings[rows], rows, indptr, items, exclude_history, labels=labels)
+    return Queries(
+        stage.user_embeddings[rows],
+        rows,
+        indptr,
+        seen.items[entries].astype(np.int64),
+        exclude_history,
+        labels=seen.labels[entries],
+        errors=None if stage.errors is None else stage.errors[entries],
+    )
 
 
 def histories_of(
