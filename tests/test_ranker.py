@@ -24,7 +24,7 @@ from mtrec.ranker import (
     Queries,
     Ranker,
     StageOne,
-    _ranks,
+    _rank_feature,
     _union,
     candidates,
     fit_ranker,
@@ -51,8 +51,10 @@ def test_listwise_loss_by_hand() -> None:
 def test_union_and_ranks_by_hand() -> None:
     union = _union(np.array([[3, 1, 3, -1], [2, 2, 2, 2]]))
     assert union.tolist() == [[1, 3], [2, -1]]
-    ranks = _ranks(np.array([[0.1, 0.9, 0.5]]), np.array([[True, True, False]]))
-    assert ranks.tolist() == [[1.0, 0.0, 2.0]]
+    assert _union(np.array([[3, 1, 3, -1, 7]])).tolist() == [[1, 3, 7]]  # a request's row
+    assert _union(np.array([[-1, -1]])).shape == (1, 0)
+    ranks = _rank_feature(np.array([[0.1, 0.9, 0.5]]), np.array([[True, True, False]]))
+    assert np.allclose(ranks, -np.log1p([[1.0, 0.0, 2.0]]))  # the pad ranks last
 
 
 def test_gains_mark_held_aside_items() -> None:
@@ -204,22 +206,50 @@ def _history_of(prepared, user):  # type: ignore[no-untyped-def]
 
 
 def test_item_item_scores_sum_history_rows_either_way() -> None:
-    from mtrec.ranker import _item_item_scores
+    from mtrec.ranker import item_item_rows
 
     rng = np.random.default_rng(2)
     n_items = 50
     weights = rng.normal(size=(n_items, n_items)).astype(np.float32)
-    model = MultiTaskModel(4, n_items, ModelConfig(embedding_dim=4, head_layers=(4,)), seed=0)
-    stage = StageOne(model, ExactIndex(np.eye(n_items, 4, dtype=np.float32)), weights,
-                     np.ones(n_items, dtype=np.int64))  # fmt: skip
     indptr = np.array([0, 3, 3, 5, 5])  # users 1 and 3 have empty histories
     items = np.array([1, 4, 9, 4, 7])
-    queries = Queries(np.zeros((4, 4), np.float32), np.arange(4), indptr, items, False)
-    got = _item_item_scores(stage, queries)
-    assert got is not None
+    got = item_item_rows(weights, indptr, items, exclude_history=False)
     expected = np.stack([weights[[1, 4, 9]].sum(0), np.zeros(n_items),
                          weights[[4, 7]].sum(0), np.zeros(n_items)])  # fmt: skip
     assert np.allclose(got, expected, atol=1e-5)
+    left_out = item_item_rows(weights, indptr, items)
+    assert np.isneginf(left_out[0, [1, 4, 9]]).all() and np.isneginf(left_out[2, [4, 7]]).all()
+    assert np.isfinite(left_out).sum() == got.size - len(items)
+
+
+def test_known_users_item_item_source_gives_the_candidates_a_request_computes() -> None:
+    """Known users' item-item scores, statistics and top lists are computed once; with
+    them, every user's candidates and features are those computed from the history, with
+    or without a request's blocked rows, other candidate counts, or history kept."""
+    from mtrec.features import SeenItems
+    from mtrec.ranker import user_queries, with_known_item_item
+
+    rng = np.random.default_rng(3)
+    n_users, n_items = 12, 40
+    weights = rng.normal(size=(n_items, n_items)).astype(np.float32)
+    model = MultiTaskModel(n_users, n_items, ModelConfig(embedding_dim=4, head_layers=(4,)), 0)
+    stage = StageOne(model, ExactIndex(model.embed_items().detach().numpy()), weights,
+                     rng.integers(1, 9, n_items))  # fmt: skip
+    lengths = rng.integers(0, 12, n_users)
+    lengths[3] = 0  # an empty history
+    indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    items = np.concatenate([np.sort(rng.choice(n_items, n, replace=False)) for n in lengths])
+    seen = SeenItems(indptr, items.astype(np.int64), np.full(len(items), 0.5, np.float32))
+    known = with_known_item_item(stage, seen, per_source=6)
+    assert known.known_item_item is not None and stage.known_item_item is None
+    users = np.arange(n_users)
+    for per_source, exclude, blocked in [(6, True, None), (6, True, np.array([2, 5])),
+                                         (9, True, None), (6, False, None)]:  # fmt: skip
+        a, b = (user_queries(s, users, seen, exclude, blocked) for s in (known, stage))
+        assert (a.item_item is not None) == exclude  # a history kept: computed
+        fast, slow = candidates(known, a, per_source), candidates(stage, b, per_source)
+        assert np.array_equal(fast.rows, slow.rows)
+        assert np.array_equal(fast.features, slow.features)
 
 
 def test_new_user_protocol_holds_users_out_and_splits_in_time(tiny_dir: Path) -> None:

@@ -59,7 +59,7 @@ from mtrec.io import (
     write_json,
 )
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import Ranker, StageOne
+from mtrec.ranker import Ranker, StageOne, with_known_item_item
 from mtrec.two_stage import TwoStage
 from mtrec.vocab import Vocab
 
@@ -133,7 +133,9 @@ class SavedModel:
             self.ranker.correction,
             self.rating_errors,
         )
-        return TwoStage(stage, self.ranker)
+        return TwoStage(
+            with_known_item_item(stage, self.seen, self.ranker.config.candidates), self.ranker
+        )
 
 
 def save(saved: SavedModel, directory: str | Path) -> Path:

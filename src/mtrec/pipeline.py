@@ -72,6 +72,7 @@ from mtrec.ranker import (
     stack_candidates,
     training_errors,
     user_queries,
+    with_known_item_item,
 )
 from mtrec.train import History, Progress, train
 from mtrec.two_stage import TwoStage
@@ -322,6 +323,7 @@ def two_stage(
     """The fitted ``ranker`` over a stage one built around ``model`` (see ``stage_one``),
     with the rating head's errors on ``seen`` where the ranker corrects ratings."""
     stage = stage_one(model, seen, ranker.config, index, ranker.correction)
+    stage = with_known_item_item(stage, seen, ranker.config.candidates)
     if stage.correction:
         stage = stage.updated(errors=training_errors(stage, seen))
     return TwoStage(stage, ranker)

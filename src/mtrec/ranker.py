@@ -77,6 +77,9 @@ class Queries:
     errors: NDArray[np.float32] | None = None
     """The rating head's error on each history entry, where known in advance (a known
     user's, computed when the model was trained); None: computed from ``labels``."""
+    item_item: ItemItemSource | None = None
+    """The item-item source of each query, history left out, where known in advance (a
+    known user's: ``StageOne.known_item_item``); None: computed from the history."""
 
     def __len__(self) -> int:
         return len(self.user_rows)
@@ -95,6 +98,7 @@ class Queries:
             items=self.items[a:b],
             labels=None if self.labels is None else self.labels[a:b],
             errors=None if self.errors is None else self.errors[a:b],
+            item_item=None if self.item_item is None else self.item_item.rows(slice(lo, hi)),
         )
 
     def exclusions(self) -> list[NDArray[np.int64]] | None:
@@ -116,10 +120,15 @@ def exclusion_lists(
 
 
 def user_queries(
-    stage: StageOne, users: NDArray[np.int64], seen: Histories, exclude_history: bool = True
+    stage: StageOne,
+    users: NDArray[np.int64],
+    seen: Histories,
+    exclude_history: bool = True,
+    blocked: NDArray[np.int64] | None = None,
 ) -> Queries:
     """Queries for known user rows, each with their training items as history (and the
-    rating head's errors on them, where the stage holds them)."""
+    rating head's errors on them, where the stage holds them); ``blocked``: item rows no
+    list may hold."""
     indptr, entries = _entries(seen, users)
     rows = users.astype(np.int64)
     return Queries(
@@ -128,8 +137,14 @@ def user_queries(
         indptr,
         seen.items[entries].astype(np.int64),
         exclude_history,
+        blocked,
         labels=seen.labels[entries],
         errors=None if stage.errors is None else stage.errors[entries],
+        item_item=(
+            stage.known_item_item.rows(rows)
+            if stage.known_item_item is not None and exclude_history
+            else None
+        ),
     )
 
 
@@ -201,12 +216,20 @@ class StageOne:
     errors: NDArray[np.float32] | None = None
     """The rating head's error on each training entry of the users' histories (aligned
     with them: ``training_errors``), for the correction; None: computed per query."""
+    known_item_item: ItemItemSource | None = None
+    """Every known user's item-item source (``with_known_item_item``), like
+    ``user_embeddings`` computed once: summing a request's history rows of the weights,
+    then finding their top, was the largest step of a request; None: per query."""
     item_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     user_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     """Every known user's query embedding, computed once (a history-reading tower pools
     the user's whole history for each one)."""
     item_mean: NDArray[np.float64] = dataclasses.field(init=False)
     item_moment: NDArray[np.float64] = dataclasses.field(init=False)
+    user_tower_stats: NDArray[np.float64] = dataclasses.field(init=False)
+    """(n_users, 2) each known user's two-tower mean and spread over the catalogue."""
+    popularity: NDArray[np.float64] = dataclasses.field(init=False)
+    """Each item's popularity feature: log of its interactions, scaled to [0, 1]."""
     head: SplitHead | None = dataclasses.field(init=False)
     """The rating head frozen for serving, each item's share computed once."""
     unit_items: NDArray[np.float32] = dataclasses.field(init=False)
@@ -225,10 +248,14 @@ class StageOne:
         object.__setattr__(self, "item_mean", wide.mean(axis=0))
         object.__setattr__(self, "item_moment", wide.T @ wide / max(len(wide), 1))
         object.__setattr__(self, "unit_items", unit_rows(items))
+        object.__setattr__(self, "user_tower_stats", _tower_stats(self, users))
+        scale = math.log1p(max(int(self.counts.max(initial=0)), 1))
+        object.__setattr__(self, "popularity", np.log1p(self.counts) / scale)
 
     def updated(self, **fields: Any) -> StageOne:
-        """This stage with ``fields`` (``correction``, ``errors``) replaced and its computed
-        fields shared (``dataclasses.replace`` would compute them again)."""
+        """This stage with ``fields`` (``correction``, ``errors``, ``known_item_item``)
+        replaced and its computed fields shared (``dataclasses.replace`` would compute
+        them again)."""
         out = copy.copy(self)
         for name, value in fields.items():
             object.__setattr__(out, name, value)
@@ -274,47 +301,37 @@ def _candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidate
     n_items = len(stage.counts)
     c = min(per_source, n_items)
     _, tower_rows = stage.index.search(queries.embeddings, c, exclude=queries.exclusions())
-    item_item = _item_item_scores(stage, queries)
-    lists = [tower_rows]
-    per_row = np.arange(len(queries))[:, None]
-    if item_item is not None:
-        top = np.argpartition(-item_item, c - 1, axis=1)[:, :c]
-        # a history item (-inf) is never a candidate, even where the rest is too short
-        lists.append(np.where(np.isfinite(item_item[per_row, top]), top, -1))
+    item_item = _item_item_source(stage, queries, c)
+    lists = [tower_rows] if item_item is None else [tower_rows, item_item.top]
     rows = _union(np.concatenate(lists, axis=1))
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
     q = queries.embeddings
     tower = tower_scores(stage, q, safe)
-    mean = q.astype(np.float64) @ stage.item_mean
-    spread = ((q @ stage.item_moment) * q).sum(axis=1)
-    std = np.sqrt(np.maximum(spread - mean**2, 1e-12))
-    tower_z = (tower - mean[:, None]) / std[:, None]
-    ii_z = (
-        None if item_item is None else _standardised_item_item(item_item, item_item[per_row, safe])
-    )
+    known = queries.user_rows >= 0
+    stats = stage.user_tower_stats[queries.user_rows] if known.all() else _tower_stats(stage, q)
+    tower_z = (tower - stats[:, :1]) / stats[:, 1:]
     predicted = _head(stage, q, queries.user_rows, safe)  # the correction: shown, not a feature
-    scale = math.log1p(max(int(stage.counts.max(initial=0)), 1))
     length = np.log1p(queries.indptr[1:] - queries.indptr[:-1])[:, None] / 5.0
-    new = (queries.user_rows < 0)[:, None]
-    columns = {
-        "two_tower": tower_z,
-        "predicted_rating": predicted,
-        "popularity": np.log1p(stage.counts[safe]) / scale,
-        "two_tower_rank": -np.log1p(_ranks(tower, valid)),
-        "history_x_two_tower": length * tower_z,
-        "new_user_x_two_tower": new * tower_z,
-    }
-    if ii_z is not None:  # without item-item weights its four columns stay zero
-        columns |= {
-            "item_item": ii_z,
-            "item_item_rank": -np.log1p(_ranks(ii_z, valid)),
-            "history_x_item_item": length * ii_z,
-            "new_user_x_item_item": new * ii_z,
-        }
     features = np.zeros((*rows.shape, len(FEATURES)), dtype=np.float32)
-    for name, values in columns.items():
-        features[..., FEATURES.index(name)] = values
+    column = _COLUMN
+    features[..., column["two_tower"]] = tower_z
+    features[..., column["predicted_rating"]] = predicted
+    features[..., column["popularity"]] = stage.popularity[safe]
+    features[..., column["two_tower_rank"]] = _rank_feature(tower, valid)
+    features[..., column["history_x_two_tower"]] = length * tower_z
+    new = ~known
+    if new.any():
+        features[new, :, column["new_user_x_two_tower"]] = tower_z[new]
+    if item_item is not None:  # without item-item weights its four columns stay zero
+        ii_z = item_item.standardised(safe)
+        features[..., column["item_item"]] = ii_z
+        features[..., column["item_item_rank"]] = _rank_feature(ii_z, valid)
+        features[..., column["history_x_item_item"]] = length * ii_z
+        if new.any():
+            features[new, :, column["new_user_x_item_item"]] = ii_z[new]
+    if valid.all():  # a request's candidates: no pads (each np.where below costs a call)
+        return Candidates(rows, features, tower.astype(np.float32, copy=False), predicted)
     features[~valid] = 0.0
     return Candidates(
         rows,
@@ -322,6 +339,19 @@ def _candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidate
         np.where(valid, tower, -np.inf).astype(np.float32),
         np.where(valid, predicted, -np.inf).astype(np.float32),
     )
+
+
+_COLUMN = {name: j for j, name in enumerate(FEATURES)}
+"""Each feature's column in ``Candidates.features``."""
+
+
+def _tower_stats(stage: StageOne, queries: NDArray[np.float32]) -> NDArray[np.float64]:
+    """(n, 2) each query's two-tower mean and spread over the catalogue, in closed form
+    from the item embeddings' first and second moments (so that any index serves)."""
+    q = queries.astype(np.float64)
+    mean = q @ stage.item_mean
+    spread = ((q @ stage.item_moment) * q).sum(axis=1)
+    return np.stack([mean, np.sqrt(np.maximum(spread - mean**2, 1e-12))], axis=1)
 
 
 def tower_scores(
@@ -332,59 +362,115 @@ def tower_scores(
     return scores[..., 0]
 
 
-def _standardised_item_item(
-    item_item: NDArray[np.float32], raw: NDArray[np.float32]
-) -> NDArray[np.float64]:
-    """The item-item scores ``raw`` of some candidates standardised per user over the
-    catalogue less the history (-inf there, and 0 for a history item that is a candidate)."""
-    finite = np.isfinite(item_item)
-    count = np.maximum(finite.sum(axis=1), 1)
-    kept = np.where(finite, item_item, 0.0).astype(np.float64)
-    mean = kept.sum(axis=1) / count
-    var = np.einsum("ij,ij->i", kept, kept) / count - mean**2
-    std = np.sqrt(np.maximum(var, 0.0)) + 1e-9
-    return np.where(np.isfinite(raw), (raw - mean[:, None]) / std[:, None], 0.0)
+@dataclasses.dataclass(frozen=True)
+class ItemItemSource:
+    """Users' EASE scores of the whole catalogue (history items and blocked ones -inf),
+    with what the ranker reads of them: each row's mean and spread over its finite
+    entries, and its top ``per_source`` item rows (-1 where fewer are finite)."""
+
+    scores: NDArray[np.float32]
+    stats: NDArray[np.float64]
+    top: NDArray[np.int64]
+
+    @classmethod
+    def of(cls, scores: NDArray[np.float32], per_source: int) -> ItemItemSource:
+        n, n_items = scores.shape
+        top = np.argpartition(scores, n_items - per_source, axis=1)[:, n_items - per_source :]
+        # a history item (-inf) is never a candidate, even where the rest is too short
+        top = np.where(np.isfinite(scores[np.arange(n)[:, None], top]), top, -1)
+        finite = np.isfinite(scores)
+        count = np.maximum(finite.sum(axis=1), 1)
+        kept = np.where(finite, scores, 0.0).astype(np.float64)
+        mean = kept.sum(axis=1) / count
+        var = np.einsum("ij,ij->i", kept, kept) / count - mean**2
+        stats = np.stack([mean, np.sqrt(np.maximum(var, 0.0)) + 1e-9], axis=1)
+        return cls(scores, stats, top)
+
+    def rows(self, users: NDArray[np.int64] | slice) -> ItemItemSource:
+        return ItemItemSource(self.scores[users], self.stats[users], self.top[users])
+
+    def standardised(self, items: NDArray[np.int64]) -> NDArray[np.float64]:
+        """The (n, c) scores of item rows, standardised per user (0 for a history item)."""
+        raw = self.scores[np.arange(len(items))[:, None], items]
+        return np.where(np.isfinite(raw), (raw - self.stats[:, :1]) / self.stats[:, 1:], 0.0)
 
 
-def _item_item_scores(stage: StageOne, queries: Queries) -> NDArray[np.float32] | None:
-    """(n, n_items) EASE scores of every item for each user's history; history items -inf."""
-    weights = stage.item_item
-    if weights is None:
+def _item_item_source(stage: StageOne, queries: Queries, per_source: int) -> ItemItemSource | None:
+    """The queries' item-item source: known in advance where the queries carry it and a
+    request changes nothing it depends on, else computed from their histories."""
+    if stage.item_item is None:
         return None
-    n, n_items = len(queries), len(stage.counts)
+    known = queries.item_item
+    if known is not None and queries.blocked is None and known.top.shape[1] == per_source:
+        return known
+    if known is not None:  # history already -inf; a copy, as blocked rows go in
+        scores = np.array(known.scores, dtype=np.float32)
+    else:
+        indptr, items = queries.indptr, queries.items
+        scores = item_item_rows(stage.item_item, indptr, items, queries.exclude_history)
+    if queries.blocked is not None:
+        scores[:, queries.blocked] = -np.inf
+    return ItemItemSource.of(scores, per_source)
+
+
+def with_known_item_item(stage: StageOne, seen: Histories, per_source: int) -> StageOne:
+    """``stage`` with every known user's item-item source computed once, ``per_source``
+    candidates each (``StageOne.known_item_item``), where it has item-item weights and
+    the scores fit in ``KNOWN_ITEM_ITEM_MAX_ENTRIES``; else ``stage`` as it is."""
+    n_users, n_items = len(seen.indptr) - 1, len(stage.counts)
+    if stage.item_item is None or n_users * n_items > KNOWN_ITEM_ITEM_MAX_ENTRIES:
+        return stage
+    scores = item_item_rows(stage.item_item, seen.indptr.astype(np.int64), seen.items)
+    return stage.updated(known_item_item=ItemItemSource.of(scores, min(per_source, n_items)))
+
+
+KNOWN_ITEM_ITEM_MAX_ENTRIES = 1 << 25
+"""Known users' item-item scores are kept up to this many (128 MB; ML-1M's 6,040 users x
+3,706 items take 90 MB); past it each request sums its history's rows of the weights."""
+
+
+def item_item_rows(
+    weights: NDArray[np.float32],
+    indptr: NDArray[np.int64],
+    items: NDArray[np.int64],
+    exclude_history: bool = True,
+) -> NDArray[np.float32]:
+    """(n, n_items) item-item scores of n histories (CSR ``indptr``/``items``): the sum
+    of their rows of ``weights``; each history's own items -inf (``exclude_history``)."""
+    n, n_items = len(indptr) - 1, len(weights)
     scores = np.empty((n, n_items), dtype=np.float32)
     for lo in range(0, n, 256):  # 256 users at a time
         hi = min(lo + 256, n)
-        a, b = int(queries.indptr[lo]), int(queries.indptr[hi])
+        a, b = int(indptr[lo]), int(indptr[hi])
         if hi - lo == 1:  # one user (a request): their rows of B, even for a long history
-            scores[lo] = weights[queries.items[a:b]].sum(axis=0)  # (600 rows: 0.2 ms; B x
+            scores[lo] = weights[items[a:b]].sum(axis=0)  # (600 rows: 0.2 ms; B x
             continue  # a binary row reads all of B: 0.5 ms with a request's cache misses)
         # short histories: add up their rows of B; long ones: a dense row times B (BLAS
         # does 1,682 x 1,682 in ~0.3 ms, while gathering 700 rows costs more)
         if (b - a) * 8 <= (hi - lo) * n_items and (b - a) * n_items <= 1 << 22:
-            starts = queries.indptr[lo:hi] - a
+            starts = indptr[lo:hi] - a
             # a zero row at the end: an empty last history still has a valid start
-            gathered = np.concatenate([weights[queries.items[a:b]], np.zeros((1, n_items))])
+            gathered = np.concatenate([weights[items[a:b]], np.zeros((1, n_items))])
             sums = np.add.reduceat(gathered, starts, axis=0)
-            empty = queries.indptr[lo + 1 : hi + 1] == queries.indptr[lo:hi]
+            empty = indptr[lo + 1 : hi + 1] == indptr[lo:hi]
             scores[lo:hi] = np.where(empty[:, None], 0.0, sums)  # reduceat: empty = next row
             continue
         x = torch.zeros((hi - lo, n_items))  # many: binary history rows times B
-        within = np.repeat(np.arange(hi - lo), np.diff(queries.indptr[lo : hi + 1]))
-        x[torch.from_numpy(within), torch.from_numpy(queries.items[a:b])] = 1.0
+        within = np.repeat(np.arange(hi - lo), np.diff(indptr[lo : hi + 1]))
+        x[torch.from_numpy(within), torch.from_numpy(items[a:b])] = 1.0
         scores[lo:hi] = (x @ torch.from_numpy(weights)).numpy()
-    if queries.exclude_history:
-        user = np.repeat(np.arange(n), queries.indptr[1:] - queries.indptr[:-1])
-        scores[user, queries.items] = -np.inf
-    if queries.blocked is not None:
-        scores[:, queries.blocked] = -np.inf
+    if exclude_history:
+        user = np.repeat(np.arange(n), np.diff(indptr))
+        scores[user, items] = -np.inf
     return scores
 
 
 def _union(rows: NDArray[np.int64]) -> NDArray[np.int64]:
     """Each row's distinct item rows (sorted), duplicates and pads as -1 at the end."""
-    if len(rows) == 1:  # a request: one sort instead of two
-        return np.unique(rows[rows >= 0])[None, :]
+    if len(rows) == 1:  # a request: marks over the catalogue, no sort (np.unique: 25 us)
+        marked = np.zeros(int(rows.max(initial=-1)) + 1, dtype=bool)
+        marked[rows[rows >= 0]] = True
+        return np.flatnonzero(marked)[None, :]
     ordered = np.sort(rows, axis=1)
     repeat = np.zeros_like(ordered, dtype=bool)
     repeat[:, 1:] = ordered[:, 1:] == ordered[:, :-1]
@@ -395,10 +481,14 @@ def _union(rows: NDArray[np.int64]) -> NDArray[np.int64]:
     return np.where(out == np.iinfo(np.int64).max, -1, out)
 
 
-def _ranks(scores: NDArray[np.floating[Any]], valid: NDArray[np.bool_]) -> NDArray[np.float64]:
-    """0-based rank of each candidate by ``scores`` within its row (pads last)."""
+def _rank_feature(
+    scores: NDArray[np.floating[Any]], valid: NDArray[np.bool_]
+) -> NDArray[np.float64]:
+    """-log(1 + rank) of each candidate by ``scores`` within its row (pads ranked last)."""
     order = np.argsort(np.where(valid, -scores, np.inf), axis=1, kind="stable")
-    return np.argsort(order, axis=1, kind="stable").astype(np.float64)
+    out = np.empty(order.shape, dtype=np.float64)  # the inverse permutation, no 2nd sort
+    out[np.arange(len(order))[:, None], order] = -np.log1p(np.arange(order.shape[1]))
+    return out
 
 
 def predicted_ratings(

@@ -376,8 +376,8 @@ class Recommender:
         ``ranking=False``: the first stage's top ``k`` in retrieval order. ``blocked``:
         item rows no list holds (``blocked_rows``)."""
         if self.two_stage is not None and ranking:
-            queries = user_queries(self.two_stage.stage, user_rows, self.saved.seen, exclude_seen)
-            queries = dataclasses.replace(queries, blocked=blocked)
+            stage = self.two_stage.stage
+            queries = user_queries(stage, user_rows, self.saved.seen, exclude_seen, blocked)
             return self.two_stage.lists(queries, k, candidates)
         vectors = self._users[user_rows]
         exclude = self._exclude(user_rows, exclude_seen, blocked)

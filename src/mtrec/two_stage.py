@@ -140,4 +140,4 @@ class TwoStage:
         valid = batch.rows >= 0
         safe, head = np.where(valid, batch.rows, 0), np.where(valid, batch.predicted, 0.0)
         shown = corrected(self.stage, queries, safe, head.astype(np.float32))
-        return dataclasses.replace(batch, predicted=np.where(valid, shown, -np.inf))
+        return RankedBatch(batch.rows, batch.retrieval, np.where(valid, shown, -np.inf))
