@@ -2,9 +2,10 @@
 
 Serves the MovieLens-100K model, then for 1, 8, 32 and 128 connections runs wrk for
 ``--duration`` seconds against ``GET /v1/users/{random user}/recommendations?k=10`` and
-reports throughput, p50/p95/p99 latency and every kind of failed request; then the same
-route with ``ranking=false`` (the first stage alone) at 32 connections, for the cost of
-the ranking stage measured in the same run. Last, the same at 32 connections while the
+reports throughput, p50/p95/p99 latency and every kind of failed request; then, for the
+cost of the ranking stage in the same run, the same route with ``ranking=false`` (the
+first stage alone) and as served, in turn at 32 connections (``--cost-rounds`` each,
+medians compared). Last, the same at 32 connections while the
 model directory is replaced (``artifact.save``: one atomic exchange) and reloaded
 (``POST /v1/admin/reload``) every ``--swap-every`` seconds, with a checker that asks for
 the lists of 50 users in turn: a swap must fail no request, and every answer must be the
@@ -26,6 +27,7 @@ import json
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -216,6 +218,32 @@ def show(r: dict[str, Any], label: str = "") -> None:
     )
 
 
+def ranking_cost(
+    base: str, duration: int, rounds: int, served: Path, first_stage: Path
+) -> dict[str, Any]:
+    """The ranking stage's cost: at 32 connections, the first stage alone and the served
+    list in turn (A B A B ...: the machine's speed drifts within a run), ``rounds`` each;
+    the share of requests/s lost, from the medians."""
+    runs: dict[str, list[dict[str, Any]]] = {"first_stage": [], "served": []}
+    for _ in range(rounds):
+        for name, script in (("first_stage", first_stage), ("served", served)):
+            runs[name].append(wrk(base, 32, duration, script))
+            show(
+                runs[name][-1],
+                " (first stage alone, ranking=false)"
+                if name == "first_stage"
+                else " (served list)",
+            )
+    first = statistics.median(r["rps"] for r in runs["first_stage"])
+    ranked = statistics.median(r["rps"] for r in runs["served"])
+    lost = 1 - ranked / first
+    print(
+        f"the ranking stage costs {lost:.0%} of the first stage's requests/s at 32 conn "
+        f"(medians of {rounds} alternating runs each: {ranked:.0f} against {first:.0f})"
+    )
+    return runs | {"lost": lost}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -223,6 +251,9 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=30)
     ap.add_argument("--connections", type=int, nargs="+", default=[1, 8, 32, 128])
     ap.add_argument("--json", type=Path)
+    ap.add_argument(
+        "--cost-rounds", type=int, default=3, help="alternating runs for the ranking cost"
+    )
     ap.add_argument("--workers", type=int, default=None, help="mtrec serve --workers")
     ap.add_argument("--swap-every", type=float, default=2.0, help="seconds between swaps")
     ap.add_argument("--swap-duration", type=int, default=None, help="default: --duration")
@@ -297,12 +328,8 @@ def main() -> None:
                 f"{fixed['errors']} of {fixed['requests']}",
                 flush=True,
             )
-        alone = wrk(base, 32, args.duration, first_stage)
-        show(alone, " (first stage alone, ranking=false)")
-        at_32 = next((r for r in results if r["connections"] == 32), None)
-        if at_32 is not None:
-            lost = 1 - at_32["rps"] / alone["rps"]
-            print(f"the ranking stage costs {lost:.0%} of the first stage's requests/s at 32 conn")
+        cost = ranking_cost(base, args.duration, args.cost_rounds, script, first_stage)
+        alone = cost["first_stage"][-1]
         swaps = {"ok": 0, "refused": 0}
         models = {name: artifact.load(work / name) for name in ("a", "b")}
         expected = {name: lists_of(base, served, models[name]) for name in ("b", "a")}
@@ -353,6 +380,7 @@ def main() -> None:
             "workers": args.workers,
             "runs": results,
             "first_stage_alone": alone,
+            "ranking_cost": cost,
             "during_swaps": during,
         }
         args.json.write_text(json.dumps(document, indent=2) + "\n")
