@@ -323,10 +323,10 @@ def two_stage(
     """The fitted ``ranker`` over a stage one built around ``model`` (see ``stage_one``),
     with the rating head's errors on ``seen`` where the ranker corrects ratings."""
     stage = stage_one(model, seen, ranker.config, index, ranker.correction)
-    stage = with_known_item_item(stage, seen, ranker.config.candidates)
     if stage.correction:
         stage = stage.updated(errors=training_errors(stage, seen))
-    return TwoStage(stage, ranker)
+    # after the errors: their queries would otherwise copy every user's item-item scores
+    return TwoStage(with_known_item_item(stage, seen, ranker.config.candidates), ranker)
 
 
 def stage_one(
