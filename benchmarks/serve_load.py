@@ -63,7 +63,31 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def settle(port: int, limit: float = 15.0) -> float:
+    """Wait until the server holds no connection of an earlier run open (Linux's socket
+    table: none with local port ``port`` established or closed by the client only); the
+    seconds waited. wrk drops its connections mid-request when a run ends and the server
+    took up to 1-2 s to close them, so each run starts from an idle server instead of
+    inheriting that teardown (which alone did not remove the tail at 128 connections)."""
+    started = time.perf_counter()
+    tables = [Path("/proc/net/tcp"), Path("/proc/net/tcp6")]
+    while time.perf_counter() - started < limit:
+        held = 0
+        for table in tables:
+            if not table.exists():
+                continue
+            for line in table.read_text().splitlines()[1:]:
+                fields = line.split()
+                local_port, state = int(fields[1].rsplit(":", 1)[1], 16), fields[3]
+                held += local_port == port and state in ("01", "08")  # open, close-wait
+        if not held:
+            break
+        time.sleep(0.1)
+    return time.perf_counter() - started
+
+
 def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, Any]:
+    settled = settle(int(url.rsplit(":", 1)[1]))
     out = subprocess.run(
         [
             "wrk",
@@ -85,6 +109,7 @@ def wrk(url: str, connections: int, duration: int, script: Path) -> dict[str, An
     ).stdout
     result = json.loads(next(line for line in out.splitlines() if line.startswith("RESULT "))[7:])
     result["connections"] = connections
+    result["settled_s"] = settled
     result["rps"] = result["requests"] / result["seconds"]
     result["failed"] = sum(
         result[k] for k in ("connect_errors", "read_errors", "write_errors", "non_2xx", "timeouts")
