@@ -307,6 +307,32 @@ def test_a_worker_still_loading_when_a_reload_came_catches_up(
     assert not list((tmp_path / "run").iterdir())  # unregistered on shutdown
 
 
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs Linux's /proc")
+def test_workers_get_the_api_key_but_not_in_their_environment(
+    model_dir: Path, tmp_path: Path
+) -> None:
+    key_file = tmp_path / "key"
+    key_file.write_text("s3cret-k3y\n")
+    env = {k: v for k, v in os.environ.items() if k != "MTREC_API_KEY"}
+    proc, base = start_server(model_dir, "--api-key-file", str(key_file), "--workers", "2", env=env)
+    try:
+        workers: set[int] = set()
+        for _ in range(500):  # a new connection each: the kernel spreads them
+            workers.add(_get(f"{base}/readyz")[1]["worker"])
+            if len(workers) == 2:
+                break
+        assert len(workers) == 2
+        for pid in workers:
+            assert b"s3cret-k3y" not in Path(f"/proc/{pid}/environ").read_bytes()
+        for _ in range(8):  # each worker holds the key
+            auth = {"Authorization": "Bearer s3cret-k3y"}
+            assert _get(f"{base}/v1/users/5/recommendations?k=3", auth)[0] == 200
+            assert _get(f"{base}/v1/users/5/recommendations?k=3")[0] == 401
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=20)
+
+
 def test_several_workers_share_metrics_and_reload_together(
     model_dir: Path, tiny_dir: Path, tmp_path: Path
 ) -> None:

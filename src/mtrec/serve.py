@@ -692,7 +692,13 @@ def serve(
     run_dir = Path(metrics_dir) / "workers"  # where workers register for reloads
     run_dir.mkdir()
     settings["run_dir"] = str(run_dir)
-    os.environ[_WORKER_SETTINGS] = json.dumps(settings)  # the workers' own environment only
+    # to the workers through a file only this user can read: in their environment the API
+    # key would show in /proc/<pid>/environ for as long as they run
+    settings_file = Path(metrics_dir) / "worker-settings.json"
+    descriptor = os.open(settings_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(descriptor, "w", encoding="utf-8") as out:
+        json.dump(settings, out)
+    os.environ[_WORKER_SETTINGS] = str(settings_file)
     try:
         uvicorn.run(f"{__name__}:worker_app", factory=True, workers=workers, **options)
     finally:
@@ -704,7 +710,7 @@ _WORKER_SETTINGS = "MTREC_SERVE_WORKER"
 
 def worker_app() -> FastAPI:
     """The app of one of several worker processes, from the supervisor's settings."""
-    settings = json.loads(os.environ[_WORKER_SETTINGS])
+    settings = json.loads(Path(os.environ[_WORKER_SETTINGS]).read_text(encoding="utf-8"))
     return _worker_app(settings, supervised=Path(settings["run_dir"]))
 
 
