@@ -227,7 +227,7 @@ def test_known_users_item_item_source_gives_the_candidates_a_request_computes() 
     them, every user's candidates and features are those computed from the history, with
     or without a request's blocked rows, other candidate counts, or history kept."""
     from mtrec.features import SeenItems
-    from mtrec.ranker import user_queries, with_known_item_item
+    from mtrec.ranker import _item_item_source, user_queries, with_known_item_item
 
     rng = np.random.default_rng(3)
     n_users, n_items = 12, 40
@@ -246,7 +246,10 @@ def test_known_users_item_item_source_gives_the_candidates_a_request_computes() 
     for per_source, exclude, blocked in [(6, True, None), (6, True, np.array([2, 5])),
                                          (9, True, None), (6, False, None)]:  # fmt: skip
         a, b = (user_queries(s, users, seen, exclude, blocked) for s in (known, stage))
-        assert (a.item_item is not None) == exclude  # a history kept: computed
+        source = _item_item_source(known, a, per_source)
+        assert source is not None
+        at_history = source.scores[np.repeat(users, lengths), items]
+        assert np.isneginf(at_history).all() == exclude  # a history kept: computed, not read
         fast, slow = candidates(known, a, per_source), candidates(stage, b, per_source)
         assert np.array_equal(fast.rows, slow.rows)
         assert np.array_equal(fast.features, slow.features)

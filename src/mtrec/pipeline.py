@@ -325,7 +325,6 @@ def two_stage(
     stage = stage_one(model, seen, ranker.config, index, ranker.correction)
     if stage.correction:
         stage = stage.updated(errors=training_errors(stage, seen))
-    # after the errors: their queries would otherwise copy every user's item-item scores
     return TwoStage(with_known_item_item(stage, seen, ranker.config.candidates), ranker)
 
 

@@ -77,9 +77,6 @@ class Queries:
     errors: NDArray[np.float32] | None = None
     """The rating head's error on each history entry, where known in advance (a known
     user's, computed when the model was trained); None: computed from ``labels``."""
-    item_item: ItemItemSource | None = None
-    """The item-item source of each query, history left out, where known in advance (a
-    known user's: ``StageOne.known_item_item``); None: computed from the history."""
 
     def __len__(self) -> int:
         return len(self.user_rows)
@@ -98,7 +95,6 @@ class Queries:
             items=self.items[a:b],
             labels=None if self.labels is None else self.labels[a:b],
             errors=None if self.errors is None else self.errors[a:b],
-            item_item=None if self.item_item is None else self.item_item.rows(slice(lo, hi)),
         )
 
     def exclusions(self) -> list[NDArray[np.int64]] | None:
@@ -140,11 +136,6 @@ def user_queries(
         blocked,
         labels=seen.labels[entries],
         errors=None if stage.errors is None else stage.errors[entries],
-        item_item=(
-            stage.known_item_item.rows(rows)
-            if stage.known_item_item is not None and exclude_history
-            else None
-        ),
     )
 
 
@@ -217,9 +208,10 @@ class StageOne:
     """The rating head's error on each training entry of the users' histories (aligned
     with them: ``training_errors``), for the correction; None: computed per query."""
     known_item_item: ItemItemSource | None = None
-    """Every known user's item-item source (``with_known_item_item``), like
-    ``user_embeddings`` computed once: summing a request's history rows of the weights,
-    then finding their top, was the largest step of a request; None: per query."""
+    """Every known user's item-item source over the histories the stage was built with
+    (``with_known_item_item``), like ``user_embeddings`` computed once: summing a
+    request's history rows of the weights, then finding their top, was the largest step
+    of a request; None: per query."""
     item_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     user_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     """Every known user's query embedding, computed once (a history-reading tower pools
@@ -396,15 +388,17 @@ class ItemItemSource:
 
 
 def _item_item_source(stage: StageOne, queries: Queries, per_source: int) -> ItemItemSource | None:
-    """The queries' item-item source: known in advance where the queries carry it and a
-    request changes nothing it depends on, else computed from their histories."""
+    """The queries' item-item source: known users' (their histories left out) read from
+    ``StageOne.known_item_item`` where a request changes nothing it depends on, else
+    computed from the histories."""
     if stage.item_item is None:
         return None
-    known = queries.item_item
-    if known is not None and queries.blocked is None and known.top.shape[1] == per_source:
-        return known
-    if known is not None:  # history already -inf; a copy, as blocked rows go in
-        scores = np.array(known.scores, dtype=np.float32)
+    known = stage.known_item_item
+    rows = queries.user_rows
+    if known is not None and queries.exclude_history and bool((rows >= 0).all()):
+        if queries.blocked is None and known.top.shape[1] == per_source:
+            return known.rows(rows)
+        scores = known.scores[rows]  # a copy, history already -inf, as blocked rows go in
     else:
         indptr, items = queries.indptr, queries.items
         scores = item_item_rows(stage.item_item, indptr, items, queries.exclude_history)
