@@ -174,11 +174,11 @@ def test_auto_precision_is_measured_and_leaves_no_trace(
 
     config = TrainConfig(epochs=2, batch_size=64, shuffle=True, precision="auto")
     fp32 = dataclasses.replace(config, precision="fp32")
-    monkeypatch.setattr(training, "native_bf16", lambda: False)
+    monkeypatch.setattr(training, "native_bf16", lambda device=None: False)
     history = _fit(tiny_dir, config)[3]
     assert history.precision == "fp32" and "no native bf16" in history.precision_reason
     # with native instructions, auto times steps: a close call stays fp32...
-    monkeypatch.setattr(training, "native_bf16", lambda: True)
+    monkeypatch.setattr(training, "native_bf16", lambda device=None: True)
     timed: list[tuple[float, float]] = []
     real = training._time_steps
 

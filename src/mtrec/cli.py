@@ -262,6 +262,7 @@ def compare_cmd(
         str | None,
         typer.Option(help="Training matmuls: auto (bf16 on CPUs with native bf16), fp32, bf16."),
     ] = None,
+    device: DeviceFlag = None,
     user: Annotated[
         str | None,
         typer.Option(help="User whose retrieve-then-rank list is shown (default 5, or the first)."),
@@ -282,6 +283,7 @@ def compare_cmd(
         learning_rate=learning_rate,
         embedding_dim=embedding_dim,
         precision=precision,
+        device=device,
     )
     seed_list = [seed] if seeds is None else [_parse_seed(s) for s in seeds.split(",")]
     preload_plotting()
@@ -524,6 +526,13 @@ def data_synth(
 ModelDir = Annotated[
     Path, typer.Option("--model", "-m", help="A directory written by mtrec train.")
 ]
+DeviceFlag = Annotated[
+    str | None,
+    typer.Option(
+        help="Where training runs: auto (a CUDA GPU where there is one, else the CPU), cpu, "
+        "cuda, cuda:N or mps. Evaluation's top-k runs there too; serving stays on the CPU."
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
 
@@ -612,6 +621,7 @@ def train_cmd(
     precision: Annotated[
         str | None, typer.Option(help="auto, fp32 or bf16 training matmuls.")
     ] = None,
+    device: DeviceFlag = None,
     index: Annotated[str, typer.Option(help="exact, faiss-hnsw or faiss-ivf.")] = "exact",
     index_option: Annotated[
         list[str] | None,
@@ -645,10 +655,6 @@ def train_cmd(
         _relaunch_with_torchrun(workers)
     if workers < 1:
         raise ConfigError("--workers must be >= 1")
-    where = join_from_env()
-    if not where.is_main:  # one voice: rank 0 reports progress and notices
-        quiet = True
-        logging.getLogger("mtrec").setLevel(logging.WARNING)
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ConfigError("--resume and --checkpoint-every need --checkpoint-dir")
     if keep_checkpoints < 1 or (checkpoint_every is not None and checkpoint_every < 1):
@@ -671,7 +677,12 @@ def train_cmd(
         seed=seed,
         shuffle=shuffle,
         precision=precision,
+        device=device,
     )
+    where = join_from_env(train_config.device)  # the backend follows the device
+    if not where.is_main:  # one voice: rank 0 reports progress and notices
+        quiet = True
+        logging.getLogger("mtrec").setLevel(logging.WARNING)
     flags = _with_file(ctx, run, locals())
     index, index_params = _index_settings(ctx, run, index, index_option)
     if print_config:

@@ -73,6 +73,8 @@ class ModelResult:
     kind: str = "model"
     precision_reason: str = ""
     """Why that precision: configured, or what ``auto`` timed at the start of training."""
+    device: str = "-"
+    """The device training ran on (``cpu``, ``cuda:0``; ``-`` for a baseline)."""
 
 
 RANKING_KEYS = ("top_k_accuracy", "recall", "ndcg", "mrr", "coverage")
@@ -323,7 +325,10 @@ def _model_result(name: str, config: TrainConfig, fitted: Fitted) -> ModelResult
         fitted.history.precision,
         fitted.history.epochs,
     )
-    return dataclasses.replace(result, precision_reason=fitted.history.precision_reason)
+    history = fitted.history
+    return dataclasses.replace(
+        result, precision_reason=history.precision_reason, device=history.device
+    )
 
 
 def _rating_only(

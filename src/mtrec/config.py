@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Self
 
 from mtrec.errors import ConfigError
+from mtrec.runtime import check_device_spec
 
 LIKED = 0.75
 """Scaled label of a liked item: four stars on 1..5, three quarters up the rating range."""
@@ -231,6 +232,11 @@ class TrainConfig(_JsonConfig):
     saved model's config records the precision that ran. Where the two are within timing
     noise of that margin, two ``auto`` runs may choose differently: give ``fp32`` or
     ``bf16`` for bit-identical reruns. Evaluation always runs in float32."""
+    device: str = "auto"
+    """Where training runs: ``auto`` (a CUDA GPU where PyTorch sees one, else the CPU),
+    ``cpu``, ``cuda``, ``cuda:N`` or ``mps``. A setting of the run, not of the model: it
+    is not part of a checkpoint's identity (a run may resume on another device), and the
+    trained model comes back on the CPU, where evaluation and serving read it."""
 
     def __post_init__(self) -> None:
         checks = [
@@ -254,6 +260,10 @@ class TrainConfig(_JsonConfig):
             raise ConfigError(
                 "TrainConfig: retrieval_weight and rating_weight are both 0; nothing to train"
             )
+        try:
+            check_device_spec(self.device)
+        except ConfigError as error:
+            raise ConfigError(f"TrainConfig.{error}") from None
 
 
 @dataclasses.dataclass(frozen=True)

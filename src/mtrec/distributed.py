@@ -2,7 +2,8 @@
 
 mtrec does not reimplement an engine: ``torchrun`` (or ``mtrec train --workers N``, which
 calls it) starts the processes and sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``; this
-module joins them (gloo: training runs on the CPU), and training wraps the model in
+module joins them (NCCL where the run trains on CUDA GPUs, one per process by
+``LOCAL_RANK``; gloo on the CPU), and training wraps the model in
 ``DistributedDataParallel``. What is mtrec's own is the GLOBAL in-batch softmax: each
 process embeds its slice of every batch, the item embeddings of all slices are
 all-gathered with their gradients, and each process scores its users against the whole
@@ -18,6 +19,8 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+
+from mtrec.runtime import local_rank, resolve_device
 
 
 @dataclasses.dataclass(frozen=True)
@@ -39,21 +42,26 @@ def world() -> World:
     return World()
 
 
-def join_from_env(timeout_s: float = 300.0) -> World:
-    """Join the process group that ``torchrun`` described in the environment, if any.
+def join_from_env(device: str = "auto", timeout_s: float = 300.0) -> World:
+    """Join the process group that ``torchrun`` described in the environment, if any, with
+    the backend for ``device`` (``TrainConfig.device``; see :func:`backend_for`).
 
     Without ``WORLD_SIZE`` > 1 this is a single process and nothing happens.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return World()
     if not dist.is_initialized():
-        # mtrec's training loop keeps its tensors on the CPU, where gloo is the backend;
-        # NCCL only moves CUDA tensors, so it waits for a loop that trains on the device.
-        backend = os.environ.get("MTREC_DIST_BACKEND", "gloo")
-        if backend == "nccl":
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        backend = os.environ.get("MTREC_DIST_BACKEND") or backend_for(resolve_device(device))
+        if backend == "nccl":  # NCCL talks between GPUs: this process's own, by LOCAL_RANK
+            torch.cuda.set_device(local_rank())
         dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout_s))
     return world()
+
+
+def backend_for(device: torch.device) -> str:
+    """NCCL for CUDA tensors (GPU to GPU), gloo for CPU ones; ``MTREC_DIST_BACKEND``
+    overrides it."""
+    return "nccl" if device.type == "cuda" else "gloo"
 
 
 def leave() -> None:

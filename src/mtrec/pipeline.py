@@ -280,8 +280,11 @@ def fit_and_evaluate(
         raise ConfigError("nothing is held out to evaluate on (test_fraction 0); use fit_prepared")
     model, history = fit_prepared(prepared, train_config, model_config, progress, checkpoints)
     test, scale, rated = prepared.test, prepared.scale, prepared.dataset.has_ratings
-    reference = held_out_report(model, test, scale, rated)
-    honest = held_out_report(model, test, scale, rated, protocol="honest", seen=prepared.seen)
+    on = history.device  # the all-users top-k runs where training ran
+    reference = held_out_report(model, test, scale, rated, device=on)
+    honest = held_out_report(
+        model, test, scale, rated, protocol="honest", seen=prepared.seen, device=on
+    )
     return Fitted(model, history, reference, honest)
 
 
@@ -381,11 +384,14 @@ def held_out_report(
     *,
     protocol: EvalProtocol = "reference",
     seen: SeenItems | None = None,
+    device: str = "cpu",
 ) -> EvalReport:
     """Top-k and rating errors in the data's own stars; without ratings (implicit
-    feedback) the rating head never trained, so its errors are left out (NaN)."""
+    feedback) the rating head never trained, so its errors are left out (NaN). The top-k
+    search runs on ``device``."""
+    range_ = scale.high - scale.low
     report = evaluate(
-        model, test, k=10, rating_range=scale.high - scale.low, protocol=protocol, seen=seen
+        model, test, k=10, rating_range=range_, protocol=protocol, seen=seen, device=device
     )
     if has_ratings:
         return report
@@ -497,9 +503,10 @@ def train_model(
     built, index_info = _index(model, index, index_params)
     two = None if fitted_ranker is None else two_stage(model, prepared.seen, fitted_ranker, built)
     metrics = {
-        **_held_out_metrics(model, two, prepared, k, estimate, estimate_fraction),
+        **_held_out_metrics(model, two, prepared, k, estimate, estimate_fraction, history.device),
         "train_seconds": round(history.seconds, 3),
         "ranker_seconds": round(ranker_seconds, 3) if fitted_ranker is not None else None,
+        "device": history.device,
         "precision": history.precision,
         "precision_reason": history.precision_reason,
         "history": [dataclasses.asdict(e) for e in history.epochs],
@@ -557,9 +564,11 @@ def _held_out_metrics(
     k: int,
     estimate: dict[str, Any] | None,
     estimate_fraction: float | None,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """Both protocols' metrics and the lists on the test rows, or, without test rows, a
-    statement that nothing was evaluated (and the held-out estimate, where made)."""
+    statement that nothing was evaluated (and the held-out estimate, where made); the
+    top-k searches run on ``device``."""
     if not prepared.held_out:
         said: dict[str, Any] = {"evaluation": NOT_EVALUATED}
         if estimate is not None:
@@ -572,9 +581,9 @@ def _held_out_metrics(
         return said
     test, scale = prepared.test, prepared.scale
     rated = prepared.dataset.has_ratings
-    head = held_out_report(model, test, scale, rated)
+    head = held_out_report(model, test, scale, rated, device=device)
     reference = served_ratings(head, two, prepared.seen, test, scale)
-    lists = served_lists(model, two, prepared, k=k)
+    lists = served_lists(model, two, prepared, k=k, device=device)
     said = {
         **dataclasses.asdict(reference),
         "rating_head": {"rmse": head.rmse, "rmse_stars": head.rmse_stars, "mae": head.mae},
@@ -593,9 +602,10 @@ def served_lists(
     *,
     k: int = 10,
     ease_lambda: float = 500.0,
+    device: str = "cpu",
 ) -> list[ListReport]:
     """The served list beside retrieval alone, popularity and EASE on the held-out rows."""
-    return _list_reports(model, two, prepared.seen, prepared.test, k, ease_lambda)
+    return _list_reports(model, two, prepared.seen, prepared.test, k, ease_lambda, device)
 
 
 def _list_reports(
@@ -605,9 +615,10 @@ def _list_reports(
     test: EncodedInteractions,
     k: int,
     ease_lambda: float,
+    device: str = "cpu",
 ) -> list[ListReport]:
     users = np.unique(test.user.numpy())
-    lists = user_lists(model, two, seen, users, k=k, ease_lambda=ease_lambda)
+    lists = user_lists(model, two, seen, users, k=k, ease_lambda=ease_lambda, device=device)
     return list_reports(lists, users, test)
 
 

@@ -1,10 +1,17 @@
-"""Process-level tuning that the command-line tool applies once at start."""
+"""Process-level settings: the allocator the command-line tool tunes once at start, and
+the device a run trains on."""
 
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import os
 import platform
+import re
+
+import torch
+
+from mtrec.errors import ConfigError
 
 _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
@@ -38,3 +45,58 @@ def tune_allocator() -> bool:
     ok &= libc.mallopt(_M_TRIM_THRESHOLD, 256 << 20)
     ok &= libc.mallopt(_M_TOP_PAD, 64 << 20)
     return bool(ok)
+
+
+DEVICE_SPEC = re.compile(r"auto|cpu|mps|cuda(:\d+)?")
+"""What ``--device`` accepts."""
+
+
+def check_device_spec(spec: str) -> None:
+    """Reject a device name mtrec does not train on, without asking what this machine has
+    (a saved config must load on a machine without the GPU it names)."""
+    if not isinstance(spec, str) or not DEVICE_SPEC.fullmatch(spec):
+        raise ConfigError(f"device: expected auto, cpu, cuda, cuda:N or mps, got {spec!r}")
+
+
+def local_rank() -> int:
+    """This process's index on its machine under ``torchrun`` (0 when alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def resolve_device(spec: str) -> torch.device:
+    """The device a run trains on. ``auto``: a CUDA GPU where PyTorch sees one (under
+    torchrun, the process's own by ``LOCAL_RANK``), else the CPU. Apple's ``mps`` is
+    taken only when named: it lacks the sparse tensors mtrec's large-table updates use.
+    A named device that is not here is an error, never a silent fall back to the CPU."""
+    check_device_spec(spec)
+    if spec == "auto":
+        spec = "cuda" if torch.cuda.is_available() else "cpu"
+    if spec == "cpu":
+        return torch.device("cpu")
+    if spec == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError("device 'mps': this PyTorch build or machine has no MPS device")
+        return torch.device("mps")
+    if not torch.cuda.is_available():
+        build = torch.version.cuda or "none (a CPU-only build)"
+        raise ConfigError(
+            f"device {spec!r}: PyTorch sees no CUDA GPU here (its CUDA version: {build}); "
+            "use --device cpu, or auto to take a GPU only where there is one"
+        )
+    index = int(spec.partition(":")[2] or local_rank())
+    if index >= torch.cuda.device_count():
+        raise ConfigError(
+            f"device {spec!r}: cuda:{index} does not exist here "
+            f"({torch.cuda.device_count()} CUDA device(s))"
+        )
+    return torch.device("cuda", index)
+
+
+def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """``tensor`` on ``device``; a CUDA copy goes through pinned memory without blocking
+    the host, so the next batch is gathered while this one trains."""
+    if tensor.device == device:
+        return tensor
+    if device.type == "cuda":
+        return tensor.pin_memory().to(device, non_blocking=True)
+    return tensor.to(device)

@@ -28,6 +28,7 @@ from mtrec.errors import ConfigError, TrainingError
 from mtrec.features import EncodedInteractions
 from mtrec.model import MultiTaskModel, RetrievalOptions
 from mtrec.optim import Adagrad, Adam
+from mtrec.runtime import move, resolve_device
 
 log = logging.getLogger("mtrec.train")
 
@@ -52,18 +53,25 @@ class History:
     precision: str
     precision_reason: str = ""
     """Why that precision: configured, or what ``auto`` measured (``choose_precision``)."""
+    device: str = "cpu"
+    """The device training ran on (``TrainConfig.device`` resolved)."""
     validation: list[float] = dataclasses.field(default_factory=list)
     """Loss on the validation slice after each epoch (empty without one)."""
     best_epoch: int | None = None
     """The epoch whose weights were kept (or refitted to), with a validation slice."""
 
 
-def native_bf16() -> bool:
-    """Whether this CPU has bfloat16 dot-product instructions (AVX512-BF16 or AMX-BF16).
+def native_bf16(device: torch.device | None = None) -> bool:
+    """Whether ``device`` (default: the CPU) has bfloat16 matmuls in hardware: AVX512-BF16
+    or AMX-BF16 on a CPU, bf16 support on a CUDA GPU (Ampere and later).
 
     Without them bf16 matmuls are emulated and slower than float32, so ``auto`` would
     only lose accuracy.
     """
+    if device is not None and device.type == "cuda":
+        return bool(torch.cuda.is_bf16_supported())
+    if device is not None and device.type != "cpu":
+        return False
     if platform.machine().lower() not in ("x86_64", "amd64"):
         return False
     try:
@@ -85,7 +93,7 @@ BF16_MIN_STEP = 1e-3
 def choose_precision(
     model: MultiTaskModel, data: EncodedInteractions, config: TrainConfig, options: RetrievalOptions
 ) -> tuple[torch.dtype | None, str]:
-    """The training matmul dtype and why. ``auto`` on a CPU with native bf16 instructions
+    """The training matmul dtype and why. ``auto`` on a device with native bf16 matmuls
     times training steps (forward and backward on the first batch, alternating fp32 and
     bf16, a few tens of milliseconds) and takes bf16 only where it is clearly faster
     (``BF16_MARGIN``) on steps long enough to matter (``BF16_MIN_STEP``): on
@@ -95,8 +103,10 @@ def choose_precision(
     if config.precision != "auto":
         dtype = torch.bfloat16 if config.precision == "bf16" else None
         return dtype, f"{config.precision}, as configured"
-    if not native_bf16():
-        return None, "auto: fp32 (this CPU has no native bf16 instructions)"
+    device = model.user_embedding.weight.device
+    if not native_bf16(device):
+        what = "this CPU has no native bf16 instructions"
+        return None, f"auto: fp32 ({what if device.type == 'cpu' else f'no bf16 on {device}'})"
     fp32, bf16 = _time_steps(model, data, config, options)
     said = f"bf16 steps {bf16 * 1e3:.1f} ms, fp32 {fp32 * 1e3:.1f} ms (median, timed at start)"
     if bf16 <= BF16_MARGIN * fp32 and fp32 >= BF16_MIN_STEP:
@@ -113,22 +123,29 @@ def _time_steps(
     rounds: int = 8,
 ) -> tuple[float, float]:
     """Median seconds of one training step's forward and backward in fp32 and in bf16."""
-    rows = slice(0, min(config.batch_size, len(data)))
-    batch = (data.user[rows], data.item[rows], data.label[rows])
+    device = model.user_embedding.weight.device
+    batch = _device_batch(data, slice(0, min(config.batch_size, len(data))), device)
     weights = (config.retrieval_weight, config.rating_weight)
     rng = torch.get_rng_state()  # dropout and new-user draws must not shift
+    gpu_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
     times: dict[torch.dtype | None, list[float]] = {None: [], torch.bfloat16: []}
     try:
         for n in range(rounds + 1):
             for dtype in (None, torch.bfloat16) if n % 2 else (torch.bfloat16, None):
+                _wait_for(device)
                 started = time.perf_counter()
                 model.loss(*batch, *weights, dtype, options).total.backward()  # type: ignore[no-untyped-call]
+                _wait_for(device)  # a GPU runs asynchronously: time the work, not its launch
                 if n:  # the first round warms both up
                     times[dtype].append(time.perf_counter() - started)
                 model.zero_grad(set_to_none=True)
     finally:
         torch.set_rng_state(rng)
-    medians = torch.tensor([sorted(t)[len(t) // 2] for t in times.values()], dtype=torch.float64)
+        if gpu_rng is not None:
+            torch.cuda.set_rng_state(gpu_rng, device)
+    medians = torch.tensor(
+        [sorted(t)[len(t) // 2] for t in times.values()], dtype=torch.float64, device=device
+    )
     if world().size > 1:  # every process takes the same precision
         torch.distributed.all_reduce(medians)
     return float(medians[0]), float(medians[1])
@@ -170,12 +187,31 @@ def train(
 ) -> History:
     """Fit ``model`` to ``data`` in place and return per-epoch losses (see :func:`_fit`).
 
+    Training runs on ``config.device`` (the model, its batches, the loss and the optimizer
+    state); the model comes back on the CPU, where evaluation and serving read it.
+
     With ``config.validation_fraction`` a seeded slice of ``data`` (the training rows,
     never the test rows) is held out: its loss is measured after every epoch, training
     stops after ``patience`` epochs without improvement, and the best epoch's weights are
     kept; with ``refit`` the model is then trained again from its initial weights on all
     of ``data`` for that many epochs.
     """
+    device = resolve_device(config.device)
+    model.to(device)
+    try:
+        history = _train(model, data, config, progress, checkpoints)
+    finally:
+        model.to("cpu")
+    return dataclasses.replace(history, device=str(device))
+
+
+def _train(
+    model: MultiTaskModel,
+    data: EncodedInteractions,
+    config: TrainConfig,
+    progress: Progress | None,
+    checkpoints: Checkpointing | None,
+) -> History:
     if not config.validation_fraction:
         return _fit(model, data, config, progress, checkpoints)
     if checkpoints is not None:
@@ -217,14 +253,12 @@ def validation_loss(
     that a summed retrieval loss is comparable from epoch to epoch); dropout off."""
     was_training = model.training
     model.eval()
-    options = retrieval_options(config, fit, model.n_items)
+    device = model.user_embedding.weight.device
+    options = retrieval_options(config, fit, model.n_items, device)
     size, totals = config.batch_size, []
     for lo in range(0, len(val), size):
-        rows = slice(lo, lo + size)
         parts = model.loss(
-            val.user[rows],
-            val.item[rows],
-            val.label[rows],
+            *_device_batch(val, slice(lo, lo + size), device),
             config.retrieval_weight,
             config.rating_weight,
             None,
@@ -252,11 +286,18 @@ class _Run:
     precision_reason: str
     fingerprint: str
     checkpoints: Checkpointing | None
+    device: torch.device
     last_checkpoint: Path | None = None
 
     @property
     def n_batches(self) -> int:
         return -(-len(self.data) // self.config.batch_size)
+
+    @property
+    def read_every(self) -> int:
+        """Batches between reads of the losses: every one on the CPU, where reading costs
+        nothing and lets a divergence be caught before its step; ``READ_EVERY`` elsewhere."""
+        return 1 if self.device.type == "cpu" else READ_EVERY
 
 
 def _fit(
@@ -300,12 +341,13 @@ def _fit(
         order = torch.randperm(len(data), generator=run.generator) if config.shuffle else None
         if progress is not None:
             progress.start_epoch(epoch, config.epochs, run.n_batches)
+        unread: list[tuple[int, torch.Tensor]] = []  # (step, its losses) not read yet
         for step in range(first_step, run.n_batches):
-            losses = _train_step(run, order, epoch, step)
-            sums = [a + b for a, b in zip(sums, losses, strict=True)]
-            if progress is not None:
-                progress.step(_named(losses, config))
-            if writes and every and (step + 1) % every == 0 and step + 1 < run.n_batches:
+            unread.append((step, _train_step(run, order, epoch, step)))
+            save = writes and every and (step + 1) % every == 0 and step + 1 < run.n_batches
+            if save or len(unread) >= run.read_every or step + 1 == run.n_batches:
+                sums = _read_losses(run, unread, epoch, sums, progress)
+            if save:
                 _checkpoint(run, epoch, step + 1, epoch_rng, sums, stats)
         epoch_stats = _epoch_stats(epoch, sums, run, time.perf_counter() - epoch_started)
         stats.append(epoch_stats)
@@ -319,7 +361,9 @@ def _fit(
     model.eval()
     model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
     precision = "bf16" if run.dtype is torch.bfloat16 else "fp32"
-    return History(stats, time.perf_counter() - run_started, precision, run.precision_reason)
+    return History(
+        stats, time.perf_counter() - run_started, precision, run.precision_reason, str(run.device)
+    )
 
 
 def _setup(
@@ -328,7 +372,9 @@ def _setup(
     config: TrainConfig,
     checkpoints: Checkpointing | None,
 ) -> _Run:
-    """Seed, build the optimizer and the loss options, put the model in training mode."""
+    """Seed, build the optimizer (its state where the model is) and the loss options, put
+    the model in training mode."""
+    device = model.user_embedding.weight.device
     generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed)  # dropout draws from the global generator: seed it too
     optimizer = make_optimizer(model, config)
@@ -337,9 +383,10 @@ def _setup(
     # would not move), and the step then costs O(batch) instead of O(users + items).
     # Data-parallel runs all-reduce the sparse gradients too (gloo's sparse all-reduce:
     # 1M rows, 2 processes, one epoch: 11.3 s, against 36.0 s with dense gradients).
-    model.sparse_gradients(sparse_updates(config, model.n_users + model.n_items))
+    sparse = sparse_updates(config, model.n_users + model.n_items)
+    model.sparse_gradients(sparse and sparse_gradients_work(device))
     parallel = world().size > 1
-    options = retrieval_options(config, data, model.n_items)
+    options = retrieval_options(config, data, model.n_items, device)
     dtype, reason = choose_precision(model, data, config, options)  # before any DDP hooks
     return _Run(
         model=model,
@@ -353,6 +400,66 @@ def _setup(
         precision_reason=reason,
         fingerprint=run_fingerprint(model, config, len(data)),
         checkpoints=checkpoints,
+        device=device,
+    )
+
+
+READ_EVERY = 50
+"""Batches between reads of the losses on an accelerator: reading a value from a GPU
+waits for all its queued work, so a read every step would stall it once per batch."""
+
+
+def sparse_gradients_work(device: torch.device) -> bool:
+    """Whether row-sparse gradients can train here: not on MPS (no sparse tensors) and not
+    under NCCL, which all-reduces dense tensors only (dense steps are cheap on a GPU)."""
+    if device.type not in ("cpu", "cuda"):
+        return False
+    return world().size == 1 or torch.distributed.get_backend() != "nccl"
+
+
+def _wait_for(device: torch.device) -> None:
+    """Block until ``device`` has done its queued work (a no-op on the CPU)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _device_batch(
+    data: EncodedInteractions, rows: torch.Tensor | slice, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows ``rows`` of ``data`` (gathered on the host) as (user, item, label) on ``device``."""
+    return tuple(move(column[rows], device) for column in (data.user, data.item, data.label))  # type: ignore[return-value]
+
+
+def _read_losses(
+    run: _Run,
+    unread: list[tuple[int, torch.Tensor]],
+    epoch: int,
+    sums: list[float],
+    progress: Progress | None,
+) -> list[float]:
+    """Read the losses of the batches in ``unread`` (one host sync for all of them), check
+    they are finite, report them, and return ``sums`` with them added; empties ``unread``."""
+    values: list[list[float]] = torch.stack([losses for _, losses in unread]).tolist()
+    for (step, _), losses in zip(unread, values, strict=True):
+        if not math.isfinite(losses[0]):
+            raise _diverged(run, losses[0], epoch, step)
+        sums = [a + b for a, b in zip(sums, losses, strict=True)]
+        if progress is not None:
+            progress.step(_named(losses, run.config))
+    unread.clear()
+    return sums
+
+
+def _diverged(run: _Run, loss: float, epoch: int, step: int) -> TrainingError:
+    good = f"{run.last_checkpoint}" if run.last_checkpoint else "none was written"
+    where = f"loss {loss} at epoch {epoch}, batch {step + 1} of {run.n_batches}"
+    if run.read_every == 1:
+        return TrainingError(
+            f"training diverged: {where}; the weights stop before it. Last good checkpoint: {good}"
+        )
+    return TrainingError(
+        f"training diverged: {where} (on {run.device} losses are read every {run.read_every} "
+        f"batches, so the weights went on past it and are not saved). Last good checkpoint: {good}"
     )
 
 
@@ -369,20 +476,19 @@ def _batch(
     return (order[start:stop] if order is not None else slice(start, stop)), shard
 
 
-def _train_step(run: _Run, order: torch.Tensor | None, epoch: int, step: int) -> list[float]:
+def _train_step(run: _Run, order: torch.Tensor | None, epoch: int, step: int) -> torch.Tensor:
     """One optimizer step on batch ``step``; returns the global batch's (total,
-    retrieval, rating) losses, read before the step so a divergence never lands."""
-    config, data = run.config, run.data
+    retrieval, rating) losses where they were computed. On the CPU they are checked before
+    the step, so a divergence never lands."""
+    config = run.config
     rows, shard = _batch(run, order, step)
     options = run.options
     if config.extra_negatives:  # a draw fixed by (seed, epoch, step): resumable
         draw = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 100_003 + step)
         negatives = torch.randint(run.model.n_items, (config.extra_negatives,), generator=draw)
-        options = dataclasses.replace(options, extra_negatives=negatives)
+        options = dataclasses.replace(options, extra_negatives=move(negatives, run.device))
     total, retrieval, rating = run.forward(
-        data.user[rows],
-        data.item[rows],
-        data.label[rows],
+        *_device_batch(run.data, rows, run.device),
         config.retrieval_weight,
         config.rating_weight,
         run.dtype,
@@ -392,15 +498,10 @@ def _train_step(run: _Run, order: torch.Tensor | None, epoch: int, step: int) ->
     zero = total.new_zeros(())
     parts = [total, *(t if t is not None else zero for t in (retrieval, rating))]
     stacked = torch.stack([p.detach() for p in parts])
-    # every process's losses add up to the global batch's (and all see a divergence);
-    # one host sync per step: the finite check needs the value before the step
-    losses: list[float] = (stacked if shard is None else shard.total(stacked)).tolist()
-    if not math.isfinite(losses[0]):
-        good = f"{run.last_checkpoint}" if run.last_checkpoint else "none was written"
-        raise TrainingError(
-            f"training diverged: loss {losses[0]} at epoch {epoch}, batch {step + 1} of "
-            f"{run.n_batches}; the weights stop before it. Last good checkpoint: {good}"
-        )
+    # every process's losses add up to the global batch's (and all see a divergence)
+    losses = stacked if shard is None else shard.total(stacked)
+    if run.read_every == 1 and not math.isfinite(float(losses[0])):
+        raise _diverged(run, float(losses[0]), epoch, step)
     run.optimizer.zero_grad()
     # DistributedDataParallel averages gradients over the processes; the global loss is
     # their sum
@@ -429,8 +530,8 @@ def _checkpoint(
     state = TrainState(
         epoch=epoch,
         step=step,
-        model=run.model.state_dict(),
-        accumulators=run.optimizer.accumulators,
+        model={name: t.cpu() for name, t in run.model.state_dict().items()},
+        accumulators=[t.cpu() for t in run.optimizer.accumulators],
         epoch_rng=epoch_rng,
         sums=sums,
         history=[dataclasses.asdict(s) for s in stats],
@@ -483,13 +584,18 @@ def sparse_updates(config: TrainConfig, table_rows: int) -> bool:
 
 
 def retrieval_options(
-    config: TrainConfig, data: EncodedInteractions, n_items: int
+    config: TrainConfig,
+    data: EncodedInteractions,
+    n_items: int,
+    device: torch.device | None = None,
 ) -> RetrievalOptions:
     """The in-batch softmax's options; log-Q from each item's share of the training rows."""
     log_q = None
     if config.logq_correction:
         counts = torch.bincount(data.item, minlength=n_items).double().clamp_min(1.0)
         log_q = (counts / len(data)).log().float()
+        if device is not None:
+            log_q = log_q.to(device)
     return RetrievalOptions(
         reduction=config.retrieval_reduction,
         temperature=config.temperature,
@@ -501,11 +607,12 @@ def retrieval_options(
 
 def run_fingerprint(model: MultiTaskModel, config: TrainConfig, n_rows: int) -> str:
     """Identifies a run for its checkpoints: model shape, hyperparameters except the epoch
-    count (a run may be extended), and the training data's size."""
+    count (a run may be extended) and the device (it may resume on another), and the
+    training data's size."""
     described = {
         "model": model.config.to_dict(),
         "tables": [model.user_embedding.num_embeddings, model.n_items],
-        "train": {k: v for k, v in config.to_dict().items() if k != "epochs"},
+        "train": {k: v for k, v in config.to_dict().items() if k not in ("epochs", "device")},
         "rows": n_rows,
     }
     return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:16]

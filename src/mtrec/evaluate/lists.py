@@ -31,6 +31,7 @@ def user_lists(
     k: int = 10,
     candidates: int = 100,
     ease_lambda: float = 500.0,
+    device: str | torch.device = "cpu",
 ) -> dict[str, NDArray[np.int64]]:
     """(n_users, k) item rows per list for ``users``, each user's training items excluded.
 
@@ -38,11 +39,12 @@ def user_lists(
     ``candidates`` by retrieval re-sorted by predicted rating (the reference's list);
     ``retrieval``: the two-tower top k; ``retrieve C, then rank by rating`` (with a
     ranker, for the record); ``popularity``: most training interactions; ``EASE``
-    (catalogues of at most ``EASE_MAX_ITEMS``). Made ``USERS_PER_CHUNK`` users at a time.
+    (catalogues of at most ``EASE_MAX_ITEMS``). Made ``USERS_PER_CHUNK`` users at a time;
+    the two-tower searches run on ``device``.
     """
     n_items = model.n_items
     with torch.inference_mode():
-        index = ExactIndex(model.embed_items().numpy())
+        index = ExactIndex(model.embed_items().numpy(), device=device)
     weights = None
     if n_items <= EASE_MAX_ITEMS:
         weights = ease_weights(seen.as_rows(), n_items, ease_lambda)

@@ -93,11 +93,13 @@ def ranking_report(
     seen: SeenItems | None = None,
     threshold: float = RatingScale.loved,
     relevant_min: float = RatingScale.liked,
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """Top-k accuracy, recall, NDCG, MRR and coverage of inner-product retrieval.
 
     ``user_vectors[u] . item_vectors[i]`` scores item row i for user row u. The
-    ``honest`` protocol needs ``seen`` (the training items to exclude).
+    ``honest`` protocol needs ``seen`` (the training items to exclude). The top-k search
+    runs on ``device``.
     """
     if k < 1:
         raise ValueError(f"evaluate: k must be >= 1, got {k}")
@@ -109,7 +111,8 @@ def ranking_report(
     labels = test.label.numpy()
     users = np.unique(test_users)  # every user with a test row, in row order
     exclude = [seen.of(int(u))[0] for u in users] if protocol == "honest" and seen else None
-    _, top = ExactIndex(item_vectors).search(user_vectors[users], k, exclude=exclude)
+    index = ExactIndex(item_vectors, device=device)
+    _, top = index.search(user_vectors[users], k, exclude=exclude)
     position = np.searchsorted(users, test_users)  # test row -> its user's row of ``top``
     five = labels > threshold
     hits = (top[position[five]] == test_items[five, None]).any(axis=1)
@@ -149,10 +152,12 @@ def evaluate(
     rating_range: float = 4.0,
     protocol: EvalProtocol = "reference",
     seen: SeenItems | None = None,
+    device: str | torch.device = "cpu",
 ) -> EvalReport:
     """Rating and ranking metrics of ``model`` on ``test`` under ``protocol``.
 
-    ``rating_range`` converts scaled errors to stars (4 on a 1..5 scale).
+    ``rating_range`` converts scaled errors to stars (4 on a 1..5 scale). The all-users
+    top-k search, an evaluation's heaviest part, runs on ``device`` (the training one).
 
     >>> report = evaluate(model, encode(split.test, vocabs))
     >>> honest = evaluate(model, test, protocol="honest", seen=seen_items(train, n_users))
@@ -161,7 +166,7 @@ def evaluate(
     with torch.no_grad():
         users, items = model.embed_users(None).numpy(), model.embed_items().numpy()
     ranked = ranking_report(
-        users, items, test, k=k, protocol=protocol, seen=seen, threshold=threshold
+        users, items, test, k=k, protocol=protocol, seen=seen, threshold=threshold, device=device
     )
     rated = rating_report(predict_ratings(model, test), test.label, rating_range)
     return EvalReport(protocol=protocol, k=k, n_test=len(test), **ranked, **rated)  # type: ignore[arg-type]

@@ -38,20 +38,28 @@ class ExactIndex:
     files: tuple[str, ...] = ("embeddings.safetensors",)
 
     def __init__(
-        self, embeddings: NDArray[np.float32], score_budget: int = 1 << 24, query_batch: int = 1024
+        self,
+        embeddings: NDArray[np.float32],
+        score_budget: int = 1 << 24,
+        query_batch: int = 1024,
+        *,
+        device: str | torch.device = "cpu",
     ):
         self.embeddings = np.ascontiguousarray(embeddings, dtype=np.float32)
         if self.embeddings.ndim != 2:
             raise ArtifactError(
                 f"ExactIndex: embeddings must be 2-d, got shape {self.embeddings.shape}"
             )
-        self._items = torch.from_numpy(self.embeddings)
+        # batched searches score there (an evaluation's all-users top-k on a GPU); a few
+        # queries over a small catalogue stay in NumPy on the host (``_search_small``)
+        self.device = torch.device(device)
+        self._items = torch.from_numpy(self.embeddings).to(self.device)
         self.score_budget = score_budget
         self.query_batch = query_batch
 
     @classmethod
     def build(cls, embeddings: NDArray[np.float32], **options: int) -> Self:
-        return cls(embeddings, **options)
+        return cls(embeddings, **dict[str, Any](options))
 
     @property
     def n_items(self) -> int:
@@ -78,7 +86,7 @@ class ExactIndex:
             qhi = min(qlo + self.query_batch, len(q))
             sel = (ex_q >= qlo) & (ex_q < qhi)
             s, r = self._search_block(
-                torch.from_numpy(q[qlo:qhi]), k, ex_q[sel] - qlo, ex_rows[sel]
+                torch.from_numpy(q[qlo:qhi]).to(self.device), k, ex_q[sel] - qlo, ex_rows[sel]
             )
             scores[qlo:qhi], rows[qlo:qhi] = s, r
         return scores, rows
@@ -111,9 +119,8 @@ class ExactIndex:
             s = q @ self._items[lo:hi].T  # (b, chunk)
             inside = (ex_rows >= lo) & (ex_rows < hi)
             if inside.any():
-                s[
-                    torch.from_numpy(ex_q[inside]), torch.from_numpy(ex_rows[inside] - lo)
-                ] = -torch.inf
+                at = (torch.from_numpy(ex_q[inside]), torch.from_numpy(ex_rows[inside] - lo))
+                s[at[0].to(self.device), at[1].to(self.device)] = -torch.inf
             top_s, top_r = torch.topk(s, min(k, hi - lo), dim=1)
             if best_s is None or best_r is None:  # the first chunk (often the only one)
                 best_s, best_r = top_s, top_r + lo
@@ -124,7 +131,7 @@ class ExactIndex:
             best_r = torch.gather(cand_r, 1, pos)
         assert best_s is not None and best_r is not None  # k >= 1 and n_items >= 1
         best_r[torch.isneginf(best_s)] = -1  # excluded or missing: no row
-        return best_s.numpy(), best_r.numpy()
+        return best_s.cpu().numpy(), best_r.cpu().numpy()
 
     def save(self, directory: str | Path) -> None:
         directory = Path(directory)

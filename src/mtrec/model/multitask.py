@@ -68,6 +68,13 @@ class SplitHead:
         return rating.astype(np.float32, copy=False)
 
 
+def _uniform(weight: torch.Tensor, limit: float, gen: torch.Generator) -> None:
+    """Fill ``weight`` from U(-limit, limit) drawn on the CPU by ``gen``: one seed gives the
+    same initial model on every device (a CPU generator cannot fill a GPU tensor)."""
+    drawn = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-limit, limit, generator=gen)
+    weight.copy_(drawn)
+
+
 def _relu(x: NDArray[np.float32]) -> NDArray[np.float32]:
     """``x`` with its negatives set to 0, in place. Against an array of zeros: NumPy's
     maximum against a scalar 0 took 7-9 us for a request's 67 x 256 (2.9 us this way)."""
@@ -186,21 +193,20 @@ class MultiTaskModel(nn.Module):
         # never changes how the others start.
         gen = torch.Generator().manual_seed(seed)
         for table in (self.user_embedding, self.item_embedding):
-            table.weight.uniform_(-0.05, 0.05, generator=gen)
+            _uniform(table.weight, 0.05, gen)
         for layer in self.rating_head:
             if isinstance(layer, nn.Linear):
-                limit = (6.0 / (layer.in_features + layer.out_features)) ** 0.5
-                layer.weight.uniform_(-limit, limit, generator=gen)
+                _uniform(layer.weight, (6.0 / (layer.in_features + layer.out_features)) ** 0.5, gen)
                 layer.bias.zero_()
         for feature in self.feature_embeddings.values():
             assert isinstance(feature, nn.Embedding)
-            feature.weight.uniform_(-0.05, 0.05, generator=gen)
+            _uniform(feature.weight, 0.05, gen)
             feature.weight[0].zero_()
         if self.config.rating_biases:
             self.user_bias.weight.zero_()
             self.item_bias.weight.zero_()
         if self.config.history:  # drawn last: the options above start as they always did
-            self.history_embedding.weight.uniform_(-0.05, 0.05, generator=gen)
+            _uniform(self.history_embedding.weight, 0.05, gen)
 
     def set_history(self, seen: Histories) -> None:
         """Install every user's history (``features.SeenItems``: user row u rated
@@ -208,12 +214,14 @@ class MultiTaskModel(nn.Module):
         ``config.history``."""
         if not self.config.history:
             return
-        indptr, items = torch.as_tensor(seen.indptr), torch.as_tensor(seen.items)
-        labels = torch.as_tensor(seen.labels)
+        device = self.history_embedding.weight.device  # installed where the model is
+        indptr = torch.as_tensor(seen.indptr, device=device)
+        items = torch.as_tensor(seen.items, device=device)
+        labels = torch.as_tensor(seen.labels, device=device)
         n_users = int(self.user_embedding.num_embeddings)
         if indptr.shape != (n_users + 1,) or items.shape != labels.shape:
             raise ValueError("set_history: expected indptr of n_users + 1 and equal items/labels")
-        user_of = torch.repeat_interleave(torch.arange(n_users), indptr.diff())
+        user_of = torch.repeat_interleave(torch.arange(n_users, device=device), indptr.diff())
         self.history_indptr = indptr.long().clone()
         self.history_items = items.long().clone()
         self.history_keys = user_of * self.n_items + self.history_items  # sorted: users, items
@@ -472,7 +480,9 @@ class MultiTaskModel(nn.Module):
         if rows is None:
             return None
         # drawn uniformly: each has probability 1 / n_items per draw
-        log_q = None if options.log_q is None else torch.full((len(rows),), -math.log(self.n_items))
+        log_q = None
+        if options.log_q is not None:
+            log_q = rows.new_full((len(rows),), -math.log(self.n_items), dtype=torch.float32)
         return ExtraNegatives(self.embed_items(rows), rows, log_q)
 
     def _weigh(self, task: int, loss: torch.Tensor) -> torch.Tensor:
