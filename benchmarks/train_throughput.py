@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 
-def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str) -> None:
+def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str, device: str) -> None:
     import dataclasses
     import importlib
 
@@ -52,7 +52,7 @@ def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str) -> 
     if preset_name != "throughput":  # a preset's model, less the side features (no metadata)
         model_config, train_config = preset(preset_name, seed=0)
         model_config = dataclasses.replace(model_config, user_features=(), item_features=())
-    train_config = dataclasses.replace(train_config, epochs=epochs, batch_size=batch)
+    train_config = dataclasses.replace(train_config, epochs=epochs, batch_size=batch, device=device)
     model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config, seed=0)
     model.set_history(seen_items(data, len(vocabs.users)))  # a no-op without history
     history = training.train(model, data, train_config)
@@ -68,6 +68,7 @@ def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str) -> 
                 "train_s": round(history.seconds, 2),
                 "examples_per_s": round(rows / history.seconds),
                 "precision": history.precision,
+                "device": history.device,
                 "threads": torch.get_num_threads(),
                 "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
                 "sparse": training.sparse_updates(train_config, model.n_users + model.n_items)
@@ -93,11 +94,12 @@ def main() -> None:
         help="throughput (the model above) and/or named presets (reference, tuned, default: "
         "their model and optimizer without side features; the ranking stage is not trained)",
     )
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.batch_size, args.dense, args.epochs, args.presets[0])
+        child(args.child, args.batch_size, args.dense, args.epochs, args.presets[0], args.device)
         return
     from mtrec.data import synthesize
     from mtrec.data.synth import write_parquet
@@ -111,7 +113,8 @@ def main() -> None:
             print(f"wrote {path} in {time.perf_counter() - start:.1f} s", flush=True)
         for name in args.presets:
             cmd = [sys.executable, __file__, "--child", str(path), "--presets", name,
-                   "--batch-size", str(args.batch_size), "--epochs", str(args.epochs)]  # fmt: skip
+                   "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
+                   "--device", args.device]  # fmt: skip
             if args.dense:
                 cmd.append("--dense")
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)

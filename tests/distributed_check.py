@@ -2,7 +2,8 @@
 fixed batch against the one-process loss and gradients of the same (concatenated) batch.
 
 Rank 0 writes ``{"cases": [{"name", "loss_single", "loss_parallel", "max_grad_diff"}]}``
-to the path given as the first argument; tests/test_distributed.py checks it.
+to the path given as the first argument; tests/test_distributed.py checks it. A second
+argument ``cuda`` runs it on one GPU per process over NCCL (``gloo`` on the CPU otherwise).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch.nn.parallel import DistributedDataParallel
 from mtrec.config import ModelConfig
 from mtrec.distributed import Shard, join_from_env, leave
 from mtrec.model import MultiTaskModel, RetrievalOptions
+from mtrec.runtime import resolve_device
 
 CASES = {
     "reference": (64, RetrievalOptions()),
@@ -35,17 +37,20 @@ CASES = {
 }
 
 
-def main(out_path: str) -> None:
-    where = join_from_env()
+def main(out_path: str, device_spec: str = "cpu") -> None:
+    where = join_from_env(device_spec)
+    device = resolve_device(device_spec)
     torch.set_num_threads(1)
     results = []
-    for name, (batch, options) in CASES.items():
+    for name, (batch, given) in CASES.items():
         gen = torch.Generator().manual_seed(7)
-        user = torch.randint(0, 50, (batch,), generator=gen)
-        item = torch.randint(0, 40, (batch,), generator=gen)  # repeats: accidental hits
-        label = torch.randint(0, 5, (batch,), generator=gen).float() / 4
+        user = torch.randint(0, 50, (batch,), generator=gen).to(device)
+        item = torch.randint(0, 40, (batch,), generator=gen).to(device)  # accidental hits
+        label = (torch.randint(0, 5, (batch,), generator=gen).float() / 4).to(device)
+        log_q = None if given.log_q is None else given.log_q.to(device)
+        options = dataclasses.replace(given, log_q=log_q)
         config = ModelConfig(head_layers=(16, 8))
-        single = MultiTaskModel(50, 40, config, seed=3)
+        single = MultiTaskModel(50, 40, config, seed=3).to(device)
         parallel = DistributedDataParallel(copy.deepcopy(single))
         one = single.loss(user, item, label, 1.0, 1.0, None, options)
         one.total.backward()
@@ -77,4 +82,4 @@ def main(out_path: str) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1])
+    main(*sys.argv[1:3])

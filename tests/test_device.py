@@ -205,3 +205,18 @@ def test_the_exact_index_searches_on_cuda_like_on_the_cpu() -> None:
     gpu = ExactIndex(items, device="cuda").search(queries, 10, exclude=exclude)
     np.testing.assert_array_equal(cpu[1], gpu[1])
     np.testing.assert_allclose(cpu[0], gpu[0], rtol=1e-4)
+
+
+def test_a_saved_model_records_the_device_that_ran_but_keeps_the_machine_out_of_its_config(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    from mtrec import artifact
+    from mtrec.pipeline import train_model
+
+    small = ModelConfig(embedding_dim=8, head_layers=(16,))
+    saved = train_model(
+        read_grouplens_dir(tiny_dir), small, TrainConfig(epochs=1, batch_size=100, device="cpu")
+    )
+    assert saved.metrics["device"] == "cpu"
+    loaded = artifact.load(artifact.save(saved, tmp_path / "model"))
+    assert loaded.train_config.device == "auto"  # retrains or warm-starts on any machine

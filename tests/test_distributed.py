@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from synthetic import planted_ratings
 
 from mtrec.distributed import Shard, World
@@ -34,22 +35,34 @@ def test_shards_cover_the_global_batch_in_rank_order() -> None:
     assert Shard.of(63, World(1, 2)).sizes == (32, 31) and Shard.of(63, World(1, 2)).offset == 32
 
 
+def _parallel_equals_single(tmp_path: Path, processes: int, device: str, grad_tol: float) -> None:
+    out = tmp_path / "result.json"
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={processes}", str(HERE / "distributed_check.py"), str(out), device,
+    ]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ENV)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["world_size"] == processes and len(result["cases"]) == 4
+    for case in result["cases"]:
+        assert case["loss_parallel"] == pytest.approx(case["loss_single"], rel=1e-5), case
+        assert case["max_grad_diff"] < grad_tol, case
+    if processes == 2:
+        assert result["cases"][1]["shard_sizes"] == [32, 31]
+
+
 def test_two_process_loss_and_gradients_equal_one_process_on_the_whole_batch(
     tmp_path: Path,
 ) -> None:
-    out = tmp_path / "result.json"
-    cmd = [
-        sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        str(HERE / "distributed_check.py"), str(out),
-    ]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=ENV)
-    assert done.returncode == 0, done.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert result["world_size"] == 2 and len(result["cases"]) == 4
-    for case in result["cases"]:
-        assert case["loss_parallel"] == pytest.approx(case["loss_single"], rel=1e-5), case
-        assert case["max_grad_diff"] < 1e-6, case
-    assert result["cases"][1]["shard_sizes"] == [32, 31]
+    _parallel_equals_single(tmp_path, 2, "cpu", 1e-6)
+
+
+@pytest.mark.skipif(torch.cuda.device_count() < 2, reason="needs two or more CUDA GPUs")
+def test_one_process_per_gpu_over_nccl_equals_one_process_on_the_whole_batch(
+    tmp_path: Path,
+) -> None:
+    _parallel_equals_single(tmp_path, torch.cuda.device_count(), "cuda", 1e-5)
 
 
 def test_workers_2_trains_to_the_one_process_metrics_and_only_rank0_writes(

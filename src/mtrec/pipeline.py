@@ -516,9 +516,13 @@ def train_model(
     return SavedModel(
         model,
         model.config,
-        # the precision that ran, not "auto": the saved config then trains the same model
+        # the precision that ran, not "auto": the saved config then trains the same model;
+        # the device is the machine's, not the model's (metrics.json says which ran): a
+        # model trained on a GPU retrains or warm-starts anywhere
         dataclasses.replace(
-            prepared.train_config, precision="bf16" if history.precision == "bf16" else "fp32"
+            prepared.train_config,
+            precision="bf16" if history.precision == "bf16" else "fp32",
+            device="auto",
         ),
         prepared.vocabs,
         items,
