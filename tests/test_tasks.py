@@ -51,6 +51,64 @@ def test_fused_retrieval_loss_matches_cross_entropy_at_batch_scale() -> None:
     assert torch.allclose(c.grad, c2.grad, rtol=1e-4, atol=1e-5)
 
 
+def _options_through_autograd(  # the options' arithmetic spelled out, as an oracle
+    q, c, offset, temperature, log_q, ids, weights, extra_c, extra_ids, extra_q
+):  # type: ignore[no-untyped-def]
+    columns = torch.cat([c, extra_c])
+    logits = q @ columns.T / temperature - torch.cat([log_q, extra_q])[None, :]
+    all_ids = torch.cat([ids, extra_ids])
+    own = ids[offset : offset + len(q)]
+    same = all_ids[None, :] == own[:, None]
+    same.diagonal(offset).fill_(False)
+    logits = logits.masked_fill(same, float("-inf"))
+    target = torch.arange(len(q)) + offset
+    return (F.cross_entropy(logits, target, reduction="none") * weights).sum() / weights.sum()
+
+
+@pytest.mark.parametrize("offset", [0, 100])
+def test_every_option_at_batch_scale_matches_autograd_in_value_and_gradients(offset: int) -> None:
+    from mtrec.model.tasks import ExtraNegatives
+
+    gen = torch.Generator().manual_seed(1)
+    rows, columns, extra = 300, 300 + offset, 17
+    q = (torch.randn(rows, 16, generator=gen) * 2).requires_grad_()
+    c = (torch.randn(columns, 16, generator=gen) * 2).requires_grad_()
+    e = torch.randn(extra, 16, generator=gen).requires_grad_()
+    ids = torch.randint(0, 40, (columns,), generator=gen)  # many repeats: accidental hits
+    extra_ids = torch.randint(0, 40, (extra,), generator=gen)
+    log_q = -torch.rand(columns, generator=gen) * 5
+    extra_q = torch.full((extra,), -math.log(40.0))
+    weights = (torch.rand(rows, generator=gen) > 0.3).float()
+    leaves = (q, c, e)
+    copies = [t.detach().clone().requires_grad_() for t in leaves]
+    ours = retrieval_loss(
+        q, c, "mean", temperature=0.7, log_q=log_q, candidate_ids=ids, weights=weights,
+        extra=ExtraNegatives(e, extra_ids, extra_q), offset=offset,
+        count=None if offset == 0 else weights.sum(),
+    )  # fmt: skip
+    oracle = _options_through_autograd(
+        *copies[:2], offset, 0.7, log_q, ids, weights, copies[2], extra_ids, extra_q
+    )
+    (ours * 1.3).backward()
+    (oracle * 1.3).backward()
+    assert ours.item() == pytest.approx(oracle.item(), rel=1e-5)
+    for mine, theirs in zip(leaves, copies, strict=True):
+        torch.testing.assert_close(mine.grad, theirs.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_accidental_hits_are_the_other_columns_of_a_rows_own_item() -> None:
+    from mtrec.model.tasks import accidental_hits
+
+    ids = torch.tensor([5, 7, 5, 9, 5, 7, 3])  # rows 0..2 own columns 2..4 (offset 2)
+    rows, cols = accidental_hits(ids, offset=2, rows=3)
+    got = sorted(zip(rows.tolist(), cols.tolist(), strict=True))
+    # row 0 (column 2, item 5): columns 0 and 4; row 1 (item 9): none; row 2 (column 4,
+    # item 5): columns 0 and 2
+    assert got == [(0, 0), (0, 4), (2, 0), (2, 2)]
+    rows, cols = accidental_hits(torch.tensor([1, 2, 3]), offset=0, rows=3)
+    assert len(rows) == len(cols) == 0
+
+
 def test_retrieval_loss_rejects_mismatched_shapes() -> None:
     with pytest.raises(ValueError, match=r"expected \(B, d\) queries"):
         retrieval_loss(torch.zeros(3, 2), torch.zeros(4, 2))
@@ -240,3 +298,26 @@ def test_history_pooling_gradient_is_the_same_on_every_run() -> None:
         (model.embed_users(rows) * weights).sum().backward()
         grads.append(model.history_embedding.weight.grad.clone())
     assert all(torch.equal(grads[0], g) for g in grads[1:])
+
+
+def test_dropout_drops_its_share_keeps_the_mean_and_follows_the_seed() -> None:
+    from mtrec.model.multitask import Dropout
+
+    layer = Dropout(0.2)
+    x = torch.full((400, 1001), 3.0)  # an odd size: the last random word is partly used
+    torch.manual_seed(5)
+    y = layer(x)
+    dropped = float((y == 0).float().mean())
+    assert dropped == pytest.approx(0.2, abs=0.005)
+    assert torch.unique(y).tolist() == pytest.approx([0.0, 3.0 * 65536 / (65536 - 13107)])
+    assert float(y.mean()) == pytest.approx(3.0, rel=0.01)
+    torch.manual_seed(5)
+    assert torch.equal(layer(x), y)  # one seed, one mask
+    assert not torch.equal(layer(x), y)
+    layer.eval()
+    assert layer(x) is x
+    x.requires_grad_()
+    layer.train()
+    torch.manual_seed(5)
+    layer(x).sum().backward()
+    assert torch.equal(x.grad, (y != 0) * layer.scale)  # the gradient flows through kept units
