@@ -61,3 +61,39 @@ def test_compare_and_sweep_take_a_users_own_log(tiny_dir: Path) -> None:
 
     with pytest.raises(ConfigError, match="no ratings"):
         sweep(ds, [1.0], model_config=SMALL, train_config=CONFIG, learned=False)
+
+
+def test_a_big_test_set_is_measured_on_a_seeded_sample_of_its_users_and_says_so(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    import torch
+
+    from mtrec import artifact
+    from mtrec.evaluate import sample_test_users
+    from mtrec.features import EncodedInteractions
+    from mtrec.pipeline import evaluate_saved
+
+    test = EncodedInteractions(torch.tensor([3, 1, 3, 2, 5, 1, 4]), torch.arange(7), torch.zeros(7))
+    kept, said = sample_test_users(test, 2, seed=7)
+    users = set(kept.user.tolist())
+    assert len(users) == 2 and said.users == 2 and said.of == 5 and said.seed == 7
+    assert len(kept) == sum(u in users for u in test.user.tolist())  # all their rows
+    again, _ = sample_test_users(test, 2, seed=7)
+    assert torch.equal(again.item, kept.item)
+    whole, said = sample_test_users(test, 5, seed=7)
+    assert whole is test and said.seed is None
+
+    ds = read_grouplens_dir(tiny_dir)
+    small = ModelConfig(embedding_dim=8, head_layers=(16,))
+    config = TrainConfig(epochs=2, batch_size=100, seed=3)
+    everyone = train_model(ds, small, config).metrics
+    sampled = train_model(ds, small, config, eval_users=20)
+    n_users = everyone["evaluated_users"]["users"]
+    assert everyone["evaluated_users"] == {"users": n_users, "of": n_users, "seed": None}
+    assert sampled.metrics["evaluated_users"] == {"users": 20, "of": n_users, "seed": 3}
+    assert sampled.metrics["served"]["recall"] != everyone["served"]["recall"]
+    # re-evaluating the saved model measures the same users
+    loaded = artifact.load(artifact.save(sampled, tmp_path / "model"))
+    report = evaluate_saved(loaded, ds)
+    assert report.top_k_accuracy == pytest.approx(sampled.metrics["top_k_accuracy"])
+    assert report.n_test == sampled.metrics["n_test"] < everyone["n_test"]

@@ -35,7 +35,7 @@ from mtrec.data.synth import synthesize_planted, write_parquet
 from mtrec.distributed import join_from_env, leave
 from mtrec.errors import ConfigError, MtrecError
 from mtrec.estimator import run_config
-from mtrec.evaluate import ListReport
+from mtrec.evaluate import EVAL_USERS, ListReport
 from mtrec.evaluate.oracle import planted_lists
 from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
@@ -591,6 +591,13 @@ def train_cmd(
         ),
     ] = None,
     test_interactions: TestInteractions = None,
+    eval_users: Annotated[
+        int,
+        typer.Option(
+            help="Test users measured at most: a seeded sample above it (metrics.json "
+            "says so); 0 measures every test user."
+        ),
+    ] = EVAL_USERS,
     output: Annotated[
         Path, typer.Option("--output", "-o", help="The model directory to write.")
     ] = Path("mtrec-out/model"),
@@ -655,6 +662,8 @@ def train_cmd(
         _relaunch_with_torchrun(workers)
     if workers < 1:
         raise ConfigError("--workers must be >= 1")
+    if eval_users < 0:
+        raise ConfigError("--eval-users must be >= 0 (0 measures every test user)")
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ConfigError("--resume and --checkpoint-every need --checkpoint-dir")
     if keep_checkpoints < 1 or (checkpoint_every is not None and checkpoint_every < 1):
@@ -713,6 +722,7 @@ def train_cmd(
             ranker_progress=None if quiet else _ModelBar(bars, "ranker's stage one"),
             init_from=warm,
             replay=replay,
+            eval_users=flags["eval_users"],
         )
     leave()
     if not where.is_main:  # rank 0 writes the model and reports for every process
@@ -779,6 +789,10 @@ def _file_value(key: str, value: Any) -> Any:
         return float(value)
     if key == "rating_range" and isinstance(value, list) and len(value) == 2:
         return ",".join(str(v) for v in value)
+    if key == "eval_users":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"config [data] {key}: expected an integer >= 0, got {value!r}")
+        return value
     if key == "skip_bad_rows":
         if not isinstance(value, bool):
             raise ConfigError(f"config [data] {key}: expected true or false, got {value!r}")

@@ -389,7 +389,7 @@ def _configs(name: str, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainCo
 DATA_KEYS = (
     "dataset", "data_dir", "cache_dir", "interactions", "user_col", "item_col", "rating_col",
     "timestamp_col", "items_file", "skip_bad_rows", "rating_range", "split", "holdout",
-    "holdout_estimate", "test_interactions",
+    "holdout_estimate", "test_interactions", "eval_users",
 )  # fmt: skip
 """The ``[data]`` keys of a run config: the data flags of ``mtrec train``, same names."""
 INDEX_KEYS = ("kind", "options")

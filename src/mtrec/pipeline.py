@@ -34,6 +34,7 @@ from mtrec.data import (
 )
 from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import (
+    EVAL_USERS,
     SERVED,
     EvalProtocol,
     EvalReport,
@@ -41,6 +42,7 @@ from mtrec.evaluate import (
     evaluate,
     list_reports,
     rating_report,
+    sample_test_users,
     user_lists,
 )
 from mtrec.features import (
@@ -433,6 +435,7 @@ def train_model(
     k: int = 10,
     init_from: SavedModel | None = None,
     replay: float = 0.0,
+    eval_users: int | None = EVAL_USERS,
 ) -> SavedModel:
     """What ``mtrec train`` does: prepare, fit and evaluate one model, index its items.
 
@@ -440,6 +443,9 @@ def train_model(
     training rows alone (``fit_ranker_on_training_rows``; ``ranker_progress`` shows its
     stage one's training). ``metrics["lists"]`` holds the served list beside retrieval
     alone, popularity and EASE at ``k`` (honest protocol, paired 95% intervals).
+
+    The evaluation measures at most ``eval_users`` test users (a sample seeded by the
+    run's seed, recorded in ``metrics["evaluated_users"]``; 0 or None: all of them).
 
     ``test_fraction=0`` trains on every row, to deploy: seen items and popularity come
     from the whole log, and nothing is evaluated; with ``estimate_fraction`` the same
@@ -487,6 +493,7 @@ def train_model(
             k=k,
             init_from=init_from,
             replay=replay,
+            eval_users=eval_users,
         ).metrics
     started = time.perf_counter()
     if init_from is not None:
@@ -503,7 +510,9 @@ def train_model(
     built, index_info = _index(model, index, index_params)
     two = None if fitted_ranker is None else two_stage(model, prepared.seen, fitted_ranker, built)
     metrics = {
-        **_held_out_metrics(model, two, prepared, k, estimate, estimate_fraction, history.device),
+        **_held_out_metrics(
+            model, two, prepared, k, estimate, estimate_fraction, history.device, eval_users
+        ),
         "train_seconds": round(history.seconds, 3),
         "ranker_seconds": round(ranker_seconds, 3) if fitted_ranker is not None else None,
         "device": history.device,
@@ -569,10 +578,12 @@ def _held_out_metrics(
     estimate: dict[str, Any] | None,
     estimate_fraction: float | None,
     device: str = "cpu",
+    eval_users: int | None = EVAL_USERS,
 ) -> dict[str, Any]:
-    """Both protocols' metrics and the lists on the test rows, or, without test rows, a
-    statement that nothing was evaluated (and the held-out estimate, where made); the
-    top-k searches run on ``device``."""
+    """Both protocols' metrics and the lists on the test rows (of at most ``eval_users``
+    test users, a sample seeded by the run's seed), or, without test rows, a statement
+    that nothing was evaluated (and the held-out estimate, where made); the top-k
+    searches run on ``device``."""
     if not prepared.held_out:
         said: dict[str, Any] = {"evaluation": NOT_EVALUATED}
         if estimate is not None:
@@ -583,12 +594,14 @@ def _held_out_metrics(
                 **{key: estimate[key] for key in keep if key in estimate},
             }
         return said
-    test, scale = prepared.test, prepared.scale
-    rated = prepared.dataset.has_ratings
+    seed = prepared.train_config.seed
+    test, evaluated = sample_test_users(prepared.test, eval_users, seed)
+    scale, rated = prepared.scale, prepared.dataset.has_ratings
     head = held_out_report(model, test, scale, rated, device=device)
     reference = served_ratings(head, two, prepared.seen, test, scale)
-    lists = served_lists(model, two, prepared, k=k, device=device)
+    lists = _list_reports(model, two, prepared.seen, test, k, 500.0, device)
     said = {
+        "evaluated_users": evaluated.to_dict(),
         **dataclasses.asdict(reference),
         "rating_head": {"rmse": head.rmse, "rmse_stars": head.rmse_stars, "mae": head.mae},
         "served": served_summary(lists),
@@ -707,6 +720,14 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
     return _saved_report(saved, test, saved.data.get("has_ratings", True), saved.two_stage())
 
 
+def _same_users(saved: SavedModel, test: EncodedInteractions) -> EncodedInteractions:
+    """The test users the model was measured on at training time (its seeded sample)."""
+    said = saved.metrics.get("evaluated_users") or {}
+    if said.get("seed") is None:
+        return test
+    return sample_test_users(test, said["users"], said["seed"])[0]
+
+
 def evaluate_saved_with_lists(
     saved: SavedModel, dataset: Dataset, *, k: int = 10
 ) -> tuple[EvalReport, list[ListReport]]:
@@ -749,6 +770,7 @@ def _saved_report(
 
 
 def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
+    """The test rows the model was measured on at training time, rebuilt from ``dataset``."""
     split_info = saved.data.get("split", {})
     if split_info.get("kind") == GIVEN or split_info.get("test_fraction") == 0:
         source = split_info.get("test_source")
@@ -769,4 +791,4 @@ def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
             "this model was evaluated on; evaluate it on the data it was trained with",
             field="split",
         )
-    return encode(split.test, saved.vocabs, saved.scale)
+    return _same_users(saved, encode(split.test, saved.vocabs, saved.scale))

@@ -13,11 +13,14 @@ from mtrec.evaluate.protocol import (
     rating_report,
     top_k_items,
 )
+from mtrec.evaluate.sample import EVAL_USERS, EvaluatedUsers, sample_test_users
 
 __all__ = [
+    "EVAL_USERS",
     "SERVED",
     "EvalProtocol",
     "EvalReport",
+    "EvaluatedUsers",
     "ListReport",
     "evaluate",
     "list_reports",
@@ -27,6 +30,7 @@ __all__ = [
     "ranking_report",
     "rating_report",
     "rmse",
+    "sample_test_users",
     "top_k_hits",
     "top_k_items",
     "user_lists",
