@@ -50,6 +50,10 @@ class RankedBatch:
         )
 
 
+PAIRS_PER_BLOCK = 32_768
+"""(user, candidate) pairs through the rating head at a time (see ``rank_candidates``)."""
+
+
 @torch.inference_mode()
 def rank_candidates(
     model: MultiTaskModel,
@@ -60,9 +64,24 @@ def rank_candidates(
     """Retrieval scores and predicted ratings of (n, c) candidate rows for n users
     (``user_vectors``: their query embeddings, if already computed).
 
-    Padding rows (-1) get score and prediction ``-inf`` so they sort last.
+    Padding rows (-1) get score and prediction ``-inf`` so they sort last. Made
+    ``PAIRS_PER_BLOCK`` pairs at a time: the head's activations then stay in the CPU's
+    caches (4,096 users x 100 candidates at once took 1.7-2.9 s per 8,192 users here,
+    blocks of 256 users 0.9 s).
     """
     n, c = candidates.shape
+    per_block = max(1, PAIRS_PER_BLOCK // max(c, 1))
+    if n > per_block:
+        parts = [
+            rank_candidates(
+                model,
+                user_rows[lo : lo + per_block],
+                candidates[lo : lo + per_block],
+                None if user_vectors is None else user_vectors[lo : lo + per_block],
+            )
+            for lo in range(0, n, per_block)
+        ]
+        return np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
     valid = candidates >= 0
     user_t = torch.from_numpy(np.repeat(user_rows, c))
     item_t = torch.from_numpy(np.where(valid, candidates, 0).reshape(-1))

@@ -129,6 +129,8 @@ def load_interactions(
         user_names,
         item_names,
     )
+    del data  # the columns are NumPy arrays now; arrow's pool keeps freed blocks unless
+    _release_arrow_memory()  # told (25M rows: 2.05 GB resident after loading, 1.06 GB after)
     if not len(interactions):
         raise DataError("no interactions left to train on", path=path)
     if not rating:
@@ -141,6 +143,12 @@ def load_interactions(
         has_ratings=bool(rating),
         skipped=skipped,
     )
+
+
+def _release_arrow_memory() -> None:
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _same_id_kind(

@@ -92,11 +92,17 @@ def _lists(
 def popularity_list(
     seen: SeenItems, histories: list[NDArray[np.int64]], n_items: int, k: int
 ) -> NDArray[np.int64]:
-    """(n, k): the items most users interacted with in training (``seen``), each of the
-    ``histories`` left out of its list."""
-    counts = interaction_counts(seen, n_items).astype(np.float32)[:, None]
-    everyone = np.ones((len(histories), 1), dtype=np.float32)
-    return ExactIndex(counts).search(everyone, k, exclude=histories)[1]
+    """(n, k): the items most users interacted with in training (``seen``; ties by row),
+    each of the ``histories`` left out of its list (-1 pads a list the catalogue cannot
+    fill). One ranking for everyone, cut per user: scoring the catalogue for each user
+    took 10 s of a 25M-row log's evaluation (50,000 users x 80,000 items)."""
+    order = np.argsort(-interaction_counts(seen, n_items), kind="stable")
+    lists = np.full((len(histories), min(k, n_items)), -1, dtype=np.int64)
+    for row, history in enumerate(histories):
+        top = order[: k + len(history)]
+        top = top[~np.isin(top, history)][:k]
+        lists[row, : len(top)] = top
+    return lists
 
 
 def ease_list(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any, Literal
 
 import torch
@@ -20,27 +19,6 @@ class ExtraNegatives:
     log_q: torch.Tensor | None = None
 
 
-@dataclasses.dataclass(frozen=True)
-class _Adjustments:
-    """What the in-batch softmax's options do to its (B, C) logits, in this order: a
-    ``scale`` (1 / temperature), a per-column ``bias`` (minus log-Q), -inf at the
-    accidental hits ``(hit_rows, hit_cols)``; and per-row loss ``weights``."""
-
-    scale: float = 1.0
-    bias: torch.Tensor | None = None
-    hit_rows: torch.Tensor | None = None
-    hit_cols: torch.Tensor | None = None
-    weights: torch.Tensor | None = None
-
-    def apply_(self, logits: torch.Tensor) -> None:
-        if self.scale != 1.0:
-            logits.mul_(self.scale)
-        if self.bias is not None:
-            logits.add_(self.bias[None, :])
-        if self.hit_rows is not None and self.hit_cols is not None and len(self.hit_rows):
-            logits.index_put_((self.hit_rows, self.hit_cols), logits.new_tensor(-math.inf))
-
-
 class _InBatchSoftmax(torch.autograd.Function):
     """Summed in-batch softmax cross-entropy with a hand-written backward.
 
@@ -50,11 +28,6 @@ class _InBatchSoftmax(torch.autograd.Function):
     d loss / d logits = grad * (softmax - I) in one pass, straight into the matmul dtype.
     The generic path runs log_softmax, its backward and an nll_loss backward that fills
     another (B, B) tensor (profiled: 1.6 ms against 0.95 ms a step at B = 1000).
-
-    With ``adjust`` the options work in place on the logits (a temperature, log-Q, the
-    accidental hits, row weights): through autograd they cost 4.3 ms a step of the tuned
-    preset's 13.9 at B = 1000 (torch.profiler: an out-of-place masked fill, a (B, B)
-    comparison, a division and a subtraction, log_softmax and its backward).
     """
 
     @staticmethod
@@ -64,45 +37,27 @@ class _InBatchSoftmax(torch.autograd.Function):
         candidate: torch.Tensor,
         dtype: torch.dtype | None,
         offset: int,
-        adjust: _Adjustments | None = None,
     ) -> torch.Tensor:
         if dtype is not None:  # the three matmuls in ``dtype``, everything else in float32
             query, candidate = query.to(dtype), candidate.to(dtype)
         logits = (query @ candidate.T).float()  # (B, C): row i's positive is column offset + i
-        weights = None
-        if adjust is not None:
-            adjust.apply_(logits)
-            weights = adjust.weights
-        positive = logits.diagonal(offset)
-        positive = positive.sum() if weights is None else positive.clone()
+        positive = logits.diagonal(offset).sum()
         top = logits.amax(dim=1, keepdim=True)  # (B, 1), for a stable exp
-        unnormalised = logits.sub_(top).exp_()  # (B, C), in place
+        unnormalised = logits.sub_(top).exp_()  # (B, B), in place
         norm = unnormalised.sum(dim=1, keepdim=True)  # (B, 1)
-        if weights is None:
-            loss = norm.log().sum() + top.sum() - positive
-        else:
-            loss = ((norm.log() + top).squeeze(1) - positive).mul_(weights).sum()
+        loss = norm.log().sum() + top.sum() - positive
         ctx.save_for_backward(query, candidate, unnormalised, norm)
-        ctx.offset, ctx.adjust = offset, adjust
+        ctx.offset = offset
         return loss
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(
-        ctx: Any, grad: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, None, None, None]:
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, None, None]:
         query, candidate, unnormalised, norm = ctx.saved_tensors
-        adjust: _Adjustments | None = ctx.adjust
-        at_positive = grad  # d loss / d positive logit, per row (B,) or for every row
-        if adjust is not None:  # the logits were scaled; rows weighted
-            at_positive = grad * adjust.scale
-            if adjust.weights is not None:
-                at_positive = at_positive * adjust.weights
-        per_row = at_positive[:, None] / norm if at_positive.dim() else at_positive / norm
         dlogits = torch.empty_like(unnormalised, dtype=query.dtype)
-        torch.mul(unnormalised, per_row, out=dlogits)  # grad * softmax, (B, C)
-        dlogits.diagonal(ctx.offset).sub_(at_positive.to(query.dtype))  # ... minus at positives
-        return (dlogits @ candidate).float(), (dlogits.T @ query).float(), None, None, None
+        torch.mul(unnormalised, grad / norm, out=dlogits)  # grad * softmax, (B, C)
+        dlogits.diagonal(ctx.offset).sub_(grad.to(query.dtype))  # ... minus grad at positives
+        return (dlogits @ candidate).float(), (dlogits.T @ query).float(), None, None
 
 
 def retrieval_loss(
@@ -198,31 +153,39 @@ def _adjusted_in_batch_loss(
     offset: int = 0,
     count: float | torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The in-batch softmax with its options, applied to the logits in place (see
-    ``_InBatchSoftmax``); extra negatives are more columns."""
+    """The in-batch softmax with its options, through autograd (the options' own path)."""
+    dtype = compute_dtype or query.dtype
     columns = candidate if extra is None else torch.cat([candidate, extra.embeddings])
-    bias = None
+    logits = (query.to(dtype) @ columns.to(dtype).T).float()  # (B, C + M)
+    if temperature != 1.0:
+        logits = logits / temperature
     if log_q is not None:
-        extra_q = []
-        if extra is not None:
-            extra_q = [
+        extra_q = (
+            []
+            if extra is None
+            else [
                 extra.log_q
                 if extra.log_q is not None
-                else log_q.new_zeros(len(columns) - len(log_q))
+                else log_q.new_full((len(extra.embeddings),), 0.0)
             ]
-        bias = -torch.cat([log_q.float(), *extra_q])
-    hit_rows = hit_cols = None
+        )
+        logits = logits - torch.cat([log_q.float(), *extra_q])[None, :]
     if candidate_ids is not None:  # (C,) ids of every candidate column, the global batch's
-        ids = candidate_ids
-        if extra is not None and extra.ids is not None:
-            ids = torch.cat([candidate_ids, extra.ids])
-        hit_rows, hit_cols = accidental_hits(ids, offset, query.shape[0])
-    adjust = _Adjustments(1.0 / temperature, bias, hit_rows, hit_cols, weights)
-    total: torch.Tensor = _InBatchSoftmax.apply(query, columns, compute_dtype, offset, adjust)  # type: ignore[no-untyped-call]
+        ids = (
+            candidate_ids
+            if extra is None or extra.ids is None
+            else torch.cat([candidate_ids, extra.ids])
+        )
+        hits = accidental_hits(ids, offset, query.shape[0])
+        logits = logits.index_put(hits, logits.new_tensor(float("-inf")))
+    target = torch.arange(query.shape[0], device=query.device) + offset
+    per_row = F.cross_entropy(logits, target, reduction="none")
+    if weights is None:
+        total = per_row.sum()
+        return total if reduction == "sum" else total / (len(per_row) if count is None else count)
+    total = (per_row * weights).sum()
     if reduction == "sum":
         return total
-    if weights is None:
-        return total / (query.shape[0] if count is None else count)
     denominator = weights.sum() if count is None else torch.as_tensor(count)
     return total / denominator.clamp_min(1e-12)
 
