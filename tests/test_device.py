@@ -4,6 +4,7 @@ CPU through the same code), and what only a CUDA machine can check (skipped else
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -220,3 +221,23 @@ def test_a_saved_model_records_the_device_that_ran_but_keeps_the_machine_out_of_
     assert saved.metrics["device"] == "cpu"
     loaded = artifact.load(artifact.save(saved, tmp_path / "model"))
     assert loaded.train_config.device == "auto"  # retrains or warm-starts on any machine
+
+
+def test_the_command_line_names_a_bad_or_missing_device_before_training(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_run import run_cli
+
+    out = tmp_path / "model"
+    base = ["train", "--data-dir", str(tiny_dir), "--preset", "reference", "-o", str(out), "-q"]
+    assert run_cli([*base, "--device", "gpu"]) == 3
+    assert "TrainConfig.device: expected auto, cpu, cuda, cuda:N or mps" in capsys.readouterr().err
+    assert run_cli([*base, "--eval-users", "-1"]) == 3
+    assert "--eval-users must be >= 0" in capsys.readouterr().err
+    if not torch.cuda.is_available():
+        assert run_cli([*base, "--device", "cuda"]) == 3
+        assert "PyTorch sees no CUDA GPU here" in capsys.readouterr().err
+    assert not out.exists()
+    assert run_cli([*base, "--device", "cpu", "--epochs", "1", "--eval-users", "5"]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["device"] == "cpu" and metrics["evaluated_users"]["users"] == 5

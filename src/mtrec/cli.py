@@ -43,7 +43,7 @@ from mtrec.pipeline import evaluate_saved_on, evaluate_saved_with_lists, train_m
 from mtrec.plots import preload_plotting
 from mtrec.recommend import Recommender, write_all_users
 from mtrec.report import list_rows, lists_summary_lines, table_rows, write_outputs, write_sweep
-from mtrec.runtime import tune_allocator
+from mtrec.runtime import resolve_device, tune_allocator
 from mtrec.sweep import sweep
 from mtrec.train import EpochStats
 
@@ -688,6 +688,7 @@ def train_cmd(
         precision=precision,
         device=device,
     )
+    resolve_device(train_config.device)  # a device that is not here fails before any work
     where = join_from_env(train_config.device)  # the backend follows the device
     if not where.is_main:  # one voice: rank 0 reports progress and notices
         quiet = True
