@@ -688,11 +688,6 @@ def train_cmd(
         precision=precision,
         device=device,
     )
-    resolve_device(train_config.device)  # a device that is not here fails before any work
-    where = join_from_env(train_config.device)  # the backend follows the device
-    if not where.is_main:  # one voice: rank 0 reports progress and notices
-        quiet = True
-        logging.getLogger("mtrec").setLevel(logging.WARNING)
     flags = _with_file(ctx, run, locals())
     index, index_params = _index_settings(ctx, run, index, index_option)
     if print_config:
@@ -702,6 +697,11 @@ def train_cmd(
         )
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
+    resolve_device(train_config.device)  # a device that is not here fails before any work
+    where = join_from_env(train_config.device)  # the backend follows the device
+    if not where.is_main:  # one voice: rank 0 reports progress and notices
+        quiet = True
+        logging.getLogger("mtrec").setLevel(logging.WARNING)
     data = _load_data(**{k: v for k, v in flags.items() if k in DATA_FLAGS})
     test_file = flags["test_interactions"]
     test = None if test_file is None else _test_data(test_file, flags)
