@@ -112,7 +112,18 @@ def retrieve_then_rank(
         with torch.inference_mode():
             queries = model.embed_users(torch.from_numpy(user_rows)).numpy()
     _, rows = index.search(queries, max(k, candidates), exclude=exclude)
-    retrieval, predicted = rank_candidates(model, user_rows, rows, queries)
+    return rank_by_rating(model, user_rows, rows, k, queries)
+
+
+def rank_by_rating(
+    model: MultiTaskModel,
+    user_rows: NDArray[np.int64],
+    rows: NDArray[np.int64],
+    k: int,
+    user_vectors: NDArray[np.float32] | None = None,
+) -> RankedBatch:
+    """Retrieved (n, c) item rows (-1 pads) re-sorted by predicted rating; the first ``k``."""
+    retrieval, predicted = rank_candidates(model, user_rows, rows, user_vectors)
     order = np.argsort(-predicted, axis=1, kind="stable")[:, :k]
     return RankedBatch(rows, retrieval, predicted).take(order)
 

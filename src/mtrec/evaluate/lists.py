@@ -11,7 +11,7 @@ from mtrec.features import EncodedInteractions, SeenItems, interaction_counts
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.ranker import user_queries
-from mtrec.two_stage import TwoStage, retrieve_then_rank
+from mtrec.two_stage import TwoStage, rank_by_rating
 
 SERVED = "served"
 """The name of the list ``mtrec recommend`` serves (the ranker's, or rating-sorted)."""
@@ -73,16 +73,17 @@ def _lists(
     exclude = [seen.of(int(u))[0] for u in users]
     with torch.inference_mode():
         queries = model.embed_users(torch.from_numpy(users)).numpy()
-    rated = retrieve_then_rank(
-        model, index, users, k=k, candidates=candidates, exclude=exclude, user_vectors=queries
-    )
+    # one search serves both lists: retrieval's top k leads its top ``candidates`` (a second
+    # search took 10 s of a 25M-row log's evaluation)
+    _, retrieved = index.search(queries, max(k, candidates), exclude=exclude)
+    rated = rank_by_rating(model, users, retrieved, k, queries)
     lists: dict[str, NDArray[np.int64]] = {}
     if two_stage is not None:
         lists[SERVED] = two_stage.lists(user_queries(two_stage.stage, users, seen), k).rows
         lists[f"retrieve {candidates}, then rank by rating"] = rated.rows
     else:
         lists[SERVED] = rated.rows
-    lists["retrieval"] = index.search(queries, k, exclude=exclude)[1]
+    lists["retrieval"] = retrieved[:, :k]
     lists["popularity"] = popularity_list(seen, exclude, model.n_items, k)
     if ease is not None:
         lists["EASE"] = ease_scores_list(ease, exclude, k)
