@@ -42,15 +42,20 @@ def report(step: str, ok: bool, **figures: Any) -> bool:
     return ok
 
 
-def reference_on_gpu() -> bool:
+def _compare_on_gpu(preset_name: str) -> Any:
+    """``mtrec compare`` of ``preset_name`` on ML-100K, seeds ``SEEDS``, trained on CUDA."""
     from mtrec.compare import compare_seeds
     from mtrec.config import preset
     from mtrec.data import load_movielens
 
+    model_config, train_config = preset(preset_name, device="cuda")
     data = load_movielens("ml-100k")
-    model_config, train_config = preset("reference", device="cuda")
+    return compare_seeds(data, SEEDS, model_config=model_config, train_config=train_config)
+
+
+def reference_on_gpu() -> bool:
     started = time.perf_counter()
-    result = compare_seeds(data, SEEDS, model_config=model_config, train_config=train_config)
+    result = _compare_on_gpu("reference")
     runs = [result, *result.other_seeds]
     multi = [next(m for m in run.models if m.name == "multi-task") for run in runs]
     top10 = statistics.mean(m.top_k_accuracy for m in multi)
@@ -69,13 +74,7 @@ def reference_on_gpu() -> bool:
 
 
 def tuned_on_gpu() -> bool:
-    from mtrec.compare import compare_seeds
-    from mtrec.config import preset
-    from mtrec.data import load_movielens
-
-    data = load_movielens("ml-100k")
-    model_config, train_config = preset("tuned", device="cuda")
-    result = compare_seeds(data, SEEDS, model_config=model_config, train_config=train_config)
+    result = _compare_on_gpu("tuned")
     multi = {k: v["mean"] for k, v in result.summary()["multi-task"].items()}
     ok = (
         multi["honest_top_k_accuracy"] >= 0.245

@@ -298,7 +298,8 @@ def compare(
                 prepared, ranker, progress("ranker's stage one") if progress else None
             )
             two = two_stage(multi, prepared.seen, fitted_ranker)
-        lists = served_lists(multi, two, prepared, k=k, ease_lambda=ease_lambda)
+        on = next(r.device for r in results if r.name == "multi-task")  # where it trained
+        lists = served_lists(multi, two, prepared, k=k, ease_lambda=ease_lambda, device=on)
     return CompareResult(
         dataset.name,
         seed,

@@ -119,8 +119,9 @@ class ExactIndex:
             s = q @ self._items[lo:hi].T  # (b, chunk)
             inside = (ex_rows >= lo) & (ex_rows < hi)
             if inside.any():
-                at = (torch.from_numpy(ex_q[inside]), torch.from_numpy(ex_rows[inside] - lo))
-                s[at[0].to(self.device), at[1].to(self.device)] = -torch.inf
+                hit_q = torch.from_numpy(ex_q[inside]).to(self.device)
+                hit_rows = torch.from_numpy(ex_rows[inside] - lo).to(self.device)
+                s[hit_q, hit_rows] = -torch.inf
             top_s, top_r = torch.topk(s, min(k, hi - lo), dim=1)
             if best_s is None or best_r is None:  # the first chunk (often the only one)
                 best_s, best_r = top_s, top_r + lo
