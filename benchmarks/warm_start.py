@@ -1,14 +1,15 @@
 """A warm start against the old model and a full retrain, on MovieLens-100K split by time.
 
 The log sorted by time: the first 60% is what the old model knew (trained on every row),
-the next 20% arrives later (the warm start continues the old model on it alone, with
-``--replay`` shares of the old model's own rows), the last 20% is the test. The full
-retrain sees the first 80% from scratch. Items and users come from the log alone (no
+the next 20% arrives later (the warm start continues the old model on it, with
+``--replay`` shares of the old model's own rows training its rating head again), the last
+20% is the test. The full retrain sees the first 80% from scratch. Items and users come from the log alone (no
 metadata: a user's own file), so the later parts bring new ids. Every model is measured
 on the test rows the old model can score (its users and items), under the honest
 protocol; the full retrain's and the warm start's counts of unscorable rows are printed.
 
     python benchmarks/warm_start.py --preset default --seeds 42,1 --replay 0,0.25,0.5,1
+    python benchmarks/warm_start.py --validation ...   # one window earlier: choose here
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from mtrec.data import Dataset
 from mtrec.features import known_rows
 
 
-def parts(ds: Dataset) -> dict[str, Dataset]:
-    """old (first 60% by time), new (next 20%), both (first 80%), test (last 20%)."""
+def parts(ds: Dataset, earlier: float = 0.0) -> dict[str, Dataset]:
+    """old (first 60% by time), new (next 20%), both (first 80%), test (last 20%); each
+    boundary ``earlier`` sooner (0.2: the validation window, which never reads the last
+    20%)."""
     ev = ds.interactions
     order = np.argsort(ev.timestamp, kind="stable")
     n = len(order)
-    cut = {"old": (0, 0.6), "new": (0.6, 0.8), "both": (0, 0.8), "test": (0.8, 1.0)}
+    a, b, c = 0.6 - earlier, 0.8 - earlier, 1.0 - earlier
+    cut = {"old": (0, a), "new": (a, b), "both": (0, b), "test": (b, c)}
     return {
         name: Dataset(name, ev.take(np.sort(order[int(n * a) : int(n * b)])), has_ratings=True)
         for name, (a, b) in cut.items()
@@ -59,8 +63,14 @@ def main() -> None:
     ap.add_argument("--preset", default="default")
     ap.add_argument("--seeds", default="42,1")
     ap.add_argument("--replay", default="0,0.25,0.5,1")
+    ap.add_argument(
+        "--validation",
+        action="store_true",
+        help="every part 20%% earlier (old 0-40%%, new 40-60%%, measured on 60-80%%): the "
+        "window where a default (e.g. the replay share) is chosen without the test part",
+    )
     args = ap.parse_args()
-    data = parts(mtrec.load_movielens())
+    data = parts(mtrec.load_movielens(), 0.2 if args.validation else 0.0)
     print("| seed | model | recall@10 | NDCG@10 | RMSE | train s |")
     print("|---|---|---|---|---|---|")
     for seed in (int(s) for s in args.seeds.split(",")):

@@ -322,6 +322,23 @@ def test_warm_start_keeps_old_rows_and_appends_new_ids(tiny_dir: Path, tmp_path:
     assert loaded.recommend(55, k=5) == rec.recommend(55, k=5)
 
 
+def test_replayed_rows_train_the_rating_head_only(tiny_dir: Path) -> None:
+    from mtrec.features import encode
+    from mtrec.warm import extended_vocabs, with_replay
+
+    old_data, new_data = _halves(tiny_dir)
+    old = train_model(old_data, SMALL, CONFIG, test_fraction=0.0)
+    new_rows = encode(new_data.interactions, extended_vocabs(old, new_data), old.scale)
+    assert with_replay(old.seen, new_rows, 0.0, 3) is new_rows
+    rows = with_replay(old.seen, new_rows, 0.5, 3)
+    replayed = int(rows.rating_only.sum())
+    assert len(rows) == len(new_rows) + replayed and 0 < replayed < len(old.seen.as_rows())
+    key = (rows.user * 10_000 + rows.item)[~rows.rating_only]
+    assert sorted(key.tolist()) == sorted((new_rows.user * 10_000 + new_rows.item).tolist())
+    assert rows.subset(torch.arange(4)).rating_only.tolist() == rows.rating_only[:4].tolist()
+    assert with_replay(old.seen, new_rows, 0.5, 3).rating_only.equal(rows.rating_only)  # seeded
+
+
 def test_warm_start_keeps_the_saved_shape(tiny_dir: Path) -> None:
     old_data, new_data = _halves(tiny_dir)
     old = train_model(old_data, SMALL, CONFIG, test_fraction=0.0)
@@ -373,8 +390,10 @@ def test_warm_start_on_a_log_split_by_time(ml100k: Dataset) -> None:
     full = mtrec.fit(part(0, 0.8), "default", holdout=None)
     assert len(warm.vocabs.users) > len(old.vocabs.users)  # the newer part brings new users
     before, after, retrained = old.evaluate(test), warm.evaluate(test), full.evaluate(test)
-    for key in ("recall", "ndcg"):  # seed 42: 0.1354 / 0.1806 against 0.1241 / 0.1643
+    for key in ("recall", "ndcg"):  # seed 42: 0.1372 / 0.1848 against 0.1056 / 0.1590
         assert after["served"][key] >= before["served"][key], key
         assert after["served"][key] >= retrained["served"][key] - 0.01, key
-    # the rating head: close to both (0.2617 against 0.2580 old and 0.2545 retrained)
-    assert after["rmse"] <= min(before["rmse"], retrained["rmse"]) + 0.01
+    # the rating head, trained on the old rows again (the default replay): at least as good
+    # as the old one, close to the retrain (0.2491 against 0.2555 old, 0.2516 retrained)
+    assert after["rmse"] <= before["rmse"]
+    assert after["rmse"] <= retrained["rmse"] + 0.01

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from mtrec.config import ModelConfig
-from mtrec.model import MultiTaskModel, rating_loss, retrieval_loss
+from mtrec.model import MultiTaskModel, RetrievalOptions, rating_loss, retrieval_loss
 
 
 def test_retrieval_loss_by_hand() -> None:
@@ -154,6 +154,31 @@ def test_multitask_loss_is_weighted_sum_and_skips_zero_weight_tasks() -> None:
     assert only_retrieval.rating is None
     only_retrieval.total.backward()
     assert all(p.grad is None for p in model.rating_head.parameters())
+
+
+def test_rating_only_rows_train_the_rating_head_and_stay_candidates() -> None:
+    """A warm start's replayed rows: no retrieval positive (their own softmax row is out
+    of the loss), but their items stay negatives of the other rows, and the rating loss
+    counts every row."""
+    model = MultiTaskModel(4, 5, ModelConfig(embedding_dim=3, head_layers=(4,)), seed=1)
+    user, item, label = (
+        torch.tensor([0, 1, 3]),
+        torch.tensor([4, 2, 0]),
+        torch.tensor([0.1, 0.9, 0.5]),
+    )
+    options = RetrievalOptions(rating_only=torch.tensor([False, True, False]))
+    got = model.loss(user, item, label, 1.0, 1.0, options=options)
+    u, i = model.embed_users(user), model.embed_items(item)
+    rows = F.cross_entropy(u @ i.T, torch.arange(3), reduction="none")
+    assert got.retrieval.item() == pytest.approx((rows[0] + rows[2]).item(), rel=1e-6)
+    assert got.rating.item() == pytest.approx(
+        F.mse_loss(model.predict_rating(u, i), label).item(), rel=1e-6
+    )
+    model.zero_grad()
+    model.loss(user, item, label, 1.0, 0.0, options=options).total.backward()
+    grad = model.user_embedding.weight.grad.to_dense()
+    assert not grad[1].any() and grad[0].any() and grad[3].any()  # user 1: no positive
+    assert model.item_embedding.weight.grad.to_dense()[2].any()  # item 2: still a negative
 
 
 def test_model_init_is_keras_like_and_seeded() -> None:

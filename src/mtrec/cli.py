@@ -46,6 +46,7 @@ from mtrec.report import list_rows, lists_summary_lines, table_rows, write_outpu
 from mtrec.runtime import resolve_device, tune_allocator
 from mtrec.sweep import sweep
 from mtrec.train import EpochStats
+from mtrec.warm import REPLAY
 
 app = typer.Typer(
     add_completion=False,
@@ -560,10 +561,11 @@ def train_cmd(
     replay: Annotated[
         float,
         typer.Option(
-            help="With --init-from: also train again on this share of the saved model's own "
-            "rows (0: the new rows alone)."
+            help="With --init-from: the share of the saved model's own rows its rating head "
+            "trains on again beside the new rows (0: the new rows alone); the lists learn "
+            "from the new rows only."
         ),
-    ] = 0.0,
+    ] = REPLAY,
     data_dir: DataDir = None,
     cache_dir: CacheDir = None,
     dataset: DatasetName = "ml-100k",

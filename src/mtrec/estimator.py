@@ -23,6 +23,7 @@ from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
 from mtrec.pipeline import evaluate_saved_on, served_summary, train_model
 from mtrec.recommend import Recommender
+from mtrec.warm import REPLAY
 
 
 class Model(Recommender):
@@ -72,7 +73,7 @@ def fit(
     split: str = "random",
     test: Any = None,
     init_from: Recommender | str | Path | None = None,
-    replay: float = 0.0,
+    replay: float = REPLAY,
     **overrides: Any,
 ) -> Model:
     """Train a model on ``data``: a pandas or polars DataFrame, a pyarrow Table, a file,
@@ -88,7 +89,7 @@ def fit(
     ``items``: a frame or file of item titles/genres/years for ``data`` from memory or a
     file. ``init_from`` (a model or its directory) continues that model on ``data``'s new
     interactions (a warm start; its config is the base, as ``mtrec train --init-from``),
-    with ``replay`` (a share) of its own rows trained again beside them.
+    with ``replay`` (a share) of its own rows training the rating head again beside them.
 
     >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
     """

@@ -79,6 +79,7 @@ from mtrec.ranker import (
 from mtrec.train import History, Progress, train
 from mtrec.two_stage import TwoStage
 from mtrec.warm import (
+    REPLAY,
     check_shape,
     extended_vocabs,
     inherit,
@@ -138,7 +139,7 @@ def prepare(
     test_fraction: float = 0.2,
     test: Dataset | None = None,
     init_from: SavedModel | None = None,
-    replay: float = 0.0,
+    replay: float = REPLAY,
 ) -> Prepared:
     """Split ``dataset`` (seeded by ``train_config.seed``) and encode both parts.
 
@@ -148,7 +149,8 @@ def prepare(
     item never appears in ``dataset`` are left out and counted (``Prepared.unseen``).
     ``init_from`` (a warm start): the saved model's vocabularies with the new ids appended,
     its rating scale, and seen items that join its users' old ones with the new rows;
-    ``replay``: that share of its own rows trains again beside the new ones.
+    ``replay``: that share of its own rows trains the rating head again beside the new
+    ones (see ``warm.with_replay``).
 
     >>> prepared = prepare(load_movielens(), *preset("tuned"))
     >>> fitted = fit_and_evaluate(prepared)
@@ -434,7 +436,7 @@ def train_model(
     ranker_progress: Progress | None = None,
     k: int = 10,
     init_from: SavedModel | None = None,
-    replay: float = 0.0,
+    replay: float = REPLAY,
     eval_users: int | None = EVAL_USERS,
 ) -> SavedModel:
     """What ``mtrec train`` does: prepare, fit and evaluate one model, index its items.
@@ -455,8 +457,8 @@ def train_model(
     ``init_from`` continues a saved model on ``dataset``'s (new) interactions: known users
     and items keep their rows and weights, new ones are appended, the optimizer starts
     afresh; the model config must be the saved one, and its ranker is kept (stage one is
-    rebuilt around the continued model). ``replay`` trains that share of the saved model's
-    own rows again beside the new ones.
+    rebuilt around the continued model). ``replay`` trains the rating head on that share
+    of the saved model's own rows again beside the new ones (``warm.REPLAY`` by default).
 
     The result is ready for ``mtrec.artifact.save`` and for ``Recommender(...)``. The
     split is recorded (seed, fraction and a fingerprint of the test rows) so that

@@ -257,12 +257,13 @@ def validation_loss(
     options = retrieval_options(config, fit, model.n_items, device)
     size, totals = config.batch_size, []
     for lo in range(0, len(val), size):
+        rows = slice(lo, lo + size)
         parts = model.loss(
-            *_device_batch(val, slice(lo, lo + size), device),
+            *_device_batch(val, rows, device),
             config.retrieval_weight,
             config.rating_weight,
             None,
-            options,
+            _batch_options(options, val, rows, device),
         )
         totals.append(float(parts.total))
     model.train(was_training)
@@ -430,6 +431,18 @@ def _device_batch(
     return tuple(move(column[rows], device) for column in (data.user, data.item, data.label))  # type: ignore[return-value]
 
 
+def _batch_options(
+    options: RetrievalOptions,
+    data: EncodedInteractions,
+    rows: torch.Tensor | slice,
+    device: torch.device,
+) -> RetrievalOptions:
+    """``options`` for the batch of ``rows``: which of them train the rating head only."""
+    if data.rating_only is None:
+        return options
+    return dataclasses.replace(options, rating_only=move(data.rating_only[rows], device))
+
+
 def _read_losses(
     run: _Run,
     unread: list[tuple[int, torch.Tensor]],
@@ -482,7 +495,7 @@ def _train_step(run: _Run, order: torch.Tensor | None, epoch: int, step: int) ->
     the step, so a divergence never lands."""
     config = run.config
     rows, shard = _batch(run, order, step)
-    options = run.options
+    options = _batch_options(run.options, run.data, rows, run.device)
     if config.extra_negatives:  # a draw fixed by (seed, epoch, step): resumable
         draw = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 100_003 + step)
         negatives = torch.randint(run.model.n_items, (config.extra_negatives,), generator=draw)

@@ -77,21 +77,36 @@ class EncodedInteractions:
     user: torch.Tensor
     item: torch.Tensor
     label: torch.Tensor
+    rating_only: torch.Tensor | None = None
+    """(n,) bool: True where a row trains the rating head only (a warm start's replayed
+    rows), not the retrieval task, whose candidates it still is; None: no such row."""
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
 
     def subset(self, rows: torch.Tensor) -> EncodedInteractions:
         """The rows selected by an index or boolean mask tensor."""
-        return EncodedInteractions(self.user[rows], self.item[rows], self.label[rows])
+        only = None if self.rating_only is None else self.rating_only[rows]
+        return EncodedInteractions(self.user[rows], self.item[rows], self.label[rows], only)
+
+    def only_for_rating(self) -> EncodedInteractions:
+        """These rows, every one training the rating head only."""
+        return dataclasses.replace(self, rating_only=torch.ones(len(self), dtype=torch.bool))
 
     @staticmethod
     def cat(parts: list[EncodedInteractions]) -> EncodedInteractions:
         """The rows of ``parts``, one after another."""
+        only = None
+        if any(p.rating_only is not None for p in parts):
+            only = torch.cat([
+                torch.zeros(len(p), dtype=torch.bool) if p.rating_only is None else p.rating_only
+                for p in parts
+            ])  # fmt: skip
         return EncodedInteractions(
             torch.cat([p.user for p in parts]),
             torch.cat([p.item for p in parts]),
             torch.cat([p.label for p in parts]),
+            only,
         )
 
 

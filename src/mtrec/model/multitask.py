@@ -109,6 +109,9 @@ class RetrievalOptions:
     positive_min_label: float | None = None
     extra_negatives: torch.Tensor | None = None
     """(M,) item rows drawn uniformly for this batch, negatives for every row."""
+    rating_only: torch.Tensor | None = None
+    """(B,) bool: rows of this batch that are no retrieval positives (they train the
+    rating head only) but stay candidates of the other rows."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -427,6 +430,9 @@ class MultiTaskModel(nn.Module):
             count: int | torch.Tensor | None = None
             if options.positive_min_label is not None:
                 weights = (label >= options.positive_min_label).float()
+            if options.rating_only is not None:
+                positive = (~options.rating_only).float()
+                weights = positive if weights is None else weights * positive
             candidates, candidate_rows, offset = i, item, 0
             if shard is not None:
                 candidates, offset = shard.gather(i), shard.offset
