@@ -3,10 +3,10 @@
 The log sorted by time: the first 60% is what the old model knew (trained on every row),
 the next 20% arrives later (the warm start continues the old model on it, with
 ``--replay`` shares of the old model's own rows training its rating head again), the last
-20% is the test. The full retrain sees the first 80% from scratch. Items and users come from the log alone (no
-metadata: a user's own file), so the later parts bring new ids. Every model is measured
-on the test rows the old model can score (its users and items), under the honest
-protocol; the full retrain's and the warm start's counts of unscorable rows are printed.
+20% is the test. The full retrain sees the first 80% from scratch. Items and users come
+from the log alone (no metadata: a user's own file), so the later parts bring new ids.
+Every model is measured on the test rows the old model can score (its users and items),
+under the honest protocol.
 
     python benchmarks/warm_start.py --preset default --seeds 42,1 --replay 0,0.25,0.5,1
     python benchmarks/warm_start.py --validation ...   # one window earlier: choose here
@@ -15,6 +15,7 @@ protocol; the full retrain's and the warm start's counts of unscorable rows are 
 from __future__ import annotations
 
 import argparse
+import itertools
 import time
 from typing import Any
 
@@ -69,6 +70,11 @@ def main() -> None:
         help="every part 20%% earlier (old 0-40%%, new 40-60%%, measured on 60-80%%): the "
         "window where a default (e.g. the replay share) is chosen without the test part",
     )
+    ap.add_argument(
+        "--warm-epochs",
+        default="",
+        help="comma-separated epoch counts for the warm starts (default: the saved config's)",
+    )
     args = ap.parse_args()
     data = parts(mtrec.load_movielens(), 0.2 if args.validation else 0.0)
     print("| seed | model | recall@10 | NDCG@10 | RMSE | train s |")
@@ -80,10 +86,14 @@ def main() -> None:
         started = time.perf_counter()
         full = mtrec.fit(data["both"], args.preset, holdout=None, seed=seed)
         rows.append(row("full retrain", full, test, time.perf_counter() - started))
-        for share in (float(s) for s in args.replay.split(",")):
+        epoch_counts = [int(e) for e in args.warm_epochs.split(",") if e] or [None]
+        for share, epochs in itertools.product(map(float, args.replay.split(",")), epoch_counts):
             started = time.perf_counter()
-            warm = mtrec.fit(data["new"], init_from=old, holdout=None, replay=share, seed=seed)
-            name = f"warm, replay {share:g}"
+            more = {} if epochs is None else {"epochs": epochs}
+            warm = mtrec.fit(
+                data["new"], init_from=old, holdout=None, replay=share, seed=seed, **more
+            )
+            name = f"warm, replay {share:g}" + ("" if epochs is None else f", {epochs} epochs")
             rows.append(row(name, warm, test, time.perf_counter() - started))
         for r in rows:
             print(
