@@ -339,6 +339,24 @@ def test_replayed_rows_train_the_rating_head_only(tiny_dir: Path) -> None:
     assert with_replay(old.seen, new_rows, 0.5, 3).rating_only.equal(rows.rating_only)  # seeded
 
 
+def test_an_implicit_warm_start_replays_nothing(tiny_dir: Path) -> None:
+    """Replayed rows train the rating head only: without ratings there is none to train."""
+    import pyarrow as pa
+
+    rows = _log_rows(read_grouplens_dir(tiny_dir))
+    late = rows[:, 3] >= np.median(rows[:, 3])
+
+    def implicit(part: np.ndarray) -> Dataset:
+        return load_interactions(pa.table({"user_id": part[:, 0], "item_id": part[:, 1]}))
+
+    old = train_model(implicit(rows[~late]), SMALL, CONFIG, test_fraction=0.0)
+    new = implicit(rows[late])
+    prepared = prepare(new, SMALL, CONFIG, test_fraction=0.0, init_from=old, replay=1.0)
+    assert prepared.train.rating_only is None and len(prepared.train) == int(late.sum())
+    warm = train_model(new, SMALL, CONFIG, test_fraction=0.0, init_from=old, replay=1.0)
+    assert warm.data["warm_start"]["replay"] == 0.0
+
+
 def test_warm_start_keeps_the_saved_shape(tiny_dir: Path) -> None:
     old_data, new_data = _halves(tiny_dir)
     old = train_model(old_data, SMALL, CONFIG, test_fraction=0.0)

@@ -85,6 +85,7 @@ from mtrec.warm import (
     inherit,
     merged_items,
     merged_seen,
+    replayed_share,
     with_replay,
 )
 
@@ -183,7 +184,8 @@ def prepare(
         else merged_seen(init_from.seen, train_data, n_users)
     )
     if init_from is not None:
-        train_data = with_replay(init_from.seen, train_data, replay, train_config.seed)
+        share = replayed_share(replay, train_config)
+        train_data = with_replay(init_from.seen, train_data, share, train_config.seed)
     return Prepared(
         dataset=dataset,
         model_config=model_config,
@@ -523,6 +525,7 @@ def train_model(
         "history": [dataclasses.asdict(e) for e in history.epochs],
         "index": index_info,
     }
+    replay = replayed_share(replay, prepared.train_config)
     items, popularity, data = _what_it_knows(prepared, init_from, replay)
     return SavedModel(
         model,

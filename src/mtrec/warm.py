@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from mtrec.artifact import ItemInfo, SavedModel
-from mtrec.config import ModelConfig
+from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset
 from mtrec.errors import ConfigError
 from mtrec.features import EncodedInteractions, SeenItems, Vocabs, seen_items
@@ -109,6 +109,12 @@ def check_shape(saved: ModelConfig, asked: ModelConfig) -> None:
             f"warm start: the model config differs from the saved model's in {differ}; a warm "
             "start keeps the saved model's shape (leave the model settings out)"
         )
+
+
+def replayed_share(replay: float, config: TrainConfig) -> float:
+    """The share a warm start replays: none where the rating task is off (implicit
+    feedback, or a retrieval-only config), since replayed rows train the rating head only."""
+    return replay if config.rating_weight else 0.0
 
 
 def with_replay(
