@@ -43,7 +43,7 @@ class _InBatchSoftmax(torch.autograd.Function):
         logits = (query @ candidate.T).float()  # (B, C): row i's positive is column offset + i
         positive = logits.diagonal(offset).sum()
         top = logits.amax(dim=1, keepdim=True)  # (B, 1), for a stable exp
-        unnormalised = logits.sub_(top).exp_()  # (B, B), in place
+        unnormalised = logits.sub_(top).exp_()  # (B, C), in place
         norm = unnormalised.sum(dim=1, keepdim=True)  # (B, 1)
         loss = norm.log().sum() + top.sum() - positive
         ctx.save_for_backward(query, candidate, unnormalised, norm)
