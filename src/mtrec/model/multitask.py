@@ -82,9 +82,16 @@ def _relu(x: NDArray[np.float32]) -> NDArray[np.float32]:
 
 
 class Dropout(nn.Module):
-    """``nn.Dropout``'s arithmetic with the mask drawn by ``torch.rand``: on CPU
-    ``bernoulli_`` (what ``nn.Dropout`` draws with) cost 1.9 ms against 1.1 ms for a
-    1000 x 256 batch, and was 13% of a training step of the default preset (profiled)."""
+    """``nn.Dropout``'s arithmetic with a cheaper mask on the CPU.
+
+    The CPU generator (a Mersenne twister, one thread) is what dropout costs there:
+    ``bernoulli_`` (what ``nn.Dropout`` draws with) took 1.9 ms and ``torch.rand`` 0.72 ms
+    for a 1000 x 256 batch. The mask takes 16 random bits per unit instead, four from each
+    64-bit draw (0.31 ms with the comparison): a unit is dropped with probability
+    ``rate`` = round(p * 65536) / 65536 (0.2 -> 0.1999969) and the kept ones scaled by
+    1 / (1 - rate), so the layer stays unbiased. Elsewhere (GPU generators are fast) the
+    mask is ``torch.rand``'s.
+    """
 
     def __init__(self, p: float) -> None:
         super().__init__()
@@ -93,8 +100,14 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not self.p:
             return x
-        keep = torch.rand(x.shape, device=x.device) >= self.p
-        return x * keep * (1.0 / (1.0 - self.p))
+        if x.device.type != "cpu":
+            keep = torch.rand(x.shape, device=x.device) >= self.p
+            return x * keep * (1.0 / (1.0 - self.p))
+        threshold = round(self.p * 65536)
+        words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
+        lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform on [-2^15, 2^15)
+        keep = lanes >= threshold - 32768
+        return x * keep * (1.0 / (1.0 - threshold / 65536))
 
 
 @dataclasses.dataclass(frozen=True)
