@@ -304,3 +304,33 @@ def test_recommend_from_a_history(
         assert named in capsys.readouterr().err
     assert _run(["recommend", "-m", str(model), "--history", "1", "-u", "3"]) == 3
     assert "exactly one of" in capsys.readouterr().err
+
+
+def test_the_program_keeps_its_exit_code_and_skips_the_last_collections(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """``console`` (the ``mtrec`` program) freezes the heap on the way out, whatever the
+    command's exit, and leaves the exit code alone; as a process, an error still exits 3."""
+    import gc
+
+    from mtrec import cli
+
+    def failing() -> None:
+        raise SystemExit(4)
+
+    monkeypatch.setattr(cli, "main", failing)
+    try:
+        with pytest.raises(SystemExit) as exited:
+            cli.console()
+        assert exited.value.code == 4
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()  # this test process goes on collecting as before
+    done = subprocess.run(
+        [sys.executable, "-m", "mtrec", "compare", "--device", "gpu"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 3, done.stderr
+    assert "gpu" in done.stderr

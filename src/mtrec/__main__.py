@@ -1,3 +1,3 @@
-from mtrec.cli import main
+from mtrec.cli import console
 
-main()
+console()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import gc
 import json
 import logging
 import math
@@ -1072,8 +1073,21 @@ def _relaunch_with_torchrun(workers: int) -> None:
     raise typer.Exit(subprocess.run(cmd, env=env, check=False).returncode)
 
 
+def console() -> None:
+    """The ``mtrec`` program (console script and ``python -m mtrec``): :func:`main`, then an
+    exit without the garbage collector's last passes over every object torch and the run
+    made (module teardown collects cycles several times: 0.59-0.65 s of each
+    ``mtrec compare`` here, 0.12-0.13 s after ``gc.freeze``). Objects still go by reference
+    counting, files are closed and atexit handlers run; only cyclic garbage is left to the
+    operating system. Not in :func:`main`, which tests call in process."""
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: run the command, map mtrec's errors to one line and an exit code."""
+    """Run one command, map mtrec's errors to one line and an exit code."""
     tune_allocator()
     _state["argv"] = list(sys.argv[1:] if argv is None else argv)
     try:
