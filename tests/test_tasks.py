@@ -350,6 +350,7 @@ def test_dropout_drops_its_share_keeps_the_mean_and_follows_the_seed() -> None:
     torch.manual_seed(5)
     assert torch.equal(layer(x), y)  # one seed, one mask
     assert not torch.equal(layer(x), y)
+    assert Dropout(0.999999)(x).isfinite().all()  # a rate just under 1 stays a rate under 1
     layer.eval()
     assert layer(x) is x
     x.requires_grad_()

@@ -103,7 +103,7 @@ class Dropout(nn.Module):
         if x.device.type != "cpu":
             keep = torch.rand(x.shape, device=x.device) >= self.p
             return x * keep * (1.0 / (1.0 - self.p))
-        threshold = round(self.p * 65536)
+        threshold = min(round(self.p * 65536), 65535)  # p < 1 keeps a unit now and then
         words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
         lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform on [-2^15, 2^15)
         keep = lanes >= threshold - 32768
