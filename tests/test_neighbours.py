@@ -76,7 +76,25 @@ def test_by_user_puts_each_pair_in_its_users_row() -> None:
     assert np.array_equal(distinct[row], users)
 
 
-def test_shown_ratings_are_the_measured_ones(tiny_dir: Path, tmp_path: Path) -> None:
+def test_pair_chunks_hold_whole_users_within_their_cells(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mtrec import ranker
+
+    users = np.array([4, 1, 4, 2, 4, 1, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5])  # user 5: 8 rows
+    assert [c.tolist() for c in ranker._pair_chunks(users)] == [list(range(len(users)))]
+    monkeypatch.setattr(ranker, "PAIRS_PER_CHUNK", 6)
+    chunks = ranker._pair_chunks(users)
+    assert sorted(np.concatenate(chunks).tolist()) == list(range(len(users)))
+    for chunk in chunks:
+        whose = users[chunk]
+        counts = np.unique(whose, return_counts=True)[1]
+        assert all((users == u).sum() == (whose == u).sum() for u in np.unique(whose))
+        assert len(counts) * counts.max() <= 6 or len(counts) == 1  # user 5 alone: 8 cells
+    assert len(chunks) == 3  # users 2, 3 and 1 (3 x 2 cells), user 4 (4), user 5 (8)
+
+
+def test_shown_ratings_are_the_measured_ones(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     ds = read_grouplens_dir(tiny_dir)
     saved = train_model(ds, HISTORY, CONFIG, ranker=RankerConfig(candidates=10, steps=100))
     assert saved.ranker is not None
@@ -108,6 +126,24 @@ def test_shown_ratings_are_the_measured_ones(tiny_dir: Path, tmp_path: Path) -> 
         # Recommender.rank shows the same numbers, sorted by them
         ranked = rec.rank(user_id, [r.item_id for r in listed])
         assert sorted(shown, reverse=True) == pytest.approx([r.predicted_rating for r in ranked])
+    # in chunks of a few users and small similarity blocks (what keeps 20M rows in memory),
+    # the same predictions and the same fitted weight
+    from mtrec import neighbours, ranker
+    from mtrec.features import EncodedInteractions
+    from mtrec.ranker import fit_correction
+
+    users = np.repeat(np.arange(len(loaded.seen.indptr) - 1), np.diff(loaded.seen.indptr))
+    pairs = (users, loaded.seen.items)
+    held = EncodedInteractions(*(torch.from_numpy(a) for a in (*pairs, loaded.seen.labels)))
+    whole = predicted_for_pairs(two.stage, loaded.seen, *pairs)
+    fitted = fit_correction(two.stage, loaded.seen, held)
+    monkeypatch.setattr(ranker, "PAIRS_PER_CHUNK", 40)
+    monkeypatch.setattr(neighbours, "SIMS_PER_BLOCK", 500)
+    assert len(ranker._pair_chunks(users)) > 5
+    np.testing.assert_allclose(
+        predicted_for_pairs(two.stage, loaded.seen, *pairs), whole, atol=1e-6
+    )
+    assert fit_correction(two.stage, loaded.seen, held) == pytest.approx(fitted, rel=1e-5)
 
 
 def _head_of_every_entry(saved: artifact.SavedModel) -> np.ndarray:

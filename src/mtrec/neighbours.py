@@ -32,6 +32,9 @@ MAX_CORRECTION = 2.0
 QUERIES_PER_BLOCK = 256
 """Users whose similarities are computed in one batched product (histories padded to the
 longest in the block; blocks hold users of similar history lengths)."""
+SIMS_PER_BLOCK = 1 << 25
+"""At most this many (candidate, history entry) similarities in one block (128 MB of
+float32): users with long histories and many candidates go fewer to a block."""
 
 
 def unit_rows(embeddings: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -59,8 +62,12 @@ def correction(
     out = np.zeros((n, c), dtype=np.float32)
     lengths = np.diff(indptr)
     order = np.argsort(lengths, kind="stable")  # blocks of like lengths pad little
-    for lo in range(0, n, QUERIES_PER_BLOCK):
+    lo = 0
+    while lo < n:
         block = order[lo : lo + QUERIES_PER_BLOCK]
+        fits = SIMS_PER_BLOCK // max(c * int(lengths[block].max(initial=0)), 1)
+        block = block[: max(fits, 1)]  # histories sorted: the last of a block is its longest
+        lo += len(block)
         longest = int(lengths[block].max(initial=0))
         if longest == 0:
             continue

@@ -27,6 +27,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -575,27 +576,80 @@ def _head(
     return predicted.reshape(n, c).numpy()
 
 
+PAIRS_PER_CHUNK = 262_144
+"""(user, item) cells, padding included, whose predictions are computed at once: the
+head's hidden layer holds 256 floats for each (256 MB)."""
+
+
+def _pair_chunks(users: NDArray[np.int64]) -> list[NDArray[np.int64]]:
+    """Positions of the pairs of ``users``, in chunks of whole users that fill at most
+    ``PAIRS_PER_CHUNK`` cells once padded to their widest user (users of like row counts
+    together; a wider user is a chunk alone). One chunk holds every position in order.
+
+    Why: the pairs are laid out as an (users, widest) matrix, and at scale one user's many
+    rows widened it for all: 20M planted rows asked for (196,688 x 453 x 256) floats,
+    85 GB, when the ranking stage fitted its correction."""
+    if not len(users):
+        return []
+    _, row, counts = np.unique(users, return_inverse=True, return_counts=True)
+    order = np.argsort(counts, kind="stable")  # users by their rows, narrowest first
+    widths = counts[order]
+    chunk_of = np.empty(len(counts), dtype=np.int64)
+    chunk, start = 0, 0
+    while start < len(order):  # the widest user so far sets the chunk's width
+        candidates = widths[start : start + max(PAIRS_PER_CHUNK // int(widths[start]), 1)]
+        cells = candidates * np.arange(1, len(candidates) + 1)  # taking the first k users
+        stop = start + max(int(np.searchsorted(cells, PAIRS_PER_CHUNK, side="right")), 1)
+        chunk_of[order[start:stop]] = chunk
+        chunk, start = chunk + 1, stop
+    of_pair = chunk_of[row]
+    positions = np.argsort(of_pair, kind="stable")
+    return np.split(positions, np.cumsum(np.bincount(of_pair))[:-1])
+
+
+def _pairs_by_user(
+    stage: StageOne, seen: Histories, users: NDArray[np.int64], items: NDArray[np.int64]
+) -> Iterator[
+    tuple[
+        NDArray[np.int64],
+        Queries,
+        NDArray[np.int64],
+        NDArray[np.float32],
+        tuple[NDArray[np.int64], NDArray[np.int64]],
+    ]
+]:
+    """For each chunk of the (known user row, item row) pairs: its positions, its users'
+    queries, their (n, c) item rows (pads at row 0), the rating head's predictions of
+    them, and where each pair landed, (row, column)."""
+    for part in _pair_chunks(users):
+        distinct, matrix, landed = by_user(users[part], items[part])
+        queries = user_queries(stage, distinct, seen)
+        safe = np.maximum(matrix, 0)
+        yield part, queries, safe, _head(stage, queries.embeddings, queries.user_rows, safe), landed
+
+
 def predicted_for_pairs(
     stage: StageOne, seen: Histories, users: NDArray[np.int64], items: NDArray[np.int64]
 ) -> NDArray[np.float32]:
     """The predicted scaled rating of each (known user row, item row) pair, as the
     served list shows it (the neighbourhood correction included)."""
-    distinct, matrix, (row, column) = by_user(users, items)
-    queries = user_queries(stage, distinct, seen)
-    return predicted_ratings(stage, queries, np.maximum(matrix, 0))[row, column]
+    out = np.empty(len(users), dtype=np.float32)
+    for part, queries, safe, head, (row, column) in _pairs_by_user(stage, seen, users, items):
+        out[part] = corrected(stage, queries, safe, head)[row, column]
+    return out
 
 
 def fit_correction(stage: StageOne, seen: Histories, held: EncodedInteractions) -> float:
     """The correction's weight that best fits the ``held`` rows (carved out of training,
     never seen by ``stage``'s model), with the histories ``seen`` it trained on."""
-    users, items = held.user.numpy(), held.item.numpy()
-    distinct, matrix, (row, column) = by_user(users, items)
-    queries = user_queries(stage, distinct, seen)
-    safe = np.maximum(matrix, 0)
-    head = _head(stage, queries.embeddings, queries.user_rows, safe)
-    found = corrections(stage, queries, safe)
-    assert found is not None
-    return fit_weight(found[row, column], held.label.numpy() - head[row, column])
+    users, items, labels = held.user.numpy(), held.item.numpy(), held.label.numpy()
+    found, residual = [np.zeros(0, np.float32)], [np.zeros(0, np.float32)]
+    for part, queries, safe, head, (row, column) in _pairs_by_user(stage, seen, users, items):
+        spread = corrections(stage, queries, safe)
+        assert spread is not None
+        found.append(spread[row, column])
+        residual.append(labels[part] - head[row, column])
+    return fit_weight(np.concatenate(found), np.concatenate(residual))
 
 
 def stack_candidates(parts: list[Candidates]) -> Candidates:
