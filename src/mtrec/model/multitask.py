@@ -100,14 +100,14 @@ class Dropout(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not self.p:
             return x
-        if x.device.type != "cpu":
-            keep = torch.rand(x.shape, device=x.device) >= self.p
-            return x * keep * (1.0 / (1.0 - self.p))
-        threshold = min(round(self.p * 65536), 65535)  # p < 1 keeps a unit now and then
-        words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
-        lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform on [-2^15, 2^15)
-        keep = lanes >= threshold - 32768
-        return x * keep * (1.0 / (1.0 - threshold / 65536))
+        if x.device.type == "cpu":
+            threshold = min(round(self.p * 65536), 65535)  # p < 1 keeps a unit now and then
+            words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
+            lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform, [-2^15, 2^15)
+            keep, rate = lanes >= threshold - 32768, threshold / 65536
+        else:
+            keep, rate = torch.rand(x.shape, device=x.device) >= self.p, self.p
+        return x * keep * (1.0 / (1.0 - rate))
 
 
 @dataclasses.dataclass(frozen=True)
