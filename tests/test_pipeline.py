@@ -69,18 +69,18 @@ def test_a_big_test_set_is_measured_on_a_seeded_sample_of_its_users_and_says_so(
     import torch
 
     from mtrec import artifact
-    from mtrec.evaluate import sample_test_users
+    from mtrec.evaluate import sample_users
     from mtrec.features import EncodedInteractions
     from mtrec.pipeline import evaluate_saved
 
     test = EncodedInteractions(torch.tensor([3, 1, 3, 2, 5, 1, 4]), torch.arange(7), torch.zeros(7))
-    kept, said = sample_test_users(test, 2, seed=7)
+    kept, said = sample_users(test, 2, seed=7)
     users = set(kept.user.tolist())
     assert len(users) == 2 and said.users == 2 and said.of == 5 and said.seed == 7
     assert len(kept) == sum(u in users for u in test.user.tolist())  # all their rows
-    again, _ = sample_test_users(test, 2, seed=7)
+    again, _ = sample_users(test, 2, seed=7)
     assert torch.equal(again.item, kept.item)
-    whole, said = sample_test_users(test, 5, seed=7)
+    whole, said = sample_users(test, 5, seed=7)
     assert whole is test and said.seed is None
 
     ds = read_grouplens_dir(tiny_dir)

@@ -34,7 +34,9 @@ from mtrec.ranker import (
 from mtrec.recommend import Recommender
 
 HISTORY = ModelConfig(embedding_dim=8, head_layers=(16,), history=True, new_user_rate=0.2)
-CONFIG = TrainConfig(epochs=8, batch_size=64, shuffle=True, seed=5, learning_rate=0.1)
+CONFIG = TrainConfig(
+    epochs=8, batch_size=64, shuffle=True, seed=5, learning_rate=0.1, precision="fp32"
+)  # fp32: "auto" times steps, and a busy machine could flip the choice between fits
 RANKER = RankerConfig(candidates=10, steps=100)
 
 
@@ -131,6 +133,35 @@ def test_the_ranker_never_sees_a_test_row(tiny_dir: Path) -> None:
     assert np.array_equal(ranker.weights, other.weights)
     assert ranker.correction == other.correction  # its rating correction's weight too
     assert np.any(ranker.weights != 0)
+
+
+def test_the_ranker_fits_on_at_most_max_users(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mtrec.pipeline
+
+    prepared = prepare(read_grouplens_dir(tiny_dir), HISTORY, CONFIG)
+    lists: list[int] = []
+    real_fit = mtrec.pipeline.fit_ranker
+
+    def counting(found: Candidates, *args: object) -> Ranker:
+        lists.append(len(found.rows))
+        return real_fit(found, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mtrec.pipeline, "fit_ranker", counting)
+    _, held = carve(prepared.train, RANKER.holdout, CONFIG.seed)
+    n_held = len(np.unique(held.user.numpy()))
+    assert n_held > 3
+    whole = fit_ranker_on_training_rows(prepared, RANKER)
+    every = fit_ranker_on_training_rows(prepared, dataclasses.replace(RANKER, max_users=0))
+    assert np.array_equal(every.weights, whole.weights) and every.correction == whole.correction
+    small = dataclasses.replace(RANKER, max_users=3)
+    sampled = fit_ranker_on_training_rows(prepared, small)
+    again = fit_ranker_on_training_rows(prepared, small)
+    # each user twice: as a known user and as a new user known by the history
+    assert lists == [2 * n_held, 2 * n_held, 2 * 3, 2 * 3]
+    assert np.array_equal(sampled.weights, again.weights)  # the sample is seeded
+    assert not np.array_equal(sampled.weights, whole.weights)
 
 
 def test_saved_ranker_round_trips_and_serves(tiny_dir: Path, tmp_path: Path) -> None:

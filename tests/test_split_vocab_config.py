@@ -115,6 +115,9 @@ def test_seen_items_csr_keeps_the_last_rating_of_a_pair() -> None:
     assert seen.of(0)[0].tolist() == [1, 4] and seen.of(1)[0].tolist() == []
     items, labels = seen.of(2)
     assert items.tolist() == [0, 3] and labels.tolist() == pytest.approx([0.75, 0.2])
+    assert (seen.indptr.dtype, seen.items.dtype, seen.labels.dtype) == ("int64", "int64", "float32")
+    empty = seen_items(EncodedInteractions(data.user[:0], data.item[:0], data.label[:0]), 2)
+    assert empty.indptr.tolist() == [0, 0, 0] and len(empty.items) == len(empty.labels) == 0
 
 
 def test_the_old_name_of_the_rating_weight_still_loads() -> None:

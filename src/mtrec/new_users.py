@@ -17,7 +17,7 @@ from numpy.typing import NDArray
 
 from mtrec.baselines import EASE_MAX_ITEMS
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
-from mtrec.data import Dataset, Split
+from mtrec.data import Dataset
 from mtrec.errors import ConfigError
 from mtrec.evaluate import SERVED, ListReport, list_reports
 from mtrec.evaluate.lists import ease_list, popularity_list
@@ -99,7 +99,8 @@ def evaluate_new_users(
         dataset=dataset,
         model_config=model_config,
         train_config=train_config,
-        split=Split(dataset.interactions, dataset.interactions, train_config.seed),  # unread
+        split_rows=(len(parts.train), len(parts.targets)),
+        test_fingerprint="",  # unread: nothing is saved
         split_kind="new-users",
         test_fraction=fraction,
         vocabs=vocabs,

@@ -42,7 +42,7 @@ from mtrec.evaluate import (
     evaluate,
     list_reports,
     rating_report,
-    sample_test_users,
+    sample_users,
     user_lists,
 )
 from mtrec.features import (
@@ -103,7 +103,11 @@ class Prepared:
     """The asked-for config without side features the data has no metadata for."""
     train_config: TrainConfig
     """The asked-for config, with the rating task off where the data has no ratings."""
-    split: Split
+    split_rows: tuple[int, int]
+    """The split's (training, test) rows; the rows themselves are ``train`` and ``test``
+    encoded (keeping the raw parts too cost 560 MB on a 20M-row log)."""
+    test_fingerprint: str
+    """``split_fingerprint`` of the raw test rows, to rebuild the split later."""
     split_kind: str
     test_fraction: float
     vocabs: Vocabs
@@ -176,7 +180,9 @@ def prepare(
         parts, unseen = _given_split(dataset, test, vocabs, train_config.seed)
         split, test_fraction = GIVEN, 0.0
     scale = RatingScale.of(dataset) if init_from is None else init_from.scale
-    train_data = encode(parts.train, vocabs, scale)
+    train_data, test_data = encode(parts.train, vocabs, scale), encode(parts.test, vocabs, scale)
+    split_rows, fingerprint = (len(parts.train), len(parts.test)), split_fingerprint(parts.test)
+    del parts  # the raw rows are encoded: 560 MB on a 20M-row log
     n_users = len(vocabs.users)
     seen = (
         seen_items(train_data, n_users)
@@ -190,13 +196,14 @@ def prepare(
         dataset=dataset,
         model_config=model_config,
         train_config=train_config,
-        split=parts,
+        split_rows=split_rows,
+        test_fingerprint=fingerprint,
         split_kind=split,
         test_fraction=test_fraction,
         vocabs=vocabs,
         scale=scale,
         train=train_data,
-        test=encode(parts.test, vocabs, scale),
+        test=test_data,
         seen=seen,
         unseen=unseen,
         test_source="" if test is None else test.source or test.name,
@@ -362,9 +369,11 @@ def fit_ranker_on_training_rows(
 ) -> Ranker:
     """The ranker, fitted without a test row: stage one trains on the training rows less a
     carved-out share; the neighbourhood correction's weight is fitted to that share's
-    ratings, and the ranker learns to put that share first among its candidates."""
+    ratings, and the ranker learns to put that share first among its candidates (the
+    share's rows of at most ``config.max_users`` users, a seeded sample)."""
     tc = prepared.train_config
     fit_rows, held = carve(prepared.train, config.holdout, tc.seed)
+    held, _ = sample_users(held, config.max_users, tc.seed + 7_919)
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
     train(model, fit_rows, tc, progress)
@@ -600,7 +609,7 @@ def _held_out_metrics(
             }
         return said
     seed = prepared.train_config.seed
-    test, evaluated = sample_test_users(prepared.test, eval_users, seed)
+    test, evaluated = sample_users(prepared.test, eval_users, seed)
     scale, rated = prepared.scale, prepared.dataset.has_ratings
     head = held_out_report(model, test, scale, rated, device=device)
     reference = served_ratings(head, two, prepared.seen, test, scale)
@@ -670,7 +679,7 @@ def _index(
 
 def _data_record(prepared: Prepared) -> dict[str, Any]:
     """What the model was trained on, and the split to rebuild for ``evaluate_saved``."""
-    dataset, parts = prepared.dataset, prepared.split
+    dataset, (n_train, n_test) = prepared.dataset, prepared.split_rows
     return {
         "dataset": dataset.name,
         "source": dataset.source,
@@ -680,9 +689,9 @@ def _data_record(prepared: Prepared) -> dict[str, Any]:
             "kind": prepared.split_kind,
             "seed": prepared.train_config.seed,
             "test_fraction": prepared.test_fraction,
-            "n_train": len(parts.train),
-            "n_test": len(parts.test),
-            "test_fingerprint": split_fingerprint(parts.test),
+            "n_train": n_train,
+            "n_test": n_test,
+            "test_fingerprint": prepared.test_fingerprint,
             **({"test_source": prepared.test_source} if prepared.test_source else {}),
         },
     }
@@ -730,7 +739,7 @@ def _same_users(saved: SavedModel, test: EncodedInteractions) -> EncodedInteract
     said = saved.metrics.get("evaluated_users") or {}
     if said.get("seed") is None:
         return test
-    return sample_test_users(test, said["users"], said["seed"])[0]
+    return sample_users(test, said["users"], said["seed"])[0]
 
 
 def evaluate_saved_with_lists(

@@ -13,7 +13,7 @@ from mtrec.evaluate.protocol import (
     rating_report,
     top_k_items,
 )
-from mtrec.evaluate.sample import EVAL_USERS, EvaluatedUsers, sample_test_users
+from mtrec.evaluate.sample import EVAL_USERS, EvaluatedUsers, sample_users
 
 __all__ = [
     "EVAL_USERS",
@@ -30,7 +30,7 @@ __all__ = [
     "ranking_report",
     "rating_report",
     "rmse",
-    "sample_test_users",
+    "sample_users",
     "top_k_hits",
     "top_k_items",
     "user_lists",

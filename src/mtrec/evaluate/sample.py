@@ -34,14 +34,15 @@ class EvaluatedUsers:
         return dataclasses.asdict(self)
 
 
-def sample_test_users(
-    test: EncodedInteractions, limit: int | None, seed: int
+def sample_users(
+    rows: EncodedInteractions, limit: int | None, seed: int
 ) -> tuple[EncodedInteractions, EvaluatedUsers]:
-    """``test``'s rows of at most ``limit`` of its users, drawn without replacement by
-    ``seed`` (every row of a drawn user is kept); all of them when there are no more."""
-    users = np.unique(test.user.numpy())
+    """The ``rows`` of at most ``limit`` of their users, drawn without replacement by
+    ``seed`` (every row of a drawn user is kept); all of them when there are no more.
+    The evaluation's sample of test users, and the ranking stage's of carved-out users."""
+    users = np.unique(rows.user.numpy())
     if not limit or len(users) <= limit:
-        return test, EvaluatedUsers(len(users), len(users), None)
+        return rows, EvaluatedUsers(len(users), len(users), None)
     drawn = np.random.default_rng(seed).choice(users, size=limit, replace=False)
-    keep = torch.from_numpy(np.isin(test.user.numpy(), drawn))
-    return test.subset(keep), EvaluatedUsers(limit, len(users), seed)
+    keep = torch.from_numpy(np.isin(rows.user.numpy(), drawn))
+    return rows.subset(keep), EvaluatedUsers(limit, len(users), seed)
