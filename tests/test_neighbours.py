@@ -137,6 +137,8 @@ def test_shown_ratings_are_the_measured_ones(
     held = EncodedInteractions(*(torch.from_numpy(a) for a in (*pairs, loaded.seen.labels)))
     whole = predicted_for_pairs(two.stage, loaded.seen, *pairs)
     fitted = fit_correction(two.stage, loaded.seen, held)
+    queries = ranker.user_queries(two.stage, np.unique(users), loaded.seen)
+    found = ranker.candidates(two.stage, queries, 10)
     monkeypatch.setattr(ranker, "PAIRS_PER_CHUNK", 40)
     monkeypatch.setattr(neighbours, "SIMS_PER_BLOCK", 500)
     assert len(ranker._pair_chunks(users)) > 5
@@ -144,6 +146,10 @@ def test_shown_ratings_are_the_measured_ones(
         predicted_for_pairs(two.stage, loaded.seen, *pairs), whole, atol=1e-6
     )
     assert fit_correction(two.stage, loaded.seen, held) == pytest.approx(fitted, rel=1e-5)
+    # the candidates' head predictions too, a few users at a time
+    again = ranker.candidates(two.stage, queries, 10)
+    assert found.rows.shape[1] > 10 and np.array_equal(again.rows, found.rows)
+    np.testing.assert_allclose(again.predicted, found.predicted, atol=1e-6)
 
 
 def _head_of_every_entry(saved: artifact.SavedModel) -> np.ndarray:

@@ -554,13 +554,40 @@ HISTORY_ENTRIES_PER_CHUNK = 65536
 holds 256 floats for each)."""
 
 
+PAIRS_PER_CHUNK = 262_144
+"""(user, item) cells, padding included, whose predictions are computed at once: the
+head's hidden layer holds 256 floats for each (256 MB)."""
+
+
 def _head(
     stage: StageOne,
     users: NDArray[np.float32],
     user_rows: NDArray[np.int64],
     items: NDArray[np.int64],
 ) -> NDArray[np.float32]:
-    """The rating head's (n, c) predictions for (n, d) user embeddings and (n, c) items."""
+    """The rating head's (n, c) predictions for (n, d) user embeddings and (n, c) items,
+    at most ``PAIRS_PER_CHUNK`` pairs at a time: 8,192 users' candidates at once held a
+    (8192, ~90, 256) hidden layer, 0.6 GB over the rest of a 25M-row run's peak."""
+    n, c = items.shape
+    step = max(1, PAIRS_PER_CHUNK // max(c, 1))
+    if n <= step:
+        return _head_block(stage, users, user_rows, items)
+    return np.concatenate(
+        [
+            _head_block(
+                stage, users[lo : lo + step], user_rows[lo : lo + step], items[lo : lo + step]
+            )
+            for lo in range(0, n, step)
+        ]
+    )
+
+
+def _head_block(
+    stage: StageOne,
+    users: NDArray[np.float32],
+    user_rows: NDArray[np.int64],
+    items: NDArray[np.int64],
+) -> NDArray[np.float32]:
     if stage.head is not None:
         return stage.head.predict(users, user_rows, items)
     n, c = items.shape  # a head that reads the dot product: the whole head per pair
@@ -574,11 +601,6 @@ def _head(
             torch.from_numpy(flat),
         )
     return predicted.reshape(n, c).numpy()
-
-
-PAIRS_PER_CHUNK = 262_144
-"""(user, item) cells, padding included, whose predictions are computed at once: the
-head's hidden layer holds 256 floats for each (256 MB)."""
 
 
 def _pair_chunks(users: NDArray[np.int64]) -> list[NDArray[np.int64]]:
