@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtrec.optim import Adagrad, Adam
+from mtrec.optim import Adagrad, Adam, row_sums
 
 
 def test_matches_torch_adagrad_over_steps() -> None:
@@ -121,3 +121,20 @@ def test_lazy_adam_rows_match_dense_adam_where_every_row_trains(
     assert torch.allclose(dense.weight, sparse.weight[:6], rtol=0, atol=1e-6)
     assert torch.equal(sparse.weight[6:], untouched)
     assert (opt_s.exp_avg[0][6:] == 0).all() and (opt_s.exp_avg_sq[0][6:] == 0).all()
+
+
+def test_row_sums_by_hand_and_as_coalesce() -> None:
+    grad = torch.sparse_coo_tensor(
+        torch.tensor([[2, 0, 2, 5]]),
+        torch.tensor([[1.0, -1.0], [2.0, 0.5], [3.0, 1.0], [4.0, 4.0]]),
+        (7, 2),
+    )
+    rows, values = row_sums(grad)
+    assert rows.tolist() == [0, 2, 5]
+    assert values.tolist() == [[2.0, 0.5], [4.0, 0.0], [4.0, 4.0]]
+    coalesced = grad.coalesce()  # already summed: taken as it is
+    assert [t.tolist() for t in row_sums(coalesced)] == [rows.tolist(), values.tolist()]
+    empty = torch.sparse_coo_tensor(
+        torch.zeros((1, 0), dtype=torch.long), torch.zeros(0, 2), (7, 2)
+    )
+    assert row_sums(empty)[0].tolist() == [] and row_sums(empty)[1].shape == (0, 2)

@@ -14,6 +14,19 @@ from collections.abc import Iterable
 import torch
 
 
+def row_sums(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The distinct rows a sparse (rows, d) gradient touches, sorted, and each one's
+    summed values, as the dense gradient would have them: ``coalesce``'s result, from one
+    ``unique`` of the row ids and an ``index_add_`` in the gradient's order. For the
+    history table at 25M rows (~170k entries of 64 over 80k rows a step) that took 13 ms
+    against ``coalesce``'s 33 ms here, and ``coalesce`` was a third of the training step."""
+    if grad.is_coalesced():
+        return grad.indices()[0], grad.values()
+    rows, where = torch.unique(grad._indices()[0], return_inverse=True)
+    summed = torch.zeros((len(rows), *grad.shape[1:]), dtype=grad.dtype, device=grad.device)
+    return rows, summed.index_add_(0, where, grad._values())
+
+
 class Adagrad:
     """acc += g * g;  p -= lr * g / (sqrt(acc) + eps), per element.
 
@@ -67,6 +80,9 @@ class Adagrad:
         """
         if self.weight_decay:
             raise ValueError("Adagrad: weight decay touches every row; use dense gradients")
+        # coalesce, not row_sums: the two sum a row's duplicates in different orders, and
+        # the reference's results are compared bit for bit with the Keras anchor's; its
+        # batches touch at most 2,000 rows, where the two cost the same (0.1 ms)
         grad = grad.coalesce()  # duplicate rows summed, as the dense gradient would
         rows, values = grad.indices()[0], grad.values()
         total = acc.index_select(0, rows).addcmul_(values, values)
@@ -147,8 +163,7 @@ class Adam:
         """
         param, grad = self.params[i], self.params[i].grad
         assert grad is not None
-        grad = grad.coalesce()  # duplicate rows summed, as the dense gradient would
-        rows, values = grad.indices()[0], grad.values()
+        rows, values = row_sums(grad)
         b1, b2 = self.betas
         weights = param.index_select(0, rows)
         if self.weight_decay and self.decoupled:
