@@ -128,13 +128,13 @@ def test_row_sums_by_hand_and_as_coalesce() -> None:
         torch.tensor([[2, 0, 2, 5]]),
         torch.tensor([[1.0, -1.0], [2.0, 0.5], [3.0, 1.0], [4.0, 4.0]]),
         (7, 2),
+        check_invariants=True,
     )
     rows, values = row_sums(grad)
     assert rows.tolist() == [0, 2, 5]
     assert values.tolist() == [[2.0, 0.5], [4.0, 0.0], [4.0, 4.0]]
     coalesced = grad.coalesce()  # already summed: taken as it is
     assert [t.tolist() for t in row_sums(coalesced)] == [rows.tolist(), values.tolist()]
-    empty = torch.sparse_coo_tensor(
-        torch.zeros((1, 0), dtype=torch.long), torch.zeros(0, 2), (7, 2)
-    )
+    no_rows = torch.zeros((1, 0), dtype=torch.long)
+    empty = torch.sparse_coo_tensor(no_rows, torch.zeros(0, 2), (7, 2), check_invariants=True)
     assert row_sums(empty)[0].tolist() == [] and row_sums(empty)[1].shape == (0, 2)
