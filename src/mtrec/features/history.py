@@ -40,7 +40,8 @@ def seen_items(data: EncodedInteractions, n_users: int) -> SeenItems:
     """Build :class:`SeenItems` with one sort, no Python loop per row.
 
     A (user, item) pair rated more than once keeps its last rating. The sort is torch's
-    stable one (radix, threaded): on 16M rows here 0.9 s against NumPy's 3.1-3.7 s.
+    stable one (radix, threaded; 0.9 s against NumPy's 3.1-3.7 s for 16M keys here): the
+    whole build of 16M rows took 2.7 s against 7.1 s with ``np.unique``.
     """
     users, items = data.user.to(torch.int64), data.item.to(torch.int64)
     width = int(items.max()) + 1 if len(items) else 1
