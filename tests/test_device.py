@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import threading
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +22,7 @@ from mtrec.errors import ConfigError, TrainingError
 from mtrec.features import EncodedInteractions, Vocabs, encode, seen_items
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
-from mtrec.runtime import resolve_device
+from mtrec.runtime import resolve_device, side_by_side
 from mtrec.train import EpochStats, _Run, run_fingerprint, train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -241,3 +244,50 @@ def test_the_command_line_names_a_bad_or_missing_device_before_training(
     assert run_cli([*base, "--device", "cpu", "--epochs", "1", "--eval-users", "5"]) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["device"] == "cpu" and metrics["evaluated_users"]["users"] == 5
+
+
+@pytest.fixture
+def two_threads() -> Iterator[None]:
+    """This process on two CPU threads for the test, whatever the machine has."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _job(position: int, fail: type[Exception] | None = None) -> Callable[[], tuple]:
+    def run() -> tuple[int, int, str]:
+        time.sleep(0.02 * (3 - position))  # the first ends last: the order is kept anyway
+        if fail is not None:
+            raise fail(f"job {position}")
+        return position, torch.get_num_threads(), threading.current_thread().name
+
+    return run
+
+
+def test_side_by_side_shares_the_threads_and_keeps_the_order(two_threads: None) -> None:
+    results, together = side_by_side([_job(n) for n in range(3)])
+    assert together == 2
+    assert [r[0] for r in results] == [0, 1, 2]
+    assert {r[1] for r in results} == {1}  # one thread each, two jobs at once
+    assert len({r[2] for r in results}) == 2 and threading.main_thread().name not in (
+        r[2] for r in results
+    )
+    assert torch.get_num_threads() == 2  # restored
+    torch.set_num_threads(1)  # one thread: one after the other, in this thread
+    results, together = side_by_side([_job(n) for n in range(2)])
+    assert together == 1 and {r[2] for r in results} == {threading.current_thread().name}
+
+
+def test_side_by_side_raises_the_first_jobs_failure_after_all_ended(two_threads: None) -> None:
+    ended: list[int] = []
+
+    def last() -> int:
+        time.sleep(0.1)
+        ended.append(3)
+        return 3
+
+    jobs = [_job(0), _job(1, ValueError), _job(2, KeyError), last]
+    with pytest.raises(ValueError, match="job 1"):
+        side_by_side(jobs)
+    assert ended == [3] and torch.get_num_threads() == 2

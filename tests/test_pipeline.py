@@ -97,3 +97,32 @@ def test_a_big_test_set_is_measured_on_a_seeded_sample_of_its_users_and_says_so(
     report = evaluate_saved(loaded, ds)
     assert report.top_k_accuracy == pytest.approx(sampled.metrics["top_k_accuracy"])
     assert report.n_test == sampled.metrics["n_test"] < everyone["n_test"]
+
+
+def test_compare_trains_its_models_side_by_side_to_the_same_results(tiny_dir: Path) -> None:
+    import torch
+
+    ds = read_grouplens_dir(tiny_dir)
+    config = dataclasses.replace(CONFIG, precision="fp32")  # auto may time differently
+    before = torch.get_num_threads()
+    runs = {}
+    dropout = dataclasses.replace(SMALL, dropout=0.1)
+    try:
+        for threads, model in ((1, SMALL), (2, SMALL), (2, dropout)):
+            torch.set_num_threads(threads)
+            runs[threads, model.dropout] = compare(
+                ds, seed=CONFIG.seed, model_config=model, train_config=config
+            )
+    finally:
+        torch.set_num_threads(before)
+    alone, together = runs[1, 0.0], runs[2, 0.0]
+    assert (alone.side_by_side, together.side_by_side) == (1, 2)
+    assert [m.name for m in together.models] == [m.name for m in alone.models]
+    for a, b in zip(alone.models, together.models, strict=True):
+        assert [e.loss for e in a.epochs] == [e.loss for e in b.epochs]
+        assert (a.top_k_accuracy, a.rmse, a.honest) == (b.top_k_accuracy, b.rmse, b.honest)
+    assert [r.predicted_rating for r in alone.recommendations] == [
+        r.predicted_rating for r in together.recommendations
+    ]
+    assert runs[2, 0.1].side_by_side == 1  # dropout draws from the global generator
+    assert together.to_dict()["environment"]["models_side_by_side"] == 2

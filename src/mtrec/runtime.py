@@ -1,5 +1,5 @@
-"""Process-level settings: the allocator the command-line tool tunes once at start, and
-the device a run trains on."""
+"""Process-level settings: the allocator the command-line tool tunes once at start, the
+device a run trains on, and how independent runs share the CPU's cores."""
 
 from __future__ import annotations
 
@@ -7,7 +7,11 @@ import ctypes
 import ctypes.util
 import os
 import platform
+import queue
 import re
+import threading
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -100,3 +104,57 @@ def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
     if device.type == "cuda":
         return tensor.pin_memory().to(device, non_blocking=True)
     return tensor.to(device)
+
+
+T = TypeVar("T")
+
+
+def side_by_side(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], int]:
+    """Run independent CPU jobs at once, this process's CPU threads shared among them; each
+    job's result in order, and how many ran at once (1: one after the other).
+
+    PyTorch's kernels on small tensors gain little from a second thread: ``mtrec
+    compare``'s three models on ML-100K trained in 8.3 s on one thread and 5.3 s on two,
+    and in 4.6 s side by side on one thread each, with the same losses to the last bit
+    (2-core AMD EPYC). Jobs are taken in the order given as workers free up, so the
+    longest should come first. They must not draw from the global random generator
+    (threads would interleave their draws) nor change process settings. The thread
+    count is restored after, and the first failure is raised once every job has ended;
+    the workers are daemon threads, so an interrupt does not wait for them.
+    """
+    total = torch.get_num_threads()
+    workers = min(len(jobs), total)
+    if workers < 2:
+        return [job() for job in jobs], 1
+    todo: queue.SimpleQueue[int] = queue.SimpleQueue()
+    for position in range(len(jobs)):
+        todo.put(position)
+    results: dict[int, T] = {}
+    failures: dict[int, BaseException] = {}
+
+    def work() -> None:
+        while True:
+            try:
+                position = todo.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results[position] = jobs[position]()
+            except BaseException as error:  # raised in the caller's thread
+                failures[position] = error
+
+    torch.set_num_threads(max(1, total // workers))  # a new thread takes this count
+    try:
+        threads = [
+            threading.Thread(target=work, name=f"mtrec-side-by-side-{n}", daemon=True)
+            for n in range(workers)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        torch.set_num_threads(total)
+    if failures:
+        raise failures[min(failures)]
+    return [results[position] for position in range(len(jobs))], workers
