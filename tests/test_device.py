@@ -22,7 +22,7 @@ from mtrec.errors import ConfigError, TrainingError
 from mtrec.features import EncodedInteractions, Vocabs, encode, seen_items
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
-from mtrec.runtime import resolve_device, side_by_side
+from mtrec.runtime import on_a_spare_core, resolve_device, side_by_side
 from mtrec.train import EpochStats, _Run, run_fingerprint, train
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -291,3 +291,32 @@ def test_side_by_side_raises_the_first_jobs_failure_after_all_ended(two_threads:
     with pytest.raises(ValueError, match="job 1"):
         side_by_side(jobs)
     assert ended == [3] and torch.get_num_threads() == 2
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_spare_work_runs_on_a_spare_core_and_its_errors_are_dropped(
+    two_threads: None, threads: int
+) -> None:
+    torch.set_num_threads(threads)
+    ran: list[str] = []
+
+    def broken() -> None:
+        raise OSError("a failed warm-up is dropped")
+
+    def spare() -> None:
+        ran.append(threading.current_thread().name)
+
+    on_a_spare_core(broken)
+    on_a_spare_core(spare)
+
+    def job() -> int:
+        time.sleep(0.05)
+        return 1
+
+    assert side_by_side([job, job]) == ([1, 1], threads)
+    for _ in range(100):  # one after the other, the spare work runs in its own thread
+        if ran:
+            break
+        time.sleep(0.01)
+    assert len(ran) == 1 and ran[0] != threading.main_thread().name
+    assert ran[0].startswith("mtrec-side-by-side" if threads == 2 else "mtrec-spare")

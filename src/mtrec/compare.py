@@ -16,7 +16,6 @@ import torch
 from mtrec.baselines import EASE_MAX_ITEMS, biased_mf, ease, global_mean, popularity
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset
-from mtrec.distributed import world
 from mtrec.errors import ConfigError
 from mtrec.evaluate import EvalReport, ListReport, ranking_report, rating_report
 from mtrec.features import EncodedInteractions
@@ -24,14 +23,13 @@ from mtrec.io import json_safe
 from mtrec.pipeline import (
     Fitted,
     Prepared,
-    fit_and_evaluate,
     fit_ranker_on_training_rows,
+    fit_side_by_side,
     prepare,
     served_lists,
     two_stage,
 )
 from mtrec.recommend import Recommendation, recommend_reference
-from mtrec.runtime import resolve_device, side_by_side
 from mtrec.train import EpochStats, Progress
 
 
@@ -320,46 +318,21 @@ def compare(
 def _fit_weightings(
     prepared: Prepared, progress: Callable[[str], Progress] | None
 ) -> tuple[list[tuple[ModelResult, Fitted]], int]:
-    """The compared models' results and fits, and how many trained at once.
-
-    On a CPU they train side by side (``side_by_side``), each on a share of the cores,
-    when nothing in them draws at random: the fastest use of a small machine, with the
-    same weights as one after the other. The multi-task model, which does both tasks'
+    """The compared models' results and fits, and how many trained at once (on a CPU they
+    train side by side: ``fit_side_by_side``). The multi-task model, which does both tasks'
     work, starts first."""
     specs = weightings(prepared.train_config)
-    bars = {name: progress(name) if progress else None for name, _, _ in specs}
-
-    def fit(name: str, w_ret: float, w_rating: float) -> Callable[[], tuple[ModelResult, Fitted]]:
-        config = dataclasses.replace(
-            prepared.train_config, retrieval_weight=w_ret, rating_weight=w_rating
-        )
-
-        def job() -> tuple[ModelResult, Fitted]:
-            fitted = fit_and_evaluate(prepared, config, progress=bars[name])
-            return _model_result(name, config, fitted), fitted
-
-        return job
-
+    configs = [
+        dataclasses.replace(prepared.train_config, retrieval_weight=w_ret, rating_weight=w_rating)
+        for _, w_ret, w_rating in specs
+    ]
     order = sorted(range(len(specs)), key=lambda n: -(bool(specs[n][1]) + bool(specs[n][2])))
-    jobs = [fit(*specs[n]) for n in order]
-    if _can_train_side_by_side(prepared):
-        done, together = side_by_side(jobs)
-    else:
-        done, together = [job() for job in jobs], 1
-    by_spec = dict(zip(order, done, strict=True))
-    return [by_spec[n] for n in range(len(specs))], together
-
-
-def _can_train_side_by_side(prepared: Prepared) -> bool:
-    """On a CPU, in one process, and with a model that draws nothing from the global
-    random generator in training (dropout, new-user rows), which threads would share."""
-    mc = prepared.model_config
-    return (
-        resolve_device(prepared.train_config.device).type == "cpu"
-        and world().size == 1
-        and not mc.dropout
-        and not (mc.history and mc.new_user_rate)
-    )
+    bars = [progress(name) if progress else None for name, _, _ in specs]
+    fits, together = fit_side_by_side(prepared, [(configs[n], None, bars[n]) for n in order])
+    by_spec = dict(zip(order, fits, strict=True))
+    return [
+        (_model_result(specs[n][0], configs[n], by_spec[n]), by_spec[n]) for n in range(len(specs))
+    ], together
 
 
 def _model_result(name: str, config: TrainConfig, fitted: Fitted) -> ModelResult:

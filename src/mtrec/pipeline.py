@@ -10,10 +10,12 @@ side features it has no metadata for dropped, the rating task off without rating
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,7 @@ from mtrec.data import (
     random_split,
     temporal_split,
 )
+from mtrec.distributed import world
 from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import (
     EVAL_USERS,
@@ -76,6 +79,7 @@ from mtrec.ranker import (
     user_queries,
     with_known_item_item,
 )
+from mtrec.runtime import resolve_device, side_by_side
 from mtrec.train import History, Progress, train
 from mtrec.two_stage import TwoStage
 from mtrec.warm import (
@@ -299,6 +303,29 @@ def fit_and_evaluate(
         model, test, scale, rated, protocol="honest", seen=prepared.seen, device=on
     )
     return Fitted(model, history, reference, honest)
+
+
+def fit_side_by_side(
+    prepared: Prepared, runs: Sequence[tuple[TrainConfig, ModelConfig | None, Progress | None]]
+) -> tuple[list[Fitted], int]:
+    """``fit_and_evaluate`` of each (train config, model config, progress) run on
+    ``prepared``, and how many trained at once: side by side on a CPU, each on a share of
+    its threads (``side_by_side``; the longest run should come first), where that gives the
+    same models as one after the other: in one process, with models that draw nothing from
+    the global random generator in training (dropout and new-user rows do, and threads
+    would share it)."""
+    configs = [(tc, mc or prepared.model_config) for tc, mc, _ in runs]
+    at_once = world().size == 1 and all(
+        resolve_device(tc.device).type == "cpu"
+        and not mc.dropout
+        and not (mc.history and mc.new_user_rate)
+        for tc, mc in configs
+    )
+    jobs = [
+        functools.partial(fit_and_evaluate, prepared, tc, mc, progress=progress)
+        for tc, mc, progress in runs
+    ]
+    return side_by_side(jobs, at_once)
 
 
 def fit_prepared(

@@ -2,22 +2,23 @@
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from mtrec.io import atomic_path
+from mtrec.runtime import on_a_spare_core
 
 if TYPE_CHECKING:
     from mtrec.compare import CompareResult
     from mtrec.sweep import SweepPoint
 
 
-def preload_plotting() -> threading.Thread:
-    """Import matplotlib in a background thread while the models train.
+def preload_plotting() -> None:
+    """Import matplotlib on a spare core while the models train (``on_a_spare_core``).
 
-    The import takes about half a second and is mostly Python, which runs while the
-    training thread waits in PyTorch kernels (they release the GIL).
+    The import takes about half a second and is mostly Python. Training one model after
+    another leaves it the time its kernels spend without the GIL; models side by side
+    leave a core idle once the first worker runs out of jobs, and the import fills it.
     """
 
     def load() -> None:
@@ -27,9 +28,7 @@ def preload_plotting() -> threading.Thread:
         import matplotlib.backends.backend_agg
         import matplotlib.figure
 
-    thread = threading.Thread(target=load, name="mtrec-preload-matplotlib", daemon=True)
-    thread.start()
-    return thread
+    on_a_spare_core(load)
 
 
 def plot_comparison(result: CompareResult, path: str | Path) -> None:

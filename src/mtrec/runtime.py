@@ -3,6 +3,7 @@ device a run trains on, and how independent runs share the CPU's cores."""
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import os
@@ -108,10 +109,32 @@ def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 T = TypeVar("T")
 
+_SPARE_WORK: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
 
-def side_by_side(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], int]:
+
+def on_a_spare_core(task: Callable[[], object]) -> None:
+    """Have ``task`` run when a core is spare: by the first ``side_by_side`` worker left
+    without a job (the last job's tail leaves a core idle), or in a background thread
+    while jobs run one after the other (their kernels leave the GIL free). For work whose
+    only use is to save time later, such as an import: its errors are dropped, and the
+    later use raises them."""
+    _SPARE_WORK.put(task)
+
+
+def _run_spare_work() -> None:
+    while True:
+        try:
+            task = _SPARE_WORK.get_nowait()
+        except queue.Empty:
+            return
+        with contextlib.suppress(Exception):
+            task()
+
+
+def side_by_side(jobs: Sequence[Callable[[], T]], at_once: bool = True) -> tuple[list[T], int]:
     """Run independent CPU jobs at once, this process's CPU threads shared among them; each
-    job's result in order, and how many ran at once (1: one after the other).
+    job's result in order, and how many ran at once (1: one after the other, as they do
+    without ``at_once``).
 
     PyTorch's kernels on small tensors gain little from a second thread: ``mtrec
     compare``'s three models on ML-100K trained in 8.3 s on one thread and 5.3 s on two,
@@ -120,11 +143,14 @@ def side_by_side(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], int]:
     longest should come first. They must not draw from the global random generator
     (threads would interleave their draws) nor change process settings. The thread
     count is restored after, and the first failure is raised once every job has ended;
-    the workers are daemon threads, so an interrupt does not wait for them.
+    the workers are daemon threads, so an interrupt does not wait for them. Work left
+    by ``on_a_spare_core`` runs as the jobs end.
     """
     total = torch.get_num_threads()
-    workers = min(len(jobs), total)
+    workers = min(len(jobs), total) if at_once else 1
     if workers < 2:
+        if not _SPARE_WORK.empty():
+            threading.Thread(target=_run_spare_work, name="mtrec-spare", daemon=True).start()
         return [job() for job in jobs], 1
     todo: queue.SimpleQueue[int] = queue.SimpleQueue()
     for position in range(len(jobs)):
@@ -137,11 +163,12 @@ def side_by_side(jobs: Sequence[Callable[[], T]]) -> tuple[list[T], int]:
             try:
                 position = todo.get_nowait()
             except queue.Empty:
-                return
+                break
             try:
                 results[position] = jobs[position]()
             except BaseException as error:  # raised in the caller's thread
                 failures[position] = error
+        _run_spare_work()
 
     torch.set_num_threads(max(1, total // workers))  # a new thread takes this count
     try:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset
 from mtrec.errors import ConfigError
-from mtrec.pipeline import fit_and_evaluate, prepare
+from mtrec.pipeline import fit_side_by_side, prepare
 
 
 @dataclasses.dataclass(frozen=True)
@@ -21,6 +21,8 @@ class SweepPoint:
     honest_top_k_accuracy: float
     rmse: float
     train_seconds: float
+    """Wall seconds of its training; on a CPU the sweep's models train side by side
+    (``fit_side_by_side``), so these overlap."""
     pareto: bool = False
     learned_weights: tuple[float, float] | None = None
 
@@ -58,20 +60,19 @@ def sweep(
                 dataclasses.replace(base, retrieval_weight=1.0),
             )
         )
-    points = []
-    for name, weight, mc, tc in runs:
-        fitted = fit_and_evaluate(prepared, tc, mc)
-        points.append(
-            SweepPoint(
-                name,
-                weight,
-                fitted.reference.top_k_accuracy,
-                fitted.honest.top_k_accuracy,
-                fitted.reference.rmse,
-                round(fitted.history.seconds, 3),
-                learned_weights=fitted.model.task_weights(),
-            )
+    fits, _ = fit_side_by_side(prepared, [(tc, mc, None) for _, _, mc, tc in runs])
+    points = [
+        SweepPoint(
+            name,
+            weight,
+            fitted.reference.top_k_accuracy,
+            fitted.honest.top_k_accuracy,
+            fitted.reference.rmse,
+            round(fitted.history.seconds, 3),
+            learned_weights=fitted.model.task_weights(),
         )
+        for (name, weight, _, _), fitted in zip(runs, fits, strict=True)
+    ]
     return [
         dataclasses.replace(
             p,
