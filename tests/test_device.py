@@ -279,18 +279,26 @@ def test_side_by_side_shares_the_threads_and_keeps_the_order(two_threads: None) 
     assert together == 1 and {r[2] for r in results} == {threading.current_thread().name}
 
 
-def test_side_by_side_raises_the_first_jobs_failure_after_all_ended(two_threads: None) -> None:
+def test_side_by_side_starts_nothing_after_a_failure_and_raises_the_first(
+    two_threads: None,
+) -> None:
     ended: list[int] = []
 
-    def last() -> int:
-        time.sleep(0.1)
-        ended.append(3)
-        return 3
+    def slow(position: int, fail: type[Exception] | None = None) -> Callable[[], int]:
+        def run() -> int:
+            time.sleep(0.1)
+            ended.append(position)
+            if fail is not None:
+                raise fail(f"job {position}")
+            return position
 
-    jobs = [_job(0), _job(1, ValueError), _job(2, KeyError), last]
-    with pytest.raises(ValueError, match="job 1"):
+        return run
+
+    # job 1 fails while job 0 runs; job 0 ends, jobs 2 and 3 never start
+    jobs = [slow(0, KeyError), _job(1, ValueError), slow(2), slow(3)]
+    with pytest.raises(KeyError, match="job 0"):  # the first by position, though it ended last
         side_by_side(jobs)
-    assert ended == [3] and torch.get_num_threads() == 2
+    assert ended == [0] and torch.get_num_threads() == 2
 
 
 @pytest.mark.parametrize("threads", [1, 2])

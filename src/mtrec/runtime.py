@@ -11,7 +11,7 @@ import platform
 import queue
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TypeVar
 
 import torch
@@ -108,6 +108,7 @@ def move(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 T = TypeVar("T")
+Q = TypeVar("Q")
 
 _SPARE_WORK: queue.SimpleQueue[Callable[[], object]] = queue.SimpleQueue()
 
@@ -121,12 +122,17 @@ def on_a_spare_core(task: Callable[[], object]) -> None:
     _SPARE_WORK.put(task)
 
 
-def _run_spare_work() -> None:
+def _drained(items: queue.SimpleQueue[Q]) -> Iterator[Q]:
+    """``items``' entries until it is empty, taken one at a time (other threads take too)."""
     while True:
         try:
-            task = _SPARE_WORK.get_nowait()
+            yield items.get_nowait()
         except queue.Empty:
             return
+
+
+def _run_spare_work() -> None:
+    for task in _drained(_SPARE_WORK):
         with contextlib.suppress(Exception):
             task()
 
@@ -142,9 +148,10 @@ def side_by_side(jobs: Sequence[Callable[[], T]], at_once: bool = True) -> tuple
     (2-core AMD EPYC). Jobs are taken in the order given as workers free up, so the
     longest should come first. They must not draw from the global random generator
     (threads would interleave their draws) nor change process settings. The thread
-    count is restored after, and the first failure is raised once every job has ended;
-    the workers are daemon threads, so an interrupt does not wait for them. Work left
-    by ``on_a_spare_core`` runs as the jobs end.
+    count is restored after. After a failure no job starts; the first one's (by position)
+    is raised once the running jobs have ended. The workers are daemon threads, so an
+    interrupt does not wait for them. Work left by ``on_a_spare_core`` runs as the jobs
+    end.
     """
     total = torch.get_num_threads()
     workers = min(len(jobs), total) if at_once else 1
@@ -159,11 +166,9 @@ def side_by_side(jobs: Sequence[Callable[[], T]], at_once: bool = True) -> tuple
     failures: dict[int, BaseException] = {}
 
     def work() -> None:
-        while True:
-            try:
-                position = todo.get_nowait()
-            except queue.Empty:
-                break
+        for position in _drained(todo):
+            if failures:  # one failed: start nothing more
+                return
             try:
                 results[position] = jobs[position]()
             except BaseException as error:  # raised in the caller's thread
