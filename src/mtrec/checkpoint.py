@@ -61,7 +61,9 @@ class TrainState:
     fingerprint: str
     """Identifies the run (configs and data size): a checkpoint resumes only its own run."""
     global_rng: torch.Tensor | None = None
-    """PyTorch's global generator state when the checkpoint was taken (dropout draws from it)."""
+    """The state of the generator dropout and new-user rows draw from (the model's
+    ``draws``) when the checkpoint was taken. Written by versions that drew from PyTorch's
+    global generator, seeded alike, it was that one's: the same stream, so they resume."""
 
 
 def _digest(tensors: dict[str, torch.Tensor], meta: dict[str, str]) -> str:

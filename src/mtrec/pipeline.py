@@ -310,22 +310,16 @@ def fit_side_by_side(
 ) -> tuple[list[Fitted], int]:
     """``fit_and_evaluate`` of each (train config, model config, progress) run on
     ``prepared``, and how many trained at once: side by side on a CPU, each on a share of
-    its threads (``side_by_side``; the longest run should come first), where that gives the
-    same models as one after the other: in one process, with models that draw nothing from
-    the global random generator in training (dropout and new-user rows do, and threads
-    would share it)."""
-    configs = [(tc, mc or prepared.model_config) for tc, mc, _ in runs]
-    at_once = world().size == 1 and all(
-        resolve_device(tc.device).type == "cpu"
-        and not mc.dropout
-        and not (mc.history and mc.new_user_rate)
-        for tc, mc in configs
-    )
+    its threads (``side_by_side``; the longest run should come first), in one process (a
+    GPU or torchrun runs them one after the other). Each model draws from its own
+    generator (``MultiTaskModel.seed_draws``), so the models are those of one after the
+    other."""
+    on_cpu = all(resolve_device(tc.device).type == "cpu" for tc, _, _ in runs)
     jobs = [
         functools.partial(fit_and_evaluate, prepared, tc, mc, progress=progress)
         for tc, mc, progress in runs
     ]
-    return side_by_side(jobs, at_once)
+    return side_by_side(jobs, at_once=on_cpu and world().size == 1)
 
 
 def fit_prepared(

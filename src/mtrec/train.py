@@ -126,8 +126,7 @@ def _time_steps(
     device = model.user_embedding.weight.device
     batch = _device_batch(data, slice(0, min(config.batch_size, len(data))), device)
     weights = (config.retrieval_weight, config.rating_weight)
-    rng = torch.get_rng_state()  # dropout and new-user draws must not shift
-    gpu_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+    draws = model.draws.get_state() if model.draws is not None else None  # must not shift
     times: dict[torch.dtype | None, list[float]] = {None: [], torch.bfloat16: []}
     try:
         for n in range(rounds + 1):
@@ -140,9 +139,8 @@ def _time_steps(
                     times[dtype].append(time.perf_counter() - started)
                 model.zero_grad(set_to_none=True)
     finally:
-        torch.set_rng_state(rng)
-        if gpu_rng is not None:
-            torch.cuda.set_rng_state(gpu_rng, device)
+        if draws is not None and model.draws is not None:
+            model.draws.set_state(draws)
     medians = torch.tensor(
         [sorted(t)[len(t) // 2] for t in times.values()], dtype=torch.float64, device=device
     )
@@ -377,7 +375,7 @@ def _setup(
     the model in training mode."""
     device = model.user_embedding.weight.device
     generator = torch.Generator().manual_seed(config.seed)
-    torch.manual_seed(config.seed)  # dropout draws from the global generator: seed it too
+    model.seed_draws(config.seed)  # dropout masks and new-user rows
     optimizer = make_optimizer(model, config)
     model.train()
     # Row-sparse table gradients: exact for Adagrad without weight decay (untouched rows
@@ -549,7 +547,7 @@ def _checkpoint(
         sums=sums,
         history=[dataclasses.asdict(s) for s in stats],
         fingerprint=run.fingerprint,
-        global_rng=torch.get_rng_state(),
+        global_rng=run.model.draws.get_state() if run.model.draws is not None else None,
     )
     run.last_checkpoint = save_checkpoint(run.checkpoints, state)
 
@@ -659,8 +657,8 @@ def _resume(
         for mine, saved in zip(optimizer.accumulators, state.accumulators, strict=True):
             mine.copy_(saved)
     generator.set_state(state.epoch_rng)
-    if state.global_rng is not None:
-        torch.set_rng_state(state.global_rng)
+    if state.global_rng is not None and model.draws is not None:
+        model.draws.set_state(state.global_rng)
     log.info("resuming from %s (epoch %d, batch %d)", path, state.epoch, state.step)
     return state, path
 

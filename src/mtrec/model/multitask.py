@@ -90,23 +90,29 @@ class Dropout(nn.Module):
     64-bit draw (0.31 ms with the comparison): a unit is dropped with probability
     ``rate`` = round(p * 65536) / 65536 (0.2 -> 0.1999969) and the kept ones scaled by
     1 / (1 - rate), so the layer stays unbiased. Elsewhere (GPU generators are fast) the
-    mask is ``torch.rand``'s.
+    mask is ``torch.rand``'s. The masks come from ``generator`` (the model's ``draws``),
+    or from PyTorch's global one where none was given.
     """
 
     def __init__(self, p: float) -> None:
         super().__init__()
         self.p = p
+        self.generator: torch.Generator | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or not self.p:
             return x
         if x.device.type == "cpu":
             threshold = min(round(self.p * 65536), 65535)  # p < 1 keeps a unit now and then
-            words = torch.randint(-(2**63), 2**63 - 1, ((x.numel() + 3) // 4,), dtype=torch.int64)
+            n_words = (x.numel() + 3) // 4
+            words = torch.randint(
+                -(2**63), 2**63 - 1, (n_words,), dtype=torch.int64, generator=self.generator
+            )
             lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform, [-2^15, 2^15)
             keep, rate = lanes >= threshold - 32768, threshold / 65536
         else:
-            keep, rate = torch.rand(x.shape, device=x.device) >= self.p, self.p
+            draw = torch.rand(x.shape, device=x.device, generator=self.generator)
+            keep, rate = draw >= self.p, self.p
         return x * keep * (1.0 / (1.0 - rate))
 
 
@@ -201,7 +207,23 @@ class MultiTaskModel(nn.Module):
                 size = n_users + 1 if name == "indptr" else 0
                 self.register_buffer(f"history_{name}", torch.zeros(size, dtype=dtype), False)
             self.register_buffer("history_weights", torch.zeros(0), persistent=False)
+        self.draws: torch.Generator | None = None
+        """Where training's random draws come from (dropout masks, new-user rows):
+        ``seed_draws``'s generator, or PyTorch's global one until it is called."""
         self._init_weights(seed)
+
+    def seed_draws(self, seed: int) -> torch.Generator:
+        """Give training's random draws a generator of their own on the model's device,
+        seeded with ``seed``, and return it (its state goes into checkpoints).
+
+        The global generator seeded with ``seed`` gives the same stream; one of the
+        model's own keeps it from any other code's draws, so models train side by side
+        in threads with the draws of one at a time (``pipeline.fit_side_by_side``)."""
+        self.draws = torch.Generator(self.user_embedding.weight.device).manual_seed(seed)
+        for module in self.modules():
+            if isinstance(module, Dropout):
+                module.generator = self.draws
+        return self.draws
 
     @torch.no_grad()
     def _init_weights(self, seed: int) -> None:
@@ -432,7 +454,8 @@ class MultiTaskModel(nn.Module):
         """
         alone = None
         if self.training and self.config.history and self.config.new_user_rate:
-            alone = torch.rand(len(user), device=user.device) < self.config.new_user_rate
+            draw = torch.rand(len(user), device=user.device, generator=self.draws)
+            alone = draw < self.config.new_user_rate
         u = self.embed_users(user, exclude_items=item, alone=alone)
         i = self.embed_items(item)
         total = u.new_zeros(())
