@@ -363,3 +363,35 @@ def test_a_history_model_without_ranker_serves_histories_by_rating(tiny_dir: Pat
     stars = [r.stars for r in result.items]
     assert len(stars) == 6 and stars == sorted(stars, reverse=True)  # by predicted rating
     assert not {1, 2} & {r.item_id for r in result.items}
+
+
+def test_train_fits_the_ranker_beside_the_model_to_the_same_result(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtrec import pipeline
+
+    ds = read_grouplens_dir(tiny_dir)
+    dropped = dataclasses.replace(HISTORY, dropout=0.2)  # every kind of draw
+    together: list[int] = []
+    real = pipeline.side_by_side
+
+    def spy(jobs, at_once=True):  # type: ignore[no-untyped-def]
+        results, n = real(jobs, at_once)
+        together.append(n)
+        return results, n
+
+    monkeypatch.setattr(pipeline, "side_by_side", spy)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        beside = train_model(ds, dropped, CONFIG, ranker=RANKER)
+        monkeypatch.setattr(pipeline, "SIDE_BY_SIDE_MAX_ROWS", 0)  # one after the other
+        after = train_model(ds, dropped, CONFIG, ranker=RANKER)
+    finally:
+        torch.set_num_threads(before)
+    assert together == [2, 1]
+    for name, weights in beside.model.state_dict().items():
+        assert torch.equal(weights, after.model.state_dict()[name]), name
+    assert beside.ranker is not None and after.ranker is not None
+    assert beside.ranker.to_dict() == after.ranker.to_dict()
+    assert beside.metrics["lists"] == after.metrics["lists"]
