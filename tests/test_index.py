@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from mtrec.errors import ConfigError
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index, recall_vs_exact
 from mtrec.index.base import recall_at_k
+from mtrec.index.exact import SMALL_SEARCH
 
 
 def oracle(items: np.ndarray, queries: np.ndarray, k: int, exclude=None):  # type: ignore[no-untyped-def]
@@ -127,6 +128,23 @@ class TestExactIndex(IndexContract):
         )
         assert np.array_equal(whole[1], chunked[1])
         assert np.allclose(whole[0], chunked[0])
+
+    def test_blocks_and_chunks_find_the_brute_force_top_k(self) -> None:
+        # past SMALL_SEARCH, so the blocked path runs: 9 blocks of 6 queries (the last of
+        # 2), chunks of 37 items (the last partial), every score written into one buffer
+        rng = np.random.default_rng(1)
+        items = rng.normal(size=(3001, 8)).astype(np.float32)
+        queries = rng.normal(size=(50, 8)).astype(np.float32)
+        assert len(queries) * len(items) > SMALL_SEARCH
+        exclude = [rng.choice(len(items), n % 7, replace=False) for n in range(len(queries))]
+        scores, rows = ExactIndex(items, score_budget=37 * 6, query_batch=6).search(
+            queries, 10, exclude=exclude
+        )
+        truth = queries.astype(np.float64) @ items.T.astype(np.float64)
+        for n, seen in enumerate(exclude):
+            truth[n, seen] = -np.inf
+        assert np.array_equal(rows, np.argsort(-truth, axis=1, kind="stable")[:, :10])
+        assert np.allclose(scores, np.take_along_axis(truth, rows, axis=1), atol=1e-5)
 
 
 needs_faiss = pytest.mark.skipif(

@@ -82,12 +82,15 @@ class ExactIndex:
             return self._search_small(q, k, ex_q, ex_rows)
         scores = np.empty((len(q), k), dtype=np.float32)
         rows = np.empty((len(q), k), dtype=np.int64)
+        # every block's scores are written into this one buffer: fresh 64 MB blocks each
+        # came as new pages from the OS, and faulting them in took 41 of a block's 67 ms
+        # (1,024 queries x 16,384 items, 2-core AMD EPYC)
+        scratch = torch.empty(max(self.score_budget, k * self.query_batch), device=self.device)
         for qlo in range(0, len(q), self.query_batch):
             qhi = min(qlo + self.query_batch, len(q))
             sel = (ex_q >= qlo) & (ex_q < qhi)
-            s, r = self._search_block(
-                torch.from_numpy(q[qlo:qhi]).to(self.device), k, ex_q[sel] - qlo, ex_rows[sel]
-            )
+            block = torch.from_numpy(q[qlo:qhi]).to(self.device)
+            s, r = self._search_block(block, k, ex_q[sel] - qlo, ex_rows[sel], scratch)
             scores[qlo:qhi], rows[qlo:qhi] = s, r
         return scores, rows
 
@@ -110,13 +113,19 @@ class ExactIndex:
         return best.astype(np.float32), rows.astype(np.int64)
 
     def _search_block(
-        self, q: torch.Tensor, k: int, ex_q: NDArray[np.int64], ex_rows: NDArray[np.int64]
+        self,
+        q: torch.Tensor,
+        k: int,
+        ex_q: NDArray[np.int64],
+        ex_rows: NDArray[np.int64],
+        scratch: torch.Tensor,
     ) -> tuple[NDArray[np.float32], NDArray[np.int64]]:
-        chunk = max(k, self.score_budget // len(q))
+        chunk = max(k, self.score_budget // len(q))  # len(q) x chunk fits in ``scratch``
         best_s = best_r = None
         for lo in range(0, self.n_items, chunk):
             hi = min(lo + chunk, self.n_items)
-            s = q @ self._items[lo:hi].T  # (b, chunk)
+            s = scratch[: len(q) * (hi - lo)].view(len(q), hi - lo)
+            torch.mm(q, self._items[lo:hi].T, out=s)  # (b, chunk)
             inside = (ex_rows >= lo) & (ex_rows < hi)
             if inside.any():
                 hit_q = torch.from_numpy(ex_q[inside]).to(self.device)
