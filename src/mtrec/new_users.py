@@ -30,9 +30,10 @@ from mtrec.features import (
     encode,
     seen_items,
 )
-from mtrec.pipeline import Prepared, build_model, fit_ranker_on_training_rows, two_stage
+from mtrec.model import MultiTaskModel
+from mtrec.pipeline import Prepared, build_model, fit_ranker_beside, two_stage
 from mtrec.ranker import history_queries
-from mtrec.train import Progress, train
+from mtrec.train import History, Progress, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -109,9 +110,12 @@ def evaluate_new_users(
         test=parts.targets,
         seen=seen,
     )
-    fitted_ranker = fit_ranker_on_training_rows(prepared, ranker, ranker_progress)
-    model = build_model(dataset, vocabs, model_config, train_config.seed, seen)
-    train(model, parts.train, train_config, progress)
+
+    def fit_model() -> tuple[MultiTaskModel, History]:
+        model = build_model(dataset, vocabs, model_config, train_config.seed, seen)
+        return model, train(model, parts.train, train_config, progress)
+
+    (fitted_ranker, _), (model, _) = fit_ranker_beside(prepared, ranker, ranker_progress, fit_model)
     two = two_stage(model, seen, fitted_ranker)
     history = parts.history
     queries = history_queries(model, history.indptr, history.items, history.labels)

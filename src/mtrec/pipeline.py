@@ -540,7 +540,7 @@ def train_model(
         fitted_ranker, ranker_seconds = None if init_from is None else init_from.ranker, 0.0
         model, history = fit_model()
     else:
-        (fitted_ranker, ranker_seconds), (model, history) = _ranker_beside_model(
+        (fitted_ranker, ranker_seconds), (model, history) = fit_ranker_beside(
             prepared, ranker, ranker_progress, fit_model
         )
     built, index_info = _index(model, index, index_params)
@@ -593,15 +593,15 @@ and fit run long after the served model has ended, on the one thread they starte
 and the two runs' memory adds up."""
 
 
-def _ranker_beside_model(
+def fit_ranker_beside(
     prepared: Prepared,
     config: RankerConfig,
     progress: Progress | None,
     fit_model: Callable[[], tuple[MultiTaskModel, History]],
 ) -> tuple[tuple[Ranker, float], tuple[MultiTaskModel, History]]:
-    """The ranker fitted on the training rows (and its seconds) and ``fit_model``'s
-    model, side by side where that is cheap (``SIDE_BY_SIDE_MAX_ROWS``, a CPU, one
-    process): they are independent until the served list is put together."""
+    """The ranker fitted on ``prepared``'s training rows (and its seconds) and
+    ``fit_model``'s model, side by side where that is cheap (``SIDE_BY_SIDE_MAX_ROWS``, a
+    CPU, one process): they are independent until the served list is put together."""
 
     def fit_ranker() -> tuple[Ranker, float]:
         started = time.perf_counter()
