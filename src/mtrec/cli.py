@@ -738,7 +738,7 @@ def train_cmd(
         )
         return
     m = saved.metrics
-    seconds = f"trained in {m['train_seconds'] + (m['ranker_seconds'] or 0):.2f} s"
+    seconds = f"trained in {m['fit_seconds']:.2f} s"
     if "served" not in m:
         said = "every row trained, nothing held out to evaluate on"
         if "estimate" in m:
