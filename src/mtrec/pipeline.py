@@ -314,12 +314,17 @@ def fit_side_by_side(
     GPU or torchrun runs them one after the other). Each model draws from its own
     generator (``MultiTaskModel.seed_draws``), so the models are those of one after the
     other."""
-    on_cpu = all(resolve_device(tc.device).type == "cpu" for tc, _, _ in runs)
     jobs = [
         functools.partial(fit_and_evaluate, prepared, tc, mc, progress=progress)
         for tc, mc, progress in runs
     ]
-    return side_by_side(jobs, at_once=on_cpu and world().size == 1)
+    return side_by_side(jobs, at_once=_cpu_in_one_process(*(tc for tc, _, _ in runs)))
+
+
+def _cpu_in_one_process(*configs: TrainConfig) -> bool:
+    """Whether runs of ``configs`` may train side by side: every one on the CPU, in one
+    process (on a GPU or under torchrun they train one after the other)."""
+    return all(resolve_device(tc.device).type == "cpu" for tc in configs) and world().size == 1
 
 
 def fit_prepared(
@@ -611,10 +616,8 @@ def fit_ranker_beside(
         fitted = fit_ranker_on_training_rows(prepared, config, progress)
         return fitted, time.perf_counter() - started
 
-    at_once = (
-        len(prepared.train) <= SIDE_BY_SIDE_MAX_ROWS
-        and resolve_device(prepared.train_config.device).type == "cpu"
-        and world().size == 1
+    at_once = len(prepared.train) <= SIDE_BY_SIDE_MAX_ROWS and _cpu_in_one_process(
+        prepared.train_config
     )
     done, _ = side_by_side([fit_model, fit_ranker], at_once)
     model, ranker = done
