@@ -252,6 +252,33 @@ def test_row_weights_and_mean_reduction_by_hand() -> None:
     assert retrieval_loss(Q, C, "mean").item() == pytest.approx(sum(rows) / 3, rel=1e-6)
 
 
+@pytest.mark.parametrize("offset", [0, 50])
+def test_rows_of_weight_zero_are_skipped_to_the_same_bits(offset: int) -> None:
+    """The softmax is made for the weighted rows alone, and the loss and both gradients
+    are the bits of the softmax over every row (so a seed trains the model it did)."""
+    from mtrec.model.tasks import _InBatchSoftmax, accidental_hits
+
+    gen = torch.Generator().manual_seed(3)
+    q = torch.randn(400, 32, generator=gen, requires_grad=True)
+    c = torch.randn(400 + offset, 32, generator=gen, requires_grad=True)
+    ids = torch.randint(0, 60, (400 + offset,), generator=gen)
+    log_q = -torch.rand(400 + offset, generator=gen) * 4
+    weights = (torch.rand(400, generator=gen) > 0.6).float()  # ~40% kept
+    got = retrieval_loss(
+        q, c, "mean", log_q=log_q, candidate_ids=ids, weights=weights, offset=offset,
+        count=weights.sum(),
+    )  # fmt: skip
+    got.backward()
+    q2, c2 = q.detach().clone().requires_grad_(), c.detach().clone().requires_grad_()
+    every = _InBatchSoftmax.apply(
+        q2, c2, None, offset, 1.0, log_q, accidental_hits(ids, offset, 400), weights, None
+    ) / weights.sum()  # fmt: skip
+    every.backward()
+    assert torch.equal(got, every)
+    assert torch.equal(q.grad, q2.grad) and torch.equal(c.grad, c2.grad)
+    assert not q.grad[weights == 0].any()  # a row of weight 0 gets no gradient
+
+
 def test_model_options_rating_biases_dot_and_normalisation() -> None:
     config = ModelConfig(
         embedding_dim=3, head_layers=(4,), rating_biases=True, dot_in_head=True, normalize=True
