@@ -38,8 +38,10 @@ def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str, dev
     from mtrec.data.files import load_interactions
     from mtrec.features import RatingScale, Vocabs, encode, seen_items
     from mtrec.model import MultiTaskModel
+    from mtrec.runtime import tune_allocator
 
     training = importlib.import_module("mtrec.train")  # the module (mtrec.train is the function)
+    tune_allocator()  # as `mtrec train` does: large blocks stay in the heap, not re-faulted
     if dense:
         training.sparse_updates = lambda config, rows: False
     start = time.perf_counter()

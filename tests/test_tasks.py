@@ -361,6 +361,51 @@ def test_history_pooling_gradient_is_the_same_on_every_run() -> None:
     assert all(torch.equal(grads[0], g) for g in grads[1:])
 
 
+def test_history_gradient_with_sparse_updates_is_the_dense_one_coalesced() -> None:
+    """With sparse updates the history table's gradient comes from _BagSum: one coalesced
+    row per item the batch's histories (and own items) touch, the dense gradient's values,
+    the same bits on one thread and on two."""
+    from types import SimpleNamespace
+
+    n_users, n_items, length = 60, 90, 25
+    gen = torch.Generator().manual_seed(4)
+    items = torch.stack([torch.randperm(n_items, generator=gen)[:length].sort().values
+                         for _ in range(n_users)]).reshape(-1)  # fmt: skip
+    seen = SimpleNamespace(
+        indptr=torch.arange(0, n_users * length + 1, length).numpy(),
+        items=items.numpy(),
+        labels=torch.rand(n_users * length, generator=gen).numpy(),
+    )
+    model = MultiTaskModel(n_users, n_items, ModelConfig(embedding_dim=8, history=True), seed=2)
+    model.set_history(seen)
+    rows = torch.randint(0, n_users, (300,), generator=gen)
+    own = items.reshape(n_users, length)[rows, torch.randint(0, length, (300,), generator=gen)]
+    own[::3] = torch.randint(0, n_items, (100,), generator=gen)  # some not in the history
+    weights = torch.randn(300, 8, generator=gen)
+
+    def gradient(sparse: bool, threads: int) -> torch.Tensor:
+        model.zero_grad()
+        model.sparse_gradients(sparse)
+        before = torch.get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            (model.embed_users(rows, exclude_items=own) * weights).sum().backward()
+        finally:
+            torch.set_num_threads(before)
+        grad = model.history_embedding.weight.grad
+        assert grad is not None
+        return grad.clone()
+
+    dense, sparse = gradient(False, 1), gradient(True, 1)
+    assert sparse.is_sparse  # one row per touched item, in order (autograd drops the flag)
+    touched = torch.unique(torch.cat([items.reshape(n_users, length)[rows].reshape(-1), own]))
+    assert torch.equal(sparse._indices()[0], touched)
+    torch.testing.assert_close(sparse.to_dense(), dense, rtol=1e-5, atol=1e-6)
+    again = gradient(True, 2)
+    assert torch.equal(again._indices(), sparse._indices())
+    assert torch.equal(again._values(), sparse._values())
+
+
 def test_dropout_drops_its_share_keeps_the_mean_and_follows_the_seed() -> None:
     from mtrec.model.multitask import Dropout
 
