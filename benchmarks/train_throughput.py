@@ -9,10 +9,13 @@ figures and the process's peak resident memory (ru_maxrss).
     python benchmarks/train_throughput.py                    # 1M, 5M, 25M
     python benchmarks/train_throughput.py --sizes 1000000 --dense   # the pre-sparse step
     python benchmarks/train_throughput.py --sizes 1000000 --presets reference tuned default
+    python benchmarks/train_throughput.py --sizes 25000000 --sample 100000 --presets default
 
 ``--dense`` trains with dense embedding gradients (the step before row-sparse updates),
-for a before/after comparison on the same machine. Run nothing else meanwhile: on a
-shared 2-core machine another busy process slows PyTorch several-fold.
+for a before/after comparison on the same machine. ``--sample N`` trains on N rows drawn
+from the log while the history tower reads the whole log's histories: the step rate of
+that size without a whole epoch. Run nothing else meanwhile: on a shared 2-core machine
+another busy process slows PyTorch several-fold.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ import time
 from pathlib import Path
 
 
-def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str, device: str) -> None:
+def child(
+    path: str, batch: int, dense: bool, epochs: int, preset_name: str, device: str, sample: int
+) -> None:
     import dataclasses
     import importlib
 
@@ -49,6 +54,10 @@ def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str, dev
     loaded = time.perf_counter()
     vocabs = Vocabs.from_dataset(dataset)
     data = encode(dataset.interactions, vocabs, RatingScale.of(dataset))
+    seen = seen_items(data, len(vocabs.users))  # every row's: the histories of the full log
+    if sample:  # a seeded sample of the rows: the steps of this size's epoch, fewer of them
+        order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
+        data = data.subset(order[:sample])
     encoded = time.perf_counter()
     model_config, train_config = ModelConfig(), TrainConfig(seed=0, shuffle=True)
     if preset_name != "throughput":  # a preset's model, less the side features (no metadata)
@@ -56,7 +65,7 @@ def child(path: str, batch: int, dense: bool, epochs: int, preset_name: str, dev
         model_config = dataclasses.replace(model_config, user_features=(), item_features=())
     train_config = dataclasses.replace(train_config, epochs=epochs, batch_size=batch, device=device)
     model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config, seed=0)
-    model.set_history(seen_items(data, len(vocabs.users)))  # a no-op without history
+    model.set_history(seen)  # a no-op without history
     history = training.train(model, data, train_config)
     rows = len(data) * epochs
     print(
@@ -97,11 +106,19 @@ def main() -> None:
         "their model and optimizer without side features; the ranking stage is not trained)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps.")
+    parser.add_argument(
+        "--sample",
+        type=int,
+        default=0,
+        help="Train on this many rows drawn from the log (seeded), the history tower still "
+        "reading the whole log's histories: a size's step rate without a whole epoch.",
+    )
     parser.add_argument("--data-dir", type=Path, default=Path(tempfile.gettempdir()))
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, args.batch_size, args.dense, args.epochs, args.presets[0], args.device)
+        child(args.child, args.batch_size, args.dense, args.epochs, args.presets[0], args.device,
+              args.sample)  # fmt: skip
         return
     from mtrec.data import synthesize
     from mtrec.data.synth import write_parquet
@@ -116,7 +133,7 @@ def main() -> None:
         for name in args.presets:
             cmd = [sys.executable, __file__, "--child", str(path), "--presets", name,
                    "--batch-size", str(args.batch_size), "--epochs", str(args.epochs),
-                   "--device", args.device]  # fmt: skip
+                   "--device", args.device, "--sample", str(args.sample)]  # fmt: skip
             if args.dense:
                 cmd.append("--dense")
             done = subprocess.run(cmd, capture_output=True, text=True, check=True)
