@@ -54,11 +54,11 @@ def child(
     loaded = time.perf_counter()
     vocabs = Vocabs.from_dataset(dataset)
     data = encode(dataset.interactions, vocabs, RatingScale.of(dataset))
+    encoded = time.perf_counter()
     seen = seen_items(data, len(vocabs.users))  # every row's: the histories of the full log
     if sample:  # a seeded sample of the rows: the steps of this size's epoch, fewer of them
         order = torch.randperm(len(data), generator=torch.Generator().manual_seed(0))
         data = data.subset(order[:sample])
-    encoded = time.perf_counter()
     model_config, train_config = ModelConfig(), TrainConfig(seed=0, shuffle=True)
     if preset_name != "throughput":  # a preset's model, less the side features (no metadata)
         model_config, train_config = preset(preset_name, seed=0)
