@@ -336,21 +336,33 @@ def test_extra_negatives_by_hand() -> None:
     assert got.item() == pytest.approx(sum(_ce_rows(masked)), rel=1e-6)
 
 
-def test_history_pooling_gradient_is_the_same_on_every_run() -> None:
-    # a batch repeats users, so pooled rows are gathered many times: with advanced
-    # indexing the backward's accumulation order followed the threads and runs differed
+def _history_model(
+    items: torch.Tensor, n_users: int, n_items: int, dim: int, seed: int, gen: torch.Generator
+) -> MultiTaskModel:
+    """A history-reading model whose users each rated an equal share of ``items`` (in
+    order), the ratings drawn from ``gen``."""
     from types import SimpleNamespace
 
-    n_users, n_items, length = 300, 500, 400
-    gen = torch.Generator().manual_seed(0)
-    items = torch.randint(0, n_items, (n_users * length,), generator=gen)
+    length = len(items) // n_users
     seen = SimpleNamespace(
         indptr=torch.arange(0, n_users * length + 1, length).numpy(),
         items=items.numpy(),
         labels=torch.rand(n_users * length, generator=gen).numpy(),
     )
-    model = MultiTaskModel(n_users, n_items, ModelConfig(embedding_dim=32, history=True), seed=1)
+    model = MultiTaskModel(
+        n_users, n_items, ModelConfig(embedding_dim=dim, history=True), seed=seed
+    )
     model.set_history(seen)
+    return model
+
+
+def test_history_pooling_gradient_is_the_same_on_every_run() -> None:
+    # a batch repeats users, so pooled rows are gathered many times: with advanced
+    # indexing the backward's accumulation order followed the threads and runs differed
+    n_users, n_items, length = 300, 500, 400
+    gen = torch.Generator().manual_seed(0)
+    items = torch.randint(0, n_items, (n_users * length,), generator=gen)
+    model = _history_model(items, n_users, n_items, 32, 1, gen)
     rows = torch.randint(0, n_users, (20_000,), generator=gen)
     weights = torch.randn(20_000, 32, generator=gen)
     grads = []
@@ -365,19 +377,11 @@ def test_history_gradient_with_sparse_updates_is_the_dense_one_coalesced() -> No
     """With sparse updates the history table's gradient comes from _BagSum: one coalesced
     row per item the batch's histories (and own items) touch, the dense gradient's values,
     the same bits on one thread and on two."""
-    from types import SimpleNamespace
-
     n_users, n_items, length = 60, 90, 25
     gen = torch.Generator().manual_seed(4)
     items = torch.stack([torch.randperm(n_items, generator=gen)[:length].sort().values
                          for _ in range(n_users)]).reshape(-1)  # fmt: skip
-    seen = SimpleNamespace(
-        indptr=torch.arange(0, n_users * length + 1, length).numpy(),
-        items=items.numpy(),
-        labels=torch.rand(n_users * length, generator=gen).numpy(),
-    )
-    model = MultiTaskModel(n_users, n_items, ModelConfig(embedding_dim=8, history=True), seed=2)
-    model.set_history(seen)
+    model = _history_model(items, n_users, n_items, 8, 2, gen)
     rows = torch.randint(0, n_users, (300,), generator=gen)
     own = items.reshape(n_users, length)[rows, torch.randint(0, length, (300,), generator=gen)]
     own[::3] = torch.randint(0, n_items, (100,), generator=gen)  # some not in the history
