@@ -371,6 +371,7 @@ def test_a_models_histories_are_the_seen_arrays_not_a_copy() -> None:
     assert model.history_items.tolist() == [1, 2, 3, 0, 3]  # user 0's, 1's, 2's
     assert model.history_items.data_ptr() == seen.items.ctypes.data
     assert model.history_indptr.data_ptr() == seen.indptr.ctypes.data
+    assert model.history_labels.data_ptr() == seen.labels.ctypes.data
 
 
 def test_history_pooling_gradient_is_the_same_on_every_run() -> None:
