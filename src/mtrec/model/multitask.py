@@ -68,6 +68,11 @@ class SplitHead:
         return rating.astype(np.float32, copy=False)
 
 
+def _bag_of_entries(lengths: torch.Tensor) -> torch.Tensor:
+    """Each entry's bag, for bags of ``lengths`` entries laid end to end."""
+    return torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
+
+
 class _BagSum(torch.autograd.Function):
     """``F.embedding_bag(items, weight, offsets, mode="sum", per_sample_weights=...)`` whose
     gradient comes out sparse and coalesced: each distinct item's row once, summed over its
@@ -97,7 +102,7 @@ class _BagSum(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         items, offsets, per_entry = ctx.saved_tensors
         lengths = torch.diff(offsets, append=offsets.new_tensor([len(items)]))
-        bag = torch.repeat_interleave(torch.arange(len(offsets), device=items.device), lengths)
+        bag = _bag_of_entries(lengths)
         order = torch.argsort(items, stable=True)  # entries grouped by item, in their order
         rows, counts = torch.unique_consecutive(items.index_select(0, order), return_counts=True)
         summed = F.embedding_bag(
@@ -245,13 +250,12 @@ class MultiTaskModel(nn.Module):
         if config.history:
             # the histories are data, installed by set_history (not saved with the weights)
             self.history_embedding = nn.Embedding(n_items, dim)
-            for name, dtype in (
-                ("indptr", torch.long),
-                ("items", torch.long),
+            for name, size, dtype in (
+                ("indptr", n_users + 1, torch.long),
+                ("items", 0, torch.long),
+                ("labels", 0, torch.float32),
             ):
-                size = n_users + 1 if name == "indptr" else 0
                 self.register_buffer(f"history_{name}", torch.zeros(size, dtype=dtype), False)
-            self.register_buffer("history_labels", torch.zeros(0), persistent=False)
         self.draws: torch.Generator | None = None
         """Where training's random draws come from (dropout masks, new-user rows):
         ``seed_draws``'s generator, or PyTorch's global one until it is called."""
@@ -331,7 +335,7 @@ class MultiTaskModel(nn.Module):
             # in ``unique``'s order, sorted by item within a user): one search over the
             # batch's keys, where a key per history entry of the log cost 130 MB a model
             # at 16M rows (and a search over all of them)
-            bag_of = torch.repeat_interleave(torch.arange(len(unique), device=rows.device), lengths)
+            bag_of = _bag_of_entries(lengths)
             keys = bag_of * self.n_items + items
             key = inverse * self.n_items + exclude
             pos = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
