@@ -7,13 +7,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mtrec.errors import ConfigError
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index, recall_vs_exact
 from mtrec.index.base import recall_at_k
-from mtrec.index.exact import SMALL_SEARCH
+from mtrec.index.exact import GROUPED_MIN_WIDTH, GROUPS, SMALL_SEARCH, top_k
 
 
 def oracle(items: np.ndarray, queries: np.ndarray, k: int, exclude=None):  # type: ignore[no-untyped-def]
@@ -145,6 +146,44 @@ class TestExactIndex(IndexContract):
             truth[n, seen] = -np.inf
         assert np.array_equal(rows, np.argsort(-truth, axis=1, kind="stable")[:, :10])
         assert np.allclose(scores, np.take_along_axis(truth, rows, axis=1), atol=1e-5)
+
+
+@pytest.mark.parametrize("width", [GROUPED_MIN_WIDTH, GROUPED_MIN_WIDTH * 2 + GROUPS - 3])
+@pytest.mark.parametrize("k", [1, 10, 100])
+def test_grouped_top_k_is_topk(width: int, k: int) -> None:
+    # distinct scores (a permutation: no ties, where topk's own pick is arbitrary), wide
+    # enough for the grouped path, some rows' best columns blanked as exclusions are, one
+    # row with fewer than k scores left (the rest -inf), one row's top k in one group
+    g = torch.Generator().manual_seed(width + k)
+    rows = 12
+    scores = torch.randperm(rows * width, generator=g).float().reshape(rows, width)
+    scores[0, torch.topk(scores[0], 3 * k).indices] = -torch.inf
+    scores[1, k // 2 :] = -torch.inf
+    group = torch.arange(5, GROUPS * (width // GROUPS), width // GROUPS)  # group 5's columns
+    scores[2, group] = scores[2].max() + 1 + torch.arange(len(group), dtype=torch.float32)
+    tail = width % GROUPS or 1  # row 3: the columns past the last whole group lead
+    scores[3, -tail:] = 1e9 + 1024 * torch.arange(tail, dtype=torch.float32)
+    top, columns = top_k(scores, k)
+    expected_top, expected_columns = torch.topk(scores, k, dim=1)
+    assert torch.equal(top, expected_top)
+    finite = torch.isfinite(expected_top)  # which -inf column comes back is arbitrary
+    assert torch.equal(columns[finite], expected_columns[finite])
+    if k >= 8:  # row 2: group 5's eight columns lead
+        assert set(columns[2, :GROUPS].tolist()) == set(group.tolist())
+
+
+def test_a_wide_catalogue_searches_by_groups_and_finds_the_brute_force_top_k() -> None:
+    rng = np.random.default_rng(2)
+    items = rng.normal(size=(GROUPED_MIN_WIDTH * 3 + 5, 8)).astype(np.float32)
+    queries = rng.normal(size=(64, 8)).astype(np.float32)
+    exclude = [rng.choice(len(items), n * 9, replace=False) for n in range(len(queries))]
+    index = ExactIndex(items, score_budget=64 * (GROUPED_MIN_WIDTH + 17), query_batch=64)
+    scores, rows = index.search(queries, 50, exclude=exclude)
+    truth = queries.astype(np.float64) @ items.T.astype(np.float64)
+    for n, seen in enumerate(exclude):
+        truth[n, seen] = -np.inf
+    assert np.array_equal(rows, np.argsort(-truth, axis=1, kind="stable")[:, :50])
+    assert np.allclose(scores, np.take_along_axis(truth, rows, axis=1), atol=1e-5)
 
 
 needs_faiss = pytest.mark.skipif(

@@ -21,6 +21,44 @@ SMALL_SEARCH = 1 << 16
 """Queries x items at most this go through NumPy in one piece (a request's search)."""
 
 
+GROUPS = 8
+"""``top_k`` splits a wide row into this many interleaved slices (see there)."""
+GROUPED_MIN_WIDTH = 8192
+"""Rows at least this wide take ``top_k``'s grouped path (narrower, ``torch.topk`` alone
+was as fast or faster here)."""
+
+
+def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``torch.topk(scores, k, dim=1)`` of an (n, m) block: the same scores, in
+    the same order, and the same columns but where the k-th score is tied (then another of
+    the tied columns may come back, as ``topk``'s own choice among ties is arbitrary).
+
+    On a CPU a wide row goes by groups: column j + t * w (t < ``GROUPS``) belongs to
+    group j, only the k groups of the highest maximum can hold the row's top k (a group
+    outside them has k groups of higher maxima above its own), and the top k is taken of
+    their columns. ``topk`` over a (1,024 x 16,384) block took 12.6 ms for k = 10 and
+    31.4 ms for k = 100 here, the grouped path 5.6 and 23.9 ms: an evaluation's all-users
+    searches at 25M rows are ~50,000 users by 80,000 items.
+    """
+    n, m = scores.shape
+    width = m // GROUPS
+    if scores.device.type != "cpu" or m < GROUPED_MIN_WIDTH or 4 * k > width:
+        values, columns = torch.topk(scores, k, dim=1)
+        return values, columns
+    scores = scores.contiguous()  # a no-op on the search's blocks
+    # (n, GROUPS, width): [i, t, j] is row i's column t * width + j, of group j
+    slices = scores.as_strided(
+        (n, GROUPS, width), (scores.stride(0), width, 1), scores.storage_offset()
+    )
+    _, groups = torch.topk(slices.amax(dim=1), k, dim=1, sorted=False)
+    starts = torch.arange(0, GROUPS * width, width)
+    columns = (groups[:, :, None] + starts).flatten(1)
+    if GROUPS * width < m:  # the last few columns, in no group: candidates of every row
+        columns = torch.cat([columns, torch.arange(GROUPS * width, m).expand(n, -1)], dim=1)
+    top, where = torch.topk(scores.gather(1, columns), k, dim=1)
+    return top, columns.gather(1, where)
+
+
 class ExactIndex:
     """Brute-force inner-product search: the reference every other index is measured by.
 
@@ -131,7 +169,7 @@ class ExactIndex:
                 hit_q = torch.from_numpy(ex_q[inside]).to(self.device)
                 hit_rows = torch.from_numpy(ex_rows[inside] - lo).to(self.device)
                 s[hit_q, hit_rows] = -torch.inf
-            top_s, top_r = torch.topk(s, min(k, hi - lo), dim=1)
+            top_s, top_r = top_k(s, min(k, hi - lo))
             if best_s is None or best_r is None:  # the first chunk (often the only one)
                 best_s, best_r = top_s, top_r + lo
                 continue
