@@ -34,11 +34,12 @@ def top_k(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     the tied columns may come back, as ``topk``'s own choice among ties is arbitrary).
 
     On a CPU a wide row goes by groups: column j + t * w (t < ``GROUPS``) belongs to
-    group j, only the k groups of the highest maximum can hold the row's top k (a group
-    outside them has k groups of higher maxima above its own), and the top k is taken of
-    their columns. ``topk`` over a (1,024 x 16,384) block took 12.6 ms for k = 10 and
-    31.4 ms for k = 100 here, the grouped path 5.6 and 23.9 ms: an evaluation's all-users
-    searches at 25M rows are ~50,000 users by 80,000 items.
+    group j, and the top k is taken of the columns of the k groups of highest maximum. A
+    group left out has k maxima at least its own above it, in k other columns: none of its
+    columns beats the k-th score, and one can only tie it. ``topk`` over a (1,024 x
+    16,384) block took 12.6 ms for k = 10 and 31.4 ms for k = 100 here, the grouped path
+    5.6 and 23.9 ms: an evaluation's all-users searches at 25M rows are ~50,000 users by
+    80,000 items.
     """
     n, m = scores.shape
     width = m // GROUPS
