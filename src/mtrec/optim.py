@@ -142,8 +142,11 @@ class Adam:
         self.step_count += 1
         t = float(self.step_count)
         sparse = [i for i in live if self.params[i].grad.is_sparse]  # type: ignore[union-attr]
+        # the step count as the fused kernel reads it: once a step, on each table's device
+        devices = {self.params[i].device for i in sparse}
+        counts = {device: self.step_count.to(device, torch.float32) for device in devices}
         for i in sparse:
-            self._sparse_step(i)
+            self._sparse_step(i, counts[self.params[i].device])
         live = [i for i in live if i not in sparse]
         if not live:
             return
@@ -164,7 +167,7 @@ class Adam:
         torch._foreach_add_(denom, self.eps)
         torch._foreach_addcdiv_(params, m, denom, value=-self.lr / (1 - b1**t))
 
-    def _sparse_step(self, i: int) -> None:
+    def _sparse_step(self, i: int, count: torch.Tensor) -> None:
         """The update on the rows a sparse embedding gradient touches ("lazy" Adam, as
         ``torch.optim.SparseAdam``): their moments and weights move, weight decay
         included; untouched rows keep theirs until a batch touches them again.
@@ -184,7 +187,7 @@ class Adam:
         # memory bandwidth
         fused = torch._fused_adamw_ if self.decoupled else torch._fused_adam_
         fused(
-            [weights], [values], [m], [v], [], [self.step_count.to(param.device, torch.float32)],
+            [weights], [values], [m], [v], [], [count],
             lr=self.lr, beta1=self.betas[0], beta2=self.betas[1],
             weight_decay=self.weight_decay, eps=self.eps, amsgrad=False, maximize=False,
         )  # fmt: skip

@@ -68,11 +68,6 @@ class SplitHead:
         return rating.astype(np.float32, copy=False)
 
 
-def _bag_of_entries(lengths: torch.Tensor) -> torch.Tensor:
-    """Each entry's bag, for bags of ``lengths`` entries laid end to end."""
-    return torch.repeat_interleave(torch.arange(len(lengths), device=lengths.device), lengths)
-
-
 class _BagSum(torch.autograd.Function):
     """``F.embedding_bag(items, weight, offsets, mode="sum", per_sample_weights=...)`` whose
     gradient comes out sparse and coalesced: each distinct item's row once, summed over its
@@ -102,7 +97,7 @@ class _BagSum(torch.autograd.Function):
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         items, offsets, per_entry = ctx.saved_tensors
         lengths = torch.diff(offsets, append=offsets.new_tensor([len(items)]))
-        bag = _bag_of_entries(lengths)
+        bag = torch.repeat_interleave(lengths)  # each entry's bag
         order = torch.argsort(items, stable=True)  # entries grouped by item, in their order
         rows, counts = torch.unique_consecutive(items.index_select(0, order), return_counts=True)
         summed = F.embedding_bag(
@@ -335,7 +330,7 @@ class MultiTaskModel(nn.Module):
             # in ``unique``'s order, sorted by item within a user): one search over the
             # batch's keys, where a key per history entry of the log cost 130 MB a model
             # at 16M rows (and a search over all of them)
-            bag_of = _bag_of_entries(lengths)
+            bag_of = torch.repeat_interleave(lengths)  # each entry's user, in ``unique``
             keys = bag_of * self.n_items + items
             key = inverse * self.n_items + exclude
             pos = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
