@@ -318,7 +318,7 @@ def test_the_program_keeps_its_exit_code_and_skips_the_last_collections(
     def failing() -> None:
         raise SystemExit(4)
 
-    monkeypatch.setattr(cli, "main", failing)
+    monkeypatch.setattr(cli.program, "main", failing)
     try:
         with pytest.raises(SystemExit) as exited:
             cli.console()

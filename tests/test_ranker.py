@@ -138,17 +138,17 @@ def test_the_ranker_never_sees_a_test_row(tiny_dir: Path) -> None:
 def test_the_ranker_fits_on_at_most_max_users(
     tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import mtrec.pipeline
+    import mtrec.pipeline.stages
 
     prepared = prepare(read_grouplens_dir(tiny_dir), HISTORY, CONFIG)
     lists: list[int] = []
-    real_fit = mtrec.pipeline.fit_ranker
+    real_fit = mtrec.pipeline.stages.fit_ranker
 
     def counting(found: Candidates, *args: object) -> Ranker:
         lists.append(len(found.rows))
         return real_fit(found, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(mtrec.pipeline, "fit_ranker", counting)
+    monkeypatch.setattr(mtrec.pipeline.stages, "fit_ranker", counting)
     _, held = carve(prepared.train, RANKER.holdout, CONFIG.seed)
     n_held = len(np.unique(held.user.numpy()))
     assert n_held > 3
@@ -373,19 +373,19 @@ def test_train_fits_the_ranker_beside_the_model_to_the_same_result(
     ds = read_grouplens_dir(tiny_dir)
     dropped = dataclasses.replace(HISTORY, dropout=0.2)  # every kind of draw
     together: list[int] = []
-    real = pipeline.side_by_side
+    real = pipeline.stages.side_by_side
 
     def spy(jobs, at_once=True):  # type: ignore[no-untyped-def]
         results, n = real(jobs, at_once)
         together.append(n)
         return results, n
 
-    monkeypatch.setattr(pipeline, "side_by_side", spy)
+    monkeypatch.setattr(pipeline.stages, "side_by_side", spy)
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
         beside = train_model(ds, dropped, CONFIG, ranker=RANKER)
-        monkeypatch.setattr(pipeline, "SIDE_BY_SIDE_MAX_ROWS", 0)  # one after the other
+        monkeypatch.setattr(pipeline.stages, "SIDE_BY_SIDE_MAX_ROWS", 0)  # one after the other
         after = train_model(ds, dropped, CONFIG, ranker=RANKER)
     finally:
         torch.set_num_threads(before)

@@ -1,8 +1,9 @@
-"""Train/test splits of an interaction log."""
+"""Train/test splits of an interaction log: every kind a run can ask for, by name."""
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 
 import numpy as np
 
@@ -93,3 +94,33 @@ def temporal_split(
     if len(test_rows) == 0 or len(train_rows) == 0:
         raise ConfigError(f"test_fraction {test_fraction} leaves an empty train or test set")
     return Split(interactions.take(train_rows), interactions.take(test_rows), seed)
+
+
+SPLITS = ("random", "temporal", "temporal-user")
+
+
+GIVEN = "given"
+"""The split kind of a run evaluated on a test set of its own (``prepare(test=...)``)."""
+
+
+def make_split(interactions: Interactions, kind: str, test_fraction: float, seed: int) -> Split:
+    """``random`` (the reference's), ``temporal`` (the latest rows overall) or
+    ``temporal-user`` (each user's latest rows); ``test_fraction`` 0: no test part."""
+    if kind not in SPLITS:
+        raise ConfigError(f"split: expected one of {list(SPLITS)}, got {kind!r}")
+    if test_fraction == 0:
+        return no_holdout(interactions, seed=seed)
+    if kind == "random":
+        return random_split(interactions, test_fraction=test_fraction, seed=seed)
+    if not interactions.timestamp.any():
+        raise ConfigError(f"a {kind} split needs timestamps; this data has none")
+    per_user = kind == "temporal-user"
+    return temporal_split(interactions, test_fraction=test_fraction, per_user=per_user, seed=seed)
+
+
+def split_fingerprint(test: Interactions) -> str:
+    """SHA-256 of the test rows (user, item, rating), to tell whether a split is the same."""
+    digest = hashlib.sha256()
+    for column in (test.user, test.item, test.rating):
+        digest.update(np.ascontiguousarray(column).tobytes())
+    return digest.hexdigest()

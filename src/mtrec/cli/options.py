@@ -1,0 +1,187 @@
+"""The flags several commands share, and the data they name, loaded one way."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mtrec.cli.program import err
+from mtrec.data import Dataset, load_movielens
+from mtrec.data.files import ColumnMap, load_interactions
+from mtrec.data.movielens import MOVIELENS
+from mtrec.errors import ConfigError
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        help="A GroupLens ml-100k directory (u.data, u.item, u.user); env MTREC_DATA_DIR."
+    ),
+]
+
+
+CacheDir = Annotated[Path | None, typer.Option(help="Dataset cache; env MTREC_CACHE_DIR.")]
+
+
+DatasetName = Annotated[
+    str,
+    typer.Option("--dataset", help=f"The MovieLens size: {', '.join(MOVIELENS)}."),
+]
+
+
+InteractionsFile = Annotated[
+    Path | None,
+    typer.Option("--interactions", help="Your own log (CSV, TSV or Parquet) instead of MovieLens."),
+]
+
+
+UserCol = Annotated[str, typer.Option("--user-col", help="--interactions: user id column.")]
+
+
+ItemCol = Annotated[str, typer.Option("--item-col", help="--interactions: item id column.")]
+
+
+RatingCol = Annotated[
+    str | None,
+    typer.Option(
+        "--rating-col",
+        help="--interactions: rating column (default 'rating' if present; '' for none: "
+        "retrieval only).",
+    ),
+]
+
+
+TimestampCol = Annotated[
+    str | None,
+    typer.Option("--timestamp-col", help="--interactions: timestamp column (default 'timestamp')."),
+]
+
+
+ItemsFile = Annotated[
+    Path | None,
+    typer.Option("--items-file", help="--interactions: items with title/genres/year columns."),
+]
+
+
+RatingRange = Annotated[
+    str | None,
+    typer.Option(
+        "--rating-range",
+        help="--interactions: LOW,HIGH; ratings outside are bad rows (default +-1e6).",
+    ),
+]
+
+
+SkipBadRows = Annotated[
+    bool,
+    typer.Option(
+        "--skip-bad-rows", help="--interactions: drop and count bad rows instead of stopping."
+    ),
+]
+
+
+SplitKind = Annotated[
+    str, typer.Option("--split", help="random, temporal (latest rows) or temporal-user.")
+]
+
+
+TestInteractions = Annotated[
+    Path | None,
+    typer.Option(
+        "--test-interactions",
+        help="A test log of its own (same column flags): evaluate on it instead of a split; "
+        "rows whose user or item is unseen in training are counted and left out.",
+    ),
+]
+
+
+DATA_FLAGS = (
+    "data_dir", "cache_dir", "dataset", "interactions", "user_col", "item_col", "rating_col",
+    "timestamp_col", "items_file", "skip_bad_rows", "rating_range",
+)  # fmt: skip
+"""The parameters of the commands that take data: MovieLens or the user's own file."""
+
+
+def load_data(
+    data_dir: Path | None,
+    cache_dir: Path | None,
+    dataset: str,
+    interactions: Path | None,
+    user_col: str,
+    item_col: str,
+    rating_col: str | None,
+    timestamp_col: str | None,
+    items_file: Path | None,
+    skip_bad_rows: bool,
+    rating_range: str | None,
+) -> Dataset:
+    """MovieLens (any size) or the user's own file, as the flags say; says what it dropped."""
+    if interactions is None:
+        if items_file is not None or skip_bad_rows or rating_range is not None:
+            raise ConfigError(
+                "--items-file, --skip-bad-rows and --rating-range go with --interactions"
+            )
+        return load_movielens(dataset, data_dir=data_dir, cache_dir=cache_dir)
+    loaded = load_interactions(
+        interactions,
+        ColumnMap(user_col, item_col, rating_col, timestamp_col),
+        items=items_file,
+        bad_rows="skip" if skip_bad_rows else "error",
+        rating_range=None if rating_range is None else _rating_range(rating_range),
+    )
+    if loaded.skipped:
+        counts = ", ".join(f"{column} {n:,}" for column, n in loaded.skipped.items())
+        err.print(f"[yellow]skipped bad rows: {counts}[/yellow]", highlight=False)
+    return loaded  # without ratings, load_interactions has said: retrieval only
+
+
+def _rating_range(text: str) -> tuple[float, float]:
+    low, sep, high = text.partition(",")
+    try:
+        bounds = float(low), float(high)
+    except ValueError:
+        bounds = (math.nan, math.nan)
+    if not sep or not all(math.isfinite(b) for b in bounds) or bounds[0] > bounds[1]:
+        raise ConfigError(f"--rating-range: expected LOW,HIGH with LOW <= HIGH, got {text!r}")
+    return bounds
+
+
+def parse_seed(text: str) -> int:
+    if not text.strip().lstrip("-").isdigit():
+        raise ConfigError(f"--seeds: expected integers separated by commas, got {text!r}")
+    return int(text)
+
+
+def key_int(option: str) -> tuple[str, int]:
+    key, _, value = option.partition("=")
+    if not key or not value.strip().isdigit():
+        raise ConfigError(f"--index-option: expected KEY=INTEGER, got {option!r}")
+    return key.strip(), int(value)
+
+
+ModelDir = Annotated[
+    Path, typer.Option("--model", "-m", help="A directory written by mtrec train.")
+]
+
+
+DeviceFlag = Annotated[
+    str | None,
+    typer.Option(
+        help="Where training runs: auto (a CUDA GPU where there is one, else the CPU), cpu, "
+        "cuda, cuda:N or mps. Evaluation's top-k runs there too; serving stays on the CPU."
+    ),
+]
+
+
+AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
+
+
+def test_data(flags: dict[str, Any]) -> Dataset:
+    """--test-interactions, read with the same column flags as --interactions (the
+    catalogue comes from the training data)."""
+    data_flags = {key: flags[key] for key in DATA_FLAGS}
+    return load_data(
+        **{**data_flags, "interactions": flags["test_interactions"], "items_file": None}
+    )

@@ -1,0 +1,103 @@
+"""The typer application, its consoles, and the entry point that maps errors to exit codes."""
+
+from __future__ import annotations
+
+import gc
+import logging
+import os
+import subprocess
+import sys
+import traceback
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+
+from mtrec.errors import MtrecError
+from mtrec.runtime import tune_allocator
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    help="mtrec: one model trained jointly to retrieve and to rank.",
+    pretty_exceptions_enable=False,
+)
+
+
+data_app = typer.Typer(no_args_is_help=True, help="Fetch datasets; synthesise big ones.")
+
+
+app.add_typer(data_app, name="data")
+
+
+err = Console(stderr=True)
+
+
+out = Console()
+
+
+_state: dict[str, Any] = {"verbose": False, "argv": []}
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Tracebacks and debug logs.")
+    ] = False,
+) -> None:
+    _state["verbose"] = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+    )
+
+
+def relaunch_with_torchrun(workers: int) -> None:
+    """``--workers N``: the same command under ``torchrun --standalone --nproc-per-node N``
+    (PyTorch's own launcher: rendezvous on a free local port, one process per worker)."""
+    argv = list(_state["argv"])
+    for pos, arg in enumerate(argv):
+        if arg == "--workers":
+            del argv[pos : pos + 2]
+            break
+        if arg.startswith("--workers="):
+            del argv[pos]
+            break
+    cmd = [
+        sys.executable, "-m", "torch.distributed.run", "--standalone",
+        f"--nproc-per-node={workers}", "-m", "mtrec", *argv,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    raise typer.Exit(subprocess.run(cmd, env=env, check=False).returncode)
+
+
+def console() -> None:
+    """The ``mtrec`` program (console script and ``python -m mtrec``): :func:`main`, then an
+    exit without the garbage collector's last passes over every object torch and the run
+    made (module teardown collects cycles several times: 0.59-0.65 s of each
+    ``mtrec compare`` here, 0.12-0.13 s after ``gc.freeze``). Objects still go by reference
+    counting, files are closed and atexit handlers run; only cyclic garbage is left to the
+    operating system. Not in :func:`main`, which tests call in process."""
+    try:
+        main()
+    finally:
+        gc.freeze()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run one command, map mtrec's errors to one line and an exit code."""
+    tune_allocator()
+    _state["argv"] = list(sys.argv[1:] if argv is None else argv)
+    try:
+        app(args=argv)  # standalone: usage errors print themselves and exit 2
+    except MtrecError as exc:
+        if _state["verbose"]:
+            traceback.print_exc()
+        # escaped: a message may quote "[train]" or a user's text, not rich markup
+        err.print(
+            f"[bold red]error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True
+        )
+        sys.exit(exc.exit_code)

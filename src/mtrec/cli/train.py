@@ -1,0 +1,355 @@
+"""``mtrec train``: check the flags, resolve the run config, train, write the model."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from mtrec import artifact
+from mtrec.artifact import SavedModel
+from mtrec.checkpoint import Checkpointing
+from mtrec.cli.options import (
+    DATA_FLAGS,
+    AsJson,
+    CacheDir,
+    DataDir,
+    DatasetName,
+    DeviceFlag,
+    InteractionsFile,
+    ItemCol,
+    ItemsFile,
+    RatingCol,
+    RatingRange,
+    SkipBadRows,
+    SplitKind,
+    TestInteractions,
+    TimestampCol,
+    UserCol,
+    key_int,
+    load_data,
+    test_data,
+)
+from mtrec.cli.program import err, out, relaunch_with_torchrun
+from mtrec.cli.render import ModelBar, metrics_line, progress_bars
+from mtrec.config import DATA_KEYS, RunConfig, effective_config
+from mtrec.distributed import World, join_from_env, leave
+from mtrec.errors import ConfigError
+from mtrec.estimator import run_config
+from mtrec.evaluate import EVAL_USERS
+from mtrec.index import INDEX_KINDS
+from mtrec.io import json_safe
+from mtrec.pipeline import train_model
+from mtrec.runtime import resolve_device
+from mtrec.warm import REPLAY
+
+CONFIG_FLAGS = (
+    "retrieval_weight", "rating_weight", "epochs", "batch_size", "learning_rate",
+    "embedding_dim", "seed", "shuffle", "precision", "device",
+)  # fmt: skip
+"""The flags that override the run config's model and training fields."""
+
+
+def train_cmd(
+    ctx: typer.Context,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            help="A run config (TOML or JSON; a saved model's config.json too): the preset, "
+            "[model], [train], [ranker], [data] and [index] settings; flags override it."
+        ),
+    ] = None,
+    print_config: Annotated[
+        bool,
+        typer.Option(help="Print the effective config as JSON (a complete --config) and stop."),
+    ] = False,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Warm start: continue this saved model on the given (new) interactions; known "
+            "users and items keep their rows, new ones are appended; its config is the base."
+        ),
+    ] = None,
+    replay: Annotated[
+        float,
+        typer.Option(
+            help="With --init-from: the share of the saved model's own rows its rating head "
+            "trains on again beside the new rows (0: the new rows alone); the lists learn "
+            "from the new rows only."
+        ),
+    ] = REPLAY,
+    data_dir: DataDir = None,
+    cache_dir: CacheDir = None,
+    dataset: DatasetName = "ml-100k",
+    interactions: InteractionsFile = None,
+    user_col: UserCol = "user_id",
+    item_col: ItemCol = "item_id",
+    rating_col: RatingCol = None,
+    timestamp_col: TimestampCol = None,
+    items_file: ItemsFile = None,
+    skip_bad_rows: SkipBadRows = False,
+    rating_range: RatingRange = None,
+    split: SplitKind = "random",
+    holdout: Annotated[
+        str | None,
+        typer.Option(
+            help="Share of the rows held out to evaluate on, or 'none' to train on every row "
+            "(a model to deploy: seen items and popularity from the whole log). Default 0.2."
+        ),
+    ] = None,
+    holdout_estimate: Annotated[
+        float | None,
+        typer.Option(
+            help="With --holdout none: first train the same config with this share held out "
+            "and record its metrics in metrics.json as an estimate."
+        ),
+    ] = None,
+    test_interactions: TestInteractions = None,
+    eval_users: Annotated[
+        int,
+        typer.Option(
+            help="Test users measured at most: a seeded sample above it (metrics.json "
+            "says so); 0 measures every test user."
+        ),
+    ] = EVAL_USERS,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="The model directory to write.")
+    ] = Path("mtrec-out/model"),
+    preset: Annotated[
+        str | None,
+        typer.Option(
+            help="Named configuration the flags below override: default (the best measured: "
+            "history-aware towers and a ranking stage), tuned, or reference (the tutorial's)."
+        ),
+    ] = None,
+    retrieval_weight: Annotated[
+        float | None, typer.Option(help="Weight of the retrieval loss.")
+    ] = None,
+    rating_weight: Annotated[
+        float | None,
+        typer.Option("--rating-weight", "--ranking-weight", help="Weight of the rating loss."),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option()] = None,
+    batch_size: Annotated[int | None, typer.Option()] = None,
+    learning_rate: Annotated[float | None, typer.Option()] = None,
+    embedding_dim: Annotated[int | None, typer.Option()] = None,
+    seed: Annotated[
+        int | None, typer.Option(help="Seeds split, initialisation, batch order.")
+    ] = None,
+    shuffle: Annotated[
+        bool | None, typer.Option("--shuffle/--no-shuffle", help="Reshuffle each epoch.")
+    ] = None,
+    precision: Annotated[
+        str | None, typer.Option(help="auto, fp32 or bf16 training matmuls.")
+    ] = None,
+    device: DeviceFlag = None,
+    index: Annotated[str, typer.Option(help="exact, faiss-hnsw or faiss-ivf.")] = "exact",
+    index_option: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=INT for the index, repeatable: m, ef_construction, ef_search, nlist, nprobe."
+        ),
+    ] = None,
+    checkpoint_dir: Annotated[
+        Path | None,
+        typer.Option(help="Checkpoint here at each epoch's end (and --checkpoint-every)."),
+    ] = None,
+    checkpoint_every: Annotated[
+        int | None, typer.Option(help="Also checkpoint every N batches.")
+    ] = None,
+    keep_checkpoints: Annotated[int, typer.Option(help="How many checkpoints to keep.")] = 3,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from the newest valid checkpoint.")
+    ] = False,
+    workers: Annotated[
+        int,
+        typer.Option(
+            help="Data-parallel processes on this machine (runs torchrun --standalone); "
+            "under torchrun, leave it at 1."
+        ),
+    ] = 1,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar.")] = False,
+    as_json: AsJson = False,
+) -> None:
+    """Train one multi-task model and write it, with its index, to a model directory."""
+    checkpoints = _checked_flags(
+        workers, eval_users, checkpoint_dir, checkpoint_every, keep_checkpoints, resume
+    )
+    warm = None if init_from is None else artifact.load(init_from)
+    run = run_config(config, warm)  # then the flags over it
+    given = {k: v for k, v in locals().items() if k in CONFIG_FLAGS}
+    model_config, train_config, ranker = run.resolve(preset, **given)
+    flags = _with_file(ctx, run, locals())
+    index, index_params = _index_settings(ctx, run, index, index_option)
+    if print_config:
+        data_keys = {key: _jsonable(flags[key]) for key in DATA_KEYS}
+        index_keys = {"kind": index, "options": index_params}
+        document = effective_config(model_config, train_config, ranker, data_keys, index_keys)
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    where = _join(train_config.device)
+    quiet = quiet or not where.is_main  # one voice: rank 0 reports progress and notices
+    data = load_data(**{k: v for k, v in flags.items() if k in DATA_FLAGS})
+    test = None if flags["test_interactions"] is None else test_data(flags)
+    bars = progress_bars(err)
+    with contextlib.nullcontext() if quiet else bars:
+        saved = train_model(
+            data,
+            model_config,
+            train_config,
+            split=flags["split"],
+            test_fraction=_holdout(flags["holdout"], test is not None),
+            test=test,
+            estimate_fraction=flags["holdout_estimate"],
+            index=index,
+            index_params=index_params,
+            progress=None if quiet else ModelBar(bars, "multi-task"),
+            checkpoints=checkpoints,
+            ranker=ranker,
+            ranker_progress=None if quiet else ModelBar(bars, "ranker's stage one"),
+            init_from=warm,
+            replay=replay,
+            eval_users=flags["eval_users"],
+        )
+    leave()
+    if where.is_main:  # rank 0 writes the model and reports for every process
+        _write_and_report(saved, output, as_json)
+
+
+def _join(device: str) -> World:
+    """This process's place in a data-parallel run (alone: the main one); a device that is
+    not here fails before any work, and the backend follows the device."""
+    resolve_device(device)
+    where = join_from_env(device)
+    if not where.is_main:
+        logging.getLogger("mtrec").setLevel(logging.WARNING)
+    return where
+
+
+def _checked_flags(
+    workers: int,
+    eval_users: int,
+    checkpoint_dir: Path | None,
+    checkpoint_every: int | None,
+    keep_checkpoints: int,
+    resume: bool,
+) -> Checkpointing | None:
+    """The flags that need no data checked before any work; the checkpointing they ask for.
+    ``--workers N`` runs the same command under torchrun instead."""
+    if workers > 1:
+        relaunch_with_torchrun(workers)
+    if workers < 1:
+        raise ConfigError("--workers must be >= 1")
+    if eval_users < 0:
+        raise ConfigError("--eval-users must be >= 0 (0 measures every test user)")
+    if checkpoint_dir is None and (resume or checkpoint_every):
+        raise ConfigError("--resume and --checkpoint-every need --checkpoint-dir")
+    if keep_checkpoints < 1 or (checkpoint_every is not None and checkpoint_every < 1):
+        raise ConfigError("--keep-checkpoints and --checkpoint-every must be >= 1")
+    if checkpoint_dir is None:
+        return None
+    return Checkpointing(checkpoint_dir, checkpoint_every, keep_checkpoints, resume)
+
+
+def _write_and_report(saved: SavedModel, output: Path, as_json: bool) -> None:
+    """Save the model, then say what it measured (JSON or one line)."""
+    path = artifact.save(saved, output)
+    if as_json:
+        document = json_safe({"model": str(path), "metrics": saved.metrics})
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
+        return
+    m = saved.metrics
+    seconds = f"trained in {m['fit_seconds']:.2f} s"
+    if "served" not in m:
+        said = "every row trained, nothing held out to evaluate on"
+        if "estimate" in m:
+            said += f"; held-out estimate: {metrics_line(m['estimate'])}"
+        out.print(f"{said}; {seconds}; index {m['index']['kind']}", highlight=False)
+    else:
+        out.print(f"{metrics_line(m)}; {seconds}; index {m['index']['kind']}", highlight=False)
+    out.print(f"[dim]wrote {path}[/dim]")
+
+
+PATH_KEYS = ("data_dir", "cache_dir", "interactions", "items_file", "test_interactions")
+
+
+def _with_file(ctx: typer.Context, run: RunConfig, values: dict[str, Any]) -> dict[str, Any]:
+    """The data flags' values: a flag given on the command line wins over the config
+    file's ``[data]``, which wins over the flag's default."""
+    out = {key: values[key] for key in DATA_KEYS}
+    for key, value in run.data.items():
+        if _given(ctx, key):
+            continue
+        out[key] = _file_value(key, value)
+    return out
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
+
+
+def _file_value(key: str, value: Any) -> Any:
+    """A ``[data]`` value as its flag would give it; the wrong kind is an error naming it."""
+    if key == "holdout" and isinstance(value, int | float) and not isinstance(value, bool):
+        return "none" if value == 0 else str(value)
+    if key == "holdout_estimate" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if key == "rating_range" and isinstance(value, list) and len(value) == 2:
+        return ",".join(str(v) for v in value)
+    if key == "eval_users":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"config [data] {key}: expected an integer >= 0, got {value!r}")
+        return value
+    if key == "skip_bad_rows":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config [data] {key}: expected true or false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"config [data] {key}: expected text, got {value!r}")
+    return Path(value) if key in PATH_KEYS else value
+
+
+def _index_settings(
+    ctx: typer.Context, run: RunConfig, kind: str, options: list[str] | None
+) -> tuple[str, dict[str, int]]:
+    """The index kind and options: flags, else the config file's ``[index]``."""
+    if not _given(ctx, "index") and "kind" in run.index:
+        kind = run.index["kind"]
+    params = dict(key_int(option) for option in options or [])
+    if not params and isinstance(run.index.get("options"), dict):
+        params = run.index["options"]
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in params.values()):
+            raise ConfigError(f"config [index] options: expected integers, got {params!r}")
+    if kind not in INDEX_KINDS:
+        raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {kind!r}")
+    return kind, params
+
+
+def _jsonable(value: Any) -> Any:
+    return str(value) if isinstance(value, Path) else value
+
+
+def _holdout(text: str | None, given_test: bool) -> float:
+    """--holdout as a test fraction: 'none' is 0 (as is any run with a test file)."""
+    if given_test:
+        if text is not None:
+            raise ConfigError("--holdout goes without --test-interactions (every row trains)")
+        return 0.0
+    if text is None:
+        return 0.2
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--holdout: expected 'none' or a share in (0, 1), got {text!r}")
+    return fraction

@@ -1,0 +1,213 @@
+"""The service's routes: validate, call the live ``Recommender``, serialise.
+
+Each route reads the model holder (and the app's metrics and worker folder) from
+``app.state``, which :func:`mtrec.serve.app.create_app` fills, so the routes are plain
+functions on one router rather than closures in the factory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Body, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from mtrec.recommend import Recommendations
+from mtrec.serve.holder import ModelHolder, log_failed_reload, reason, signal_workers
+from mtrec.serve.schemas import (
+    ERRORS,
+    MAX_CANDIDATES,
+    MAX_GENRES,
+    MAX_ITEMS,
+    MAX_K,
+    BatchOut,
+    BatchRequest,
+    HistoryEntry,
+    HistoryOut,
+    HistoryRequest,
+    RankOut,
+    RankRequest,
+    SimilarOut,
+    error,
+)
+
+router = APIRouter()
+
+
+def _holder(request: Request) -> ModelHolder:
+    holder: ModelHolder = request.app.state.holder
+    return holder
+
+
+Holder = Annotated[ModelHolder, Depends(_holder)]
+
+
+@router.get("/healthz", tags=["operations"])
+async def healthz() -> dict[str, str]:
+    """The process is up."""
+    return {"status": "ok"}
+
+
+@router.get("/readyz", tags=["operations"])
+async def readyz(holder: Holder) -> dict[str, Any]:
+    """A model is loaded and answering (open to all: no paths in it); ``worker``: the
+    process that answered."""
+    described = holder.describe()
+    described.pop("model_dir")
+    return {"status": "ready", "worker": os.getpid(), **described}
+
+
+@router.get("/metrics", tags=["operations"], response_class=Response)
+async def prometheus(request: Request) -> Response:
+    """Request counts by route and status, and latency histograms (Prometheus text)."""
+    text = await run_in_threadpool(request.app.state.metrics.render)  # off the event loop
+    return Response(text, media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get(
+    "/v1/users/{user_id}/recommendations",
+    tags=["recommendations"],
+    response_model=Recommendations,
+    responses=ERRORS,
+)
+async def recommendations(
+    holder: Holder,
+    user_id: str,
+    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    candidates: Annotated[int | None, Query(ge=1, le=MAX_CANDIDATES)] = None,
+    exclude_seen: bool = True,
+    ranking: bool = True,
+    exclude_items: Annotated[list[str], Query(max_length=MAX_ITEMS)] = [],  # noqa: B006
+    genres: Annotated[list[str], Query(max_length=MAX_GENRES)] = [],  # noqa: B006
+) -> JSONResponse:
+    """The user's top ``k``: ``candidates`` per source (default the model's) ordered by
+    the ranking stage, or for a model without one retrieved by dot product and sorted
+    by predicted rating. ``ranking=false``: the first stage alone (retrieval order).
+    Filters: ``exclude_items`` (repeat) never appear; with ``genres`` (repeat), only
+    items of at least one of them. An unknown user gets popular items,
+    ``fallback: true``."""
+    result = holder.recommender.recommend(
+        user_id,
+        k=k,
+        candidates=candidates,
+        exclude_seen=exclude_seen,
+        ranking=ranking,
+        exclude_items=exclude_items,
+        genres=genres,
+    )
+    return JSONResponse(result.to_dict())
+
+
+@router.post(
+    "/v1/recommendations:batch",
+    tags=["recommendations"],
+    response_model=BatchOut,
+    responses=ERRORS,
+)
+async def recommendations_batch(
+    holder: Holder, request: Annotated[BatchRequest, Body()]
+) -> JSONResponse:
+    """Lists for up to 1,000 users in one batched pass (index search, ranking stage),
+    in the order given; unknown users get popular items (``fallback: true``)."""
+    results = await run_in_threadpool(  # a large batch must not hold the event loop
+        holder.recommender.recommend_many,
+        request.user_ids,
+        request.k,
+        request.candidates,
+        request.exclude_seen,
+        request.ranking,
+        exclude_items=request.exclude_items,
+        genres=request.genres,
+    )
+    return JSONResponse({"results": [r.to_dict() for r in results]})
+
+
+@router.post(
+    "/v1/recommendations",
+    tags=["recommendations"],
+    response_model=Recommendations,
+    responses=ERRORS,
+)
+async def recommendations_for_history(
+    holder: Holder, request: Annotated[HistoryRequest, Body()]
+) -> JSONResponse:
+    """A list for a user the model never saw, from their history, without retraining.
+    Unknown items are left out and named in ``notice``; an empty history gets popular
+    items (``fallback: true``); a model whose towers do not read histories: 422."""
+    history = [
+        (e.item_id, e.rating) if isinstance(e, HistoryEntry) else (e, None) for e in request.history
+    ]
+    result = holder.recommender.recommend_for_history(
+        history,
+        k=request.k,
+        candidates=request.candidates,
+        exclude_items=request.exclude_items,
+        genres=request.genres,
+    )
+    return JSONResponse(result.to_dict())
+
+
+@router.get(
+    "/v1/users/{user_id}/history",
+    tags=["recommendations"],
+    response_model=HistoryOut,
+    responses=ERRORS,
+)
+async def history(
+    holder: Holder, user_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10
+) -> JSONResponse:
+    """The user's best-rated training items (empty for an unknown user)."""
+    rec = holder.recommender
+    items = rec.history(user_id, k=k)
+    body = {"user_id": rec.canonical_id("user", user_id), "items": [i.to_dict() for i in items]}
+    return JSONResponse(body)
+
+
+@router.post("/v1/rank", tags=["recommendations"], response_model=RankOut, responses=ERRORS)
+async def rank(holder: Holder, request: Annotated[RankRequest, Body()]) -> JSONResponse:
+    """The given items ordered by predicted rating for the user (404 for unknown ids)."""
+    rec = holder.recommender
+    items = rec.rank(request.user_id, request.item_ids)
+    user_id = rec.canonical_id("user", request.user_id)
+    return JSONResponse({"user_id": user_id, "items": [i.to_dict() for i in items]})
+
+
+@router.get(
+    "/v1/items/{item_id}/similar",
+    tags=["recommendations"],
+    response_model=SimilarOut,
+    responses=ERRORS,
+)
+async def similar(
+    holder: Holder, item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10
+) -> JSONResponse:
+    """Items with the most similar embeddings (cosine), the item itself left out."""
+    rec = holder.recommender
+    items = rec.similar(item_id, k=k)
+    body = {"item_id": rec.canonical_id("item", item_id), "items": [i.to_dict() for i in items]}
+    return JSONResponse(body)
+
+
+@router.post("/v1/admin/reload", tags=["operations"])
+async def reload(holder: Holder, request: Request) -> JSONResponse:
+    """Load the model directory again (e.g. after ``mtrec train`` replaced it) and swap it
+    in without a restart; on failure the current model stays and the error is returned."""
+    supervised = request.app.state.supervised
+    try:
+        described = await holder.reload()
+        if supervised is not None:  # the others reload in place too, as on SIGHUP
+            described["other_workers"] = signal_workers(supervised, signal.SIGHUP)
+        return JSONResponse(described)
+    except Exception as exc:  # whatever the files hold, the current model stays
+        log_failed_reload(holder, exc, "reload")
+        return error(409, "reload_failed", f"kept the current model: {reason(exc)}")
+
+
+@router.get("/", response_class=HTMLResponse, include_in_schema=False)
+async def page(request: Request) -> HTMLResponse:
+    """One page: a user's top-rated movies, recommendations and similar movies."""
+    return HTMLResponse(request.app.state.page_html)
