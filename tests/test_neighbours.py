@@ -14,9 +14,9 @@ from mtrec import artifact
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.errors import ArtifactError
-from mtrec.neighbours import by_user, correction, fit_weight, unit_rows
 from mtrec.pipeline import train_model
-from mtrec.ranker import Ranker, predicted_for_pairs, training_errors, user_queries
+from mtrec.ranking import Ranker, predicted_for_pairs, training_errors, user_queries
+from mtrec.ranking.neighbours import by_user, correction, fit_weight, unit_rows
 from mtrec.recommend import Recommender
 
 HISTORY = ModelConfig(embedding_dim=8, head_layers=(16,), history=True, new_user_rate=0.2)
@@ -77,7 +77,7 @@ def test_by_user_puts_each_pair_in_its_users_row() -> None:
 
 
 def test_pair_chunks_hold_whole_users_within_their_cells(monkeypatch: pytest.MonkeyPatch) -> None:
-    from mtrec import ranker
+    from mtrec.ranking import ratings as ranker
 
     users = np.array([4, 1, 4, 2, 4, 1, 3, 4, 5, 5, 5, 5, 5, 5, 5, 5])  # user 5: 8 rows
     assert [c.tolist() for c in ranker._pair_chunks(users)] == [list(range(len(users)))]
@@ -128,26 +128,25 @@ def test_shown_ratings_are_the_measured_ones(
         assert sorted(shown, reverse=True) == pytest.approx([r.predicted_rating for r in ranked])
     # in chunks of a few users and small similarity blocks (what keeps 20M rows in memory),
     # the same predictions and the same fitted weight
-    from mtrec import neighbours, ranker
     from mtrec.features import EncodedInteractions
-    from mtrec.ranker import fit_correction
+    from mtrec.ranking import candidates, fit_correction, neighbours, ratings
 
     users = np.repeat(np.arange(len(loaded.seen.indptr) - 1), np.diff(loaded.seen.indptr))
     pairs = (users, loaded.seen.items)
     held = EncodedInteractions(*(torch.from_numpy(a) for a in (*pairs, loaded.seen.labels)))
     whole = predicted_for_pairs(two.stage, loaded.seen, *pairs)
     fitted = fit_correction(two.stage, loaded.seen, held)
-    queries = ranker.user_queries(two.stage, np.unique(users), loaded.seen)
-    found = ranker.candidates(two.stage, queries, 10)
-    monkeypatch.setattr(ranker, "PAIRS_PER_CHUNK", 40)
+    queries = user_queries(two.stage, np.unique(users), loaded.seen)
+    found = candidates(two.stage, queries, 10)
+    monkeypatch.setattr(ratings, "PAIRS_PER_CHUNK", 40)
     monkeypatch.setattr(neighbours, "SIMS_PER_BLOCK", 500)
-    assert len(ranker._pair_chunks(users)) > 5
+    assert len(ratings._pair_chunks(users)) > 5
     np.testing.assert_allclose(
         predicted_for_pairs(two.stage, loaded.seen, *pairs), whole, atol=1e-6
     )
     assert fit_correction(two.stage, loaded.seen, held) == pytest.approx(fitted, rel=1e-5)
     # the candidates' head predictions too, a few users at a time
-    again = ranker.candidates(two.stage, queries, 10)
+    again = candidates(two.stage, queries, 10)
     assert found.rows.shape[1] > 10 and np.array_equal(again.rows, found.rows)
     np.testing.assert_allclose(again.predicted, found.predicted, atol=1e-6)
 

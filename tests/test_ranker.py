@@ -18,7 +18,7 @@ from mtrec.features import EncodedInteractions, seen_items
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.pipeline import carve, fit_ranker_on_training_rows, prepare, train_model
-from mtrec.ranker import (
+from mtrec.ranking import (
     FEATURES,
     Candidates,
     Queries,
@@ -237,7 +237,7 @@ def _history_of(prepared, user):  # type: ignore[no-untyped-def]
 
 
 def test_item_item_scores_sum_history_rows_either_way() -> None:
-    from mtrec.ranker import item_item_rows
+    from mtrec.ranking import item_item_rows
 
     rng = np.random.default_rng(2)
     n_items = 50
@@ -258,7 +258,7 @@ def test_known_users_item_item_source_gives_the_candidates_a_request_computes() 
     them, every user's candidates and features are those computed from the history, with
     or without a request's blocked rows, other candidate counts, or history kept."""
     from mtrec.features import SeenItems
-    from mtrec.ranker import _item_item_source, user_queries, with_known_item_item
+    from mtrec.ranking import item_item_source, user_queries, with_known_item_item
 
     rng = np.random.default_rng(3)
     n_users, n_items = 12, 40
@@ -277,7 +277,7 @@ def test_known_users_item_item_source_gives_the_candidates_a_request_computes() 
     for per_source, exclude, blocked in [(6, True, None), (6, True, np.array([2, 5])),
                                          (9, True, None), (6, False, None)]:  # fmt: skip
         a, b = (user_queries(s, users, seen, exclude, blocked) for s in (known, stage))
-        source = _item_item_source(known, a, per_source)
+        source = item_item_source(known, a, per_source)
         assert source is not None
         at_history = source.scores[np.repeat(users, lengths), items]
         assert np.isneginf(at_history).all() == exclude  # a history kept: computed, not read

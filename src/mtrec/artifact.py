@@ -59,8 +59,7 @@ from mtrec.io import (
     write_json,
 )
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import Ranker, StageOne, with_known_item_item
-from mtrec.two_stage import TwoStage
+from mtrec.ranking import Ranker, StageOne, TwoStage
 from mtrec.vocab import Vocab
 
 FORMAT_VERSION = 1
@@ -133,9 +132,7 @@ class SavedModel:
             self.ranker.correction,
             self.rating_errors,
         )
-        return TwoStage(
-            with_known_item_item(stage, self.seen, self.ranker.config.candidates), self.ranker
-        )
+        return TwoStage.around(stage, self.seen, self.ranker)
 
 
 def save(saved: SavedModel, directory: str | Path) -> Path:

@@ -32,7 +32,7 @@ from mtrec.features import (
 )
 from mtrec.model import MultiTaskModel
 from mtrec.pipeline import Prepared, build_model, fit_ranker_beside, two_stage
-from mtrec.ranker import history_queries
+from mtrec.ranking import history_queries
 from mtrec.train import History, Progress, train
 
 

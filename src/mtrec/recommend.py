@@ -24,9 +24,15 @@ from mtrec.features import RatingScale, Vocabs
 from mtrec.index import ExactIndex
 from mtrec.io import atomic_path
 from mtrec.model import MultiTaskModel
-from mtrec.neighbours import unit_rows
-from mtrec.ranker import exclusion_lists, history_query, user_queries
-from mtrec.two_stage import RankedBatch, rank_candidates, retrieve_then_rank
+from mtrec.ranking import (
+    RankedBatch,
+    exclusion_lists,
+    history_query,
+    rank_candidates,
+    retrieve_then_rank,
+    user_queries,
+)
+from mtrec.ranking.neighbours import unit_rows
 from mtrec.vocab import Vocab
 
 

@@ -10,8 +10,7 @@ from mtrec.baselines import EASE_MAX_ITEMS, ease_weights
 from mtrec.features import EncodedInteractions, SeenItems, interaction_counts
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
-from mtrec.ranker import user_queries
-from mtrec.two_stage import TwoStage, rank_by_rating
+from mtrec.ranking import TwoStage, rank_by_rating, user_queries
 
 SERVED = "served"
 """The name of the list ``mtrec recommend`` serves (the ranker's, or rating-sorted)."""

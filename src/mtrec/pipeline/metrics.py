@@ -26,8 +26,7 @@ from mtrec.evaluate import (
 from mtrec.features import EncodedInteractions, RatingScale, SeenItems
 from mtrec.model import MultiTaskModel
 from mtrec.pipeline.prepare import Prepared
-from mtrec.ranker import predicted_for_pairs
-from mtrec.two_stage import TwoStage
+from mtrec.ranking import TwoStage, predicted_for_pairs
 
 
 def held_out_report(

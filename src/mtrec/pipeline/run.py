@@ -23,9 +23,8 @@ from mtrec.pipeline.fit import fit_prepared
 from mtrec.pipeline.metrics import _held_out_metrics
 from mtrec.pipeline.prepare import Prepared, prepare
 from mtrec.pipeline.stages import fit_ranker_beside, two_stage
-from mtrec.ranker import Ranker
+from mtrec.ranking import Ranker, TwoStage
 from mtrec.train import History, Progress
-from mtrec.two_stage import TwoStage
 from mtrec.warm import REPLAY, check_shape, merged_items, replayed_share
 
 

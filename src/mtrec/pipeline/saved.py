@@ -12,7 +12,7 @@ from mtrec.evaluate import EvalReport, ListReport, sample_users
 from mtrec.features import EncodedInteractions, Unseen, encode
 from mtrec.pipeline.metrics import _list_reports, held_out_report, served_ratings
 from mtrec.pipeline.prepare import scorable_rows
-from mtrec.two_stage import TwoStage
+from mtrec.ranking import TwoStage
 
 
 def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:

@@ -23,9 +23,10 @@ from mtrec.index import ExactIndex, Index
 from mtrec.model import MultiTaskModel
 from mtrec.pipeline.fit import _cpu_in_one_process
 from mtrec.pipeline.prepare import Prepared, build_model
-from mtrec.ranker import (
+from mtrec.ranking import (
     Ranker,
     StageOne,
+    TwoStage,
     candidates,
     fit_correction,
     fit_ranker,
@@ -35,11 +36,9 @@ from mtrec.ranker import (
     stack_candidates,
     training_errors,
     user_queries,
-    with_known_item_item,
 )
 from mtrec.runtime import side_by_side
 from mtrec.train import History, Progress, train
-from mtrec.two_stage import TwoStage
 
 ITEM_ITEM_MAX_ITEMS = 10_000
 """The ranker's item-item source needs an (items x items) float32 matrix saved with the
@@ -63,7 +62,7 @@ def two_stage(
     stage = stage_one(model, seen, ranker.config, index, ranker.correction)
     if stage.correction:
         stage = stage.updated(errors=training_errors(stage, seen))
-    return TwoStage(with_known_item_item(stage, seen, ranker.config.candidates), ranker)
+    return TwoStage.around(stage, seen, ranker)
 
 
 def stage_one(

@@ -19,16 +19,13 @@ from numpy.typing import NDArray
 
 from mtrec.errors import ConfigError
 from mtrec.index import Index
-from mtrec.model import MultiTaskModel
-from mtrec.ranker import (
-    Queries,
-    Ranker,
-    StageOne,
-    candidates,
-    corrected,
-    predicted_ratings,
-    tower_scores,
-)
+from mtrec.model import Histories, MultiTaskModel
+from mtrec.ranking.candidates import candidates, tower_scores
+from mtrec.ranking.item_item import with_known_item_item
+from mtrec.ranking.queries import Queries
+from mtrec.ranking.ranker import Ranker
+from mtrec.ranking.ratings import corrected, predicted_ratings
+from mtrec.ranking.stage_one import StageOne
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,6 +131,13 @@ class TwoStage:
 
     stage: StageOne
     ranker: Ranker
+
+    @classmethod
+    def around(cls, stage: StageOne, seen: Histories, ranker: Ranker) -> TwoStage:
+        """The one assembly of the ranking stage, for training and for a loaded model:
+        ``ranker`` over ``stage``, with every known user's item-item source over the
+        histories ``seen`` computed once."""
+        return cls(with_known_item_item(stage, seen, ranker.config.candidates), ranker)
 
     def scored(self, queries: Queries, rows: NDArray[np.int64]) -> RankedBatch:
         """The queries' (n, c) item rows (-1 pads) with their retrieval scores and the
