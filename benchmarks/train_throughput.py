@@ -44,8 +44,9 @@ def child(
     from mtrec.features import RatingScale, Vocabs, encode, seen_items
     from mtrec.model import MultiTaskModel
     from mtrec.runtime import tune_allocator
+    from mtrec.train import train
 
-    training = importlib.import_module("mtrec.train")  # the module (mtrec.train is the function)
+    training = importlib.import_module("mtrec.train.setup")  # sparse_updates is read there
     tune_allocator()  # as `mtrec train` does: large blocks stay in the heap, not re-faulted
     if dense:
         training.sparse_updates = lambda config, rows: False
@@ -66,7 +67,7 @@ def child(
     train_config = dataclasses.replace(train_config, epochs=epochs, batch_size=batch, device=device)
     model = MultiTaskModel(len(vocabs.users), len(vocabs.items), model_config, seed=0)
     model.set_history(seen)  # a no-op without history
-    history = training.train(model, data, train_config)
+    history = train(model, data, train_config)
     rows = len(data) * epochs
     print(
         json.dumps(

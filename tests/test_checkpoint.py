@@ -8,13 +8,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from mtrec.checkpoint import Checkpointing, list_checkpoints, read_checkpoint
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.errors import TrainingError
 from mtrec.features import EncodedInteractions, Vocabs, encode
 from mtrec.model import MultiTaskModel
 from mtrec.train import EpochStats, train
+from mtrec.train.checkpoint import Checkpointing, list_checkpoints, read_checkpoint
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
 CONFIG = TrainConfig(epochs=3, batch_size=100, shuffle=True, seed=7)  # 12 batches an epoch
@@ -120,7 +120,7 @@ def test_corrupt_newest_checkpoint_is_skipped(
     with pytest.raises(ValueError, match="corrupt"):
         read_checkpoint(newest)
     resumed = _model(data)
-    with caplog.at_level(logging.WARNING, logger="mtrec.checkpoint"):
+    with caplog.at_level(logging.WARNING, logger="mtrec.train.checkpoint"):
         train(resumed, data[0], CONFIG, checkpoints=Checkpointing(tmp_path, 3, 3, resume=True))
     assert f"skipping checkpoint {newest}" in caplog.text
     assert _same(reference, resumed)

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.distributed import backend_for
@@ -23,7 +22,9 @@ from mtrec.features import EncodedInteractions, Vocabs, encode, seen_items
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.runtime import on_a_spare_core, resolve_device, side_by_side
-from mtrec.train import EpochStats, _Run, run_fingerprint, train
+from mtrec.train import EpochStats, run_fingerprint, train
+from mtrec.train.checkpoint import Checkpointing
+from mtrec.train.setup import Run
 
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 # every option that creates tensors of its own in a step: dropout, history tower, new-user
@@ -82,7 +83,7 @@ class Recorder:
 @pytest.fixture()
 def read_every_5(monkeypatch: pytest.MonkeyPatch) -> None:
     """The accelerator loop's deferred loss reads, on the CPU."""
-    monkeypatch.setattr(_Run, "read_every", property(lambda self: 5))
+    monkeypatch.setattr(Run, "read_every", property(lambda self: 5))
 
 
 def test_device_names_are_checked_and_a_missing_gpu_is_an_error() -> None:
@@ -130,7 +131,7 @@ def test_reading_losses_every_few_batches_trains_the_same_model(
     every, deferred = Recorder(), Recorder()
     a, b = _model(data), _model(data)
     history_a = train(a, data[0], CONFIG, every)
-    monkeypatch.setattr(_Run, "read_every", property(lambda self: 5))
+    monkeypatch.setattr(Run, "read_every", property(lambda self: 5))
     history_b = train(b, data[0], CONFIG, deferred)
     assert len(every.losses) == 2 * 12 and deferred.losses == every.losses
     assert [e.loss for e in history_a.epochs] == [e.loss for e in history_b.epochs]

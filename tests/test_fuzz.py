@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 from synthetic import planted_ratings, write_grouplens
 
 from mtrec import artifact
-from mtrec.checkpoint import read_checkpoint
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data.files import load_interactions
 from mtrec.data.movielens import parse_recbole, read_cache, read_grouplens_dir
 from mtrec.data.releases import GENRES, RELEASES, parse_grouplens, parse_release
 from mtrec.errors import MtrecError
+from mtrec.train.checkpoint import read_checkpoint
 from mtrec.vocab import Vocab
 
 # Text that looks like the formats (digits, separators, newlines) reaches deeper than noise.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mtrec.optim import Adagrad, Adam, row_sums
+from mtrec.train.optim import Adagrad, Adam, row_sums
 
 
 def test_matches_torch_adagrad_over_steps() -> None:

@@ -170,7 +170,7 @@ def test_epoch_seconds_are_durations_within_the_run(tiny_dir: Path) -> None:
 def test_auto_precision_is_measured_and_leaves_no_trace(
     tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    training = importlib.import_module("mtrec.train")  # mtrec.train is also the function
+    training = importlib.import_module("mtrec.train.precision")
 
     config = TrainConfig(epochs=2, batch_size=64, shuffle=True, precision="auto")
     fp32 = dataclasses.replace(config, precision="fp32")

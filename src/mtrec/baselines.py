@@ -23,7 +23,7 @@ from numpy.typing import NDArray
 
 from mtrec.errors import ConfigError
 from mtrec.features import EncodedInteractions, interaction_counts, seen_items
-from mtrec.optim import Adam
+from mtrec.train.optim import Adam
 
 EASE_MAX_ITEMS = 30_000
 """EASE inverts an (items x items) matrix: beyond this it would not fit in this machine's memory."""

@@ -14,7 +14,6 @@ import typer
 
 from mtrec import artifact
 from mtrec.artifact import SavedModel
-from mtrec.checkpoint import Checkpointing
 from mtrec.cli.options import (
     DATA_FLAGS,
     AsJson,
@@ -47,6 +46,7 @@ from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
 from mtrec.pipeline import train_model
 from mtrec.runtime import resolve_device
+from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY
 
 CONFIG_FLAGS = (

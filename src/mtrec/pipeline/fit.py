@@ -6,7 +6,6 @@ import dataclasses
 import functools
 from collections.abc import Sequence
 
-from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.distributed import world
 from mtrec.errors import ConfigError
@@ -16,6 +15,7 @@ from mtrec.pipeline.metrics import held_out_report
 from mtrec.pipeline.prepare import Prepared, build_model
 from mtrec.runtime import resolve_device, side_by_side
 from mtrec.train import History, Progress, train
+from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import inherit
 
 

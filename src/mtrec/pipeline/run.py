@@ -11,7 +11,6 @@ import torch
 from numpy.typing import NDArray
 
 from mtrec.artifact import ItemInfo, SavedModel
-from mtrec.checkpoint import Checkpointing
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset
 from mtrec.errors import ConfigError
@@ -25,6 +24,7 @@ from mtrec.pipeline.prepare import Prepared, prepare
 from mtrec.pipeline.stages import fit_ranker_beside, two_stage
 from mtrec.ranking import Ranker, TwoStage
 from mtrec.train import History, Progress
+from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY, check_shape, merged_items, replayed_share
 
 

@@ -14,9 +14,9 @@ from numpy.typing import NDArray
 
 from mtrec.config import RankerConfig
 from mtrec.errors import ArtifactError
-from mtrec.optim import Adam
 from mtrec.ranking.candidates import FEATURES, Candidates
 from mtrec.ranking.neighbours import MAX_CORRECTION
+from mtrec.train.optim import Adam
 
 
 @dataclasses.dataclass(frozen=True)

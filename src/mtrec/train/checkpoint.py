@@ -28,7 +28,7 @@ from safetensors.torch import save as save_bytes
 from mtrec.errors import TrainingError
 from mtrec.io import atomic_path
 
-log = logging.getLogger("mtrec.checkpoint")
+log = logging.getLogger("mtrec.train.checkpoint")
 _NAME = re.compile(r"^ckpt-e(\d+)-s(\d+)\.safetensors$")
 FORMAT = "1"
 

@@ -1,0 +1,47 @@
+"""What a training run reports: each epoch's losses, the run's record, and the progress
+protocol.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from typing import Protocol
+
+log = logging.getLogger("mtrec.train")
+
+
+@dataclasses.dataclass(frozen=True)
+class EpochStats:
+    """Mean per-batch losses of one epoch (a task with weight 0 is reported as None)."""
+
+    epoch: int
+    loss: float
+    retrieval_loss: float | None
+    rating_loss: float | None
+    seconds: float
+
+
+@dataclasses.dataclass(frozen=True)
+class History:
+    """What a training run did, epoch by epoch, and in which matmul precision."""
+
+    epochs: list[EpochStats]
+    seconds: float
+    precision: str
+    precision_reason: str = ""
+    """Why that precision: configured, or what ``auto`` measured (``choose_precision``)."""
+    device: str = "cpu"
+    """The device training ran on (``TrainConfig.device`` resolved)."""
+    validation: list[float] = dataclasses.field(default_factory=list)
+    """Loss on the validation slice after each epoch (empty without one)."""
+    best_epoch: int | None = None
+    """The epoch whose weights were kept (or refitted to), with a validation slice."""
+
+
+class Progress(Protocol):
+    """Receives training progress; the CLI renders it as a bar, a library caller may ignore it."""
+
+    def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None: ...
+    def step(self, losses: dict[str, float]) -> None: ...
+    def end_epoch(self, stats: EpochStats) -> None: ...
