@@ -429,7 +429,7 @@ def test_history_gradient_with_sparse_updates_is_the_dense_one_coalesced() -> No
 
 
 def test_dropout_drops_its_share_keeps_the_mean_and_follows_the_seed() -> None:
-    from mtrec.model.multitask import Dropout
+    from mtrec.model.layers import Dropout
 
     layer = Dropout(0.2)
     x = torch.full((400, 1001), 3.0)

@@ -1,7 +1,13 @@
-"""The model stage: tensors of rows in, embeddings, predictions and losses out."""
+"""The model stage: tensors of rows in, embeddings, predictions and losses out.
 
-from mtrec.model.multitask import Histories, LossParts, MultiTaskModel, RetrievalOptions, SplitHead
-from mtrec.model.tasks import rating_loss, retrieval_loss
+``multitask`` (the composition: towers, rating head, weighted losses), ``tasks`` (the
+retrieval and rating losses), ``history`` (the history tower's pooling), ``layers`` (the
+small parts: the serving head in NumPy, dropout, loss options).
+"""
+
+from mtrec.model.layers import Histories, LossParts, SplitHead
+from mtrec.model.multitask import MultiTaskModel
+from mtrec.model.tasks import RetrievalOptions, rating_loss, retrieval_loss
 
 __all__ = [
     "Histories",

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import math
-import typing
-from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -15,177 +13,20 @@ from torch import nn
 
 from mtrec.config import ModelConfig
 from mtrec.distributed import Shard
-from mtrec.model.tasks import ExtraNegatives, rating_loss, retrieval_loss
-
-
-class Histories(typing.Protocol):
-    """Users' rated items as CSR arrays (``features.SeenItems`` is one)."""
-
-    @property
-    def indptr(self) -> NDArray[np.int64]: ...
-    @property
-    def items(self) -> NDArray[np.int64]: ...
-    @property
-    def labels(self) -> NDArray[np.float32]: ...
-
-
-@dataclasses.dataclass(frozen=True)
-class SplitHead:
-    """The rating head in NumPy for serving, equal to :meth:`MultiTaskModel.predict_rating`
-    in inference: the first layer's item side is computed once per item and its user side
-    once per user, not once per (user, candidate); NumPy because a request's candidates
-    cost a few torch dispatches more than the arithmetic (measured 120 against
-    240 microseconds per request on ML-100K)."""
-
-    user_weight: NDArray[np.float32]
-    """(d, h) the first layer's user columns."""
-    item_part: NDArray[np.float32]
-    """(n_items, h) each item's share of the first layer, its bias included."""
-    layers: tuple[tuple[NDArray[np.float32], NDArray[np.float32]], ...]
-    """The following layers as (in, out) weights and biases; ReLU between them."""
-    user_bias: NDArray[np.float32] | None
-    item_bias: NDArray[np.float32] | None
-
-    def predict(
-        self, users: NDArray[np.float32], user_rows: NDArray[np.int64], items: NDArray[np.int64]
-    ) -> NDArray[np.float32]:
-        """(n, d) user embeddings, their (n,) rows (-1: known by a history alone, no bias)
-        and (n, c) item rows -> (n, c) predicted scaled ratings."""
-        n, c = items.shape
-        hidden = np.take(self.item_part, items, axis=0)  # new: the arithmetic is in place
-        hidden += (users @ self.user_weight)[:, None, :]
-        out = _relu(hidden).reshape(n * c, hidden.shape[-1])  # c may be 0
-        for i, (weight, bias) in enumerate(self.layers):
-            out = out @ weight
-            out += bias
-            if i < len(self.layers) - 1:
-                _relu(out)
-        rating = out.reshape(n, c)
-        if self.user_bias is not None and self.item_bias is not None:
-            known = user_rows >= 0
-            rating = rating + np.where(known, self.user_bias[np.maximum(user_rows, 0)], 0)[:, None]
-            rating = rating + self.item_bias[items]
-        return rating.astype(np.float32, copy=False)
-
-
-class _BagSum(torch.autograd.Function):
-    """``F.embedding_bag(items, weight, offsets, mode="sum", per_sample_weights=...)`` whose
-    gradient comes out sparse and coalesced: each distinct item's row once, summed over its
-    entries in their order.
-
-    embedding_bag's own sparse backward first copies the bag's gradient to every entry
-    ((entries, d): ~220k x 64, 56 MB a batch of the history tower at 25M rows, too large
-    to come from glibc's heap, so its pages fault in each step: 23 ms), and the optimizer
-    then sums those copies per row (``row_sums``: another 10 ms). Here the sum per item is
-    itself an embedding bag, over the entries grouped by item: (distinct items, d).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any,
-        weight: torch.Tensor,
-        items: torch.Tensor,
-        offsets: torch.Tensor,
-        per_entry: torch.Tensor,
-    ) -> torch.Tensor:
-        ctx.save_for_backward(items, offsets, per_entry)
-        ctx.rows = weight.shape[0]
-        return F.embedding_bag(items, weight, offsets, mode="sum", per_sample_weights=per_entry)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        items, offsets, per_entry = ctx.saved_tensors
-        lengths = torch.diff(offsets, append=offsets.new_tensor([len(items)]))
-        bag = torch.repeat_interleave(lengths)  # each entry's bag
-        order = torch.argsort(items, stable=True)  # entries grouped by item, in their order
-        rows, counts = torch.unique_consecutive(items.index_select(0, order), return_counts=True)
-        summed = F.embedding_bag(
-            bag.index_select(0, order),
-            grad.contiguous(),
-            torch.cumsum(counts, 0) - counts,
-            mode="sum",
-            per_sample_weights=per_entry.index_select(0, order).to(grad.dtype),
-        )
-        shape = (ctx.rows, grad.shape[1])
-        sparse = torch.sparse_coo_tensor(
-            rows[None], summed, shape, is_coalesced=True, check_invariants=False
-        )
-        return sparse, None, None, None
-
-
-def _uniform(weight: torch.Tensor, limit: float, gen: torch.Generator) -> None:
-    """Fill ``weight`` from U(-limit, limit) drawn on the CPU by ``gen``: one seed gives the
-    same initial model on every device (a CPU generator cannot fill a GPU tensor)."""
-    drawn = torch.empty(weight.shape, dtype=weight.dtype).uniform_(-limit, limit, generator=gen)
-    weight.copy_(drawn)
-
-
-def _relu(x: NDArray[np.float32]) -> NDArray[np.float32]:
-    """``x`` with its negatives set to 0, in place. Against an array of zeros: NumPy's
-    maximum against a scalar 0 took 7-9 us for a request's 67 x 256 (2.9 us this way)."""
-    return np.maximum(x, np.zeros(x.shape, dtype=x.dtype), out=x)
-
-
-class Dropout(nn.Module):
-    """``nn.Dropout``'s arithmetic with a cheaper mask on the CPU.
-
-    The CPU generator (a Mersenne twister, one thread) is what dropout costs there:
-    ``bernoulli_`` (what ``nn.Dropout`` draws with) took 1.9 ms and ``torch.rand`` 0.72 ms
-    for a 1000 x 256 batch. The mask takes 16 random bits per unit instead, four from each
-    64-bit draw (0.31 ms with the comparison): a unit is dropped with probability
-    ``rate`` = round(p * 65536) / 65536 (0.2 -> 0.1999969) and the kept ones scaled by
-    1 / (1 - rate), so the layer stays unbiased. Elsewhere (GPU generators are fast) the
-    mask is ``torch.rand``'s. The masks come from ``generator`` (the model's ``draws``),
-    or from PyTorch's global one where none was given.
-    """
-
-    def __init__(self, p: float) -> None:
-        super().__init__()
-        self.p = p
-        self.generator: torch.Generator | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or not self.p:
-            return x
-        if x.device.type == "cpu":
-            threshold = min(round(self.p * 65536), 65535)  # p < 1 keeps a unit now and then
-            n_words = (x.numel() + 3) // 4
-            words = torch.randint(
-                -(2**63), 2**63 - 1, (n_words,), dtype=torch.int64, generator=self.generator
-            )
-            lanes = words.view(torch.int16)[: x.numel()].view(x.shape)  # uniform, [-2^15, 2^15)
-            keep, rate = lanes >= threshold - 32768, threshold / 65536
-        else:
-            draw = torch.rand(x.shape, device=x.device, generator=self.generator)
-            keep, rate = draw >= self.p, self.p
-        return x * keep * (1.0 / (1.0 - rate))
-
-
-@dataclasses.dataclass(frozen=True)
-class RetrievalOptions:
-    """How the in-batch softmax is computed (the defaults are the reference's)."""
-
-    reduction: Literal["sum", "mean"] = "sum"
-    temperature: float = 1.0
-    log_q: torch.Tensor | None = None
-    """(n_items,) log sampling probability of every item, for the log-Q correction."""
-    remove_accidental_hits: bool = False
-    positive_min_label: float | None = None
-    extra_negatives: torch.Tensor | None = None
-    """(M,) item rows drawn uniformly for this batch, negatives for every row."""
-    rating_only: torch.Tensor | None = None
-    """(B,) bool: rows of this batch that are no retrieval positives (they train the
-    rating head only) but stay candidates of the other rows."""
-
-
-@dataclasses.dataclass(frozen=True)
-class LossParts:
-    """The weighted total and each task's unweighted loss (None when its weight is 0)."""
-
-    total: torch.Tensor
-    retrieval: torch.Tensor | None
-    rating: torch.Tensor | None
+from mtrec.model.history import pool_histories
+from mtrec.model.layers import (
+    Dropout,
+    Histories,
+    LossParts,
+    SplitHead,
+    uniform_init,
+)
+from mtrec.model.tasks import (
+    ExtraNegatives,
+    RetrievalOptions,
+    rating_loss,
+    retrieval_task,
+)
 
 
 class MultiTaskModel(nn.Module):
@@ -218,8 +59,23 @@ class MultiTaskModel(nn.Module):
             width = hidden
         layers.append(nn.Linear(width, 1))
         self.rating_head = nn.Sequential(*layers)
-        # Side features: an embedding table per feature, its codes per user/item as buffers
-        # (saved with the weights); code 0 means "none" and embeds to zero.
+        self._add_side_features(n_users, n_items)
+        if config.rating_biases:
+            self.user_bias = nn.Embedding(n_users, 1)
+            self.item_bias = nn.Embedding(n_items, 1)
+        if config.learned_task_weights:  # log variances of (retrieval, rating); start at 0
+            self.task_log_vars = nn.Parameter(torch.zeros(2))
+        if config.history:
+            self._add_history(n_users, n_items)
+        self.draws: torch.Generator | None = None
+        """Where training's random draws come from (dropout masks, new-user rows):
+        ``seed_draws``'s generator, or PyTorch's global one until it is called."""
+        self._init_weights(seed)
+
+    def _add_side_features(self, n_users: int, n_items: int) -> None:
+        """An embedding table per side feature, its codes per user/item as buffers (saved
+        with the weights); code 0 means "none" and embeds to zero."""
+        config = self.config
         self.feature_embeddings = nn.ModuleDict()
         n_features = len(config.user_features) + len(config.item_features)
         if len(config.feature_sizes) != n_features:
@@ -232,29 +88,24 @@ class MultiTaskModel(nn.Module):
         for (side, name), size, fwidth in zip(
             names, config.feature_sizes, config.feature_widths, strict=True
         ):
-            self.feature_embeddings[f"{side}_{name}"] = nn.Embedding(size, dim, padding_idx=0)
+            self.feature_embeddings[f"{side}_{name}"] = nn.Embedding(
+                size, config.embedding_dim, padding_idx=0
+            )
             rows = n_users if side == "user" else n_items
             self.register_buffer(
                 f"codes_{side}_{name}", torch.zeros((rows, fwidth), dtype=torch.long)
             )
-        if config.rating_biases:
-            self.user_bias = nn.Embedding(n_users, 1)
-            self.item_bias = nn.Embedding(n_items, 1)
-        if config.learned_task_weights:  # log variances of (retrieval, rating); start at 0
-            self.task_log_vars = nn.Parameter(torch.zeros(2))
-        if config.history:
-            # the histories are data, installed by set_history (not saved with the weights)
-            self.history_embedding = nn.Embedding(n_items, dim)
-            for name, size, dtype in (
-                ("indptr", n_users + 1, torch.long),
-                ("items", 0, torch.long),
-                ("labels", 0, torch.float32),
-            ):
-                self.register_buffer(f"history_{name}", torch.zeros(size, dtype=dtype), False)
-        self.draws: torch.Generator | None = None
-        """Where training's random draws come from (dropout masks, new-user rows):
-        ``seed_draws``'s generator, or PyTorch's global one until it is called."""
-        self._init_weights(seed)
+
+    def _add_history(self, n_users: int, n_items: int) -> None:
+        """The history tower's table; the histories are data, installed by ``set_history``
+        (not saved with the weights)."""
+        self.history_embedding = nn.Embedding(n_items, self.config.embedding_dim)
+        for name, size, dtype in (
+            ("indptr", n_users + 1, torch.long),
+            ("items", 0, torch.long),
+            ("labels", 0, torch.float32),
+        ):
+            self.register_buffer(f"history_{name}", torch.zeros(size, dtype=dtype), False)
 
     def seed_draws(self, seed: int) -> torch.Generator:
         """Give training's random draws a generator of their own on the model's device,
@@ -275,20 +126,22 @@ class MultiTaskModel(nn.Module):
         # never changes how the others start.
         gen = torch.Generator().manual_seed(seed)
         for table in (self.user_embedding, self.item_embedding):
-            _uniform(table.weight, 0.05, gen)
+            uniform_init(table.weight, 0.05, gen)
         for layer in self.rating_head:
             if isinstance(layer, nn.Linear):
-                _uniform(layer.weight, (6.0 / (layer.in_features + layer.out_features)) ** 0.5, gen)
+                uniform_init(
+                    layer.weight, (6.0 / (layer.in_features + layer.out_features)) ** 0.5, gen
+                )
                 layer.bias.zero_()
         for feature in self.feature_embeddings.values():
             assert isinstance(feature, nn.Embedding)
-            _uniform(feature.weight, 0.05, gen)
+            uniform_init(feature.weight, 0.05, gen)
             feature.weight[0].zero_()
         if self.config.rating_biases:
             self.user_bias.weight.zero_()
             self.item_bias.weight.zero_()
         if self.config.history:  # drawn last: the options above start as they always did
-            _uniform(self.history_embedding.weight, 0.05, gen)
+            uniform_init(self.history_embedding.weight, 0.05, gen)
 
     def set_history(self, seen: Histories) -> None:
         """Install every user's history (``features.SeenItems``: user row u rated
@@ -313,52 +166,8 @@ class MultiTaskModel(nn.Module):
     def _history_pool(self, rows: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
         """(B,) user rows -> (B, d) scaled sums of their history rows; ``exclude`` (B,) item
         rows are taken out of each row's own history (a training row's own item)."""
-        unique, inverse = torch.unique(rows, return_inverse=True)
-        starts = self.history_indptr[unique]
-        lengths = self.history_indptr[unique + 1] - starts
-        offsets = torch.cumsum(lengths, 0) - lengths
-        shift = torch.repeat_interleave(offsets - starts, lengths)
-        entries = torch.arange(int(lengths.sum()), device=rows.device) - shift
-        # index_select: a plain gather of ~220k entries a batch at 25M rows, twice as fast
-        # as advanced indexing (0.4 against 0.8 ms each here) and the same values
-        items = self.history_items.index_select(0, entries)
-        weights = 0.5 + self.history_labels.index_select(0, entries)
-        counts = lengths[inverse]
-        table, own = self.history_embedding, None
-        if exclude is not None and len(items):
-            # each row's own item among its user's entries just gathered (grouped by user
-            # in ``unique``'s order, sorted by item within a user): one search over the
-            # batch's keys, where a key per history entry of the log cost 130 MB a model
-            # at 16M rows (and a search over all of them)
-            bag_of = torch.repeat_interleave(lengths)  # each entry's user, in ``unique``
-            keys = bag_of * self.n_items + items
-            key = inverse * self.n_items + exclude
-            pos = torch.searchsorted(keys, key).clamp(max=len(keys) - 1)
-            present = keys[pos] == key
-            counts = counts - present.long()
-            own = torch.where(present, weights[pos], 0.0)
-        ahead = 0  # bags of rows' own items ahead of the users' histories
-        if table.sparse:  # training with sparse updates
-            if own is not None and exclude is not None:
-                # each row's own item as a bag of its own (weight 0 where it is not in
-                # the history), so that the table's gradient is one coalesced _BagSum's:
-                # embedding the items apart made a second sparse gradient, and autograd's
-                # sum of the two copied the ~170k history entries of a batch at 25M rows
-                ahead = len(rows)
-                items, weights = torch.cat([exclude, items]), torch.cat([own, weights])
-                bags = torch.arange(ahead, device=rows.device)
-                offsets = torch.cat([bags, offsets + ahead])
-            pooled = _BagSum.apply(table.weight, items, offsets, weights)  # type: ignore[no-untyped-call]
-        else:  # a dense gradient: as it always was (ML-100K's models keep their bits)
-            pooled = F.embedding_bag(
-                items, table.weight, offsets, mode="sum", per_sample_weights=weights
-            )
-        # index_select, not pooled[inverse]: advanced indexing's backward accumulates in
-        # a thread-dependent order, and one seed must give one model
-        sums = torch.index_select(pooled[ahead:], 0, inverse)
-        if own is not None:
-            sums = sums - (pooled[:ahead] if ahead else own[:, None] * table(exclude))
-        return sums * counts.clamp(min=1).float().rsqrt()[:, None]
+        histories = (self.history_indptr, self.history_items, self.history_labels)
+        return pool_histories(self.history_embedding, histories, self.n_items, rows, exclude)
 
     def embed_history(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(n,) item rows a new user rated, (n,) scaled ratings -> (1, d) query embedding.
@@ -526,32 +335,8 @@ class MultiTaskModel(nn.Module):
         retrieval = rating = None
         if retrieval_weight:
             options = options or RetrievalOptions()
-            weights = None
-            count: int | torch.Tensor | None = None
-            if options.positive_min_label is not None:
-                weights = (label >= options.positive_min_label).float()
-            if options.rating_only is not None:
-                positive = (~options.rating_only).float()
-                weights = positive if weights is None else weights * positive
-            candidates, candidate_rows, offset = i, item, 0
-            if shard is not None:
-                candidates, offset = shard.gather(i), shard.offset
-                if options.log_q is not None or options.remove_accidental_hits:
-                    candidate_rows = shard.gather(item)
-                count = shard.count if weights is None else shard.total(weights.sum())
-            retrieval = retrieval_loss(
-                u,
-                candidates,
-                options.reduction,
-                compute_dtype,
-                temperature=options.temperature,
-                log_q=None if options.log_q is None else options.log_q[candidate_rows],
-                candidate_ids=candidate_rows if options.remove_accidental_hits else None,
-                weights=weights,
-                extra=self._extra_negatives(options),
-                offset=offset,
-                count=count,
-            )
+            extra = functools.partial(self._extra_negatives, options)
+            retrieval = retrieval_task(u, i, item, label, options, compute_dtype, shard, extra)
             total = total + self._weigh(0, retrieval_weight * retrieval)
         if rating_weight:
             with torch.autocast(

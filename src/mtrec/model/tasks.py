@@ -3,10 +3,31 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Literal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
+
+if TYPE_CHECKING:  # the data-parallel shard, at run time only where training runs apart
+    from mtrec.distributed import Shard
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalOptions:
+    """How the in-batch softmax is computed (the defaults are the reference's)."""
+
+    reduction: Literal["sum", "mean"] = "sum"
+    temperature: float = 1.0
+    log_q: torch.Tensor | None = None
+    """(n_items,) log sampling probability of every item, for the log-Q correction."""
+    remove_accidental_hits: bool = False
+    positive_min_label: float | None = None
+    extra_negatives: torch.Tensor | None = None
+    """(M,) item rows drawn uniformly for this batch, negatives for every row."""
+    rating_only: torch.Tensor | None = None
+    """(B,) bool: rows of this batch that are no retrieval positives (they train the
+    rating head only) but stay candidates of the other rows."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -194,6 +215,48 @@ def retrieval_loss(
         return loss / (query.shape[0] if count is None else count)
     denominator = weights.sum() if count is None else torch.as_tensor(count)
     return loss / denominator.clamp_min(1e-12)
+
+
+def retrieval_task(
+    users: torch.Tensor,
+    items: torch.Tensor,
+    item_rows: torch.Tensor,
+    labels: torch.Tensor,
+    options: RetrievalOptions,
+    compute_dtype: torch.dtype | None,
+    shard: Shard | None,
+    extra: Callable[[], ExtraNegatives | None],
+) -> torch.Tensor:
+    """The in-batch softmax of one batch with ``options``, each option one step: positives
+    only where the label reaches ``positive_min_label`` and the row is no rating-only row;
+    with ``shard``, the candidates are the whole global batch's items; log-Q and
+    accidental hits by the candidates' rows; ``extra()`` the batch's extra negatives."""
+    weights = None
+    count: int | torch.Tensor | None = None
+    if options.positive_min_label is not None:
+        weights = (labels >= options.positive_min_label).float()
+    if options.rating_only is not None:
+        positive = (~options.rating_only).float()
+        weights = positive if weights is None else weights * positive
+    candidates, candidate_rows, offset = items, item_rows, 0
+    if shard is not None:
+        candidates, offset = shard.gather(items), shard.offset
+        if options.log_q is not None or options.remove_accidental_hits:
+            candidate_rows = shard.gather(item_rows)
+        count = shard.count if weights is None else shard.total(weights.sum())
+    return retrieval_loss(
+        users,
+        candidates,
+        options.reduction,
+        compute_dtype,
+        temperature=options.temperature,
+        log_q=None if options.log_q is None else options.log_q[candidate_rows],
+        candidate_ids=candidate_rows if options.remove_accidental_hits else None,
+        weights=weights,
+        extra=extra(),
+        offset=offset,
+        count=count,
+    )
 
 
 def _weighted_rows(weights: torch.Tensor) -> torch.Tensor | None:

@@ -1,29 +1,20 @@
-"""What a user gets: a saved model's lists, from its ranking stage or its rating head.
-
-``Recommender`` is the one object the CLI (and later the HTTP service) use: it holds a
-loaded model directory and answers ``recommend``, ``similar`` and ``rank`` with typed
-records. Ids are raw dataset ids; rows never leave this module.
-"""
+"""``Recommender``: a saved model ready to answer, in raw ids; rows never leave it."""
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 from numpy.typing import NDArray
 
 from mtrec import artifact
-from mtrec.artifact import ItemInfo, SavedModel
-from mtrec.data import Items
+from mtrec.artifact import SavedModel
 from mtrec.errors import ConfigError, UnknownIdError
-from mtrec.features import RatingScale, Vocabs
 from mtrec.index import ExactIndex
-from mtrec.io import atomic_path
-from mtrec.model import MultiTaskModel
 from mtrec.ranking import (
     RankedBatch,
     exclusion_lists,
@@ -33,203 +24,15 @@ from mtrec.ranking import (
     user_queries,
 )
 from mtrec.ranking.neighbours import unit_rows
+from mtrec.recommend.records import (
+    RatedItem,
+    Recommendation,
+    Recommendations,
+    SimilarItem,
+    describe,
+    records_of,
+)
 from mtrec.vocab import Vocab
-
-
-@dataclasses.dataclass(frozen=True)
-class Recommendation:
-    """One recommended item: who it is, why it was retrieved and how it was ranked."""
-
-    item_id: int | str
-    title: str | None
-    genres: tuple[str, ...]
-    retrieval_score: float | None
-    """Dot product of the user and item embeddings (None for a cold-start fallback)."""
-    predicted_rating: float | None
-    """The rating head's scaled prediction y, unclipped (None for a fallback)."""
-    stars: float | None
-    """``1 + 4 y`` on MovieLens, clipped to the rating range (None for a fallback)."""
-
-    def to_dict(self) -> dict[str, Any]:
-        """As JSON-ready data (``dataclasses.asdict`` is 10x slower on the serving path)."""
-        return {
-            "item_id": self.item_id,
-            "title": self.title,
-            "genres": list(self.genres),
-            "retrieval_score": self.retrieval_score,
-            "predicted_rating": self.predicted_rating,
-            "stars": self.stars,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class Recommendations:
-    """A user's list; ``fallback`` marks the popularity list given to an unknown user."""
-
-    user_id: int | str | None
-    """None for a list made from a history (``recommend_for_history``)."""
-    items: list[Recommendation]
-    fallback: bool = False
-    notice: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "user_id": self.user_id,
-            "items": [i.to_dict() for i in self.items],
-            "fallback": self.fallback,
-            "notice": self.notice,
-        }
-
-    def to_frame(self, kind: FrameKind = "pandas") -> Any:
-        """The list as a table, one row per item (see ``to_frame``)."""
-        return to_frame([self], kind)
-
-
-FrameKind = Literal["pandas", "polars", "arrow"]
-FRAME_COLUMNS = (
-    "user_id", "rank", "item_id", "title", "genres", "retrieval_score", "predicted_rating",
-    "stars", "fallback",
-)  # fmt: skip
-
-
-def to_frame(lists: Sequence[Recommendations], kind: FrameKind = "pandas") -> Any:
-    """Users' lists (``recommend_many``) as one long table with ``FRAME_COLUMNS``: a
-    pandas or polars DataFrame, or a pyarrow Table (pandas/polars imported only when
-    asked for)."""
-    import pyarrow as pa
-
-    rows = [
-        (lst.user_id, rank, r.item_id, r.title, list(r.genres), r.retrieval_score,
-         r.predicted_rating, r.stars, lst.fallback)
-        for lst in lists
-        for rank, r in enumerate(lst.items, start=1)
-    ]  # fmt: skip
-    columns = list(zip(*rows, strict=True)) if rows else [()] * len(FRAME_COLUMNS)
-    types = [None, pa.int32(), None, pa.string(), pa.list_(pa.string()), pa.float64(),
-             pa.float64(), pa.float64(), pa.bool_()]  # fmt: skip
-    ids = [_id_type(c) for c in (columns[0], columns[2])]
-    types[0], types[2] = ids
-    table = pa.table(
-        {
-            name: pa.array(list(values), type=t)
-            for name, values, t in zip(FRAME_COLUMNS, columns, types, strict=True)
-        }
-    )
-    if kind == "arrow":
-        return table
-    if kind == "pandas":
-        pandas = _frame_library("pandas")
-
-        # ids stay integers where a history's list has no user id (not floats with NaN)
-        return table.to_pandas(types_mapper={pa.int64(): pandas.Int64Dtype()}.get)
-    if kind == "polars":
-        return _frame_library("polars").from_arrow(table)
-    raise ConfigError(f"to_frame: expected 'pandas', 'polars' or 'arrow', got {kind!r}")
-
-
-def _frame_library(name: str) -> Any:
-    """pandas or polars, imported only when a frame of that kind is asked for."""
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        raise ConfigError(
-            f"{name} is not installed: pip install {name} (or 'mtrec-torch[frames]')"
-        ) from None
-
-
-def _id_type(ids: Sequence[Any]) -> Any:
-    """Integer ids as int64, any other (string) ids as text; None (a history's list) stays null."""
-    import pyarrow as pa
-
-    present = [i for i in ids if i is not None]
-    return pa.int64() if all(isinstance(i, int) for i in present) else pa.string()
-
-
-@dataclasses.dataclass(frozen=True)
-class SimilarItem:
-    """An item near another in embedding space; ``score`` is the cosine similarity."""
-
-    item_id: int | str
-    title: str | None
-    genres: tuple[str, ...]
-    score: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "title": self.title,
-            "genres": list(self.genres),
-            "score": self.score,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class RatedItem:
-    """An item the user rated in training, with the rating they gave (in stars)."""
-
-    item_id: int | str
-    title: str | None
-    genres: tuple[str, ...]
-    rating: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "title": self.title,
-            "genres": list(self.genres),
-            "rating": self.rating,
-        }
-
-
-def recommend_reference(
-    model: MultiTaskModel,
-    vocabs: Vocabs,
-    user_id: int | str,
-    *,
-    k: int = 10,
-    candidates: int | None = None,
-    items: Items | None = None,
-    scale: RatingScale | None = None,
-) -> list[Recommendation]:
-    """The reference's prediction: top ``candidates`` (default ``k``) over the whole
-    catalogue by dot product, training movies included, ranked by predicted rating.
-
-    >>> recs = recommend_reference(model, vocabs, 5, items=dataset.items)
-    """
-    with torch.inference_mode():
-        index = ExactIndex(model.embed_items().numpy())
-    row = np.array([vocabs.users.row(user_id)], dtype=np.int64)
-    batch = retrieve_then_rank(model, index, row, k=k, candidates=candidates or k)
-    info = ItemInfo.from_items(vocabs.items, items)
-    return _records(batch, 0, vocabs.items, info, scale or RatingScale())
-
-
-def _describe(
-    vocab: Vocab, info: ItemInfo, row: int
-) -> tuple[int | str, str | None, tuple[str, ...]]:
-    """(item id, title, genres) of an item row: the fields every item record starts with."""
-    return vocab.id_array[row].item(), info.titles[row], tuple(info.genres[row])
-
-
-def _records(
-    batch: RankedBatch, i: int, vocab: Vocab, info: ItemInfo, scale: RatingScale
-) -> list[Recommendation]:
-    out = []
-    stars = scale.stars(batch.predicted[i])
-    for j, row in enumerate(batch.rows[i].tolist()):
-        if row < 0:
-            break
-        out.append(
-            Recommendation(
-                *_describe(vocab, info, row),
-                retrieval_score=float(batch.retrieval[i, j]),
-                predicted_rating=float(batch.predicted[i, j]),
-                stars=float(stars[j]),
-            )
-        )
-    return out
 
 
 class Recommender:
@@ -303,7 +106,7 @@ class Recommender:
         stars = self.saved.scale.stars(labels[order])
         info = self.saved.items
         return [
-            RatedItem(*_describe(self.vocabs.items, info, r), float(s))
+            RatedItem(*describe(self.vocabs.items, info, r), float(s))
             for r, s in zip(items[order].tolist(), stars.tolist(), strict=True)
         ]
 
@@ -363,7 +166,7 @@ class Recommender:
             out.append(
                 Recommendations(
                     self.vocabs.users.id_array[row].item(),  # the id as the model knows it
-                    _records(batch, j, self.vocabs.items, self.saved.items, self.saved.scale),
+                    records_of(batch, j, self.vocabs.items, self.saved.items, self.saved.scale),
                 )
             )
             j += 1
@@ -474,7 +277,7 @@ class Recommender:
                 exclude=query.exclusions(),
                 user_vectors=query.embeddings,
             )
-        items = _records(batch, 0, self.vocabs.items, self.saved.items, self.saved.scale)
+        items = records_of(batch, 0, self.vocabs.items, self.saved.items, self.saved.scale)
         return Recommendations(None, items, notice=notice)
 
     def _history_rows(
@@ -514,7 +317,7 @@ class Recommender:
         if blocked is not None:
             popular = popular[~np.isin(popular, blocked)]
         items = [
-            Recommendation(*_describe(self.vocabs.items, info, r), None, None, None)
+            Recommendation(*describe(self.vocabs.items, info, r), None, None, None)
             for r in popular[:k].tolist()
         ]
         who = "no history" if user_id is None else f"unknown user {user_id!r}"
@@ -529,7 +332,9 @@ class Recommender:
         cands = np.array([[self.item_row(i) for i in item_ids]], dtype=np.int64)
         batch = self._scored(np.array([user]), cands)
         order = np.argsort(-batch.predicted, axis=1, kind="stable")
-        return _records(batch.take(order), 0, self.vocabs.items, self.saved.items, self.saved.scale)
+        return records_of(
+            batch.take(order), 0, self.vocabs.items, self.saved.items, self.saved.scale
+        )
 
     def _scored(self, user_rows: NDArray[np.int64], rows: NDArray[np.int64]) -> RankedBatch:
         """Known users' (n, c) item rows (-1 pads) with their retrieval scores and the
@@ -548,7 +353,7 @@ class Recommender:
         scores, rows = self._cosine.search(query, k, exclude=[np.array([row])])
         info = self.saved.items
         return [
-            SimilarItem(*_describe(self.vocabs.items, info, r), float(s))
+            SimilarItem(*describe(self.vocabs.items, info, r), float(s))
             for s, r in zip(scores[0].tolist(), rows[0].tolist(), strict=True)
             if r >= 0
         ]
@@ -565,56 +370,3 @@ def _typed_ids(
         return np.array(values, dtype=np.int64), fits
     fits = np.array([isinstance(i, str) for i in ids], dtype=bool)
     return np.array([i if ok else "" for i, ok in zip(ids, fits, strict=True)], np.str_), fits
-
-
-def write_all_users(
-    rec: Recommender,
-    path: str | Path,
-    *,
-    k: int = 10,
-    candidates: int | None = None,
-    exclude_seen: bool = True,
-    users_per_batch: int = 4096,
-) -> int:
-    """Write every known user's list to a Parquet file, atomically; returns the row count.
-
-    Columns: ``user_id, rank, item_id, title, retrieval_score, predicted_rating, stars``.
-    Users are processed ``users_per_batch`` at a time, so memory stays bounded.
-    """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    vocab_users, vocab_items = rec.vocabs.users, rec.vocabs.items
-    titles = np.array([t or "" for t in rec.saved.items.titles], dtype=object)
-    n_users = len(vocab_users)
-    written = 0
-    with atomic_path(path) as tmp:
-        writer: pq.ParquetWriter | None = None
-        try:
-            for lo in range(0, n_users, users_per_batch):
-                user_rows = np.arange(lo, min(lo + users_per_batch, n_users), dtype=np.int64)
-                batch = rec.rank_rows(user_rows, k, candidates, exclude_seen)
-                keep = batch.rows >= 0
-                ranks = np.broadcast_to(np.arange(1, batch.rows.shape[1] + 1), batch.rows.shape)
-                item_rows = batch.rows[keep]
-                table = pa.table(
-                    {
-                        "user_id": vocab_users.ids(
-                            np.broadcast_to(user_rows[:, None], batch.rows.shape)[keep]
-                        ),
-                        "rank": ranks[keep].astype(np.int32),
-                        "item_id": vocab_items.ids(item_rows),
-                        "title": titles[item_rows],
-                        "retrieval_score": batch.retrieval[keep],
-                        "predicted_rating": batch.predicted[keep],
-                        "stars": rec.saved.scale.stars(batch.predicted[keep]),
-                    }
-                )
-                if writer is None:
-                    writer = pq.ParquetWriter(str(tmp), table.schema)
-                writer.write_table(table)
-                written += table.num_rows
-        finally:
-            if writer is not None:
-                writer.close()
-    return written
