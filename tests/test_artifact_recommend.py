@@ -168,7 +168,7 @@ def test_a_directory_replaced_mid_load_never_mixes_two_models(
         tmp_path / "other",
     )
     expected = artifact.load(saved_dir)
-    real = artifact.read_files
+    real = artifact.read.read_files
 
     def read_then_swap(directory: Path, names: object) -> dict[str, bytes]:
         data = real(directory, names)  # type: ignore[arg-type]
@@ -176,7 +176,7 @@ def test_a_directory_replaced_mid_load_never_mixes_two_models(
             (saved_dir / name).write_bytes((other / name).read_bytes())
         return data
 
-    monkeypatch.setattr(artifact, "read_files", read_then_swap)
+    monkeypatch.setattr(artifact.read, "read_files", read_then_swap)
     loaded = artifact.load(saved_dir)  # what was verified is what is parsed
     for a, b in zip(
         expected.model.state_dict().values(), loaded.model.state_dict().values(), strict=True
@@ -227,7 +227,7 @@ def test_a_swap_never_moves_the_model_away(
         moved.append(Path(str(src)))
         real(src, dst)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(artifact.os, "replace", spy)
+    monkeypatch.setattr(artifact.write.os, "replace", spy)
     artifact.save(artifact.load(saved_dir), saved_dir)
     assert saved_dir not in moved  # exchanged in one step: no instant without a model
 

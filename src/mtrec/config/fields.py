@@ -1,18 +1,13 @@
-"""Typed, frozen configuration that round-trips through JSON.
-
-``ModelConfig`` is the model's shape (saved with a model so it can be rebuilt before
-its weights load); ``TrainConfig`` holds the hyperparameters of one training run.
-Run options (output paths, verbosity) are not configuration and live in the CLI.
+"""The typed, frozen configs and their JSON round trip: the model's shape, a training run's
+hyperparameters, the ranking stage's settings.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import tomllib
 import types
 import typing
-from pathlib import Path
 from typing import Any, Self
 
 from mtrec.errors import ConfigError
@@ -20,6 +15,8 @@ from mtrec.runtime import check_device_spec
 
 LIKED = 0.75
 """Scaled label of a liked item: four stars on 1..5, three quarters up the rating range."""
+
+
 LOVED = 0.9
 """Scaled labels above this are top ratings: five stars on 1..5."""
 
@@ -317,239 +314,3 @@ class RankerConfig(_JsonConfig):
                 raise ConfigError(
                     f"RankerConfig.{name}: expected {expected}, got {getattr(self, name)!r}"
                 )
-
-
-PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
-    "reference": ({}, {}),
-    "tuned": (
-        {
-            "embedding_dim": 64,
-            "rating_biases": True,
-            "dropout": 0.2,
-            "user_features": ("age", "gender", "occupation"),
-            "item_features": ("genres", "year"),
-        },
-        {
-            "optimizer": "adamw",
-            "learning_rate": 0.001,
-            "weight_decay": 0.05,
-            "epochs": 15,
-            "shuffle": True,
-            "retrieval_reduction": "mean",
-            "logq_correction": True,
-            "remove_accidental_hits": True,
-            "positive_min_rating": LIKED,
-            "retrieval_weight": 2.0,
-            "rating_weight": 1.0,
-        },
-    ),
-}
-PRESETS["default"] = (
-    {**PRESETS["tuned"][0], "history": True, "new_user_rate": 0.2},
-    {**PRESETS["tuned"][1], "rating_weight": 3.0, "weight_decay": 0.2},
-)
-"""Named (ModelConfig, TrainConfig) overrides.
-
-``reference``: the tutorial's setup. ``tuned``: side features (user age, gender,
-occupation; movie genres and year), 64-d towers, rating biases, head dropout 0.2, AdamW,
-15 shuffled epochs, a mean-reduced retrieval loss with log-Q correction and accidental
-hits removed, 4+ star ratings as the only retrieval positives, weights 2 : 1. Chosen on
-MovieLens-100K seed 42 and checked on seeds 1 and 2 (numbers in docs/benchmarks.md).
-``default`` (what ``mtrec train`` trains): ``tuned`` with a user tower that reads the
-user's history (a fifth of the rows trained as new users), weights 2 : 3 and weight decay
-0.2, served through the ranking stage
-(``RANKERS``); numbers in docs/benchmarks.md."""
-
-RANKERS: dict[str, dict[str, Any]] = {"default": {}}
-"""Presets served through the ranking stage, and their ``RankerConfig`` overrides; the
-others serve the reference's list (retrieve, then sort by predicted rating)."""
-
-
-def ranker_preset(name: str) -> RankerConfig | None:
-    """The ranking stage of a named preset, or None where it has none."""
-    if name not in PRESETS:
-        raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
-    return RankerConfig.from_dict(RANKERS[name]) if name in RANKERS else None
-
-
-def preset(name: str, **train_overrides: Any) -> tuple[ModelConfig, TrainConfig]:
-    """The configs of a named preset, with ``None``-valued overrides ignored.
-
-    Keys of ``train_overrides`` that are ModelConfig fields go to the model config.
-    """
-    given = {key: value for key, value in train_overrides.items() if value is not None}
-    return _configs(name, given)
-
-
-def _configs(name: str, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    """A preset's configs with ``overrides`` (None values included: a config file may set
-    a field to None) on top, each to the config that has the field."""
-    if name not in PRESETS:
-        raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
-    model, train = dict(PRESETS[name][0]), dict(PRESETS[name][1])
-    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    for key, value in overrides.items():
-        (model if key in model_fields else train)[key] = value
-    return ModelConfig.from_dict(model), TrainConfig.from_dict(train)
-
-
-DATA_KEYS = (
-    "dataset", "data_dir", "cache_dir", "interactions", "user_col", "item_col", "rating_col",
-    "timestamp_col", "items_file", "skip_bad_rows", "rating_range", "split", "holdout",
-    "holdout_estimate", "test_interactions", "eval_users",
-)  # fmt: skip
-"""The ``[data]`` keys of a run config: the data flags of ``mtrec train``, same names."""
-INDEX_KEYS = ("kind", "options")
-"""The ``[index]`` keys: the index kind and its KEY=INT options as a table."""
-SAVED_ONLY = ("format_version", "rating_scale", "n_users", "n_items")
-"""Keys of a saved model's ``config.json`` that record facts, not settings: ignored."""
-
-
-@dataclasses.dataclass(frozen=True)
-class RunConfig:
-    """A config file for ``mtrec train --config``: a base preset, then field overrides.
-
-    TOML or JSON::
-
-        preset = "default"          # optional: the named configuration to start from
-        ranker = false              # optional: no ranking stage (or a [ranker] table)
-        [model]                     # any ModelConfig field
-        embedding_dim = 64
-        [train]                     # any TrainConfig field
-        epochs = 10
-        [data]                      # the data flags (DATA_KEYS), e.g. interactions = "log.csv"
-        holdout = "none"
-        [index]
-        kind = "faiss-hnsw"
-        options = { m = 32 }
-
-    A saved model's ``config.json`` is one too (its ``model_config`` and ``train_config``
-    are complete; its split and index kind are kept), so a model can be trained again
-    from what it recorded. Unknown keys and bad values are errors naming the key.
-    """
-
-    preset: str | None = None
-    model: dict[str, Any] = dataclasses.field(default_factory=dict)
-    train: dict[str, Any] = dataclasses.field(default_factory=dict)
-    ranker: dict[str, Any] | bool | None = None
-    """None: the preset's ranking stage; False: none; a dict: RankerConfig overrides."""
-    data: dict[str, Any] = dataclasses.field(default_factory=dict)
-    index: dict[str, Any] = dataclasses.field(default_factory=dict)
-
-    @classmethod
-    def read(cls, path: str | Path) -> RunConfig:
-        """Parse a ``.toml`` or ``.json`` file; its keys are checked, values at ``resolve``."""
-        path = Path(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: unreadable ({exc})") from None
-        try:
-            if path.suffix.lower() == ".toml":
-                document = tomllib.loads(text)
-            elif path.suffix.lower() == ".json":
-                document = json.loads(text)
-            else:
-                raise ConfigError(f"{path}: expected a .toml or .json file")
-        except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-            raise ConfigError(f"{path}: invalid {path.suffix[1:].upper()}: {exc}") from None
-        if not isinstance(document, dict):
-            raise ConfigError(f"{path}: expected a table of settings at the top")
-        return cls.from_dict(document, str(path))
-
-    @classmethod
-    def from_dict(cls, document: dict[str, Any], where: str = "config") -> RunConfig:
-        if "format_version" in document:  # a saved model's config.json
-            return cls._from_saved(document, where)
-        known = {"preset", "model", "train", "ranker", "data", "index"}
-        unknown = sorted(set(document) - known)
-        if unknown:
-            raise ConfigError(
-                f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}"
-            )
-        preset_name = document.get("preset")
-        if preset_name is not None and preset_name not in PRESETS:
-            raise ConfigError(
-                f"{where}: preset: expected one of {sorted(PRESETS)}, got {preset_name!r}"
-            )
-        ranker = document.get("ranker")
-        if not (ranker is None or ranker is False or isinstance(ranker, dict)):
-            raise ConfigError(f"{where}: ranker: expected a table of RankerConfig fields or false")
-        return cls(
-            preset_name,
-            _section(document, "model", where, {f.name for f in dataclasses.fields(ModelConfig)}),
-            _section(document, "train", where, _train_keys()),
-            ranker,
-            _section(document, "data", where, set(DATA_KEYS)),
-            _section(document, "index", where, set(INDEX_KEYS)),
-        )
-
-    @classmethod
-    def _from_saved(cls, document: dict[str, Any], where: str) -> RunConfig:
-        split = (document.get("data") or {}).get("split") or {}
-        data: dict[str, Any] = {}
-        if split.get("kind") in ("random", "temporal", "temporal-user"):
-            data["split"] = split["kind"]
-        if isinstance(split.get("test_fraction"), int | float) and split.get("kind") != "given":
-            data["holdout"] = split["test_fraction"] or "none"
-        ranker = document.get("ranker_config")
-        return cls.from_dict(
-            {
-                "model": document.get("model_config") or {},
-                "train": document.get("train_config") or {},
-                "ranker": False if "ranker_config" in document and ranker is None else ranker,
-                "data": data,
-                "index": {"kind": (document.get("index") or {}).get("kind", "exact")},
-            },
-            where,
-        )
-
-    def resolve(
-        self, preset_name: str | None = None, **overrides: Any
-    ) -> tuple[ModelConfig, TrainConfig, RankerConfig | None]:
-        """The effective configs: the preset (``preset_name`` wins over the file's), the
-        file's sections over it, then ``overrides`` (flags; None values ignored)."""
-        name = preset_name or self.preset or "default"
-        given = {key: value for key, value in overrides.items() if value is not None}
-        model_config, train_config = _configs(name, {**self.model, **self.train, **given})
-        if self.ranker is False:
-            return model_config, train_config, None
-        base = RANKERS.get(name)
-        if base is None and self.ranker is None:
-            return model_config, train_config, None
-        own = self.ranker if isinstance(self.ranker, dict) else {}
-        return model_config, train_config, RankerConfig.from_dict({**(base or {}), **own})
-
-
-def effective_config(
-    model_config: ModelConfig,
-    train_config: TrainConfig,
-    ranker: RankerConfig | None,
-    data: dict[str, Any],
-    index: dict[str, Any],
-) -> dict[str, Any]:
-    """A complete run config (what ``--print-config`` prints): every field spelled out, so
-    that fed back as ``--config`` it trains the same model whatever the presets become."""
-    return {
-        "model": model_config.to_dict(),
-        "train": train_config.to_dict(),
-        "ranker": False if ranker is None else ranker.to_dict(),
-        "data": {key: value for key, value in data.items() if value is not None},
-        "index": index,
-    }
-
-
-def _train_keys() -> set[str]:
-    return {f.name for f in dataclasses.fields(TrainConfig)} | set(TrainConfig.RENAMED)
-
-
-def _section(document: dict[str, Any], name: str, where: str, keys: set[str]) -> dict[str, Any]:
-    section = document.get(name) or {}
-    if not isinstance(section, dict):
-        raise ConfigError(f"{where}: {name}: expected a table, got {section!r}")
-    unknown = sorted(set(section) - keys)
-    if unknown:
-        raise ConfigError(
-            f"{where}: [{name}] unknown key(s) {unknown}; expected some of {sorted(keys)}"
-        )
-    return dict(section)

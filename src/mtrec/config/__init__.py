@@ -1,0 +1,20 @@
+"""Typed, frozen configuration that round-trips through JSON.
+
+``ModelConfig`` is the model's shape (saved with a model so it can be rebuilt before
+its weights load); ``TrainConfig`` holds the hyperparameters of one training run;
+``RankerConfig`` the ranking stage's. Run options (output paths, verbosity) are not
+configuration and live in the CLI.
+
+``fields`` (the configs), ``presets`` (named configurations), ``run`` (a run config
+file, the presets and the flags resolved in one place).
+"""
+
+from mtrec.config.fields import LIKED, LOVED, ModelConfig, RankerConfig, TrainConfig
+from mtrec.config.presets import PRESETS, RANKERS, preset, ranker_preset
+from mtrec.config.run import DATA_KEYS, INDEX_KEYS, SAVED_ONLY, RunConfig, effective_config
+
+__all__ = [
+    "DATA_KEYS", "INDEX_KEYS", "LIKED", "LOVED", "PRESETS", "RANKERS", "SAVED_ONLY",
+    "ModelConfig", "RankerConfig", "RunConfig", "TrainConfig", "effective_config", "preset",
+    "ranker_preset",
+]  # fmt: skip
