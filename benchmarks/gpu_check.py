@@ -44,9 +44,9 @@ def report(step: str, ok: bool, **figures: Any) -> bool:
 
 def _compare_on_gpu(preset_name: str) -> Any:
     """``mtrec compare`` of ``preset_name`` on ML-100K, seeds ``SEEDS``, trained on CUDA."""
-    from mtrec.compare import compare_seeds
     from mtrec.config import preset
     from mtrec.data import load_movielens
+    from mtrec.experiments import compare_seeds
 
     model_config, train_config = preset(preset_name, device="cuda")
     data = load_movielens("ml-100k")

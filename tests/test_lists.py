@@ -80,7 +80,7 @@ def test_rmse_of_the_default_model(default_runs: dict[int, dict[str, object]]) -
 
 @pytest.fixture(scope="module")
 def new_user_recall(ml100k: Dataset) -> dict[str, float]:
-    from mtrec.new_users import evaluate_new_users
+    from mtrec.experiments import evaluate_new_users
 
     recalls: dict[str, list[float]] = {}
     for seed in SEEDS:

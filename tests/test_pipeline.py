@@ -8,12 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtrec.compare import compare
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions
 from mtrec.data.movielens import read_grouplens_dir
+from mtrec.experiments import compare, sweep
 from mtrec.pipeline import prepare, train_model
-from mtrec.sweep import sweep
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
 CONFIG = TrainConfig(epochs=3, batch_size=64, shuffle=True, seed=3)

@@ -24,13 +24,13 @@ from mtrec.ranking import (
     Queries,
     Ranker,
     StageOne,
-    _rank_feature,
-    _union,
     candidates,
     fit_ranker,
     gains_of,
     listwise_loss,
 )
+from mtrec.ranking.candidates import _rank_feature
+from mtrec.ranking.item_item import union_rows
 from mtrec.recommend import Recommender
 
 HISTORY = ModelConfig(embedding_dim=8, head_layers=(16,), history=True, new_user_rate=0.2)
@@ -51,10 +51,10 @@ def test_listwise_loss_by_hand() -> None:
 
 
 def test_union_and_ranks_by_hand() -> None:
-    union = _union(np.array([[3, 1, 3, -1], [2, 2, 2, 2]]))
+    union = union_rows(np.array([[3, 1, 3, -1], [2, 2, 2, 2]]))
     assert union.tolist() == [[1, 3], [2, -1]]
-    assert _union(np.array([[3, 1, 3, -1, 7]])).tolist() == [[1, 3, 7]]  # a request's row
-    assert _union(np.array([[-1, -1]])).shape == (1, 0)
+    assert union_rows(np.array([[3, 1, 3, -1, 7]])).tolist() == [[1, 3, 7]]  # a request's row
+    assert union_rows(np.array([[-1, -1]])).shape == (1, 0)
     ranks = _rank_feature(np.array([[0.1, 0.9, 0.5]]), np.array([[True, True, False]]))
     assert np.allclose(ranks, -np.log1p([[1.0, 0.0, 2.0]]))  # the pad ranks last
 
@@ -287,8 +287,8 @@ def test_known_users_item_item_source_gives_the_candidates_a_request_computes() 
 
 
 def test_new_user_protocol_holds_users_out_and_splits_in_time(tiny_dir: Path) -> None:
+    from mtrec.experiments import evaluate_new_users, split_new_users
     from mtrec.features import RatingScale, Vocabs
-    from mtrec.new_users import evaluate_new_users, split_new_users
 
     ds = read_grouplens_dir(tiny_dir)
     vocabs, scale = Vocabs.from_dataset(ds), RatingScale.of(ds)

@@ -6,8 +6,8 @@ import statistics
 
 import pytest
 
-from mtrec.compare import compare
 from mtrec.data import Dataset
+from mtrec.experiments import compare
 
 pytestmark = pytest.mark.slow
 
@@ -54,8 +54,8 @@ def test_seed_42_matches_the_keras_rs_anchor(
 
 @pytest.fixture(scope="module")
 def tuned(ml100k: Dataset) -> dict[str, dict[str, float]]:
-    from mtrec.compare import compare_seeds
     from mtrec.config import preset
+    from mtrec.experiments import compare_seeds
 
     model_config, train_config = preset("tuned")
     result = compare_seeds(ml100k, [42, 1, 2], model_config=model_config, train_config=train_config)

@@ -11,7 +11,6 @@
 Saved models (``mtrec train``) are served by ``mtrec.Recommender.load(directory)``.
 """
 
-from mtrec.compare import compare
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import (
     ColumnMap,
@@ -27,6 +26,7 @@ from mtrec.errors import ArtifactError, ConfigError, DataError, MtrecError, Unkn
 from mtrec.estimator import Model, fit
 from mtrec.estimator import load as load_model
 from mtrec.evaluate import EvalReport, evaluate
+from mtrec.experiments import compare
 from mtrec.features import RatingScale, Vocabs, encode
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, load_index
 from mtrec.model import MultiTaskModel

@@ -9,8 +9,7 @@ from mtrec.io import atomic_path
 from mtrec.runtime import on_a_spare_core
 
 if TYPE_CHECKING:
-    from mtrec.compare import CompareResult
-    from mtrec.sweep import SweepPoint
+    from mtrec.experiments import CompareResult, SweepPoint
 
 
 def preload_plotting() -> None:

@@ -5,11 +5,10 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from mtrec.compare import CompareResult
 from mtrec.evaluate import ListReport
+from mtrec.experiments import CompareResult, SweepPoint
 from mtrec.io import atomic_path, json_safe, write_json
 from mtrec.plots import plot_comparison, plot_sweep
-from mtrec.sweep import SweepPoint
 
 
 def write_outputs(result: CompareResult, output_dir: str | Path) -> list[Path]:

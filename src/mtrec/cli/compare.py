@@ -32,13 +32,12 @@ from mtrec.cli.options import (
 )
 from mtrec.cli.program import err, out
 from mtrec.cli.render import ModelBar, print_compare, progress_bars
-from mtrec.compare import compare_seeds
 from mtrec.config import preset as make_preset
 from mtrec.config import ranker_preset
 from mtrec.errors import ConfigError
+from mtrec.experiments import compare_seeds, sweep
 from mtrec.plots import preload_plotting
 from mtrec.report import write_outputs, write_sweep
-from mtrec.sweep import sweep
 
 
 def compare_cmd(

@@ -10,8 +10,8 @@ from rich.progress import Progress as RichBar
 from rich.table import Table
 
 from mtrec.cli.program import out
-from mtrec.compare import CompareResult
 from mtrec.evaluate import ListReport
+from mtrec.experiments import CompareResult
 from mtrec.report import list_rows, lists_summary_lines, table_rows
 from mtrec.train import EpochStats
 
