@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtrec.baselines import ease, global_mean, popularity
 from mtrec.errors import ConfigError
 from mtrec.evaluate import ranking_report
+from mtrec.evaluate.baselines import ease, global_mean, popularity
 from mtrec.features import EncodedInteractions, seen_items
 
 
@@ -49,7 +49,7 @@ def test_ease_guards_and_global_mean() -> None:
 
 
 def test_biased_mf_learns_planted_ratings() -> None:
-    from mtrec.baselines import biased_mf
+    from mtrec.evaluate.baselines import biased_mf
 
     # users 0-9 love items 0-4 (rating 1.0) and dislike 5-9 (0.0); users 10-19 the reverse
     users, items, labels = [], [], []

@@ -120,7 +120,7 @@ ARRAYS = st.sampled_from(
 )
 @settings(suppress_health_check=[HealthCheck.too_slow])
 def test_cache_with_wrong_arrays(replace: dict[str, np.ndarray]) -> None:
-    from mtrec.data.movielens import _CACHE_KEYS
+    from mtrec.data.cache import _CACHE_KEYS
 
     with tempfile.TemporaryDirectory() as tmp:
         good = {k: np.arange(2) for k in _CACHE_KEYS}

@@ -15,7 +15,6 @@ STAGES = [
     "features",
     "model",
     "train",
-    "baselines",
     "index",
     "ranking",
     "evaluate",

@@ -27,15 +27,15 @@ import tempfile
 import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
-from numpy.typing import NDArray
 
+from mtrec.data.cache import cache_path, default_cache_dir, read_cache, write_cache
 from mtrec.data.download import download
-from mtrec.data.interactions import Dataset, Interactions, Items, Users
+from mtrec.data.interactions import Dataset, Items
 from mtrec.data.releases import (
     GENRES,
+    ML100K,
     RELEASES,
     Release,
     member_names,
@@ -46,11 +46,10 @@ from mtrec.data.releases import (
 )
 from mtrec.data.table import TextTable
 from mtrec.errors import ArtifactError, DataError, SourceError
-from mtrec.io import atomic_path, file_digest
+from mtrec.io import file_digest
 
 log = logging.getLogger("mtrec.data")
 
-ML100K = "ml-100k"
 GROUPLENS_URL = "https://files.grouplens.org/datasets/movielens/ml-100k.zip"
 GROUPLENS_MD5 = "0e33842e24a9c977be4e0107933c0723"
 RECBOLE_REQUIREMENT = "recbole==1.2.1"
@@ -64,22 +63,7 @@ RECBOLE_FILES = {
 }
 SOURCES = ("dir", "cache", "grouplens", "pypi")
 MOVIELENS = tuple(RELEASES)
-CACHE_VERSION = 2
-"""2: timestamps exact (version 1 caches hold them rounded to float32's precision)."""
 DOWNLOAD_TIMEOUT_S = 30.0
-
-
-def default_cache_dir() -> Path:
-    """Where fetched datasets are kept: ``MTREC_CACHE_DIR`` or the user cache directory."""
-    if env := os.environ.get("MTREC_CACHE_DIR"):
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mtrec"
-
-
-def cache_path(cache_dir: str | Path | None = None, name: str = ML100K) -> Path:
-    """The cache file of one dataset."""
-    return Path(cache_dir or default_cache_dir()) / f"{name}.v{CACHE_VERSION}.npz"
 
 
 def load_movielens(
@@ -127,24 +111,11 @@ def load_movielens(
     checksum = grouplens_md5 or release.checksum
     failures: list[tuple[str, str]] = []
     for source in sources:
-        if source == "dir":
-            if data_dir is None:
-                failures.append(("dir", "no directory named (--data-dir or MTREC_DATA_DIR)"))
-                continue
-            # the user named it: its errors are final
-            return dataclasses.replace(
-                read_release_dir(release, data_dir), source=f"dir {data_dir}"
-            )
-        if source == "cache":
-            if not cache.exists():
-                failures.append(("cache", f"{cache} does not exist yet"))
-                continue
-            try:
-                return dataclasses.replace(read_cache(cache), source=f"cache {cache}")
-            except ArtifactError as exc:
-                log.warning("ignoring unreadable cache: %s", exc)
-                failures.append(("cache", str(exc)))
-                continue
+        if source in ("dir", "cache"):
+            local = _local(source, release, data_dir, cache, failures)
+            if local is not None:
+                return local
+            continue
         if source == "pypi" and name != ML100K:
             failures.append(("pypi", f"only {ML100K} has a PyPI mirror"))
             continue
@@ -164,6 +135,31 @@ def load_movielens(
         where = url if source == "grouplens" else f"PyPI {RECBOLE_REQUIREMENT} wheel"
         return dataclasses.replace(dataset, source=f"{source} {where}")
     raise SourceError(name, failures)
+
+
+def _local(
+    source: str,
+    release: Release,
+    data_dir: str | Path | None,
+    cache: Path,
+    failures: list[tuple[str, str]],
+) -> Dataset | None:
+    """The release from a directory the user named (its errors are final) or from the
+    cache; None, with the reason added to ``failures``, where that source has none."""
+    if source == "dir":
+        if data_dir is None:
+            failures.append(("dir", "no directory named (--data-dir or MTREC_DATA_DIR)"))
+            return None
+        return dataclasses.replace(read_release_dir(release, data_dir), source=f"dir {data_dir}")
+    if not cache.exists():
+        failures.append(("cache", f"{cache} does not exist yet"))
+        return None
+    try:
+        return dataclasses.replace(read_cache(cache), source=f"cache {cache}")
+    except ArtifactError as exc:
+        log.warning("ignoring unreadable cache: %s", exc)
+        failures.append(("cache", str(exc)))
+        return None
 
 
 # --- sources -----------------------------------------------------------------------------
@@ -288,114 +284,3 @@ def parse_recbole(texts: dict[str, str], where: str) -> Dataset:
         items=Items(items.ints(0, "item_id"), np.array(titles), years, flags, GENRES),
         users=table_users(users),
     )
-
-
-# --- cache -------------------------------------------------------------------------------
-
-_CACHE_KEYS = (
-    "user",
-    "item",
-    "rating",
-    "timestamp",
-    "item_ids",
-    "titles",
-    "years",
-    "genres",
-    "genre_names",
-    "user_ids",
-    "age",
-    "gender",
-    "occupation",
-    "zip_code",
-)
-
-
-_INT, _FLOAT, _STR, _BOOL = "iu", "f", "U", "b"
-_CACHE_SCHEMA = {
-    "user": (_INT, 1),
-    "item": (_INT, 1),
-    "rating": (_FLOAT, 1),
-    "timestamp": (_INT, 1),
-    "item_ids": (_INT, 1),
-    "titles": (_STR, 1),
-    "years": (_INT, 1),
-    "genres": (_BOOL, 2),
-    "genre_names": (_STR, 1),
-    "user_ids": (_INT, 1),
-    "age": (_INT, 1),
-    "gender": (_STR, 1),
-    "occupation": (_STR, 1),
-    "zip_code": (_STR, 1),
-}
-"""Expected dtype kinds and dimensions of each cached array."""
-
-
-def write_cache(dataset: Dataset, path: str | Path) -> None:
-    """Write a normalised copy (plain arrays, no pickle) atomically."""
-    if dataset.items is None:
-        raise DataError("only datasets with item metadata are cached", path=path)
-    it, ev = dataset.items, dataset.interactions
-    us = dataset.users or Users(
-        np.zeros(0, np.int64), np.zeros(0, np.int32), *([np.zeros(0, np.str_)] * 3)
-    )
-    narrow = len(ev) and max(int(ev.user.max()), int(ev.item.max())) < 2**31
-    arrays: dict[str, NDArray[Any]] = dict(
-        name=np.array(dataset.name),
-        has_users=np.array(dataset.users is not None),
-        user=ev.user.astype(np.int32) if narrow else ev.user,  # half the size, same ids
-        item=ev.item.astype(np.int32) if narrow else ev.item,
-        rating=ev.rating,
-        timestamp=ev.timestamp,
-        item_ids=it.ids,
-        titles=it.titles,
-        years=it.years,
-        genres=it.genres,
-        genre_names=np.array(it.genre_names, dtype=np.str_),
-        user_ids=us.ids,
-        age=us.age,
-        gender=us.gender,
-        occupation=us.occupation,
-        zip_code=us.zip_code,
-    )
-    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)  # type: ignore[arg-type]  # stub types allow_pickle here
-
-
-def read_cache(path: str | Path) -> Dataset:
-    """Load a cache file written by :func:`write_cache`; any damage raises ArtifactError."""
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            missing = [k for k in _CACHE_KEYS if k not in npz.files]
-            if missing:
-                raise ArtifactError(f"{path}: unreadable cache, missing arrays {missing}")
-            a = {k: npz[k] for k in _CACHE_KEYS}
-            name = str(npz["name"]) if "name" in npz.files else ML100K  # v1 files: 100K only
-            has_users = bool(npz["has_users"]) if "has_users" in npz.files else True
-        for key, (kinds, ndim) in _CACHE_SCHEMA.items():
-            if a[key].dtype.kind not in kinds or a[key].ndim != ndim:
-                raise ArtifactError(
-                    f"{path}: unreadable cache, array {key!r} is {a[key].dtype}"
-                    f" with {a[key].ndim} dimension(s)"
-                )
-        return Dataset(
-            name=name,
-            interactions=Interactions(
-                a["user"].astype(np.int64), a["item"].astype(np.int64), a["rating"], a["timestamp"]
-            ),
-            items=Items(
-                a["item_ids"],
-                a["titles"],
-                a["years"],
-                a["genres"],
-                tuple(a["genre_names"].tolist()),
-            ),
-            users=(
-                Users(a["user_ids"], a["age"], a["gender"], a["occupation"], a["zip_code"])
-                if has_users
-                else None
-            ),
-        )
-    except ArtifactError:
-        raise
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError, KeyError, DataError) as exc:
-        raise ArtifactError(f"{path}: unreadable cache ({type(exc).__name__}: {exc})") from None

@@ -44,6 +44,9 @@ OCCUPATIONS_1M = (
 )  # fmt: skip
 """``users.dat`` of ML-1M codes occupations 0..20; these are the names its README gives."""
 
+ML100K = "ml-100k"
+"""The release mtrec reads by default, and the one with a PyPI mirror."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Release:

@@ -6,8 +6,8 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from mtrec.baselines import EASE_MAX_ITEMS, ease_weights
-from mtrec.features import EncodedInteractions, SeenItems, interaction_counts
+from mtrec.evaluate.baselines import EASE_MAX_ITEMS, ease_scores_list, ease_weights, popularity_list
+from mtrec.features import SeenItems
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.ranking import TwoStage, rank_by_rating, user_queries
@@ -87,41 +87,3 @@ def _lists(
     if ease is not None:
         lists["EASE"] = ease_scores_list(ease, exclude, k)
     return lists
-
-
-def popularity_list(
-    seen: SeenItems, histories: list[NDArray[np.int64]], n_items: int, k: int
-) -> NDArray[np.int64]:
-    """(n, k): the items most users interacted with in training (``seen``; ties by row),
-    each of the ``histories`` left out of its list (-1 pads a list the catalogue cannot
-    fill). One ranking for everyone, cut per user: scoring the catalogue for each user
-    took 10 s of a 25M-row log's evaluation (50,000 users x 80,000 items)."""
-    order = np.argsort(-interaction_counts(seen, n_items), kind="stable")
-    lists = np.full((len(histories), min(k, n_items)), -1, dtype=np.int64)
-    for row, history in enumerate(histories):
-        top = order[: k + len(history)]
-        top = top[~np.isin(top, history)][:k]
-        lists[row, : len(top)] = top
-    return lists
-
-
-def ease_list(
-    train: EncodedInteractions,
-    histories: list[NDArray[np.int64]],
-    n_items: int,
-    k: int,
-    ease_lambda: float = 500.0,
-) -> NDArray[np.int64]:
-    """(n, k): EASE fitted on ``train``, each user's binary history row folded in (their
-    scores are the row times the weights), the history left out of the list."""
-    return ease_scores_list(ease_weights(train, n_items, ease_lambda), histories, k)
-
-
-def ease_scores_list(
-    weights: NDArray[np.float32], histories: list[NDArray[np.int64]], k: int
-) -> NDArray[np.int64]:
-    """(n, k): the top ``k`` of each binary history row times the EASE ``weights``."""
-    rows = np.zeros((len(histories), weights.shape[0]), dtype=np.float32)
-    for j, items in enumerate(histories):
-        rows[j, items] = 1.0
-    return ExactIndex(np.ascontiguousarray(weights.T)).search(rows, k, exclude=histories)[1]

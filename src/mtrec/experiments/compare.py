@@ -11,11 +11,11 @@ from typing import Any
 
 import torch
 
-from mtrec.baselines import EASE_MAX_ITEMS, biased_mf, ease, global_mean, popularity
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset
 from mtrec.errors import ConfigError
 from mtrec.evaluate import EvalReport, ListReport, ranking_report, rating_report
+from mtrec.evaluate.baselines import EASE_MAX_ITEMS, biased_mf, ease, global_mean, popularity
 from mtrec.experiments.results import CompareResult, ModelResult, model_result_of
 from mtrec.features import EncodedInteractions
 from mtrec.pipeline import (

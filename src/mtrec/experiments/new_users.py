@@ -15,12 +15,11 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
-from mtrec.baselines import EASE_MAX_ITEMS
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset
 from mtrec.errors import ConfigError
 from mtrec.evaluate import SERVED, ListReport, list_reports
-from mtrec.evaluate.lists import ease_list, popularity_list
+from mtrec.evaluate.baselines import EASE_MAX_ITEMS, ease_list, popularity_list
 from mtrec.features import (
     EncodedInteractions,
     RatingScale,

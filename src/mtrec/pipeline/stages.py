@@ -9,9 +9,9 @@ from typing import cast
 import numpy as np
 import torch
 
-from mtrec.baselines import ease_weights
 from mtrec.config import RankerConfig
 from mtrec.evaluate import sample_users
+from mtrec.evaluate.baselines import ease_weights
 from mtrec.features import (
     EncodedInteractions,
     RatingScale,
