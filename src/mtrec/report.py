@@ -128,8 +128,38 @@ def lists_summary_lines(result: CompareResult) -> list[str]:
 
 def render_markdown(result: CompareResult) -> str:
     """A self-contained report: setup, the table, per-epoch losses, one user's list."""
+    lines = _setup_lines(result)
+    if result.other_seeds:
+        lines += _seeds_lines(result)
+    headers, rows = table_rows(result)
+    lines += _markdown_table(headers, rows, left=2)
+    if result.lists:
+        lines += _lists_lines(result)
+    lines += _epoch_lines(result)
+    lines += [
+        "",
+        f"## Retrieve, then rank: user {result.user_id} (multi-task model)",
+        "",
+        "| # | title | retrieval score | predicted stars |",
+        "|---:|---|---:|---:|",
+    ]
+    for n, r in enumerate(result.recommendations, start=1):
+        lines.append(f"| {n} | {r.title or r.item_id} | {r.retrieval_score:.3f} | {r.stars:.2f} |")
+    lines += ["", "![comparison](compare.png)", ""]
+    return "\n".join(lines)
+
+
+def _markdown_table(headers: list[str], rows: list[list[str]], left: int) -> list[str]:
+    """A Markdown table whose first ``left`` columns align left, the others right."""
+    lines = ["| " + " | ".join(headers) + " |"]
+    lines.append("|" + "---|" * left + "---:|" * (len(headers) - left))
+    return lines + ["| " + " | ".join(row) + " |" for row in rows]
+
+
+def _setup_lines(result: CompareResult) -> list[str]:
+    """The report's title, data, split, model and training, and what the metrics mean."""
     tc, mc = result.train_config, result.model_config
-    lines = [
+    return [
         f"# mtrec compare: {result.dataset}, seed {result.seed}, reference and honest protocols",
         "",
         f"Data: {result.dataset} from {result.data_source or 'memory'}.",
@@ -148,43 +178,49 @@ def render_markdown(result: CompareResult) -> str:
         "(0.25 = one star).",
         "",
     ]
+
+
+def _seeds_lines(result: CompareResult) -> list[str]:
+    """Each model's mean and standard deviation over the seeds, then the first seed's head."""
+    seeds = ", ".join(str(s) for s in [result.seed, *(r.seed for r in result.other_seeds)])
+    lines = [
+        f"## Mean and standard deviation over seeds {seeds}",
+        "",
+        "| model | top-10 ref | top-10 honest | recall@10 | NDCG@10 | RMSE | train s |",
+        "|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    keys = ("top_k_accuracy", "honest_top_k_accuracy", "honest_recall", "honest_ndcg", "rmse")
+    for name, stats in result.summary().items():
+        cells = [_mean_std(stats[key]) for key in keys]
+        seconds = stats["train_seconds"]["mean"]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
+    lines += ["", f"## Seed {result.seed}", ""]
+    return lines
+
+
+def _lists_lines(result: CompareResult) -> list[str]:
+    """The lists a user gets, with their intervals (and their summary over the seeds)."""
+    lines = [
+        "",
+        "## The lists a user gets (multi-task model, honest protocol)",
+        "",
+        "`served`: what `mtrec recommend` serves for this preset (the ranking stage over "
+        "two-tower and item-item candidates where the preset has one; otherwise the top "
+        "100 by retrieval re-sorted by predicted rating). 95% bootstrap intervals over "
+        "users; the last four columns are paired differences to EASE and to retrieval "
+        "alone (an interval above zero: better on these users).",
+        "",
+    ]
+    list_headers, list_cells = list_rows(result.lists)
+    lines += _markdown_table(list_headers, list_cells, left=1)
     if result.other_seeds:
-        seeds = ", ".join(str(s) for s in [result.seed, *(r.seed for r in result.other_seeds)])
-        lines += [
-            f"## Mean and standard deviation over seeds {seeds}",
-            "",
-            "| model | top-10 ref | top-10 honest | recall@10 | NDCG@10 | RMSE | train s |",
-            "|---|---:|---:|---:|---:|---:|---:|",
-        ]
-        keys = ("top_k_accuracy", "honest_top_k_accuracy", "honest_recall", "honest_ndcg", "rmse")
-        for name, stats in result.summary().items():
-            cells = [_mean_std(stats[key]) for key in keys]
-            seconds = stats["train_seconds"]["mean"]
-            lines.append(f"| {name} | " + " | ".join(cells) + f" | {seconds:.1f} |")
-        lines += ["", f"## Seed {result.seed}", ""]
-    headers, rows = table_rows(result)
-    lines.append("| " + " | ".join(headers) + " |")
-    lines.append("|---|---|" + "---:|" * (len(headers) - 2))
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    if result.lists:
-        lines += [
-            "",
-            "## The lists a user gets (multi-task model, honest protocol)",
-            "",
-            "`served`: what `mtrec recommend` serves for this preset (the ranking stage over "
-            "two-tower and item-item candidates where the preset has one; otherwise the top "
-            "100 by retrieval re-sorted by predicted rating). 95% bootstrap intervals over "
-            "users; the last four columns are paired differences to EASE and to retrieval "
-            "alone (an interval above zero: better on these users).",
-            "",
-        ]
-        list_headers, list_cells = list_rows(result.lists)
-        lines.append("| " + " | ".join(list_headers) + " |")
-        lines.append("|---|" + "---:|" * (len(list_headers) - 1))
-        lines += ["| " + " | ".join(row) + " |" for row in list_cells]
-        if result.other_seeds:
-            lines += ["", *lists_summary_lines(result)]
-    lines += [
+        lines += ["", *lists_summary_lines(result)]
+    return lines
+
+
+def _epoch_lines(result: CompareResult) -> list[str]:
+    """Each model's loss per epoch."""
+    lines = [
         "",
         "## Loss per epoch (mean over batches)",
         "",
@@ -193,17 +229,7 @@ def render_markdown(result: CompareResult) -> str:
     ]
     for m in result.models:
         lines.append(f"| {m.name} | " + " | ".join(f"{e.loss:.4g}" for e in m.epochs) + " |")
-    lines += [
-        "",
-        f"## Retrieve, then rank: user {result.user_id} (multi-task model)",
-        "",
-        "| # | title | retrieval score | predicted stars |",
-        "|---:|---|---:|---:|",
-    ]
-    for n, r in enumerate(result.recommendations, start=1):
-        lines.append(f"| {n} | {r.title or r.item_id} | {r.retrieval_score:.3f} | {r.stars:.2f} |")
-    lines += ["", "![comparison](compare.png)", ""]
-    return "\n".join(lines)
+    return lines
 
 
 def write_sweep(points: list[SweepPoint], output_dir: str | Path, title: str) -> list[Path]:

@@ -237,12 +237,15 @@ def _ratings(data: bytes, path: str, sep: str, header: bool) -> Interactions:
     if any(table.column(c).null_count for c in RATING_COLUMNS):
         _first_bad_line(data, path, sep, header)
     user, item, rating, timestamp = columns
-    offset = 1 + int(header)  # row 0 is on this line
-    for values, lo, hi, field in (
-        (rating, 0.5, 5.0, "rating"),
-        (user, 1, np.iinfo(np.int32).max, "userId"),
-        (item, 1, np.iinfo(np.int32).max, "movieId"),
-    ):
+    _check_ranges(path, 1 + int(header), rating=rating, userId=user, movieId=item)
+    return Interactions(user, item, rating.astype(np.float32), timestamp)
+
+
+def _check_ranges(path: str, offset: int, **columns: NDArray[Any]) -> None:
+    """Ratings in [0.5, 5] and ids in [1, int32 max], or an error naming the first bad
+    line (row 0 is on line ``offset``) and the field."""
+    for field, values in columns.items():
+        lo, hi = (0.5, 5.0) if field == "rating" else (1, np.iinfo(np.int32).max)
         bad = np.flatnonzero((values < lo) | (values > hi))
         if len(bad):
             raise DataError(
@@ -252,7 +255,6 @@ def _ratings(data: bytes, path: str, sep: str, header: bool) -> Interactions:
                 line=int(bad[0]) + offset,
                 field=field,
             )
-    return Interactions(user, item, rating.astype(np.float32), timestamp)
 
 
 def _first_bad_line(data: bytes, path: str, sep: str, header: bool) -> None:

@@ -7,9 +7,10 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from mtrec.config import ModelConfig
-from mtrec.data import Dataset
+from mtrec.data import Dataset, Items, Users
 from mtrec.errors import ConfigError
 from mtrec.features.encoding import Vocabs
 
@@ -101,19 +102,7 @@ def feature_codes(
         where = vocabs.users.rows(dataset.users.ids, unknown="oov")
         keep = where >= 0
         for name in user_features:
-            column = {
-                "age": dataset.users.age,
-                "gender": dataset.users.gender,
-                "occupation": dataset.users.occupation,
-            }[name]
-            if name == "age":
-                codes, size = (
-                    np.searchsorted(AGE_BUCKETS, column, side="right") + 1,
-                    len(AGE_BUCKETS) + 2,
-                )
-            else:
-                values, inverse = np.unique(column, return_inverse=True)
-                codes, size = inverse + 1, len(values) + 1
+            codes, size = _user_codes(dataset.users, name)
             table = np.zeros((len(vocabs.users), 1), dtype=np.int64)
             table[where[keep], 0] = codes[keep]
             users[name], sizes[f"user.{name}"] = torch.from_numpy(table), int(size)
@@ -122,17 +111,30 @@ def feature_codes(
         where = vocabs.items.rows(dataset.items.ids, unknown="oov")
         keep = where >= 0
         for name in item_features:
-            if name == "genres":
-                flags = dataset.items.genres
-                width = max(1, int(flags.sum(axis=1).max(initial=1)))
-                ranked = np.argsort(~flags, axis=1, kind="stable")[:, :width]  # set flags first
-                codes = np.where(np.take_along_axis(flags, ranked, 1), ranked + 1, 0)
-                size = flags.shape[1] + 1
-            else:
-                years = dataset.items.years.astype(np.int64)
-                codes = np.where(years > 0, np.clip((years - 1920) // 5, -1, 20) + 2, 0)[:, None]
-                size = 23
+            codes, size = _item_codes(dataset.items, name)
             table = np.zeros((len(vocabs.items), codes.shape[1]), dtype=np.int64)
             table[where[keep]] = codes[keep]
             items[name], sizes[f"item.{name}"] = torch.from_numpy(table), int(size)
     return FeatureCodes(users, items, sizes)
+
+
+def _user_codes(users: Users, name: str) -> tuple[NDArray[np.int64], int]:
+    """One user feature's code per metadata row (0: none) and its table size: age groups
+    by MovieLens' buckets, gender and occupation by their distinct values."""
+    column = {"age": users.age, "gender": users.gender, "occupation": users.occupation}[name]
+    if name == "age":
+        return np.searchsorted(AGE_BUCKETS, column, side="right") + 1, len(AGE_BUCKETS) + 2
+    values, inverse = np.unique(column, return_inverse=True)
+    return inverse + 1, len(values) + 1
+
+
+def _item_codes(items: Items, name: str) -> tuple[NDArray[np.int64], int]:
+    """One item feature's codes per metadata row, (rows, width), and its table size:
+    genres (multi-valued, an item's set genres first) or 5-year buckets from 1920."""
+    if name == "genres":
+        flags = items.genres
+        width = max(1, int(flags.sum(axis=1).max(initial=1)))
+        ranked = np.argsort(~flags, axis=1, kind="stable")[:, :width]  # set flags first
+        return np.where(np.take_along_axis(flags, ranked, 1), ranked + 1, 0), flags.shape[1] + 1
+    years = items.years.astype(np.int64)
+    return np.where(years > 0, np.clip((years - 1920) // 5, -1, 20) + 2, 0)[:, None], 23
