@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "mtrec"
-BASE = {"errors", "config", "io", "runtime", "distributed"}
+BASE = {"errors", "config", "io", "runtime", "distributed", "seeds"}
 STAGES = [
     "data",
     "vocab",

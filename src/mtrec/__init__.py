@@ -39,7 +39,7 @@ from mtrec.recommend import (
     recommend_reference,
     to_frame,
 )
-from mtrec.train import History, train
+from mtrec.train import History, TrainingRecord, train
 from mtrec.vocab import Vocab
 
 __version__ = "0.1.0"
@@ -67,6 +67,7 @@ __all__ = [
     "SimilarItem",
     "Split",
     "TrainConfig",
+    "TrainingRecord",
     "UnknownIdError",
     "Vocab",
     "Vocabs",

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from mtrec import seeds
 from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset
@@ -127,7 +128,7 @@ def with_replay(
     alone (the newest interactions say most about what comes next)."""
     if fraction <= 0:
         return new_rows
-    generator = torch.Generator().manual_seed(seed + 7919)
+    generator = torch.Generator().manual_seed(seed + seeds.REPLAY_SAMPLE)
     before = old.as_rows()
     keep = torch.rand(len(before), generator=generator) < fraction
     rows = EncodedInteractions.cat([before.subset(keep).only_for_rating(), new_rows])

@@ -38,7 +38,7 @@ err = Console(stderr=True)
 out = Console()
 
 
-_state: dict[str, Any] = {"verbose": False, "argv": []}
+invocation: dict[str, Any] = {"verbose": False, "argv": []}
 
 
 @app.callback()
@@ -47,7 +47,7 @@ def _root(
         bool, typer.Option("--verbose", "-v", help="Tracebacks and debug logs.")
     ] = False,
 ) -> None:
-    _state["verbose"] = verbose
+    invocation["verbose"] = verbose
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(message)s",
@@ -58,7 +58,7 @@ def _root(
 def relaunch_with_torchrun(workers: int) -> None:
     """``--workers N``: the same command under ``torchrun --standalone --nproc-per-node N``
     (PyTorch's own launcher: rendezvous on a free local port, one process per worker)."""
-    argv = list(_state["argv"])
+    argv = list(invocation["argv"])
     for pos, arg in enumerate(argv):
         if arg == "--workers":
             del argv[pos : pos + 2]
@@ -90,11 +90,11 @@ def console() -> None:
 def main(argv: list[str] | None = None) -> None:
     """Run one command, map mtrec's errors to one line and an exit code."""
     tune_allocator()
-    _state["argv"] = list(sys.argv[1:] if argv is None else argv)
+    invocation["argv"] = list(sys.argv[1:] if argv is None else argv)
     try:
         app(args=argv)  # standalone: usage errors print themselves and exit 2
     except MtrecError as exc:
-        if _state["verbose"]:
+        if invocation["verbose"]:
             traceback.print_exc()
         # escaped: a message may quote "[train]" or a user's text, not rich markup
         err.print(

@@ -35,7 +35,7 @@ from mtrec.cli.options import (
     load_data,
     test_data,
 )
-from mtrec.cli.program import err, out, relaunch_with_torchrun
+from mtrec.cli.program import err, invocation, out, relaunch_with_torchrun
 from mtrec.cli.render import ModelBar, metrics_line, progress_bars
 from mtrec.config import DATA_KEYS, RunConfig, effective_config
 from mtrec.distributed import World, join_from_env, leave
@@ -133,7 +133,11 @@ def train_cmd(
     ] = None,
     rating_weight: Annotated[
         float | None,
-        typer.Option("--rating-weight", "--ranking-weight", help="Weight of the rating loss."),
+        typer.Option(
+            "--rating-weight",
+            "--ranking-weight",
+            help="Weight of the rating loss (--ranking-weight: its old name, deprecated).",
+        ),
     ] = None,
     epochs: Annotated[int | None, typer.Option()] = None,
     batch_size: Annotated[int | None, typer.Option()] = None,
@@ -242,6 +246,8 @@ def _checked_flags(
 ) -> Checkpointing | None:
     """The flags that need no data checked before any work; the checkpointing they ask for.
     ``--workers N`` runs the same command under torchrun instead."""
+    if any(a.split("=")[0] == "--ranking-weight" for a in invocation["argv"]):
+        err.print("[yellow]--ranking-weight is deprecated: use --rating-weight[/yellow]")
     if workers > 1:
         relaunch_with_torchrun(workers)
     if workers < 1:

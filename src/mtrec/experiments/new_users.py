@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from mtrec import seeds
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data import Dataset
 from mtrec.errors import ConfigError
@@ -32,7 +33,7 @@ from mtrec.features import (
 from mtrec.model import MultiTaskModel
 from mtrec.pipeline import Prepared, build_model, fit_ranker_beside, two_stage
 from mtrec.ranking import history_queries
-from mtrec.train import History, Progress, train
+from mtrec.train import Progress, TrainingRecord, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,7 +55,7 @@ def split_new_users(
         raise ConfigError(f"new users: fraction must be in (0, 1), got {fraction}")
     log = encode(dataset.interactions, vocabs, scale)
     users = np.unique(log.user.numpy())
-    rng = np.random.default_rng(seed + 7_368_787)
+    rng = np.random.default_rng(seed + seeds.NEW_USERS)
     held = np.sort(rng.choice(users, size=max(1, round(fraction * len(users))), replace=False))
     is_held = np.isin(log.user.numpy(), held)
     position = np.searchsorted(held, log.user.numpy()[is_held])
@@ -110,7 +111,7 @@ def evaluate_new_users(
         seen=seen,
     )
 
-    def fit_model() -> tuple[MultiTaskModel, History]:
+    def fit_model() -> tuple[MultiTaskModel, TrainingRecord]:
         model = build_model(dataset, vocabs, model_config, train_config.seed, seen)
         return model, train(model, parts.train, train_config, progress)
 

@@ -14,7 +14,7 @@ from mtrec.model import MultiTaskModel
 from mtrec.pipeline.metrics import held_out_report
 from mtrec.pipeline.prepare import Prepared, build_model
 from mtrec.runtime import resolve_device, side_by_side
-from mtrec.train import History, Progress, train
+from mtrec.train import Progress, TrainingRecord, train
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import inherit
 
@@ -24,7 +24,7 @@ class Fitted:
     """One trained model and its held-out metrics under both protocols."""
 
     model: MultiTaskModel
-    history: History
+    history: TrainingRecord
     reference: EvalReport
     """The tutorial's protocol: training items stay candidates."""
     honest: EvalReport
@@ -81,7 +81,7 @@ def fit_prepared(
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
     init_from: MultiTaskModel | None = None,
-) -> tuple[MultiTaskModel, History]:
+) -> tuple[MultiTaskModel, TrainingRecord]:
     """Build and train one model on ``prepared``'s training rows (its own configs by
     default), from ``init_from``'s weights where given (a warm start: see ``warm``)."""
     tc = train_config or prepared.train_config

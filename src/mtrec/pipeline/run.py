@@ -23,7 +23,7 @@ from mtrec.pipeline.metrics import _held_out_metrics
 from mtrec.pipeline.prepare import Prepared, prepare
 from mtrec.pipeline.stages import fit_ranker_beside, two_stage
 from mtrec.ranking import Ranker, TwoStage
-from mtrec.train import History, Progress
+from mtrec.train import Progress, TrainingRecord
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY, check_shape, merged_items, replayed_share
 
@@ -122,7 +122,7 @@ class _Fits:
     """The served model and the ranking stage's ranker, fitted, with their seconds."""
 
     model: MultiTaskModel
-    history: History
+    history: TrainingRecord
     ranker: Ranker | None
     ranker_seconds: float
     seconds: float
@@ -141,7 +141,7 @@ def _fit(
     a warm start keeps the saved model's ranker."""
     old_model = None if init_from is None else init_from.model
 
-    def fit_model() -> tuple[MultiTaskModel, History]:
+    def fit_model() -> tuple[MultiTaskModel, TrainingRecord]:
         return fit_prepared(
             prepared, progress=progress, checkpoints=checkpoints, init_from=old_model
         )

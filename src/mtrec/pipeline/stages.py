@@ -9,6 +9,7 @@ from typing import cast
 import numpy as np
 import torch
 
+from mtrec import seeds
 from mtrec.config import RankerConfig
 from mtrec.evaluate import sample_users
 from mtrec.evaluate.baselines import ease_weights
@@ -38,7 +39,7 @@ from mtrec.ranking import (
     user_queries,
 )
 from mtrec.runtime import side_by_side
-from mtrec.train import History, Progress, train
+from mtrec.train import Progress, TrainingRecord, train
 
 ITEM_ITEM_MAX_ITEMS = 10_000
 """The ranker's item-item source needs an (items x items) float32 matrix saved with the
@@ -49,7 +50,7 @@ def carve(
     rows: EncodedInteractions, fraction: float, seed: int
 ) -> tuple[EncodedInteractions, EncodedInteractions]:
     """Split training rows into (stage one's rows, the ranker's held-aside rows), seeded."""
-    draw = torch.rand(len(rows), generator=torch.Generator().manual_seed(seed + 104_729))
+    draw = torch.rand(len(rows), generator=torch.Generator().manual_seed(seed + seeds.RANKER_CARVE))
     held = draw < fraction
     return rows.subset(~held), rows.subset(held)
 
@@ -94,7 +95,7 @@ def fit_ranker_on_training_rows(
     share's rows of at most ``config.max_users`` users, a seeded sample)."""
     tc = prepared.train_config
     fit_rows, held = carve(prepared.train, config.holdout, tc.seed)
-    held, _ = sample_users(held, config.max_users, tc.seed + 7_919)
+    held, _ = sample_users(held, config.max_users, tc.seed + seeds.RANKER_USERS)
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
     train(model, fit_rows, tc, progress)
@@ -126,8 +127,8 @@ def fit_ranker_beside(
     prepared: Prepared,
     config: RankerConfig,
     progress: Progress | None,
-    fit_model: Callable[[], tuple[MultiTaskModel, History]],
-) -> tuple[tuple[Ranker, float], tuple[MultiTaskModel, History]]:
+    fit_model: Callable[[], tuple[MultiTaskModel, TrainingRecord]],
+) -> tuple[tuple[Ranker, float], tuple[MultiTaskModel, TrainingRecord]]:
     """The ranker fitted on ``prepared``'s training rows (and its seconds) and
     ``fit_model``'s model, side by side where that is cheap (``SIDE_BY_SIDE_MAX_ROWS``, a
     CPU, one process): they are independent until the served list is put together."""
@@ -142,4 +143,4 @@ def fit_ranker_beside(
     )
     done, _ = side_by_side([fit_model, fit_ranker], at_once)
     model, ranker = done
-    return cast(tuple[Ranker, float], ranker), cast(tuple[MultiTaskModel, History], model)
+    return cast(tuple[Ranker, float], ranker), cast(tuple[MultiTaskModel, TrainingRecord], model)

@@ -10,6 +10,7 @@ from typing import Any
 
 import torch
 
+from mtrec import seeds
 from mtrec.config import TrainConfig
 from mtrec.distributed import Shard, world
 from mtrec.errors import ConfigError, TrainingError
@@ -20,7 +21,7 @@ from mtrec.train.batches import batch_options, device_batch
 from mtrec.train.checkpoint import (
     Checkpointing,
 )
-from mtrec.train.records import EpochStats, History, Progress
+from mtrec.train.records import EpochStats, Progress, TrainingRecord
 from mtrec.train.resume import resume_run, save_run
 from mtrec.train.setup import Run, retrieval_options, setup_run
 
@@ -31,7 +32,7 @@ def train(
     config: TrainConfig,
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
-) -> History:
+) -> TrainingRecord:
     """Fit ``model`` to ``data`` in place and return per-epoch losses (see :func:`_fit`).
 
     Training runs on ``config.device`` (the model, its batches, the loss and the optimizer
@@ -58,14 +59,16 @@ def _train(
     config: TrainConfig,
     progress: Progress | None,
     checkpoints: Checkpointing | None,
-) -> History:
+) -> TrainingRecord:
     if not config.validation_fraction:
         return _fit(model, data, config, progress, checkpoints)
     if checkpoints is not None:
         raise ConfigError(
             "checkpoints with a validation slice are not supported yet; use one or the other"
         )
-    order = torch.randperm(len(data), generator=torch.Generator().manual_seed(config.seed + 7919))
+    order = torch.randperm(
+        len(data), generator=torch.Generator().manual_seed(config.seed + seeds.VALIDATION_SLICE)
+    )
     n_val = max(1, round(len(data) * config.validation_fraction))
     fit_part, val_part = data.subset(order[n_val:]), data.subset(order[:n_val])
     best: dict[str, Any] = {"loss": math.inf, "epoch": 0, "state": None}
@@ -124,7 +127,7 @@ def _fit(
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
     after_epoch: Callable[[int], bool] | None = None,
-) -> History:
+) -> TrainingRecord:
     """Fit ``model`` to ``data`` in place and return per-epoch losses.
 
     Batches are consecutive slices of ``data`` in its given order (the reference: rows
@@ -178,7 +181,7 @@ def _fit(
     model.eval()
     model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
     precision = "bf16" if run.dtype is torch.bfloat16 else "fp32"
-    return History(
+    return TrainingRecord(
         stats, time.perf_counter() - run_started, precision, run.precision_reason, str(run.device)
     )
 
@@ -237,7 +240,7 @@ def _train_step(run: Run, order: torch.Tensor | None, epoch: int, step: int) -> 
     rows, shard = _batch(run, order, step)
     options = batch_options(run.options, run.data, rows, run.device)
     if config.extra_negatives:  # a draw fixed by (seed, epoch, step): resumable
-        draw = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch * 100_003 + step)
+        draw = torch.Generator().manual_seed(seeds.extra_negatives_seed(config.seed, epoch, step))
         negatives = torch.randint(run.model.n_items, (config.extra_negatives,), generator=draw)
         options = dataclasses.replace(options, extra_negatives=move(negatives, run.device))
     total, retrieval, rating = run.forward(

@@ -23,8 +23,9 @@ class EpochStats:
 
 
 @dataclasses.dataclass(frozen=True)
-class History:
-    """What a training run did, epoch by epoch, and in which matmul precision."""
+class TrainingRecord:
+    """What a training run did, epoch by epoch, and in which matmul precision (called
+    ``History`` before: "history" is the users' rated items everywhere else)."""
 
     epochs: list[EpochStats]
     seconds: float
@@ -37,6 +38,10 @@ class History:
     """Loss on the validation slice after each epoch (empty without one)."""
     best_epoch: int | None = None
     """The epoch whose weights were kept (or refitted to), with a validation slice."""
+
+
+History = TrainingRecord
+"""The old name of :class:`TrainingRecord`, kept so that code written for it runs."""
 
 
 class Progress(Protocol):
