@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from mtrec import artifact
-from mtrec.artifact import SavedModel
 from mtrec.config import ModelConfig, RunConfig, TrainConfig
 from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
@@ -97,7 +96,7 @@ def fit(
     warm = None
     if init_from is not None:
         warm = init_from.saved if isinstance(init_from, Recommender) else artifact.load(init_from)
-    run = run_config(config, warm)
+    run = RunConfig.of(config, None if warm is None else artifact.config_document(warm))
     model_config, train_config, ranker = run.resolve(preset_name, **overrides)
     saved = train_model(
         dataset,
@@ -111,18 +110,6 @@ def fit(
         replay=replay,
     )
     return Model(saved)
-
-
-def run_config(config: str | Path | RunConfig | None, warm: SavedModel | None) -> RunConfig:
-    """The settings a run starts from: a config file, else (a warm start) the saved
-    model's own config, else none (the preset and the overrides alone)."""
-    if isinstance(config, RunConfig):
-        return config
-    if config is not None:
-        return RunConfig.read(config)
-    if warm is not None:
-        return RunConfig.from_dict(artifact.config_document(warm), "the saved model's config")
-    return RunConfig()
 
 
 def load(directory: str | Path) -> Model:

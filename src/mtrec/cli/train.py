@@ -5,10 +5,10 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -37,10 +37,9 @@ from mtrec.cli.options import (
 )
 from mtrec.cli.program import err, invocation, out, relaunch_with_torchrun
 from mtrec.cli.render import ModelBar, metrics_line, progress_bars
-from mtrec.config import DATA_KEYS, RunConfig, effective_config
+from mtrec.config import DATA_KEYS, RunConfig, effective_config, holdout_fraction, jsonable
 from mtrec.distributed import World, join_from_env, leave
 from mtrec.errors import ConfigError
-from mtrec.estimator import run_config
 from mtrec.evaluate import EVAL_USERS
 from mtrec.index import INDEX_KINDS
 from mtrec.io import json_safe
@@ -186,13 +185,14 @@ def train_cmd(
         workers, eval_users, checkpoint_dir, checkpoint_every, keep_checkpoints, resume
     )
     warm = None if init_from is None else artifact.load(init_from)
-    run = run_config(config, warm)  # then the flags over it
+    saved_config = None if warm is None else artifact.config_document(warm)
+    run = RunConfig.of(config, saved_config)  # then the flags over it
     given = {k: v for k, v in locals().items() if k in CONFIG_FLAGS}
     model_config, train_config, ranker = run.resolve(preset, **given)
-    flags = _with_file(ctx, run, locals())
+    flags = run.data_settings(locals(), _given(ctx))
     index, index_params = _index_settings(ctx, run, index, index_option)
     if print_config:
-        data_keys = {key: _jsonable(flags[key]) for key in DATA_KEYS}
+        data_keys = {key: jsonable(flags[key]) for key in DATA_KEYS}
         index_keys = {"kind": index, "options": index_params}
         document = effective_config(model_config, train_config, ranker, data_keys, index_keys)
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
@@ -208,7 +208,7 @@ def train_cmd(
             model_config,
             train_config,
             split=flags["split"],
-            test_fraction=_holdout(flags["holdout"], test is not None),
+            test_fraction=holdout_fraction(flags["holdout"], test is not None),
             test=test,
             estimate_fraction=flags["holdout_estimate"],
             index=index,
@@ -282,80 +282,22 @@ def _write_and_report(saved: SavedModel, output: Path, as_json: bool) -> None:
     out.print(f"[dim]wrote {path}[/dim]")
 
 
-PATH_KEYS = ("data_dir", "cache_dir", "interactions", "items_file", "test_interactions")
+def _given(ctx: typer.Context) -> Callable[[str], bool]:
+    """Whether a flag was given on the command line (or its environment variable)."""
 
+    def given(name: str) -> bool:
+        source = ctx.get_parameter_source(name)
+        return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
 
-def _with_file(ctx: typer.Context, run: RunConfig, values: dict[str, Any]) -> dict[str, Any]:
-    """The data flags' values: a flag given on the command line wins over the config
-    file's ``[data]``, which wins over the flag's default."""
-    out = {key: values[key] for key in DATA_KEYS}
-    for key, value in run.data.items():
-        if _given(ctx, key):
-            continue
-        out[key] = _file_value(key, value)
-    return out
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name in ("COMMANDLINE", "ENVIRONMENT")
-
-
-def _file_value(key: str, value: Any) -> Any:
-    """A ``[data]`` value as its flag would give it; the wrong kind is an error naming it."""
-    if key == "holdout" and isinstance(value, int | float) and not isinstance(value, bool):
-        return "none" if value == 0 else str(value)
-    if key == "holdout_estimate" and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if key == "rating_range" and isinstance(value, list) and len(value) == 2:
-        return ",".join(str(v) for v in value)
-    if key == "eval_users":
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise ConfigError(f"config [data] {key}: expected an integer >= 0, got {value!r}")
-        return value
-    if key == "skip_bad_rows":
-        if not isinstance(value, bool):
-            raise ConfigError(f"config [data] {key}: expected true or false, got {value!r}")
-        return value
-    if not isinstance(value, str):
-        raise ConfigError(f"config [data] {key}: expected text, got {value!r}")
-    return Path(value) if key in PATH_KEYS else value
+    return given
 
 
 def _index_settings(
     ctx: typer.Context, run: RunConfig, kind: str, options: list[str] | None
 ) -> tuple[str, dict[str, int]]:
     """The index kind and options: flags, else the config file's ``[index]``."""
-    if not _given(ctx, "index") and "kind" in run.index:
-        kind = run.index["kind"]
     params = dict(key_int(option) for option in options or [])
-    if not params and isinstance(run.index.get("options"), dict):
-        params = run.index["options"]
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in params.values()):
-            raise ConfigError(f"config [index] options: expected integers, got {params!r}")
+    kind, params = run.index_settings(kind, params, _given(ctx)("index"))
     if kind not in INDEX_KINDS:
         raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {kind!r}")
     return kind, params
-
-
-def _jsonable(value: Any) -> Any:
-    return str(value) if isinstance(value, Path) else value
-
-
-def _holdout(text: str | None, given_test: bool) -> float:
-    """--holdout as a test fraction: 'none' is 0 (as is any run with a test file)."""
-    if given_test:
-        if text is not None:
-            raise ConfigError("--holdout goes without --test-interactions (every row trains)")
-        return 0.0
-    if text is None:
-        return 0.2
-    if text.strip().lower() == "none":
-        return 0.0
-    try:
-        fraction = float(text)
-    except ValueError:
-        fraction = math.nan
-    if not 0 < fraction < 1:
-        raise ConfigError(f"--holdout: expected 'none' or a share in (0, 1), got {text!r}")
-    return fraction

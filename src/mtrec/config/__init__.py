@@ -11,10 +11,31 @@ file, the presets and the flags resolved in one place).
 
 from mtrec.config.fields import LIKED, LOVED, ModelConfig, RankerConfig, TrainConfig
 from mtrec.config.presets import PRESETS, RANKERS, preset, ranker_preset
-from mtrec.config.run import DATA_KEYS, INDEX_KEYS, SAVED_ONLY, RunConfig, effective_config
+from mtrec.config.run import (
+    DATA_KEYS,
+    INDEX_KEYS,
+    SAVED_ONLY,
+    RunConfig,
+    effective_config,
+    holdout_fraction,
+    jsonable,
+)
 
 __all__ = [
-    "DATA_KEYS", "INDEX_KEYS", "LIKED", "LOVED", "PRESETS", "RANKERS", "SAVED_ONLY",
-    "ModelConfig", "RankerConfig", "RunConfig", "TrainConfig", "effective_config", "preset",
+    "DATA_KEYS",
+    "INDEX_KEYS",
+    "LIKED",
+    "LOVED",
+    "PRESETS",
+    "RANKERS",
+    "SAVED_ONLY",
+    "ModelConfig",
+    "RankerConfig",
+    "RunConfig",
+    "TrainConfig",
+    "effective_config",
+    "holdout_fraction",
+    "jsonable",
+    "preset",
     "ranker_preset",
 ]  # fmt: skip

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +129,43 @@ class RunConfig:
             where,
         )
 
+    @classmethod
+    def of(
+        cls, config: str | Path | RunConfig | None, saved: dict[str, Any] | None = None
+    ) -> RunConfig:
+        """The settings a run starts from: a config file (or one already read), else a
+        warm start's saved model's own config document (``saved``), else none (the preset
+        and the overrides alone)."""
+        if isinstance(config, RunConfig):
+            return config
+        if config is not None:
+            return cls.read(config)
+        if saved is not None:
+            return cls.from_dict(saved, "the saved model's config")
+        return cls()
+
+    def data_settings(self, flags: dict[str, Any], given: Callable[[str], bool]) -> dict[str, Any]:
+        """The data flags' values: a flag ``given`` on the command line wins over the
+        file's ``[data]``, which wins over the flag's default (its value in ``flags``)."""
+        out = {key: flags[key] for key in DATA_KEYS}
+        for key, value in self.data.items():
+            if not given(key):
+                out[key] = _file_value(key, value)
+        return out
+
+    def index_settings(
+        self, kind: str, options: dict[str, int], kind_given: bool
+    ) -> tuple[str, dict[str, int]]:
+        """The index kind and options: the flags' (``kind_given``: on the command line),
+        else the file's ``[index]``."""
+        if not kind_given and "kind" in self.index:
+            kind = self.index["kind"]
+        if not options and isinstance(self.index.get("options"), dict):
+            options = self.index["options"]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in options.values()):
+                raise ConfigError(f"config [index] options: expected integers, got {options!r}")
+        return kind, options
+
     def resolve(
         self, preset_name: str | None = None, **overrides: Any
     ) -> tuple[ModelConfig, TrainConfig, RankerConfig | None]:
@@ -176,3 +215,52 @@ def _section(document: dict[str, Any], name: str, where: str, keys: set[str]) ->
             f"{where}: [{name}] unknown key(s) {unknown}; expected some of {sorted(keys)}"
         )
     return dict(section)
+
+
+PATH_KEYS = ("data_dir", "cache_dir", "interactions", "items_file", "test_interactions")
+"""The ``[data]`` keys that name files or folders."""
+
+
+def _file_value(key: str, value: Any) -> Any:
+    """A ``[data]`` value as its flag would give it; the wrong kind is an error naming it."""
+    if key == "holdout" and isinstance(value, int | float) and not isinstance(value, bool):
+        return "none" if value == 0 else str(value)
+    if key == "holdout_estimate" and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if key == "rating_range" and isinstance(value, list) and len(value) == 2:
+        return ",".join(str(v) for v in value)
+    if key == "eval_users":
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise ConfigError(f"config [data] {key}: expected an integer >= 0, got {value!r}")
+        return value
+    if key == "skip_bad_rows":
+        if not isinstance(value, bool):
+            raise ConfigError(f"config [data] {key}: expected true or false, got {value!r}")
+        return value
+    if not isinstance(value, str):
+        raise ConfigError(f"config [data] {key}: expected text, got {value!r}")
+    return Path(value) if key in PATH_KEYS else value
+
+
+def jsonable(value: Any) -> Any:
+    """A setting as JSON holds it: a path as text."""
+    return str(value) if isinstance(value, Path) else value
+
+
+def holdout_fraction(text: str | None, given_test: bool) -> float:
+    """--holdout as a test fraction: 'none' is 0 (as is any run with a test file)."""
+    if given_test:
+        if text is not None:
+            raise ConfigError("--holdout goes without --test-interactions (every row trains)")
+        return 0.0
+    if text is None:
+        return 0.2
+    if text.strip().lower() == "none":
+        return 0.0
+    try:
+        fraction = float(text)
+    except ValueError:
+        fraction = math.nan
+    if not 0 < fraction < 1:
+        raise ConfigError(f"--holdout: expected 'none' or a share in (0, 1), got {text!r}")
+    return fraction
