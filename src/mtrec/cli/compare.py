@@ -6,29 +6,18 @@ import contextlib
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
 
 from mtrec.cli.options import (
-    DATA_FLAGS,
     AsJson,
-    CacheDir,
-    DataDir,
-    DatasetName,
     DeviceFlag,
-    InteractionsFile,
-    ItemCol,
-    ItemsFile,
-    RatingCol,
-    RatingRange,
-    SkipBadRows,
     SplitKind,
-    TimestampCol,
-    UserCol,
     load_data,
     parse_seed,
+    takes_data,
 )
 from mtrec.cli.program import err, out
 from mtrec.cli.render import ModelBar, print_compare, progress_bars
@@ -40,18 +29,9 @@ from mtrec.plots import preload_plotting
 from mtrec.report import write_outputs, write_sweep
 
 
+@takes_data()
 def compare_cmd(
-    data_dir: DataDir = None,
-    cache_dir: CacheDir = None,
-    dataset: DatasetName = "ml-100k",
-    interactions: InteractionsFile = None,
-    user_col: UserCol = "user_id",
-    item_col: ItemCol = "item_id",
-    rating_col: RatingCol = None,
-    timestamp_col: TimestampCol = None,
-    items_file: ItemsFile = None,
-    skip_bad_rows: SkipBadRows = False,
-    rating_range: RatingRange = None,
+    data_flags: dict[str, Any],
     split: SplitKind = "random",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/compare"
@@ -100,7 +80,7 @@ def compare_cmd(
     )
     seed_list = [seed] if seeds is None else [parse_seed(s) for s in seeds.split(",")]
     preload_plotting()
-    data = load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
+    data = load_data(**data_flags)
     bars = progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         result = compare_seeds(
@@ -124,18 +104,9 @@ def compare_cmd(
     out.print(f"[dim]wrote {', '.join(str(p) for p in paths)}[/dim]")
 
 
+@takes_data()
 def sweep_cmd(
-    data_dir: DataDir = None,
-    cache_dir: CacheDir = None,
-    dataset: DatasetName = "ml-100k",
-    interactions: InteractionsFile = None,
-    user_col: UserCol = "user_id",
-    item_col: ItemCol = "item_id",
-    rating_col: RatingCol = None,
-    timestamp_col: TimestampCol = None,
-    items_file: ItemsFile = None,
-    skip_bad_rows: SkipBadRows = False,
-    rating_range: RatingRange = None,
+    data_flags: dict[str, Any],
     split: SplitKind = "random",
     output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
         "mtrec-out/sweep"
@@ -157,7 +128,7 @@ def sweep_cmd(
             f"--weights: expected numbers separated by commas, got {weights!r}"
         ) from None
     preload_plotting()
-    data = load_data(**{k: v for k, v in locals().items() if k in DATA_FLAGS})
+    data = load_data(**data_flags)
     points = sweep(
         data,
         grid,

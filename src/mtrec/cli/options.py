@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import functools
+import inspect
 import math
+import typing
+from collections.abc import Callable
+from inspect import Parameter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -102,6 +107,48 @@ DATA_FLAGS = (
     "timestamp_col", "items_file", "skip_bad_rows", "rating_range",
 )  # fmt: skip
 """The parameters of the commands that take data: MovieLens or the user's own file."""
+
+
+def takes_data(after: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """Give a command the data flags (``DATA_FLAGS``, declared once in ``_DATA_PARAMETERS``)
+    after its parameter ``after`` (first where None); the command receives their values as
+    one dict, ``data_flags``. Typer reads the command's signature, so the one written here
+    is the command's own with the data flags spliced in."""
+
+    def decorate(command: Callable[..., None]) -> Callable[..., None]:
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [
+            p.replace(annotation=hints.get(p.name, p.annotation), kind=Parameter.KEYWORD_ONLY)
+            for p in inspect.signature(command).parameters.values()
+            if p.name != "data_flags"
+        ]
+        at = 0 if after is None else [p.name for p in own].index(after) + 1
+        parameters = [*own[:at], *_data_parameters(), *own[at:]]
+
+        @functools.wraps(command)
+        def run(**given: Any) -> None:
+            data = {name: given.pop(name) for name in DATA_FLAGS}
+            command(**given, data_flags=data)
+
+        run.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        run.__annotations__ = {p.name: p.annotation for p in parameters}
+        return run
+
+    return decorate
+
+
+def _data_parameters() -> list[inspect.Parameter]:
+    flags = (
+        ("data_dir", DataDir, None), ("cache_dir", CacheDir, None),
+        ("dataset", DatasetName, "ml-100k"), ("interactions", InteractionsFile, None),
+        ("user_col", UserCol, "user_id"), ("item_col", ItemCol, "item_id"),
+        ("rating_col", RatingCol, None), ("timestamp_col", TimestampCol, None),
+        ("items_file", ItemsFile, None), ("skip_bad_rows", SkipBadRows, False),
+        ("rating_range", RatingRange, None),
+    )  # fmt: skip
+    return [
+        inspect.Parameter(n, Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in flags
+    ]
 
 
 def load_data(

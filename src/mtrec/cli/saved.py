@@ -6,7 +6,7 @@ import dataclasses
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -14,22 +14,11 @@ from rich.table import Table
 
 from mtrec import artifact
 from mtrec.cli.options import (
-    DATA_FLAGS,
     AsJson,
-    CacheDir,
-    DataDir,
-    DatasetName,
-    InteractionsFile,
-    ItemCol,
-    ItemsFile,
     ModelDir,
-    RatingCol,
-    RatingRange,
-    SkipBadRows,
     TestInteractions,
-    TimestampCol,
-    UserCol,
     load_data,
+    takes_data,
     test_data,
 )
 from mtrec.cli.program import err, out
@@ -59,19 +48,10 @@ def parse_history(text: str) -> list[tuple[str, float | None]]:
     return entries
 
 
+@takes_data(after="model")
 def evaluate_cmd(
     model: ModelDir,
-    data_dir: DataDir = None,
-    cache_dir: CacheDir = None,
-    dataset: DatasetName = "ml-100k",
-    interactions: InteractionsFile = None,
-    user_col: UserCol = "user_id",
-    item_col: ItemCol = "item_id",
-    rating_col: RatingCol = None,
-    timestamp_col: TimestampCol = None,
-    items_file: ItemsFile = None,
-    skip_bad_rows: SkipBadRows = False,
-    rating_range: RatingRange = None,
+    data_flags: dict[str, Any],
     test_interactions: TestInteractions = None,
     k: Annotated[int, typer.Option("-k", "--k", help="List length for the lists table.")] = 10,
     as_json: AsJson = False,
@@ -82,12 +62,13 @@ def evaluate_cmd(
     saved = artifact.load(model)
     unseen = None
     if test_interactions is not None:
-        if interactions is not None:
+        if data_flags["interactions"] is not None:
             raise ConfigError("evaluate: give --interactions (its split) or --test-interactions")
-        evaluation = evaluate_saved_on(saved, test_data(locals()), k=k)
+        test = test_data({**data_flags, "test_interactions": test_interactions})
+        evaluation = evaluate_saved_on(saved, test, k=k)
         report, lists, unseen = evaluation.report, evaluation.lists, evaluation.unseen.to_dict()
     else:
-        data = load_data(**{name: v for name, v in locals().items() if name in DATA_FLAGS})
+        data = load_data(**data_flags)
         report, lists = evaluate_saved_with_lists(saved, data, k=k)
     now = dataclasses.asdict(report)
     if as_json:

@@ -8,7 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -17,22 +17,12 @@ from mtrec.artifact import SavedModel
 from mtrec.cli.options import (
     DATA_FLAGS,
     AsJson,
-    CacheDir,
-    DataDir,
-    DatasetName,
     DeviceFlag,
-    InteractionsFile,
-    ItemCol,
-    ItemsFile,
-    RatingCol,
-    RatingRange,
-    SkipBadRows,
     SplitKind,
     TestInteractions,
-    TimestampCol,
-    UserCol,
     key_int,
     load_data,
+    takes_data,
     test_data,
 )
 from mtrec.cli.program import err, invocation, out, relaunch_with_torchrun
@@ -55,8 +45,10 @@ CONFIG_FLAGS = (
 """The flags that override the run config's model and training fields."""
 
 
+@takes_data(after="replay")
 def train_cmd(
     ctx: typer.Context,
+    data_flags: dict[str, Any],
     config: Annotated[
         Path | None,
         typer.Option(
@@ -83,17 +75,6 @@ def train_cmd(
             "from the new rows only."
         ),
     ] = REPLAY,
-    data_dir: DataDir = None,
-    cache_dir: CacheDir = None,
-    dataset: DatasetName = "ml-100k",
-    interactions: InteractionsFile = None,
-    user_col: UserCol = "user_id",
-    item_col: ItemCol = "item_id",
-    rating_col: RatingCol = None,
-    timestamp_col: TimestampCol = None,
-    items_file: ItemsFile = None,
-    skip_bad_rows: SkipBadRows = False,
-    rating_range: RatingRange = None,
     split: SplitKind = "random",
     holdout: Annotated[
         str | None,
@@ -189,7 +170,7 @@ def train_cmd(
     run = RunConfig.of(config, saved_config)  # then the flags over it
     given = {k: v for k, v in locals().items() if k in CONFIG_FLAGS}
     model_config, train_config, ranker = run.resolve(preset, **given)
-    flags = run.data_settings(locals(), _given(ctx))
+    flags = run.data_settings({**data_flags, **locals()}, _given(ctx))
     index, index_params = _index_settings(ctx, run, index, index_option)
     if print_config:
         data_keys = {key: jsonable(flags[key]) for key in DATA_KEYS}
