@@ -9,6 +9,15 @@
 >>> mtrec.evaluate(model, mtrec.encode(split.test, vocabs))
 
 Saved models (``mtrec train``) are served by ``mtrec.Recommender.load(directory)``.
+
+The public API is what ``__all__`` below names: the notebook entry point (``fit``,
+``load_model``, ``Model``), the pipeline's steps (``load_movielens``,
+``load_interactions``, the splits, ``Vocabs``/``encode``, ``MultiTaskModel``, ``train``,
+``evaluate``, ``prepare``, ``train_model``, ``evaluate_saved``, ``compare``), the
+index, the ``Recommender`` and its records, the configs and the errors. Those names keep
+working across releases (an old name stays as an alias, as ``History`` for
+``TrainingRecord``); the modules under ``mtrec.*`` are the implementation, laid out as
+the pipeline (see docs/guide.md, "Layout"), and may move.
 """
 
 from mtrec.config import ModelConfig, TrainConfig
