@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -13,6 +13,7 @@ from mtrec.config import ModelConfig
 from mtrec.data import Dataset, Items, Users
 from mtrec.errors import ConfigError
 from mtrec.features.encoding import Vocabs
+from mtrec.vocab import Vocab
 
 USER_FEATURES = ("age", "gender", "occupation")
 ITEM_FEATURES = ("genres", "year")
@@ -94,28 +95,43 @@ def feature_codes(
         raise ConfigError(
             f"dataset {dataset.name!r} has no user or item metadata for side features"
         )
+    sizes: dict[str, int] = {}
     users: dict[str, torch.Tensor] = {}
     items: dict[str, torch.Tensor] = {}
-    sizes: dict[str, int] = {}
     if user_features:
         assert dataset.users is not None
-        where = vocabs.users.rows(dataset.users.ids, unknown="oov")
-        keep = where >= 0
-        for name in user_features:
-            codes, size = _user_codes(dataset.users, name)
-            table = np.zeros((len(vocabs.users), 1), dtype=np.int64)
-            table[where[keep], 0] = codes[keep]
-            users[name], sizes[f"user.{name}"] = torch.from_numpy(table), int(size)
+        people = dataset.users
+        users = _code_tables(vocabs.users, people.ids, user_features, "user", sizes, people)
     if item_features:
         assert dataset.items is not None
-        where = vocabs.items.rows(dataset.items.ids, unknown="oov")
-        keep = where >= 0
-        for name in item_features:
-            codes, size = _item_codes(dataset.items, name)
-            table = np.zeros((len(vocabs.items), codes.shape[1]), dtype=np.int64)
-            table[where[keep]] = codes[keep]
-            items[name], sizes[f"item.{name}"] = torch.from_numpy(table), int(size)
+        catalogue = dataset.items
+        items = _code_tables(vocabs.items, catalogue.ids, item_features, "item", sizes, catalogue)
     return FeatureCodes(users, items, sizes)
+
+
+def _code_tables(
+    vocab: Vocab,
+    ids: NDArray[Any],
+    names: tuple[str, ...],
+    side: str,
+    sizes: dict[str, int],
+    metadata: Users | Items,
+) -> dict[str, torch.Tensor]:
+    """Each feature's (rows, width) codes for every row of ``vocab`` (0 where the
+    metadata has no such id), its table size added to ``sizes`` as ``side.name``."""
+    where = vocab.rows(ids, unknown="oov")
+    keep = where >= 0
+    tables = {}
+    for name in names:
+        if isinstance(metadata, Users):
+            codes, size = _user_codes(metadata, name)
+        else:
+            codes, size = _item_codes(metadata, name)
+        codes = codes.reshape(len(codes), -1)  # a user feature has one code a row
+        table = np.zeros((len(vocab), codes.shape[1]), dtype=np.int64)
+        table[where[keep]] = codes[keep]
+        tables[name], sizes[f"{side}.{name}"] = torch.from_numpy(table), int(size)
+    return tables
 
 
 def _user_codes(users: Users, name: str) -> tuple[NDArray[np.int64], int]:
