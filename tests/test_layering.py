@@ -1,4 +1,5 @@
-"""Imports flow one way: data -> features -> model -> train -> evaluate -> ... -> cli."""
+"""The package tree is the pipeline: imports flow one way (data -> features -> model ->
+train -> ... -> cli), a module holds one job, a function fits on a screen."""
 
 from __future__ import annotations
 
@@ -65,3 +66,42 @@ def test_imports_only_flow_downstream(path: Path) -> None:
             assert STAGES.index(target) < STAGES.index(own), (
                 f"{path.relative_to(SRC)} ({own}) imports {name}, a later stage"
             )
+
+
+MAX_MODULE_LINES = 400
+MAX_BODY_LINES = 50
+
+
+@pytest.mark.parametrize("path", _modules(), ids=lambda p: str(p.relative_to(SRC)))
+def test_a_module_holds_one_job(path: Path) -> None:
+    """A module over ~400 lines holds two jobs: split it (docs/guide.md, "Layout")."""
+    lines = len(path.read_text().splitlines())
+    assert lines <= MAX_MODULE_LINES, f"{path.relative_to(SRC)}: {lines} lines"
+
+
+def _body_lines(node: ast.FunctionDef | ast.AsyncFunctionDef) -> int:
+    """A function's lines less its signature and docstring."""
+    body = node.body
+    has_doc = isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant)
+    if has_doc and len(body) > 1:
+        body = body[1:]
+    assert node.end_lineno is not None
+    return node.end_lineno - body[0].lineno + 1
+
+
+def test_body_lines_counts_by_hand() -> None:
+    tree = ast.parse('def f(\n    a,\n):\n    """Doc."""\n    x = 1\n    return x\n')
+    function = tree.body[0]
+    assert isinstance(function, ast.FunctionDef)
+    assert _body_lines(function) == 2
+
+
+def test_a_function_fits_on_a_screen() -> None:
+    """A body over ~50 lines hides steps that deserve names."""
+    long = []
+    for path in SRC.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            is_function = isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef)
+            if is_function and _body_lines(node) > MAX_BODY_LINES:
+                long.append(f"{path.relative_to(SRC)}:{node.lineno} {node.name}")
+    assert not long, long
