@@ -294,7 +294,7 @@ class RankerConfig(_JsonConfig):
     """Gain of a carved-out row rated below four stars (liked rows have gain 1)."""
     rating_correction: bool = True
     """Correct the predicted ratings a list shows by the user's own errors on similar items
-    (``mtrec.neighbours``), with a weight fitted on the carved-out rows; on ML-100K (mean
+    (``mtrec.ranking.neighbours``), with a weight fitted on the carved-out rows; on ML-100K (mean
     of seeds 42, 1, 2) the default model's RMSE falls from 0.2260 (the rating head alone)
     to 0.2218. The ranker's ordering does not read it."""
 

@@ -3,7 +3,7 @@
 Two ways to order the candidates:
 
 - ``TwoStage.lists`` with a ranker (what ``mtrec recommend`` serves by default): the
-  candidates of both sources (``ranker.candidates``), ordered by the trained ranker;
+  candidates of both sources (``ranking.candidates``), ordered by the trained ranker;
 - ``retrieve_then_rank``: the top ``candidates`` by retrieval score (the index's inner
   product, with per-user exclusions) re-sorted by the rating head's prediction: the
   reference tutorial's list, and what a model saved without a ranker serves.
