@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
@@ -245,8 +246,11 @@ def _checked_flags(
 
 
 def _write_and_report(saved: SavedModel, output: Path, as_json: bool) -> None:
-    """Save the model, then say what it measured (JSON or one line)."""
+    """Save the model, then say what it measured (JSON or one line) and where the time
+    went (``metrics.json``'s ``phases``, the save added)."""
+    started = time.perf_counter()
     path = artifact.save(saved, output)
+    phases = {**saved.metrics.get("phases", {}), "save": time.perf_counter() - started}
     if as_json:
         document = json_safe({"model": str(path), "metrics": saved.metrics})
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
@@ -260,6 +264,8 @@ def _write_and_report(saved: SavedModel, output: Path, as_json: bool) -> None:
         out.print(f"{said}; {seconds}; index {m['index']['kind']}", highlight=False)
     else:
         out.print(f"{metrics_line(m)}; {seconds}; index {m['index']['kind']}", highlight=False)
+    spent = ", ".join(f"{name} {took:.1f} s" for name, took in phases.items())
+    out.print(f"[dim]time: {spent}[/dim]", highlight=False)
     out.print(f"[dim]wrote {path}[/dim]")
 
 

@@ -76,6 +76,7 @@ def train_model(
     >>> saved = train_model(load_movielens(), train_config=TrainConfig(seed=42))
     >>> artifact.save(saved, "mtrec-out/model")
     """
+    phases = Phases()
     prepared = prepare(
         dataset,
         model_config,
@@ -88,6 +89,7 @@ def train_model(
     )
     if init_from is not None:
         check_shape(init_from.model_config, prepared.model_config)
+    phases.done("prepare")
     estimate = None
     if estimate_fraction is not None:
         if prepared.held_out:
@@ -106,15 +108,33 @@ def train_model(
             replay=replay,
             eval_users=eval_users,
         ).metrics
+        phases.done("estimate")
     fits = _fit(prepared, ranker, init_from, progress, ranker_progress, checkpoints)
+    phases.done("fit")
     built, index_info = _index(fits.model, index, index_params)
     two = None if fits.ranker is None else two_stage(fits.model, prepared.seen, fits.ranker, built)
+    phases.done("index and ranking stage")
     history = fits.history
     measured = _held_out_metrics(
         fits.model, two, prepared, k, estimate, estimate_fraction, history.device, eval_users
     )
-    metrics = {**measured, **_run_record(fits, index_info)}
+    phases.done("evaluation")
+    metrics = {**measured, **_run_record(fits, index_info), "phases": phases.seconds}
     return _saved_model(prepared, fits, built, two, metrics, init_from, replay)
+
+
+class Phases:
+    """Wall seconds of a run's phases, each from the end of the one before: what
+    ``metrics.json`` records as ``phases`` and ``mtrec train`` prints."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def done(self, phase: str) -> None:
+        now = time.perf_counter()
+        self.seconds[phase] = round(now - self._last, 3)
+        self._last = now
 
 
 @dataclasses.dataclass(frozen=True)
