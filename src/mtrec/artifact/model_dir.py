@@ -17,8 +17,6 @@ from mtrec.ranking import Ranker, StageOne, TwoStage
 from mtrec.vocab import Vocab
 
 FORMAT_VERSION = 1
-
-
 FILES = (
     "config.json",
     "vocab.json",

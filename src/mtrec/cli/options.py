@@ -25,29 +25,17 @@ DataDir = Annotated[
         help="A GroupLens ml-100k directory (u.data, u.item, u.user); env MTREC_DATA_DIR."
     ),
 ]
-
-
 CacheDir = Annotated[Path | None, typer.Option(help="Dataset cache; env MTREC_CACHE_DIR.")]
-
-
 DatasetName = Annotated[
     str,
     typer.Option("--dataset", help=f"The MovieLens size: {', '.join(MOVIELENS)}."),
 ]
-
-
 InteractionsFile = Annotated[
     Path | None,
     typer.Option("--interactions", help="Your own log (CSV, TSV or Parquet) instead of MovieLens."),
 ]
-
-
 UserCol = Annotated[str, typer.Option("--user-col", help="--interactions: user id column.")]
-
-
 ItemCol = Annotated[str, typer.Option("--item-col", help="--interactions: item id column.")]
-
-
 RatingCol = Annotated[
     str | None,
     typer.Option(
@@ -56,20 +44,14 @@ RatingCol = Annotated[
         "retrieval only).",
     ),
 ]
-
-
 TimestampCol = Annotated[
     str | None,
     typer.Option("--timestamp-col", help="--interactions: timestamp column (default 'timestamp')."),
 ]
-
-
 ItemsFile = Annotated[
     Path | None,
     typer.Option("--items-file", help="--interactions: items with title/genres/year columns."),
 ]
-
-
 RatingRange = Annotated[
     str | None,
     typer.Option(
@@ -77,21 +59,15 @@ RatingRange = Annotated[
         help="--interactions: LOW,HIGH; ratings outside are bad rows (default +-1e6).",
     ),
 ]
-
-
 SkipBadRows = Annotated[
     bool,
     typer.Option(
         "--skip-bad-rows", help="--interactions: drop and count bad rows instead of stopping."
     ),
 ]
-
-
 SplitKind = Annotated[
     str, typer.Option("--split", help="random, temporal (latest rows) or temporal-user.")
 ]
-
-
 TestInteractions = Annotated[
     Path | None,
     typer.Option(
@@ -100,8 +76,6 @@ TestInteractions = Annotated[
         "rows whose user or item is unseen in training are counted and left out.",
     ),
 ]
-
-
 DATA_FLAGS = (
     "data_dir", "cache_dir", "dataset", "interactions", "user_col", "item_col", "rating_col",
     "timestamp_col", "items_file", "skip_bad_rows", "rating_range",
@@ -211,8 +185,6 @@ def key_int(option: str) -> tuple[str, int]:
 ModelDir = Annotated[
     Path, typer.Option("--model", "-m", help="A directory written by mtrec train.")
 ]
-
-
 DeviceFlag = Annotated[
     str | None,
     typer.Option(
@@ -220,8 +192,6 @@ DeviceFlag = Annotated[
         "cuda, cuda:N or mps. Evaluation's top-k runs there too; serving stays on the CPU."
     ),
 ]
-
-
 AsJson = Annotated[bool, typer.Option("--json", help="Print JSON to stdout instead of a table.")]
 
 

@@ -20,12 +20,8 @@ DATA_KEYS = (
     "holdout_estimate", "test_interactions", "eval_users",
 )  # fmt: skip
 """The ``[data]`` keys of a run config: the data flags of ``mtrec train``, same names."""
-
-
 INDEX_KEYS = ("kind", "options")
 """The ``[index]`` keys: the index kind and its KEY=INT options as a table."""
-
-
 SAVED_ONLY = ("format_version", "rating_scale", "n_users", "n_items")
 """Keys of a saved model's ``config.json`` that record facts, not settings: ignored."""
 

@@ -17,17 +17,9 @@ log = logging.getLogger("mtrec.data")
 
 
 BadRows = Literal["error", "skip"]
-
-
 PARQUET_SUFFIXES = (".parquet", ".pq")
-
-
 CSV_SUFFIXES = (".csv", ".tsv", ".txt")
-
-
 COMPRESSIONS = (".gz", ".bz2", ".zst", ".lz4")
-
-
 FRAME = "DataFrame"
 """What errors about data given in memory name in place of a file."""
 

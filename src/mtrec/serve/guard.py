@@ -14,21 +14,11 @@ from mtrec.serve.metrics import Metrics
 from mtrec.serve.schemas import error
 
 MAX_BODY_BYTES = 64 * 1024
-
-
 OPEN_PATHS = frozenset({"/", "/healthz", "/readyz"})
 """Routes that need no API key: the page, liveness and readiness."""
-
-
 Scope = MutableMapping[str, Any]
-
-
 Message = MutableMapping[str, Any]
-
-
 Receive = Callable[[], Awaitable[Message]]
-
-
 Send = Callable[[Message], Awaitable[None]]
 
 

@@ -10,14 +10,8 @@ from pydantic import BaseModel, Field, Strict, StrictInt, StrictStr
 from mtrec.recommend import RatedItem, Recommendation, Recommendations, SimilarItem
 
 MAX_K = 100
-
-
 MAX_CANDIDATES = 1000
-
-
 MAX_ITEMS = 1000
-
-
 MAX_GENRES = 100
 
 
