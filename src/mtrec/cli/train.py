@@ -226,8 +226,8 @@ def _checked_flags(
     keep_checkpoints: int,
     resume: bool,
 ) -> Checkpointing | None:
-    """The flags that need no data checked before any work; the checkpointing they ask for.
-    ``--workers N`` runs the same command under torchrun instead."""
+    """The flags that need no data checked before any work (a deprecated one named); the
+    checkpointing they ask for. ``--workers N`` runs the same command under torchrun."""
     if any(a.split("=")[0] == "--ranking-weight" for a in invocation["argv"]):
         err.print("[yellow]--ranking-weight is deprecated: use --rating-weight[/yellow]")
     if workers > 1:
