@@ -360,3 +360,42 @@ def test_round_trip_with_side_features_and_biases(tiny_dir: Path, tmp_path: Path
         list(range(1, 61)), k=5
     )
     assert torch.equal(again.model.codes_item_genres, saved.model.codes_item_genres)
+
+
+def test_a_folder_that_is_not_a_model_is_never_replaced(saved_dir: Path, tmp_path: Path) -> None:
+    """The attack: ``-o .`` (or ``Model.save`` onto any folder of one's own) swapped the
+    folder out and deleted it, the training data included. Refused now, nothing deleted;
+    a saved model is still replaced, and an empty folder filled."""
+    saved = artifact.load(saved_dir)
+    mine = tmp_path / "work"
+    mine.mkdir()
+    (mine / "ratings.csv").write_text("user_id,item_id,rating\n1,2,5\n")
+    with pytest.raises(ArtifactError, match=r"ratings\.csv"):
+        artifact.save(saved, mine)
+    assert (mine / "ratings.csv").read_text().startswith("user_id")
+    assert sorted(p.name for p in mine.iterdir()) == ["ratings.csv"]
+    (saved_dir / "notes.txt").write_text("mine")  # a model folder with a file of one's own
+    with pytest.raises(ArtifactError, match=r"notes\.txt"):
+        artifact.save(saved, saved_dir)
+    assert (saved_dir / "notes.txt").read_text() == "mine"
+    (saved_dir / "notes.txt").unlink()
+    assert artifact.save(saved, saved_dir) == saved_dir.resolve()  # a model: replaced
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert (artifact.save(saved, empty) / "manifest.json").exists()
+
+
+def test_train_refuses_a_foreign_output_folder_before_training(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cli_run import run_cli
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep").write_text("x")
+    argv = ["train", "--data-dir", str(tiny_dir), "--preset", "reference", "--epochs", "1"]
+    assert run_cli([*argv, "-q", "-o", str(out)]) == 5  # ArtifactError
+    err = capsys.readouterr().err
+    assert "keep" in err and "not a saved model" in err
+    assert "multi-task epoch" not in err  # refused before any training
+    assert (out / "keep").read_text() == "x"

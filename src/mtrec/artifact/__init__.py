@@ -25,8 +25,9 @@ it checked, and names the file that is missing or corrupt.
 
 from mtrec.artifact.model_dir import FILES, FORMAT_VERSION, ItemInfo, SavedModel
 from mtrec.artifact.read import load
-from mtrec.artifact.write import config_document, save
+from mtrec.artifact.write import check_target, config_document, save
 
 __all__ = [
-    "FILES", "FORMAT_VERSION", "ItemInfo", "SavedModel", "config_document", "load", "save",
+    "FILES", "FORMAT_VERSION", "ItemInfo", "SavedModel", "check_target", "config_document", "load",
+    "save",
 ]  # fmt: skip

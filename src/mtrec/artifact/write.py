@@ -18,7 +18,7 @@ from numpy.typing import NDArray
 from safetensors.numpy import save_file
 from safetensors.torch import save_file as save_torch
 
-from mtrec.artifact.model_dir import FORMAT_VERSION, SavedModel
+from mtrec.artifact.model_dir import FILES, FORMAT_VERSION, SavedModel
 from mtrec.errors import ArtifactError
 from mtrec.io import (
     current_umask,
@@ -29,14 +29,15 @@ from mtrec.io import (
 
 
 def save(saved: SavedModel, directory: str | Path) -> Path:
-    """Write ``saved`` to ``directory`` atomically (replacing an existing model there).
+    """Write ``saved`` to ``directory`` atomically (replacing an existing model there;
+    anything else already there is refused: see ``check_target``).
 
     The new model is written beside the target under a temporary name, then swapped in
     with one atomic exchange where the system has one (Linux): at every instant the
     directory holds a whole model, the old or the new. Temporaries left by a writer that
     died are removed on the next save.
     """
-    target = Path(directory).resolve()
+    target = check_target(directory)
     target.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
@@ -46,6 +47,33 @@ def save(saved: SavedModel, directory: str | Path) -> Path:
         _swap_into_place(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the old model after a swap, or a failed write
+    return target
+
+
+MODEL_ENTRIES = frozenset(
+    {*FILES, "manifest.json", "ranker.json", "item_item.safetensors", "index"}
+)
+"""Every name a model directory can hold: replacing one deletes nothing else."""
+
+
+def check_target(directory: str | Path) -> Path:
+    """``directory`` resolved, if a model may be written there: it does not exist, is an
+    empty folder, or holds a saved model and nothing else. Anything else is refused before
+    any work, since the swap would delete what is there (a working directory given as
+    ``-o .`` lost every file so)."""
+    target = Path(directory).resolve()
+    if not target.exists():
+        return target
+    if not target.is_dir():
+        raise ArtifactError(f"{target}: exists and is not a model directory")
+    entries = {entry.name for entry in target.iterdir()}
+    foreign = sorted(entries - MODEL_ENTRIES)
+    if foreign or (entries and "manifest.json" not in entries):
+        shown = ", ".join(foreign[:5]) + (" ..." if len(foreign) > 5 else "")
+        raise ArtifactError(
+            f"{target}: exists and is not a saved model ({shown or 'no manifest.json'}); "
+            "writing a model there would delete its files: choose another output directory"
+        )
     return target
 
 

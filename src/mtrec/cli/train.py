@@ -179,6 +179,7 @@ def train_cmd(
         document = effective_config(model_config, train_config, ranker, data_keys, index_keys)
         sys.stdout.write(json.dumps(document, indent=2) + "\n")
         return
+    artifact.check_target(output)  # before the work, not after it
     where = _join(train_config.device)
     quiet = quiet or not where.is_main  # one voice: rank 0 reports progress and notices
     data = load_data(**{k: v for k, v in flags.items() if k in DATA_FLAGS})
