@@ -334,3 +334,30 @@ def test_the_program_keeps_its_exit_code_and_skips_the_last_collections(
     )
     assert done.returncode == 3, done.stderr
     assert "gpu" in done.stderr
+
+
+def test_out_of_range_values_are_one_line_each_not_a_traceback(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 34's tracebacks: each of these printed a Python traceback (exit 1), several
+    only after the training. Now one line naming the flag or field, exit 3, before work."""
+    model = tmp_path / "model"
+    data = ["--data-dir", str(tiny_dir)]
+    assert _run(["train", *data, "-o", str(model), "--preset", "reference", "--epochs", "1"]) == 0
+    capsys.readouterr()
+    refused = [
+        (["train", *data, "-o", str(tmp_path / "a"), "--seed", "-1"], "TrainConfig.seed"),
+        (["train", *data, "-o", str(tmp_path / "b"), "--seed", "4294967296"], "TrainConfig.seed"),
+        (["compare", *data, "-o", str(tmp_path / "c"), "-k", "0"], "-k: expected"),
+        (["evaluate", "-m", str(model), *data, "-k", "-3"], "k: expected"),
+        (["recommend", "-m", str(model), "-u", "1", "--candidates", "0"], "candidates: expected"),
+        (["recommend", "-m", str(model), "-u", "1", "-k", "0"], "k: expected"),
+        (["serve", "-m", str(model), "--port", "70000"], "--port: expected"),
+        (["serve", "-m", str(model), "--log-level", "bogus"], "--log-level: expected"),
+    ]
+    for argv, named in refused:
+        assert _run(argv) == 3, argv
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, (argv, err)
+        assert "epoch" not in err, argv  # refused before any training
+    assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()

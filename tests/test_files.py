@@ -255,3 +255,17 @@ def test_cli_rating_range_flag(tmp_path: Path) -> None:
         assert out.exit_code != 0 and message in str(out.exception)
     out = runner.invoke(app, ["train", "--rating-range", "1,5", "-o", str(tmp_path / "m")])
     assert out.exit_code != 0 and "go with --interactions" in str(out.exception)
+
+
+def test_float_ids_past_two_to_the_53_are_refused_not_merged() -> None:
+    """The attack: pandas turns an integer id column holding a NaN into float64, which
+    holds every integer only up to 2^53; 200 users of ids near 2^60 became 6, none of them
+    a real id, without a word. Past 2^53 a float id is a bad row, named; below it, kept."""
+    big = [float(2**60 + 64 * k) for k in range(200)]
+    frame = pa.table({"user_id": big, "item_id": [1.0] * 200})
+    assert len(set(big)) < 200  # the merge happened in the float column itself
+    with pytest.raises(DataError, match=r"field 'user_id': row 0: bad value"):
+        load_interactions(frame)
+    exact = pa.table({"user_id": [1.0, 2.0**53, None], "item_id": [1.0, 2.0, 3.0]})
+    ds = load_interactions(exact, bad_rows="skip")
+    assert ds.user_ids().tolist() == [1, 2**53] and ds.skipped == {"user_id": 1}

@@ -78,6 +78,8 @@ def compare_cmd(
         precision=precision,
         device=device,
     )
+    if k < 1:  # before the training, not after it
+        raise ConfigError(f"-k: expected a list length >= 1, got {k}")
     seed_list = [seed] if seeds is None else [parse_seed(s) for s in seeds.split(",")]
     preload_plotting()
     data = load_data(**data_flags)

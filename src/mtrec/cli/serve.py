@@ -12,6 +12,9 @@ from mtrec.cli.options import ModelDir
 from mtrec.cli.program import err
 from mtrec.errors import ConfigError
 
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+"""uvicorn's log levels."""
+
 
 def serve_cmd(
     model: ModelDir,
@@ -51,6 +54,10 @@ def serve_cmd(
     key = read_api_key(api_key_file, os.environ)
     if threads < 1:
         raise ConfigError(f"--threads: expected >= 1, got {threads}")
+    if not 0 <= port <= 65535:
+        raise ConfigError(f"--port: expected 0..65535, got {port}")
+    if log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"--log-level: expected one of {list(LOG_LEVELS)}, got {log_level!r}")
     if not header_timeout > 0:
         raise ConfigError(f"--header-timeout: expected > 0 seconds, got {header_timeout}")
     if workers is None:

@@ -247,6 +247,7 @@ class TrainConfig(_JsonConfig):
             ("extra_negatives", self.extra_negatives >= 0, ">= 0"),
             ("validation_fraction", 0 <= self.validation_fraction < 1, "in [0, 1)"),
             ("patience", self.patience >= 0, ">= 0"),
+            ("seed", 0 <= self.seed < 2**32, "in [0, 2**32)"),  # NumPy's seeds
         ]
         for name, ok, expected in checks:
             if not ok:

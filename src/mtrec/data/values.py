@@ -17,6 +17,10 @@ _INT = r"^(0|-?[1-9]\d{0,17})$"
 _FLOAT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
 
 
+FLOAT_EXACT = 2.0**53
+"""The largest id a float column can hold without merging it with its neighbours."""
+
+
 def id_values(column: Any) -> tuple[NDArray[Any], NDArray[np.bool_]]:
     """Integer ids as int64, other ids as stripped strings; bad = missing or empty."""
     import pyarrow as pa
@@ -35,7 +39,10 @@ def id_values(column: Any) -> tuple[NDArray[Any], NDArray[np.bool_]]:
         return values.astype(np.int64, copy=False), missing
     if pa.types.is_floating(column.type):  # e.g. ids of a pandas frame that had a NaN
         values = column.fill_null(0).to_numpy()
-        whole = np.isfinite(values) & (values == np.round(values)) & (np.abs(values) < 2.0**62)
+        # a float holds every integer only up to 2^53: past it, distinct ids were already
+        # merged before they reached us (a column of 200 users kept 6), so they are bad
+        exact = np.abs(values) <= FLOAT_EXACT
+        whole = np.isfinite(values) & (values == np.round(values)) & exact
         return np.where(whole, values, 0).astype(np.int64), missing | ~whole
     text = pc.utf8_trim_whitespace(column.cast(pa.string())).fill_null("")
     missing |= pc.equal(text, "").to_numpy(zero_copy_only=False)

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtrec.errors import ConfigError
 from mtrec.evaluate import (
     EVAL_USERS,
     SERVED,
@@ -135,6 +136,8 @@ def _list_reports(
     ease_lambda: float,
     device: str = "cpu",
 ) -> list[ListReport]:
+    if k < 1:
+        raise ConfigError(f"k: expected a list length >= 1, got {k}")
     users = np.unique(test.user.numpy())
     lists = user_lists(model, two, seen, users, k=k, ease_lambda=ease_lambda, device=device)
     return list_reports(lists, users, test)

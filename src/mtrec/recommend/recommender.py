@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,7 @@ class Recommender:
         Filters: ``exclude_items`` never appear (unknown ids: ``UnknownIdError``);
         ``genres``, where given, keeps only items of at least one of them.
         """
+        _check_sizes(k, candidates)
         return self.recommend_many(
             [user_id], k, candidates, exclude_seen, ranking, exclude_items=exclude_items,
             genres=genres,
@@ -149,6 +151,7 @@ class Recommender:
         genres: Sequence[str] = (),
     ) -> list[Recommendations]:
         """``recommend`` for many users in one batched index search and head pass."""
+        _check_sizes(k, candidates)
         blocked = self.blocked_rows(exclude_items, genres)
         rows = [self._row(self.vocabs.users, u) for u in user_ids]
         known = np.array([r for r in rows if r is not None], dtype=np.int64)
@@ -253,6 +256,7 @@ class Recommender:
 
         >>> rec.recommend_for_history([(50, 5.0), (181, 4.0), (172, None)], k=10)
         """
+        _check_sizes(k, candidates)
         if not self.model.config.history:
             raise ConfigError(
                 "this model's user tower does not read histories; train it with the default "
@@ -370,3 +374,15 @@ def _typed_ids(
         return np.array(values, dtype=np.int64), fits
     fits = np.array([isinstance(i, str) for i in ids], dtype=bool)
     return np.array([i if ok else "" for i, ok in zip(ids, fits, strict=True)], np.str_), fits
+
+
+def _check_sizes(k: int, candidates: int | None) -> None:
+    """A list's length and candidates per source: at least 1 (0 is not "the default")."""
+    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
+        raise ConfigError(f"k: expected an integer >= 1, got {k!r}")
+    if candidates is not None and (
+        isinstance(candidates, bool)
+        or not isinstance(candidates, numbers.Integral)
+        or candidates < 1
+    ):
+        raise ConfigError(f"candidates: expected an integer >= 1 (or none), got {candidates!r}")
