@@ -361,3 +361,27 @@ def test_out_of_range_values_are_one_line_each_not_a_traceback(
         assert named in err and "Traceback" not in err, (argv, err)
         assert "epoch" not in err, argv  # refused before any training
     assert not (tmp_path / "a").exists() and not (tmp_path / "c").exists()
+
+
+def test_lax_values_are_refused_and_a_warm_start_takes_a_test_file(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 34: --replay took nan, -1 and 2; --history read "٥" as 5 and "nan" as no
+    rating; and --init-from with --test-interactions was always refused, the saved split's
+    holdout counting as a --holdout nobody gave."""
+    model, data = tmp_path / "model", ["--data-dir", str(tiny_dir)]
+    base = ["train", *data, "--preset", "reference", "--epochs", "1", "-q"]
+    assert _run([*base, "-o", str(model)]) == 0
+    for replay in ("nan", "-1", "2"):
+        argv = [*base, "--init-from", str(model), "--replay", replay, "-o", str(tmp_path / "r")]
+        assert _run(argv) == 3, replay
+        assert "--replay: expected a share in [0, 1]" in capsys.readouterr().err
+    for history in ("1:\u0665", "1:nan", "1:inf"):
+        assert _run(["recommend", "-m", str(model), "--history", history]) == 3, history
+        assert "is not a number" in capsys.readouterr().err
+    test_file = tmp_path / "next.csv"
+    test_file.write_text("user_id,item_id,rating\n1,1,4\n2,2,5\n3,3,3\n")
+    warm = [*base, "--init-from", str(model), "--test-interactions", str(test_file)]
+    assert _run([*warm, "-o", str(tmp_path / "warm")]) == 0, capsys.readouterr().err
+    assert _run([*warm, "--holdout", "0.3", "-o", str(tmp_path / "both")]) == 3  # both as flags
+    assert "--holdout goes without --test-interactions" in capsys.readouterr().err

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -38,14 +39,22 @@ def parse_history(text: str) -> list[tuple[str, float | None]]:
             raise ConfigError(
                 f"--history entry {position} ({entry!r}): expected ITEM or ITEM:RATING"
             )
-        try:
-            value = float(rating) if sep else None
-        except ValueError:
+        value = _rating(rating) if sep else None
+        if sep and value is None:
             raise ConfigError(
                 f"--history entry {position} ({entry!r}): rating {rating!r} is not a number"
-            ) from None
+            )
         entries.append((item, value))
     return entries
+
+
+_DECIMAL = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", re.ASCII)
+"""A rating as typed: ASCII digits only (``float`` also reads "٥" as 5, and "nan")."""
+
+
+def _rating(text: str) -> float | None:
+    """``text`` as a finite number, or None where it is not one."""
+    return float(text) if _DECIMAL.fullmatch(text) else None
 
 
 @takes_data(after="model")

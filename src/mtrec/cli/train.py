@@ -164,7 +164,7 @@ def train_cmd(
 ) -> None:
     """Train one multi-task model and write it, with its index, to a model directory."""
     checkpoints = _checked_flags(
-        workers, eval_users, checkpoint_dir, checkpoint_every, keep_checkpoints, resume
+        workers, eval_users, replay, checkpoint_dir, checkpoint_every, keep_checkpoints, resume
     )
     warm = None if init_from is None else artifact.load(init_from)
     saved_config = None if warm is None else artifact.config_document(warm)
@@ -184,6 +184,7 @@ def train_cmd(
     quiet = quiet or not where.is_main  # one voice: rank 0 reports progress and notices
     data = load_data(**{k: v for k, v in flags.items() if k in DATA_FLAGS})
     test = None if flags["test_interactions"] is None else test_data(flags)
+    test_fraction = holdout_fraction(flags["holdout"], test is not None, _given(ctx)("holdout"))
     bars = progress_bars(err)
     with contextlib.nullcontext() if quiet else bars:
         saved = train_model(
@@ -191,7 +192,9 @@ def train_cmd(
             model_config,
             train_config,
             split=flags["split"],
-            test_fraction=holdout_fraction(flags["holdout"], test is not None),
+            test_fraction=holdout_fraction(
+                flags["holdout"], test is not None, _given(ctx)("holdout")
+            ),
             test=test,
             estimate_fraction=flags["holdout_estimate"],
             index=index,
@@ -222,6 +225,7 @@ def _join(device: str) -> World:
 def _checked_flags(
     workers: int,
     eval_users: int,
+    replay: float,
     checkpoint_dir: Path | None,
     checkpoint_every: int | None,
     keep_checkpoints: int,
@@ -237,6 +241,8 @@ def _checked_flags(
         raise ConfigError("--workers must be >= 1")
     if eval_users < 0:
         raise ConfigError("--eval-users must be >= 0 (0 measures every test user)")
+    if not 0 <= replay <= 1:  # NaN too
+        raise ConfigError(f"--replay: expected a share in [0, 1], got {replay}")
     if checkpoint_dir is None and (resume or checkpoint_every):
         raise ConfigError("--resume and --checkpoint-every need --checkpoint-dir")
     if keep_checkpoints < 1 or (checkpoint_every is not None and checkpoint_every < 1):

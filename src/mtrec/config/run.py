@@ -243,10 +243,12 @@ def jsonable(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
-def holdout_fraction(text: str | None, given_test: bool) -> float:
-    """--holdout as a test fraction: 'none' is 0 (as is any run with a test file)."""
-    if given_test:
-        if text is not None:
+def holdout_fraction(text: str | None, has_test: bool, flag_given: bool = True) -> float:
+    """--holdout as a test fraction: 'none' is 0, as is any run with a test set of its own
+    (``has_test``). Both on the command line is an error; a holdout from a config (a warm
+    start's saved split, ``--config``) gives way to a test file given as a flag."""
+    if has_test:
+        if text is not None and flag_given:
             raise ConfigError("--holdout goes without --test-interactions (every row trains)")
         return 0.0
     if text is None:
