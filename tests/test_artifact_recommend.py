@@ -399,3 +399,18 @@ def test_train_refuses_a_foreign_output_folder_before_training(
     assert "keep" in err and "not a saved model" in err
     assert "multi-task epoch" not in err  # refused before any training
     assert (out / "keep").read_text() == "x"
+
+
+def test_a_model_with_non_finite_weights_does_not_load(saved_dir: Path) -> None:
+    """The attack: NaN weights with the checksums redone loaded, and then every route of
+    the service answered 500 (JSON cannot encode NaN). Refused at load, the tensor named."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(saved_dir / "model.safetensors")
+    weights["item_embedding.weight"][3, 1] = float("nan")
+    save_file(weights, saved_dir / "model.safetensors")
+    digest = hashlib.sha256((saved_dir / "model.safetensors").read_bytes()).hexdigest()
+    manifest = json.loads((saved_dir / "manifest.json").read_text())
+    _rewrite_manifest(saved_dir, sha256={**manifest["sha256"], "model.safetensors": digest})
+    with pytest.raises(ArtifactError, match=r"non-finite weights in item_embedding\.weight"):
+        artifact.load(saved_dir)

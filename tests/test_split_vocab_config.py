@@ -129,3 +129,22 @@ def test_the_old_name_of_the_rating_weight_still_loads() -> None:
     assert "ranking_weight" not in TrainConfig().to_dict()
     with pytest.raises(ConfigError, match="old name"):
         TrainConfig.from_dict({"ranking_weight": 0.25, "rating_weight": 1.0})
+
+
+def test_non_finite_config_values_are_refused_before_any_work() -> None:
+    """``inf`` passed the range checks (temperature > 0, lambda > 0) and failed only
+    writing config.json after the whole training run; NaN passed every check."""
+    from mtrec.config import RankerConfig, RunConfig
+
+    for make, named in (
+        (lambda: TrainConfig.from_dict({"temperature": float("inf")}), "TrainConfig.temperature"),
+        (lambda: RankerConfig.from_dict({"item_item_lambda": float("inf")}), "item_item_lambda"),
+        (lambda: ModelConfig(dropout=float("nan")), "ModelConfig.dropout"),
+        (
+            lambda: RunConfig.from_dict({"train": {"learning_rate": float("nan")}}).resolve(),
+            "learning_rate",
+        ),
+    ):
+        with pytest.raises(ConfigError, match=named):
+            make()
+    assert TrainConfig(temperature=0.5).temperature == 0.5

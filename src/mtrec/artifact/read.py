@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 from numpy.typing import NDArray
 from safetensors import SafetensorError
 from safetensors.numpy import load as load_numpy
@@ -108,6 +109,9 @@ def _model(files: _Files, config: ModelConfig, vocabs: Vocabs, where: Path) -> M
         model.load_state_dict(files.arrays("model.safetensors", load_torch))
     except RuntimeError as exc:
         raise ArtifactError(f"{where}: does not fit config.json ({exc})") from None
+    bad = [name for name, t in model.state_dict().items() if not bool(torch.isfinite(t).all())]
+    if bad:  # such a model would answer every request with a 500 (JSON has no NaN)
+        raise ArtifactError(f"{where}: non-finite weights in {', '.join(bad[:5])}")
     model.eval()
     return model
 

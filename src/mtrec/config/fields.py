@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from typing import Any, Self
@@ -47,6 +48,16 @@ class _JsonConfig:
         hints = typing.get_type_hints(cls)
         values = {key: _coerce(cls.__name__, key, hints[key], value) for key, value in data.items()}
         return cls(**values)
+
+    def _check_finite(self) -> None:
+        """Every float field finite: ``inf`` passed the range checks (``> 0``) and then
+        failed writing config.json after the whole training run."""
+        for field in dataclasses.fields(self):  # type: ignore[arg-type]
+            value = getattr(self, field.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(
+                    f"{type(self).__name__}.{field.name}: expected a finite number, got {value}"
+                )
 
     @classmethod
     def from_json(cls, text: str) -> Self:
@@ -142,6 +153,7 @@ class ModelConfig(_JsonConfig):
     """Values per row of each feature (1, or more for multi-valued ones like genres)."""
 
     def __post_init__(self) -> None:
+        self._check_finite()
         if self.embedding_dim < 1:
             raise ConfigError(f"ModelConfig.embedding_dim: expected >= 1, got {self.embedding_dim}")
         if any(width < 1 for width in self.head_layers):
@@ -236,6 +248,7 @@ class TrainConfig(_JsonConfig):
     trained model comes back on the CPU, where evaluation and serving read it."""
 
     def __post_init__(self) -> None:
+        self._check_finite()
         checks = [
             ("epochs", self.epochs >= 1, ">= 1"),
             ("batch_size", self.batch_size >= 1, ">= 1"),
@@ -300,6 +313,7 @@ class RankerConfig(_JsonConfig):
     to 0.2218. The ranker's ordering does not read it."""
 
     def __post_init__(self) -> None:
+        self._check_finite()
         checks = [
             ("candidates", self.candidates >= 1, ">= 1"),
             ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
