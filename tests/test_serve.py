@@ -527,3 +527,40 @@ def test_a_burst_of_connections_is_accepted_while_the_server_is_saturated() -> N
     worker waited seconds in the listen queue (3.8 s here with uvicorn's protocol as is);
     accepted in batches, the slowest first answer comes within a few turns."""
     assert _burst_seconds("batched") < 2.0
+
+
+def test_every_host_header_is_checked_and_counts_are_strict(model_dir: Path) -> None:
+    """Issue 34: only the last of duplicate Host headers was checked (a proxy may route by
+    the first), and JSON ``k: true`` or ``candidates: true`` were read as 1."""
+    import asyncio
+
+    app = create_app(model_dir, hosts=frozenset({"localhost"}))
+
+    async def status(headers: list[tuple[bytes, bytes]]) -> int:
+        sent: list[dict[str, Any]] = []
+
+        async def receive() -> dict[str, Any]:
+            return {"type": "http.request", "body": b"", "more_body": False}
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        scope = {
+            "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1",
+            "method": "GET", "path": "/healthz", "raw_path": b"/healthz", "root_path": "",
+            "query_string": b"", "headers": headers, "scheme": "http",
+            "server": ("127.0.0.1", 8000), "client": ("127.0.0.1", 40000),
+        }  # fmt: skip
+        await app(scope, receive, send)
+        return int(sent[0]["status"])
+
+    assert asyncio.run(status([(b"host", b"localhost")])) == 200
+    assert asyncio.run(status([(b"host", b"evil.example"), (b"host", b"localhost")])) == 400
+    assert asyncio.run(status([(b"host", b"localhost"), (b"host", b"localhost")])) == 400
+    client = TestClient(create_app(model_dir), raise_server_exceptions=False)
+    for body in ({"user_ids": [1], "k": True}, {"user_ids": [1], "candidates": True}):
+        _error(client.post("/v1/recommendations:batch", json=body), 422, "invalid")
+    _error(client.post("/v1/recommendations", json={"history": [1], "k": True}), 422, "invalid")
+    assert client.post("/v1/recommendations:batch", json={"user_ids": [1], "k": 2}).json()[
+        "results"
+    ][0]["items"]

@@ -91,9 +91,13 @@ class Guard:
     def _refuse(self, scope: Scope) -> JSONResponse | None:
         headers = dict(scope["headers"])
         if self.allowed_hosts is not None:
-            host = _host_name(headers.get(b"host", b""))
-            if host not in self.allowed_hosts:  # e.g. a DNS-rebinding page in a browser
-                return error(400, "bad_host", f"host {host!r} is not served here")
+            # every Host header is checked: the dict keeps only the last one, and a proxy
+            # may read the first
+            hosts = [_host_name(v) for k, v in scope["headers"] if k == b"host"] or [""]
+            if len(hosts) > 1:
+                return error(400, "bad_host", f"{len(hosts)} Host headers: one is expected")
+            if hosts[0] not in self.allowed_hosts:  # e.g. a DNS-rebinding page in a browser
+                return error(400, "bad_host", f"host {hosts[0]!r} is not served here")
         length = headers.get(b"content-length")
         if length is not None and (not length.isdigit() or int(length) > self.max_body):
             return error(413, "too_large", f"request body over {self.max_body} bytes")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, Field, Strict, StrictInt, StrictStr
+from pydantic import BaseModel, Field, Strict, StrictBool, StrictInt, StrictStr
 
 from mtrec.recommend import RatedItem, Recommendation, Recommendations, SimilarItem
 
@@ -40,10 +40,10 @@ class BatchRequest(Filters):
     """Lists for many known users in one pass, with the same filters for all."""
 
     user_ids: list[StrictInt | StrictStr] = Field(min_length=1, max_length=MAX_ITEMS)
-    k: int = Field(10, ge=1, le=MAX_K)
-    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
-    exclude_seen: bool = True
-    ranking: bool = True
+    k: StrictInt = Field(10, ge=1, le=MAX_K)  # strict: JSON true is not k = 1
+    candidates: StrictInt | None = Field(None, ge=1, le=MAX_CANDIDATES)
+    exclude_seen: StrictBool = True
+    ranking: StrictBool = True
 
 
 class BatchOut(BaseModel):
@@ -54,8 +54,8 @@ class HistoryRequest(Filters):
     """A user the model never saw, known by a history: item ids, or {item_id, rating}."""
 
     history: list[HistoryEntry | StrictInt | StrictStr] = Field(max_length=MAX_ITEMS)
-    k: int = Field(10, ge=1, le=MAX_K)
-    candidates: int | None = Field(None, ge=1, le=MAX_CANDIDATES)
+    k: StrictInt = Field(10, ge=1, le=MAX_K)  # strict: JSON true is not k = 1
+    candidates: StrictInt | None = Field(None, ge=1, le=MAX_CANDIDATES)
 
 
 class RankOut(BaseModel):
