@@ -385,3 +385,26 @@ def test_lax_values_are_refused_and_a_warm_start_takes_a_test_file(
     assert _run([*warm, "-o", str(tmp_path / "warm")]) == 0, capsys.readouterr().err
     assert _run([*warm, "--holdout", "0.3", "-o", str(tmp_path / "both")]) == 3  # both as flags
     assert "--holdout goes without --test-interactions" in capsys.readouterr().err
+
+
+def test_index_options_are_checked_before_training(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """FAISS crashed the process after the whole training run on options out of its range
+    (``m=1``: a segfault, ``m=0``: an abort, ``nprobe=0``: an error); ``[index] options``
+    that were not a table were ignored. Each is now one line, before any work."""
+    base = ["train", "--data-dir", str(tiny_dir), "--epochs", "1", "-o", str(tmp_path / "m")]
+    for kind, option, named in (
+        ("faiss-hnsw", "m=1", "m expected an integer in [2, 512], got 1"),
+        ("faiss-hnsw", "m=0", "m expected an integer in [2, 512], got 0"),
+        ("faiss-ivf", "nprobe=0", "nprobe expected an integer in [1, "),
+        ("faiss-ivf", "m=8", "unknown option(s) ['m']"),
+    ):
+        assert _run([*base, "--index", kind, "--index-option", option]) == 3, option
+        err = capsys.readouterr().err
+        assert named in err and "epoch" not in err, (option, err)
+    config = tmp_path / "run.toml"
+    config.write_text('[index]\nkind = "faiss-hnsw"\noptions = [1, 2]\n')
+    assert _run([*base, "--config", str(config)]) == 3
+    assert "[index] options: expected a table" in capsys.readouterr().err
+    assert not (tmp_path / "m").exists()

@@ -32,7 +32,7 @@ from mtrec.config import DATA_KEYS, RunConfig, effective_config, holdout_fractio
 from mtrec.distributed import World, join_from_env, leave
 from mtrec.errors import ConfigError
 from mtrec.evaluate import EVAL_USERS
-from mtrec.index import INDEX_KINDS
+from mtrec.index import INDEX_KINDS, check_index_options
 from mtrec.io import json_safe
 from mtrec.pipeline import train_model
 from mtrec.runtime import resolve_device
@@ -294,4 +294,5 @@ def _index_settings(
     kind, params = run.index_settings(kind, params, _given(ctx)("index"))
     if kind not in INDEX_KINDS:
         raise ConfigError(f"--index: expected one of {list(INDEX_KINDS)}, got {kind!r}")
+    check_index_options(kind, params)  # before the training, not after it
     return kind, params

@@ -156,7 +156,10 @@ class RunConfig:
         else the file's ``[index]``."""
         if not kind_given and "kind" in self.index:
             kind = self.index["kind"]
-        if not options and isinstance(self.index.get("options"), dict):
+        given = self.index.get("options")
+        if given is not None and not isinstance(given, dict):
+            raise ConfigError(f"config [index] options: expected a table, got {given!r}")
+        if not options and isinstance(given, dict):
             options = self.index["options"]
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in options.values()):
                 raise ConfigError(f"config [index] options: expected integers, got {options!r}")

@@ -23,8 +23,17 @@ INDEX_OPTIONS: dict[str, tuple[str, ...]] = {
 }
 
 
-def build_index(kind: str, embeddings: NDArray[np.float32], **params: Any) -> Index:
-    """Build an index of ``kind`` (one of ``INDEX_KINDS``) over (n_items, d) embeddings."""
+OPTION_RANGES: dict[str, tuple[int, int]] = {
+    "m": (2, 512), "ef_construction": (1, 1 << 20), "ef_search": (1, 1 << 20),
+    "nlist": (1, 1 << 20), "nprobe": (1, 1 << 20),
+}  # fmt: skip
+"""Each option's accepted range: FAISS itself crashes the process (``m`` 1: a segfault,
+0: an abort) or raises deep inside a search (``nprobe`` 0) on values outside them."""
+
+
+def check_index_options(kind: str, params: dict[str, Any]) -> None:
+    """``kind`` is an index kind and ``params`` its options, integers in range: checked
+    before any work, so that a bad option never costs a training run."""
     allowed = INDEX_OPTIONS.get(kind)
     if allowed is None:
         raise ConfigError(f"index kind: expected one of {INDEX_KINDS}, got {kind!r}")
@@ -33,6 +42,17 @@ def build_index(kind: str, embeddings: NDArray[np.float32], **params: Any) -> In
         raise ConfigError(
             f"{kind} index: unknown option(s) {unknown}; it takes {list(allowed) or 'none'}"
         )
+    for name, value in params.items():
+        low, high = OPTION_RANGES[name]
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise ConfigError(
+                f"{kind} index: {name} expected an integer in [{low}, {high}], got {value!r}"
+            )
+
+
+def build_index(kind: str, embeddings: NDArray[np.float32], **params: Any) -> Index:
+    """Build an index of ``kind`` (one of ``INDEX_KINDS``) over (n_items, d) embeddings."""
+    check_index_options(kind, params)
     if kind == "exact":
         return ExactIndex.build(embeddings)
     return FaissIndex.build(embeddings, method=kind.removeprefix("faiss-"), **params)  # type: ignore[arg-type]
@@ -79,6 +99,7 @@ __all__ = [
     "FaissIndex",
     "Index",
     "build_index",
+    "check_index_options",
     "index_from_files",
     "load_index",
     "recall_vs_exact",
