@@ -408,3 +408,28 @@ def test_index_options_are_checked_before_training(
     assert _run([*base, "--config", str(config)]) == 3
     assert "[index] options: expected a table" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
+
+
+def test_bad_configs_and_outputs_fail_in_one_line_before_training(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 34: each of these was a traceback, two of them after the whole training run
+    (the held-out estimate of share 0, an output folder that cannot be made)."""
+    base = ["train", "--data-dir", str(tiny_dir), "--preset", "reference", "--epochs", "1"]
+    (tmp_path / "list.toml").write_text('preset = ["default"]\n')
+    (tmp_path / "huge.json").write_text('{"train": {"learning_rate": ' + "9" * 400 + "}}")
+    (tmp_path / "deep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (tmp_path / "a-file").write_text("x")
+    out = ["-o", str(tmp_path / "m")]
+    refused = [
+        ([*base, "--config", str(tmp_path / "list.toml"), *out], 3, "preset: expected one of"),
+        ([*base, "--config", str(tmp_path / "huge.json"), *out], 3, "got a huge integer"),
+        ([*base, "--config", str(tmp_path / "deep.json"), *out], 3, "nested too deeply"),
+        ([*base, "--holdout", "none", "--holdout-estimate", "0", *out], 3, "expected a share"),
+        ([*base, "-o", str(tmp_path / "a-file" / "m")], 5, "a model cannot be written there"),
+    ]
+    for argv, code, named in refused:
+        assert _run([*argv, "-q"]) == code, argv
+        err = capsys.readouterr().err
+        assert named in err and "Traceback" not in err, (argv, err)
+    assert not (tmp_path / "m").exists()

@@ -105,6 +105,8 @@ def parse_json_object(data: bytes, path: str | Path) -> dict[str, Any]:
         parsed = json.loads(data.decode("utf-8"))
     except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
         raise ArtifactError(f"{path}: unreadable ({exc})") from None
+    except RecursionError:  # a hostile file nested 100k levels deep
+        raise ArtifactError(f"{path}: unreadable (nested too deeply)") from None
     if not isinstance(parsed, dict):
         raise ArtifactError(f"{path}: expected a JSON object")
     return parsed

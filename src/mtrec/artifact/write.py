@@ -57,11 +57,13 @@ MODEL_ENTRIES = frozenset(
 
 
 def check_target(directory: str | Path) -> Path:
-    """``directory`` resolved, if a model may be written there: it does not exist, is an
-    empty folder, or holds a saved model and nothing else. Anything else is refused before
+    """``directory`` resolved, if a model may be written there: its folder is writable
+    (created if need be), and it does not exist, is an empty folder, or holds a saved model
+    and nothing else. Anything else is refused before
     any work, since the swap would delete what is there (a working directory given as
     ``-o .`` lost every file so)."""
     target = Path(directory).resolve()
+    _check_writable(target.parent)
     if not target.exists():
         return target
     if not target.is_dir():
@@ -75,6 +77,16 @@ def check_target(directory: str | Path) -> Path:
             "writing a model there would delete its files: choose another output directory"
         )
     return target
+
+
+def _check_writable(folder: Path) -> None:
+    """``folder`` exists (made now) and takes a new entry: tried, since permission bits
+    tell root nothing (a read-only or full filesystem, /proc, a file in the way)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        os.rmdir(tempfile.mkdtemp(prefix=".mtrec-check-", dir=folder))
+    except OSError as exc:
+        raise ArtifactError(f"{folder}: a model cannot be written there ({exc.strerror})") from None
 
 
 def _temp_prefix(target: Path) -> str:

@@ -104,6 +104,8 @@ def _coerce(owner: str, key: str, hint: Any, value: Any) -> Any:
             )
         return value
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        if value.bit_length() > 1023:  # float() would overflow (a 400-digit integer)
+            raise ConfigError(f"{owner}.{key}: expected a finite number, got a huge integer")
         return float(value)
     if isinstance(hint, type) and (
         not isinstance(value, hint) or (isinstance(value, bool) and hint is not bool)

@@ -61,7 +61,7 @@ others serve the reference's list (retrieve, then sort by predicted rating)."""
 
 def ranker_preset(name: str) -> RankerConfig | None:
     """The ranking stage of a named preset, or None where it has none."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
     return RankerConfig.from_dict(RANKERS[name]) if name in RANKERS else None
 
@@ -78,7 +78,7 @@ def preset(name: str, **train_overrides: Any) -> tuple[ModelConfig, TrainConfig]
 def preset_configs(name: str, overrides: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
     """A preset's configs with ``overrides`` (None values included: a config file may set
     a field to None) on top, each to the config that has the field."""
-    if name not in PRESETS:
+    if not isinstance(name, str) or name not in PRESETS:
         raise ConfigError(f"preset: expected one of {sorted(PRESETS)}, got {name!r}")
     model, train = dict(PRESETS[name][0]), dict(PRESETS[name][1])
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}

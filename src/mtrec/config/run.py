@@ -74,6 +74,8 @@ class RunConfig:
                 raise ConfigError(f"{path}: expected a .toml or .json file")
         except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
             raise ConfigError(f"{path}: invalid {path.suffix[1:].upper()}: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{path}: invalid: nested too deeply") from None
         if not isinstance(document, dict):
             raise ConfigError(f"{path}: expected a table of settings at the top")
         return cls.from_dict(document, str(path))
@@ -89,7 +91,9 @@ class RunConfig:
                 f"{where}: unknown key(s) {unknown}; expected some of {sorted(known)}"
             )
         preset_name = document.get("preset")
-        if preset_name is not None and preset_name not in PRESETS:
+        if preset_name is not None and (
+            not isinstance(preset_name, str) or preset_name not in PRESETS
+        ):
             raise ConfigError(
                 f"{where}: preset: expected one of {sorted(PRESETS)}, got {preset_name!r}"
             )

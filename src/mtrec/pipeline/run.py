@@ -76,6 +76,8 @@ def train_model(
     >>> saved = train_model(load_movielens(), train_config=TrainConfig(seed=42))
     >>> artifact.save(saved, "mtrec-out/model")
     """
+    if estimate_fraction is not None and not 0 < estimate_fraction < 1:  # NaN too
+        raise ConfigError(f"estimate_fraction: expected a share in (0, 1), got {estimate_fraction}")
     phases = Phases()
     prepared = prepare(
         dataset,
