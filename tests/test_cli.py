@@ -433,3 +433,24 @@ def test_bad_configs_and_outputs_fail_in_one_line_before_training(
         err = capsys.readouterr().err
         assert named in err and "Traceback" not in err, (argv, err)
     assert not (tmp_path / "m").exists()
+
+
+def test_data_on_another_rating_scale_is_refused(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 34: a warm start with 2..10 ratings onto a 1..5 model trained on labels up to
+    2.25 (and showed a 10 as 5 stars); a 2..10 test file reported an RMSE of 3.9 stars."""
+    model = tmp_path / "model"
+    base = ["--data-dir", str(tiny_dir), "--preset", "reference", "--epochs", "1", "-q"]
+    assert _run(["train", *base, "-o", str(model)]) == 0
+    tens = tmp_path / "tens.csv"
+    tens.write_text("user_id,item_id,rating\n1,1,2\n2,2,10\n3,3,6\n")
+    warm = ["train", *base, "--init-from", str(model), "--interactions", str(tens)]
+    assert _run([*warm, "-o", str(tmp_path / "warm")]) == 2
+    assert "ratings 2..10 are off the model's scale 1..5" in capsys.readouterr().err
+    assert not (tmp_path / "warm").exists()
+    assert _run(["evaluate", "-m", str(model), "--test-interactions", str(tens)]) == 2
+    assert "the test data: ratings 2..10 are off the model's scale" in capsys.readouterr().err
+    fives = tmp_path / "fives.csv"
+    fives.write_text("user_id,item_id,rating\n1,1,2\n2,2,5\n3,3,4\n")
+    assert _run(["evaluate", "-m", str(model), "--test-interactions", str(fives), "--json"]) == 0

@@ -12,7 +12,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mtrec.config import LIKED, LOVED
 from mtrec.data import Dataset, Interactions
-from mtrec.errors import UnknownIdError
+from mtrec.errors import DataError, UnknownIdError
 from mtrec.vocab import Vocab
 
 
@@ -41,6 +41,21 @@ class RatingScale:
             return cls(0.0, 1.0)
         low, high = float(rating.min()), float(rating.max())
         return cls(low, high) if high > low else cls(low - 1.0, high)
+
+    def check_fits(self, dataset: Dataset, what: str) -> None:
+        """``dataset``'s ratings lie on this scale, or a ``DataError`` naming ``what``: a
+        2..10 log on a 1..5 model trained on labels up to 2.25 and showed 10 stars as 5,
+        and its RMSE in stars meant nothing. Unrated data fits any scale."""
+        rating = dataset.interactions.rating
+        if not dataset.has_ratings or not len(rating):
+            return
+        low, high = float(rating.min()), float(rating.max())
+        if low < self.low or high > self.high:
+            raise DataError(
+                f"{what}: ratings {low:g}..{high:g} are off the model's scale "
+                f"{self.low:g}..{self.high:g}; give ratings on the same scale",
+                path=dataset.source or dataset.name,
+            )
 
     def scale(self, rating: ArrayLike) -> NDArray[np.float32]:
         return ((np.asarray(rating, dtype=np.float32) - self.low) / (self.high - self.low)).astype(

@@ -118,6 +118,8 @@ def prepare(
         parts, unseen = _given_split(dataset, test, vocabs, train_config.seed)
         split, test_fraction = GIVEN, 0.0
     scale = RatingScale.of(dataset) if init_from is None else init_from.scale
+    if init_from is not None:
+        scale.check_fits(dataset, "the warm start's interactions")
     train_data, test_data = encode(parts.train, vocabs, scale), encode(parts.test, vocabs, scale)
     split_rows, fingerprint = (len(parts.train), len(parts.test)), split_fingerprint(parts.test)
     del parts  # the raw rows are encoded: 560 MB on a 20M-row log
@@ -160,6 +162,7 @@ def _given_split(
             f"{'has' if dataset.has_ratings else 'has none'}: give both a rating column or neither",
             path=where,
         )
+    RatingScale.of(dataset).check_fits(test, "the test data")
     kept, unseen = scorable_rows(test, vocabs)
     return Split(no_holdout(dataset.interactions, seed=seed).train, kept, seed), unseen
 

@@ -57,6 +57,7 @@ class Evaluation:
 def evaluate_saved_on(saved: SavedModel, test: Dataset, *, k: int = 10) -> Evaluation:
     """Evaluate a saved model on other data (next week's log, a published test file);
     its own training items stay excluded from the lists, as when it serves."""
+    saved.scale.check_fits(test, "the test data")
     kept, unseen = scorable_rows(test, saved.vocabs)
     encoded = encode(kept, saved.vocabs, saved.scale)
     rated = saved.data.get("has_ratings", True) and test.has_ratings
