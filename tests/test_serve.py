@@ -564,3 +564,31 @@ def test_every_host_header_is_checked_and_counts_are_strict(model_dir: Path) -> 
     assert client.post("/v1/recommendations:batch", json={"user_ids": [1], "k": 2}).json()[
         "results"
     ][0]["items"]
+
+
+def test_a_stale_registration_is_removed_not_signalled(tmp_path: Path) -> None:
+    """Issue 34: a SIGKILLed worker's registration stayed, and the next reload sent SIGHUP
+    to whatever process had that pid by then (a planted ``sleep`` died, exit 129). A
+    registration now holds its process's start time, checked before any signal."""
+    import signal
+    import subprocess
+
+    from mtrec.serve.holder import process_start, signal_workers
+
+    bystander = subprocess.Popen(["sleep", "30"])  # now holds a pid a dead worker had
+    worker = subprocess.Popen(["sleep", "30"])  # a live worker, registered as workers are
+    try:
+        stale = tmp_path / f"worker-{bystander.pid}"
+        stale.write_text("12345")  # the dead worker's start time, not the bystander's
+        live = tmp_path / f"worker-{worker.pid}"
+        live.write_text(process_start(worker.pid))
+        assert process_start(worker.pid) and process_start(worker.pid) != "12345"
+        assert signal_workers(tmp_path, signal.SIGHUP) == 1
+        assert worker.wait(timeout=10) == -signal.SIGHUP  # the registered one got it
+        time.sleep(0.2)
+        assert bystander.poll() is None  # the bystander did not
+        assert not stale.exists() and live.exists()
+    finally:
+        for process in (bystander, worker):
+            process.kill()
+            process.wait()

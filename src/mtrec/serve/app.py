@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -19,7 +18,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtrec.errors import ConfigError, UnknownIdError
 from mtrec.serve.guard import MAX_BODY_BYTES, Guard
-from mtrec.serve.holder import ModelHolder, reload_logged
+from mtrec.serve.holder import ModelHolder, register_worker, reload_logged
 from mtrec.serve.metrics import Metrics
 from mtrec.serve.routes import router
 from mtrec.serve.schemas import error
@@ -78,7 +77,6 @@ def _lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """SIGHUP reloads the model, as the admin route does (only where signals can be had);
     a worker registers in ``supervised`` so that a reload on one worker reaches the others."""
-    registered = None if supervised is None else supervised / f"worker-{os.getpid()}"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -87,10 +85,10 @@ def _lifespan(
             loop.add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(reload_logged(holder))
             )
-        if registered is not None:
-            registered.touch()
-            if holder.stale():  # a reload signalled while this worker was still loading
-                await reload_logged(holder)
+        registered = None if supervised is None else register_worker(supervised)
+        # a reload signalled while this worker was still loading
+        if registered is not None and holder.stale():
+            await reload_logged(holder)
         yield
         if registered is not None:
             registered.unlink(missing_ok=True)

@@ -67,12 +67,38 @@ class ModelHolder:
         }
 
 
+def process_start(pid: int) -> str:
+    """When process ``pid`` started (clock ticks since boot, from ``/proc``), or "" where
+    that cannot be read: a pid is reused once its process is gone, its start time is not."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return ""
+    return stat.rsplit(")", 1)[-1].split()[19]  # field 22; the name may hold spaces
+
+
+def register_worker(folder: Path) -> Path:
+    """Register this worker in ``folder`` for reloads: its pid and its start time."""
+    entry = folder / f"worker-{os.getpid()}"
+    entry.write_text(process_start(os.getpid()))
+    return entry
+
+
 def signal_workers(folder: Path, signum: int) -> int:
-    """Send ``signum`` to every other worker registered in ``folder``; how many got it."""
+    """Send ``signum`` to every other worker registered in ``folder``; how many got it.
+    A registration whose process is gone, or whose pid now belongs to another process
+    (a SIGKILLed worker leaves its file), is removed instead of signalled."""
     sent = 0
     for entry in folder.glob("worker-*"):
         pid = int(entry.name.removeprefix("worker-"))
         if pid == os.getpid():
+            continue
+        try:
+            recorded = entry.read_text().strip()
+        except OSError:
+            continue
+        if recorded != process_start(pid):
+            entry.unlink(missing_ok=True)
             continue
         try:
             os.kill(pid, signum)
