@@ -37,8 +37,7 @@ def save(saved: SavedModel, directory: str | Path) -> Path:
     directory holds a whole model, the old or the new. Temporaries left by a writer that
     died are removed on the next save.
     """
-    target = check_target(directory)
-    target.parent.mkdir(parents=True, exist_ok=True)
+    target = check_target(directory)  # its folder made and writable
     _remove_stale_temporaries(target)
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
@@ -59,9 +58,8 @@ MODEL_ENTRIES = frozenset(
 def check_target(directory: str | Path) -> Path:
     """``directory`` resolved, if a model may be written there: its folder is writable
     (created if need be), and it does not exist, is an empty folder, or holds a saved model
-    and nothing else. Anything else is refused before
-    any work, since the swap would delete what is there (a working directory given as
-    ``-o .`` lost every file so)."""
+    and nothing else. Anything else is refused before any work, since the swap would
+    delete what is there (a working directory given as ``-o .`` lost every file so)."""
     target = Path(directory).resolve()
     _check_writable(target.parent)
     if not target.exists():

@@ -76,15 +76,21 @@ TestInteractions = Annotated[
         "rows whose user or item is unseen in training are counted and left out.",
     ),
 ]
-DATA_FLAGS = (
-    "data_dir", "cache_dir", "dataset", "interactions", "user_col", "item_col", "rating_col",
-    "timestamp_col", "items_file", "skip_bad_rows", "rating_range",
+_DATA_PARAMETERS = (
+    ("data_dir", DataDir, None), ("cache_dir", CacheDir, None),
+    ("dataset", DatasetName, "ml-100k"), ("interactions", InteractionsFile, None),
+    ("user_col", UserCol, "user_id"), ("item_col", ItemCol, "item_id"),
+    ("rating_col", RatingCol, None), ("timestamp_col", TimestampCol, None),
+    ("items_file", ItemsFile, None), ("skip_bad_rows", SkipBadRows, False),
+    ("rating_range", RatingRange, None),
 )  # fmt: skip
-"""The parameters of the commands that take data: MovieLens or the user's own file."""
+"""The flags of the commands that take data (MovieLens or the user's own file): name,
+type and default, declared once."""
+DATA_FLAGS = tuple(name for name, _, _ in _DATA_PARAMETERS)
 
 
 def takes_data(after: str | None = None) -> Callable[[Callable[..., None]], Callable[..., None]]:
-    """Give a command the data flags (``DATA_FLAGS``, declared once in ``_DATA_PARAMETERS``)
+    """Give a command the data flags (``_DATA_PARAMETERS``)
     after its parameter ``after`` (first where None); the command receives their values as
     one dict, ``data_flags``. Typer reads the command's signature, so the one written here
     is the command's own with the data flags spliced in."""
@@ -97,7 +103,11 @@ def takes_data(after: str | None = None) -> Callable[[Callable[..., None]], Call
             if p.name != "data_flags"
         ]
         at = 0 if after is None else [p.name for p in own].index(after) + 1
-        parameters = [*own[:at], *_data_parameters(), *own[at:]]
+        data = [
+            Parameter(n, Parameter.KEYWORD_ONLY, default=d, annotation=a)
+            for n, a, d in _DATA_PARAMETERS
+        ]
+        parameters = [*own[:at], *data, *own[at:]]
 
         @functools.wraps(command)
         def run(**given: Any) -> None:
@@ -109,20 +119,6 @@ def takes_data(after: str | None = None) -> Callable[[Callable[..., None]], Call
         return run
 
     return decorate
-
-
-def _data_parameters() -> list[inspect.Parameter]:
-    flags = (
-        ("data_dir", DataDir, None), ("cache_dir", CacheDir, None),
-        ("dataset", DatasetName, "ml-100k"), ("interactions", InteractionsFile, None),
-        ("user_col", UserCol, "user_id"), ("item_col", ItemCol, "item_id"),
-        ("rating_col", RatingCol, None), ("timestamp_col", TimestampCol, None),
-        ("items_file", ItemsFile, None), ("skip_bad_rows", SkipBadRows, False),
-        ("rating_range", RatingRange, None),
-    )  # fmt: skip
-    return [
-        inspect.Parameter(n, Parameter.KEYWORD_ONLY, default=d, annotation=a) for n, a, d in flags
-    ]
 
 
 def load_data(

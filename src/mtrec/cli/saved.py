@@ -24,6 +24,7 @@ from mtrec.cli.options import (
 )
 from mtrec.cli.program import err, out
 from mtrec.cli.render import finite, num, print_lists
+from mtrec.data.values import DECIMAL
 from mtrec.errors import ConfigError
 from mtrec.io import json_safe
 from mtrec.pipeline import evaluate_saved_on, evaluate_saved_with_lists
@@ -48,7 +49,7 @@ def parse_history(text: str) -> list[tuple[str, float | None]]:
     return entries
 
 
-_DECIMAL = re.compile(r"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*", re.ASCII)
+_DECIMAL = re.compile(DECIMAL, re.ASCII)
 """A rating as typed: ASCII digits only (``float`` also reads "٥" as 5, and "nan")."""
 
 

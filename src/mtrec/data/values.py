@@ -14,7 +14,9 @@ _INT = r"^(0|-?[1-9]\d{0,17})$"
 (so "007" and "7" stay two ids, as they are two strings)."""
 
 
-_FLOAT = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+DECIMAL = r"^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$"
+r"""A number as typed: digits, a point, an exponent; not "nan" or "inf" (read it with
+``re.ASCII``: Python's ``\d`` also takes other scripts' digits)."""
 
 
 FLOAT_EXACT = 2.0**53
@@ -64,7 +66,7 @@ def number_values(column: Any, integer: bool) -> tuple[NDArray[Any], NDArray[np.
         column = pc.cast(column.cast(pa.timestamp("s")), pa.int64())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
         text = pc.utf8_trim_whitespace(column)
-        pattern = r"^\s*[-+]?\d{1,18}\s*$" if integer else _FLOAT
+        pattern = r"^\s*[-+]?\d{1,18}\s*$" if integer else DECIMAL
         ok = pc.fill_null(pc.match_substring_regex(text, pattern), False)
         column = pc.cast(pc.if_else(ok, text, None), pa.int64() if integer else pa.float64())
     elif not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import numpy as np
@@ -100,12 +102,16 @@ def feature_codes(
     items: dict[str, torch.Tensor] = {}
     if user_features:
         assert dataset.users is not None
-        people = dataset.users
-        users = _code_tables(vocabs.users, people.ids, user_features, "user", sizes, people)
+        codes_of = functools.partial(_user_codes, dataset.users)
+        users = _code_tables(
+            vocabs.users, dataset.users.ids, user_features, "user", sizes, codes_of
+        )
     if item_features:
         assert dataset.items is not None
-        catalogue = dataset.items
-        items = _code_tables(vocabs.items, catalogue.ids, item_features, "item", sizes, catalogue)
+        codes_of = functools.partial(_item_codes, dataset.items)
+        items = _code_tables(
+            vocabs.items, dataset.items.ids, item_features, "item", sizes, codes_of
+        )
     return FeatureCodes(users, items, sizes)
 
 
@@ -115,18 +121,16 @@ def _code_tables(
     names: tuple[str, ...],
     side: str,
     sizes: dict[str, int],
-    metadata: Users | Items,
+    codes_of: Callable[[str], tuple[NDArray[np.int64], int]],
 ) -> dict[str, torch.Tensor]:
     """Each feature's (rows, width) codes for every row of ``vocab`` (0 where the
-    metadata has no such id), its table size added to ``sizes`` as ``side.name``."""
+    metadata has no such id), from ``codes_of`` (codes per metadata row of ``ids``, table
+    size), its table size added to ``sizes`` as ``side.name``."""
     where = vocab.rows(ids, unknown="oov")
     keep = where >= 0
     tables = {}
     for name in names:
-        if isinstance(metadata, Users):
-            codes, size = _user_codes(metadata, name)
-        else:
-            codes, size = _item_codes(metadata, name)
+        codes, size = codes_of(name)
         codes = codes.reshape(len(codes), -1)  # a user feature has one code a row
         table = np.zeros((len(vocab), codes.shape[1]), dtype=np.int64)
         table[where[keep]] = codes[keep]

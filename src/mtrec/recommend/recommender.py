@@ -133,8 +133,7 @@ class Recommender:
         Filters: ``exclude_items`` never appear (unknown ids: ``UnknownIdError``);
         ``genres``, where given, keeps only items of at least one of them.
         """
-        _check_sizes(k, candidates)
-        return self.recommend_many(
+        return self.recommend_many(  # which checks k and candidates
             [user_id], k, candidates, exclude_seen, ranking, exclude_items=exclude_items,
             genres=genres,
         )[0]  # fmt: skip
