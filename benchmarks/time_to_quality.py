@@ -83,6 +83,8 @@ def report(size: str, seed: int, wall: float, peak: float, metrics: dict[str, An
         f"{size:8s} seed {seed:3d}: {wall:7.1f} s wall, {peak:5.2f} GB peak, {epochs} epochs "
         f"({phases}); served recall@10 {served['recall']:.4f} NDCG@10 {served['ndcg']:.4f}"
     )
+    if metrics.get("rmse") is not None:
+        line += f", RMSE {metrics['rmse']:.4f}"
     if "EASE" in {r["name"] for r in metrics["lists"]}:
         ease, popular = _list(metrics, "EASE"), _list(metrics, "popularity")
         low, high = _list(metrics, "served")["differences"]["EASE"]["ndcg"]
@@ -113,14 +115,33 @@ def main() -> None:
         if size in PLANTED:
             path, oracle = planted_log(size, args.work)
             data = ["--interactions", str(path)]
+        runs = []
         for seed in args.seeds:
             out = args.work / f"model-{size}-{seed}"
             wall, peak, metrics = run_train([*data, "--seed", str(seed), *args.train_args], out)
+            runs.append((wall, metrics))
             line = report(size, seed, wall, peak, metrics)
             if oracle is not None:
                 share = metrics["served"]["recall"] / oracle["recall"]
                 line += f"; oracle recall@10 {oracle['recall']:.4f} (served {share:.0%} of it)"
             print(line, flush=True)
+        if len(runs) > 1:
+            print(mean_line(size, runs), flush=True)
+
+
+def mean_line(size: str, runs: list[tuple[float, dict[str, Any]]]) -> str:
+    """The seeds' mean wall time, served list and RMSE (what issue 32's bars read)."""
+
+    def mean(values: list[float]) -> float:
+        return sum(values) / len(values)
+
+    line = (
+        f"{size:8s} mean of {len(runs)} seeds: {mean([w for w, _ in runs]):7.1f} s wall; "
+        f"served recall@10 {mean([m['served']['recall'] for _, m in runs]):.4f} "
+        f"NDCG@10 {mean([m['served']['ndcg'] for _, m in runs]):.4f}"
+    )
+    rmse = [m["rmse"] for _, m in runs if m.get("rmse") is not None]
+    return line + (f", RMSE {mean(rmse):.4f}" if len(rmse) == len(runs) else "")
 
 
 if __name__ == "__main__":

@@ -128,11 +128,8 @@ class _InBatchSoftmax(torch.autograd.Function):
         kept = torch.arange(len(rows), device=rows.device)
         dlogits.index_put_((kept, rows + ctx.offset), -positives, accumulate=True)
         dquery = query.new_zeros(query.shape).index_copy_(0, rows, dlogits @ candidate)
-        # the candidates' gradient sums over every row, the others' zeros included: summed
-        # over the kept rows alone, BLAS would add in another order and a seed would no
-        # longer give the model it gave before rows were dropped
-        every = dlogits.new_zeros(len(query), dlogits.shape[1]).index_copy_(0, rows, dlogits)
-        return (dquery.float(), (every.T @ query).float()) + (None,) * 7
+        dcandidate = dlogits.T @ query.index_select(0, rows)  # the kept rows' sum alone
+        return (dquery.float(), dcandidate.float()) + (None,) * 7
 
 
 def retrieval_loss(
