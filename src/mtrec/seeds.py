@@ -14,6 +14,8 @@ RANKER_USERS = 7919
 """The ranking stage: the users whose held-aside rows the ranker learns from."""
 RANKER_CARVE = 104_729
 """The ranking stage: the training rows carved out of its stage one's."""
+JUDGED_USERS = 15_485_863
+"""The ranking stage: the carved-out users whose lists judge each epoch of stage one."""
 NEW_USERS = 7_368_787
 """The new-user evaluation: the users held out entirely."""
 

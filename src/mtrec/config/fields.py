@@ -314,10 +314,17 @@ class RankerConfig(_JsonConfig):
     of seeds 42, 1, 2) the default model's RMSE falls from 0.2260 (the rating head alone)
     to 0.2218. The ranker's ordering does not read it."""
 
+    min_gain: float = 0.005
+    """Both models stop training once their stage one's held-out recall has stopped rising
+    (``mtrec.pipeline.epochs``): the best of its last three epochs less than this share
+    above the best before them; ``TrainConfig.epochs`` is then the most. 0: every epoch
+    runs."""
+
     def __post_init__(self) -> None:
         self._check_finite()
         checks = [
             ("candidates", self.candidates >= 1, ">= 1"),
+            ("min_gain", self.min_gain >= 0, ">= 0"),
             ("holdout", 0 < self.holdout < 1, "in (0, 1)"),
             ("item_item_lambda", self.item_item_lambda > 0, "> 0"),
             ("max_users", self.max_users >= 0, ">= 0"),

@@ -82,6 +82,12 @@ touching ~60k): 0.9 against 5.5 ms a step for the history table's forward and ba
 one thread, 2-core AMD EPYC (Zen 4)."""
 
 
+def pool_at_once(table: nn.Embedding, items: torch.Tensor, rows: torch.Tensor) -> bool:
+    """Whether a training step of ``rows`` pools every history at once (``pool_every``):
+    with a dense gradient, and at most ``WHOLE_LOG_MAX_ENTRIES_PER_ROW`` entries a row."""
+    return not table.sparse and len(items) <= WHOLE_LOG_MAX_ENTRIES_PER_ROW * len(rows)
+
+
 @dataclasses.dataclass(frozen=True)
 class WholeLog:
     """Every user's history in both orders: by user (the pooling) and by item (its

@@ -13,12 +13,7 @@ from torch import nn
 
 from mtrec.config import ModelConfig
 from mtrec.distributed import Shard
-from mtrec.model.history import (
-    WHOLE_LOG_MAX_ENTRIES_PER_ROW,
-    WholeLog,
-    pool_every,
-    pool_histories,
-)
+from mtrec.model.history import WholeLog, pool_at_once, pool_every, pool_histories
 from mtrec.model.layers import (
     Dropout,
     Histories,
@@ -72,8 +67,7 @@ class MultiTaskModel(nn.Module):
             self.task_log_vars = nn.Parameter(torch.zeros(2))
         if config.history:
             self._add_history(n_users, n_items)
-        self._whole_log: WholeLog | None = None
-        """The histories in both orders, built at a training step's first use (``pool_every``)."""
+        self._whole_log: WholeLog | None = None  # built at first use (``pool_every``)
         self.draws: torch.Generator | None = None
         """Where training's random draws come from (dropout masks, new-user rows):
         ``seed_draws``'s generator, or PyTorch's global one until it is called."""
@@ -175,17 +169,11 @@ class MultiTaskModel(nn.Module):
         rows are taken out of each row's own history (a training row's own item)."""
         histories = (self.history_indptr, self.history_items, self.history_labels)
         table = self.history_embedding
-        pooled_at_once = (
-            self.training
-            and not table.sparse
-            and len(self.history_items) <= WHOLE_LOG_MAX_ENTRIES_PER_ROW * len(rows)
-        )
-        if not pooled_at_once:
+        if not (self.training and pool_at_once(table, self.history_items, rows)):
             return pool_histories(table, histories, self.n_items, rows, exclude)
-        log = self._whole_log
-        if log is None or log.items is not self.history_items:  # new histories, or moved
-            log = self._whole_log = WholeLog.of(histories, self.n_items)
-        return pool_every(table, log, rows, exclude)
+        if self._whole_log is None or self._whole_log.items is not self.history_items:
+            self._whole_log = WholeLog.of(histories, self.n_items)  # new histories, or moved
+        return pool_every(table, self._whole_log, rows, exclude)
 
     def embed_history(self, items: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(n,) item rows a new user rated, (n,) scaled ratings -> (1, d) query embedding.

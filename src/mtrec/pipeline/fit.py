@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.distributed import world
@@ -81,12 +81,14 @@ def fit_prepared(
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
     init_from: MultiTaskModel | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> tuple[MultiTaskModel, TrainingRecord]:
     """Build and train one model on ``prepared``'s training rows (its own configs by
-    default), from ``init_from``'s weights where given (a warm start: see ``warm``)."""
+    default), from ``init_from``'s weights where given (a warm start: see ``warm``);
+    ``after_epoch`` as ``train``'s."""
     tc = train_config or prepared.train_config
     mc = model_config or prepared.model_config
     model = build_model(prepared.dataset, prepared.vocabs, mc, tc.seed, prepared.seen)
     if init_from is not None:
         inherit(model, init_from)
-    return model, train(model, prepared.train, tc, progress, checkpoints)
+    return model, train(model, prepared.train, tc, progress, checkpoints, after_epoch)

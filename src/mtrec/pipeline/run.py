@@ -18,6 +18,7 @@ from mtrec.evaluate import EVAL_USERS
 from mtrec.features import liked_counts
 from mtrec.index import ExactIndex, FaissIndex, Index, build_index, recall_vs_exact
 from mtrec.model import MultiTaskModel
+from mtrec.pipeline.epochs import EpochVerdicts
 from mtrec.pipeline.fit import fit_prepared
 from mtrec.pipeline.metrics import _held_out_metrics
 from mtrec.pipeline.prepare import Prepared, prepare
@@ -149,6 +150,8 @@ class _Fits:
     ranker_seconds: float
     seconds: float
     """Both fits' wall time: side by side, they overlap."""
+    epochs: dict[str, Any] | None = None
+    """How many epochs ran and why, where stage one's verdicts decided (``epochs``)."""
 
 
 def _fit(
@@ -162,10 +165,18 @@ def _fit(
     """The served model, and the ranker where one is asked for (side by side where cheap);
     a warm start keeps the saved model's ranker."""
     old_model = None if init_from is None else init_from.model
+    verdicts = None
+    if init_from is None and ranker is not None and ranker.min_gain:
+        verdicts = EpochVerdicts(ranker.min_gain, prepared.train_config.epochs, ranker.candidates)
 
     def fit_model() -> tuple[MultiTaskModel, TrainingRecord]:
+        stop = None if verdicts is None else verdicts.served_stops
         return fit_prepared(
-            prepared, progress=progress, checkpoints=checkpoints, init_from=old_model
+            prepared,
+            progress=progress,
+            checkpoints=checkpoints,
+            init_from=old_model,
+            after_epoch=stop,
         )
 
     started = time.perf_counter()
@@ -174,10 +185,11 @@ def _fit(
         model, history = fit_model()
     else:
         (fitted_ranker, ranker_seconds), (model, history) = fit_ranker_beside(
-            prepared, ranker, ranker_progress, fit_model
+            prepared, ranker, ranker_progress, fit_model, verdicts
         )
     seconds = time.perf_counter() - started
-    return _Fits(model, history, fitted_ranker, ranker_seconds, seconds)
+    epochs = None if verdicts is None else verdicts.record()
+    return _Fits(model, history, fitted_ranker, ranker_seconds, seconds, epochs)
 
 
 def _run_record(fits: _Fits, index_info: dict[str, Any]) -> dict[str, Any]:
@@ -192,6 +204,7 @@ def _run_record(fits: _Fits, index_info: dict[str, Any]) -> dict[str, Any]:
         "precision_reason": history.precision_reason,
         "history": [dataclasses.asdict(e) for e in history.epochs],
         "index": index_info,
+        **({"epochs": fits.epochs} if fits.epochs is not None else {}),
     }
 
 

@@ -22,6 +22,7 @@ from mtrec.features import (
 )
 from mtrec.index import ExactIndex, Index
 from mtrec.model import MultiTaskModel
+from mtrec.pipeline.epochs import EpochVerdicts, held_out_recall
 from mtrec.pipeline.fit import _cpu_in_one_process
 from mtrec.pipeline.prepare import Prepared, build_model
 from mtrec.ranking import (
@@ -87,18 +88,30 @@ def stage_one(
 
 
 def fit_ranker_on_training_rows(
-    prepared: Prepared, config: RankerConfig, progress: Progress | None = None
+    prepared: Prepared,
+    config: RankerConfig,
+    progress: Progress | None = None,
+    verdicts: EpochVerdicts | None = None,
 ) -> Ranker:
     """The ranker, fitted without a test row: stage one trains on the training rows less a
     carved-out share; the neighbourhood correction's weight is fitted to that share's
     ratings, and the ranker learns to put that share first among its candidates (the
-    share's rows of at most ``config.max_users`` users, a seeded sample)."""
+    share's rows of at most ``config.max_users`` users, a seeded sample). With
+    ``verdicts``, stage one stops once its list of that share stops improving
+    (``epochs``) and says so there."""
     tc = prepared.train_config
     fit_rows, held = carve(prepared.train, config.holdout, tc.seed)
     held, _ = sample_users(held, config.max_users, tc.seed + seeds.RANKER_USERS)
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
-    train(model, fit_rows, tc, progress)
+    try:
+        judge = None
+        if verdicts is not None:
+            judge = verdicts.judge_with(held_out_recall(model, seen, held, verdicts.k, tc.seed))
+        train(model, fit_rows, tc, progress, after_epoch=judge)
+    finally:
+        if verdicts is not None:
+            verdicts.close()
     del fit_rows  # trained: its copy of the rows (300 MB at 16M) goes before the candidates
     stage = stage_one(model, seen, config)
     if config.rating_correction and prepared.dataset.has_ratings and len(held):
@@ -128,19 +141,21 @@ def fit_ranker_beside(
     config: RankerConfig,
     progress: Progress | None,
     fit_model: Callable[[], tuple[MultiTaskModel, TrainingRecord]],
+    verdicts: EpochVerdicts | None = None,
 ) -> tuple[tuple[Ranker, float], tuple[MultiTaskModel, TrainingRecord]]:
     """The ranker fitted on ``prepared``'s training rows (and its seconds) and
     ``fit_model``'s model, side by side where that is cheap (``SIDE_BY_SIDE_MAX_ROWS``, a
-    CPU, one process): they are independent until the served list is put together."""
+    CPU, one process), else the ranker first: ``fit_model`` may wait for its stage one's
+    ``verdicts`` on each epoch."""
 
     def fit_ranker() -> tuple[Ranker, float]:
         started = time.perf_counter()
-        fitted = fit_ranker_on_training_rows(prepared, config, progress)
+        fitted = fit_ranker_on_training_rows(prepared, config, progress, verdicts)
         return fitted, time.perf_counter() - started
 
     at_once = len(prepared.train) <= SIDE_BY_SIDE_MAX_ROWS and _cpu_in_one_process(
         prepared.train_config
     )
-    done, _ = side_by_side([fit_model, fit_ranker], at_once)
-    model, ranker = done
+    done, _ = side_by_side([fit_ranker, fit_model], at_once)
+    ranker, model = done
     return cast(tuple[Ranker, float], ranker), cast(tuple[MultiTaskModel, TrainingRecord], model)

@@ -32,8 +32,12 @@ def train(
     config: TrainConfig,
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
+    after_epoch: Callable[[int], bool] | None = None,
 ) -> TrainingRecord:
     """Fit ``model`` to ``data`` in place and return per-epoch losses (see :func:`_fit`).
+
+    ``after_epoch(epoch)`` is called after each epoch (the model in training mode); True
+    ends training there (as ``patience`` does).
 
     Training runs on ``config.device`` (the model, its batches, the loss and the optimizer
     state); the model comes back on the CPU, where evaluation and serving read it.
@@ -47,7 +51,7 @@ def train(
     device = resolve_device(config.device)
     model.to(device)
     try:
-        history = _train(model, data, config, progress, checkpoints)
+        history = _train(model, data, config, progress, checkpoints, after_epoch)
     finally:
         model.to("cpu")
     return dataclasses.replace(history, device=str(device))
@@ -59,9 +63,10 @@ def _train(
     config: TrainConfig,
     progress: Progress | None,
     checkpoints: Checkpointing | None,
+    stop: Callable[[int], bool] | None,
 ) -> TrainingRecord:
     if not config.validation_fraction:
-        return _fit(model, data, config, progress, checkpoints)
+        return _fit(model, data, config, progress, checkpoints, stop)
     if checkpoints is not None:
         raise ConfigError(
             "checkpoints with a validation slice are not supported yet; use one or the other"
@@ -81,7 +86,8 @@ def _train(
             best.update(
                 loss=loss, epoch=epoch, state={k: v.clone() for k, v in model.state_dict().items()}
             )
-        return bool(config.patience) and epoch - best["epoch"] >= config.patience
+        stopped = stop is not None and stop(epoch)
+        return stopped or (bool(config.patience) and epoch - best["epoch"] >= config.patience)
 
     history = _fit(model, fit_part, config, progress, None, after_epoch)
     if best["state"] is not None:
