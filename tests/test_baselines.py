@@ -65,3 +65,30 @@ def test_biased_mf_learns_planted_ratings() -> None:
     pred = mf.predict(torch.tensor([h[0] for h in held]), torch.tensor([h[1] for h in held]))
     truth = torch.tensor([1.0 if (u < 10) == (i < 5) else 0.0 for u, i in held])
     assert float(((pred - truth) ** 2).mean().sqrt()) < 0.25  # the mean (0.5) would be 0.5 off
+
+
+def test_co_occurrences_are_the_dense_gram_matrix_block_by_block(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """EASE's Gram matrix from sparse products over blocks of users: exact counts, the
+    same whatever the block size (users with no item between others included), and no
+    warning about PyTorch's sparse tensors reaches the user."""
+    import warnings
+
+    from mtrec.evaluate import baselines
+
+    rng = np.random.default_rng(0)
+    pairs = np.unique(rng.integers(0, 50, 400) * 30 + rng.integers(0, 30, 400))
+    users, items = pairs // 30, pairs % 30
+    keep = (users != 7) & (users != 8)  # two users without an item
+    users, items = users[keep], items[keep]
+    x = np.zeros((50, 30))
+    x[users, items] = 1.0
+    for budget in (1, 7, 1 << 25):  # a user a block, a few, all of them
+        monkeypatch.setattr(baselines, "CO_OCCURRENCE_BUDGET", budget)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            gram = baselines.co_occurrences(users, items, 30)
+        assert gram.dtype == torch.float64
+        assert np.array_equal(gram.numpy(), x.T @ x)
+    assert not baselines.co_occurrences(users[:0], items[:0], 30).any()

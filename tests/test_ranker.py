@@ -395,3 +395,29 @@ def test_train_fits_the_ranker_beside_the_model_to_the_same_result(
     assert beside.ranker is not None and after.ranker is not None
     assert beside.ranker.to_dict() == after.ranker.to_dict()
     assert beside.metrics["lists"] == after.metrics["lists"]
+
+
+def test_the_evaluation_reads_the_ranking_stages_ease_weights(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The EASE list of an evaluation is the ranking stage's item-item weights where they
+    are EASE's of the same lambda over the same histories (not solved again), and its
+    own solve where the lambda differs: the same lists either way."""
+    from mtrec.evaluate import lists
+
+    ds = read_grouplens_dir(tiny_dir)
+    saved = train_model(ds, HISTORY, CONFIG, ranker=RANKER)
+    rec = Recommender(saved)
+    users = np.arange(10)
+    solved = lists.user_lists(rec.model, rec.two_stage, saved.seen, users, ease_lambda=499.0)
+    reused = lists.user_lists(rec.model, rec.two_stage, saved.seen, users, ease_lambda=500.0)
+    assert np.array_equal(solved["EASE"], reused["EASE"])  # lambda 499 ranks as 500 here
+
+    def no_solve(*args: object, **kwargs: object) -> None:
+        raise AssertionError("EASE solved again")
+
+    monkeypatch.setattr(lists, "ease_weights", no_solve)
+    again = lists.user_lists(rec.model, rec.two_stage, saved.seen, users, ease_lambda=500.0)
+    assert np.array_equal(again["EASE"], reused["EASE"])
+    with pytest.raises(AssertionError, match="solved again"):
+        lists.user_lists(rec.model, rec.two_stage, saved.seen, users, ease_lambda=499.0)

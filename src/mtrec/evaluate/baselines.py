@@ -16,6 +16,7 @@ factorisation (global mean + user and item biases + a dot product of factors).
 from __future__ import annotations
 
 import dataclasses
+import warnings
 
 import numpy as np
 import torch
@@ -67,20 +68,55 @@ def ease_weights(
     if lam <= 0:
         raise ConfigError(f"EASE: lambda must be > 0, got {lam}")
     pairs = np.unique(train.user.numpy().astype(np.int64) * n_items + train.item.numpy())
-    users, items = pairs // n_items, pairs % n_items
-    gram = torch.zeros((n_items, n_items), dtype=torch.float64)
-    starts = np.searchsorted(users, np.arange(0, int(users.max(initial=-1)) + 1, 1024))
-    for lo, hi in zip(starts, [*starts[1:], len(pairs)], strict=True):  # 1,024 users at a time
-        x = torch.zeros((1024, n_items), dtype=torch.float64)
-        x[torch.from_numpy(users[lo:hi] % 1024), torch.from_numpy(items[lo:hi])] = 1.0
-        gram += x.T @ x
+    gram = co_occurrences(pairs // n_items, pairs % n_items, n_items)
     gram.diagonal().add_(lam)
-    p = torch.linalg.inv(gram)
+    # the Gram matrix plus lam I is symmetric positive definite: Cholesky's inverse, at
+    # half the cost of a general one (1.1 against 2.2 s for 3,706 items here)
+    p = torch.cholesky_inverse(torch.linalg.cholesky(gram))
     b = -p / p.diagonal()  # B_ij = -P_ij / P_jj
     b.diagonal().zero_()
     # C order: a user's scores gather rows of B, and safetensors writes the raw buffer
     weights: NDArray[np.float32] = np.ascontiguousarray(b.float().numpy())
     return weights
+
+
+CO_OCCURRENCE_BUDGET = 1 << 25
+"""Item pairs (the sum of each user's items squared) whose counts are multiplied at once:
+a sparse product's result of at most ~500 MB."""
+
+
+def co_occurrences(
+    users: NDArray[np.int64], items: NDArray[np.int64], n_items: int
+) -> torch.Tensor:
+    """The (n_items, n_items) float64 Gram matrix X^T X of the binary user-item matrix X
+    of distinct (user, item) pairs sorted by user: sparse products over blocks of users,
+    each of at most ``CO_OCCURRENCE_BUDGET`` pairs. Exact counts; on a 1M-row log (6,040
+    users, 3,706 items) 0.2 s against 2.6 s for dense blocks of 1,024 users."""
+    gram = torch.zeros((n_items, n_items), dtype=torch.float64)
+    if not len(users):
+        return gram
+    per_user = np.bincount(users)
+    indptr = np.concatenate([[0], np.cumsum(per_user)])
+    cost = np.cumsum(per_user.astype(np.int64) ** 2)
+    lo = 0
+    while lo < len(per_user):
+        spent = cost[lo - 1] if lo else 0
+        hi = min(max(int(np.searchsorted(cost, spent + CO_OCCURRENCE_BUDGET, "right")), lo + 1),
+                 len(per_user))  # fmt: skip
+        a, b = int(indptr[lo]), int(indptr[hi])
+        with warnings.catch_warnings():  # PyTorch calls its CSR tensors beta, on each use
+            warnings.filterwarnings("ignore", "Sparse CSR tensor support is in beta")
+            block = torch.sparse_csr_tensor(
+                torch.from_numpy(indptr[lo : hi + 1] - a),
+                torch.from_numpy(items[a:b]),
+                torch.ones(b - a, dtype=torch.float64),
+                (hi - lo, n_items),
+                check_invariants=False,  # built sorted, one entry per pair
+            )
+            product = (block.t().to_sparse_csr() @ block).to_sparse_coo()  # type: ignore[no-untyped-call]
+        gram.index_put_(tuple(product.indices()), product.values(), accumulate=True)
+        lo = hi
+    return gram
 
 
 def global_mean(train: EncodedInteractions) -> float:

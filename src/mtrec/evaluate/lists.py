@@ -45,7 +45,9 @@ def user_lists(
     with torch.inference_mode():
         index = ExactIndex(model.embed_items().numpy(), device=device)
     weights = None
-    if n_items <= EASE_MAX_ITEMS:
+    if _same_ease(two_stage, ease_lambda):  # the ranking stage's own, over the same rows
+        weights = two_stage.stage.item_item  # type: ignore[union-attr]
+    elif n_items <= EASE_MAX_ITEMS:
         weights = ease_weights(seen.as_rows(), n_items, ease_lambda)
     parts = [
         _lists(
@@ -56,6 +58,16 @@ def user_lists(
     if not parts:
         parts = [_lists(model, two_stage, seen, users, index, weights, k, candidates)]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+
+def _same_ease(two_stage: TwoStage | None, ease_lambda: float) -> bool:
+    """Whether the ranking stage holds EASE weights of ``ease_lambda`` (over the training
+    histories the lists exclude: a stage is always built over them)."""
+    return (
+        two_stage is not None
+        and two_stage.stage.item_item is not None
+        and two_stage.ranker.config.item_item_lambda == ease_lambda
+    )
 
 
 def _lists(
