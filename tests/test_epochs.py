@@ -7,6 +7,8 @@ import threading
 import time
 from pathlib import Path
 
+import pytest
+
 from mtrec.config import ModelConfig, RankerConfig, TrainConfig
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.pipeline import train_model
@@ -62,3 +64,54 @@ def test_both_models_stop_at_stage_ones_epoch_and_metrics_say_why(tiny_dir: Path
     every = train_model(ds, HISTORY, config, ranker=RankerConfig(candidates=10, steps=20,
                                                                  min_gain=0.0))  # fmt: skip
     assert "epochs" not in every.metrics and len(every.metrics["history"]) == 40
+
+
+def test_a_check_part_of_the_way_through_an_epoch_stops_there(tiny_dir: Path) -> None:
+    """Checks four times an epoch: a stop after the second share leaves the model that
+    training on the first half of the batches alone gives, and the epoch's record counts
+    those batches."""
+    import torch
+
+    from mtrec.model import MultiTaskModel
+    from mtrec.pipeline import prepare
+    from mtrec.train import Checks, train
+
+    prepared = prepare(read_grouplens_dir(tiny_dir), HISTORY, TrainConfig(batch_size=100))
+    config = TrainConfig(epochs=3, batch_size=100, seed=3, learning_rate=0.05)
+    rows = prepared.train.subset(torch.arange(800))  # 8 batches an epoch, in order
+
+    def fresh() -> MultiTaskModel:
+        model = MultiTaskModel(prepared.n_users, prepared.n_items, HISTORY, seed=3)
+        model.set_history(prepared.seen)
+        return model
+
+    asked: list[int] = []
+    stopped = fresh()
+    record = train(stopped, rows, config, checks=Checks(lambda n: asked.append(n) or n == 2, 4))
+    assert asked == [1, 2] and len(record.epochs) == 1
+    half = fresh()
+    whole = train(
+        half,
+        rows.subset(torch.arange(400)),
+        TrainConfig(epochs=1, batch_size=100, seed=3, learning_rate=0.05),
+    )
+    for (name, a), b in zip(stopped.state_dict().items(), half.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    assert record.epochs[0].loss == whole.epochs[0].loss  # the mean of the 4 batches run
+
+
+def test_a_large_log_is_judged_in_shares_of_an_epoch(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mtrec.pipeline import epochs
+
+    monkeypatch.setattr(epochs, "JUDGED_ROWS", 300)  # tiny's ~960 training rows: 4 shares
+    ds = read_grouplens_dir(tiny_dir)
+    config = TrainConfig(epochs=40, batch_size=64, shuffle=True, seed=5, learning_rate=0.05,
+                         optimizer="adamw")  # fmt: skip
+    saved = train_model(ds, HISTORY, config, ranker=RankerConfig(candidates=10, steps=20))
+    record = saved.metrics["epochs"]
+    assert record["verdicts_per_epoch"] == 4
+    shares = len(record["stage_one_recall_at_10"])
+    assert shares < 40 * 4 and record["ran"] == pytest.approx(shares / 4, abs=0.01)
+    assert len(saved.metrics["history"]) == -(-shares // 4)  # a partial epoch counts as one

@@ -265,7 +265,7 @@ def _write_and_report(saved: SavedModel, output: Path, as_json: bool) -> None:
     m = saved.metrics
     seconds = f"trained in {m['fit_seconds']:.2f} s"
     if "epochs" in m:
-        seconds += f" ({m['epochs']['ran']} of at most {m['epochs']['most']} epochs)"
+        seconds += f" ({m['epochs']['ran']:g} of at most {m['epochs']['most']} epochs)"
     if "served" not in m:
         said = "every row trained, nothing held out to evaluate on"
         if "estimate" in m:

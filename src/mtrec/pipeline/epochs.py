@@ -6,7 +6,8 @@ those rows are what its two-tower list should find: after each epoch, its recall
 ranker's candidates a source) of their liked items is measured on a seeded sample of their
 users. Once the best of the last ``STOP_WINDOW`` epochs is less than ``min_gain`` above the
 best before them, stage one stops, and the served model (training beside it, or after it)
-stops at the same epoch. No test row is read: the carved-out rows are training rows.
+stops at the same epoch; an epoch of more than ``JUDGED_ROWS`` rows is judged in shares.
+No test row is read: the carved-out rows are training rows.
 
 On ML-100K this recall rises to about the fifteenth epoch, the default's most; on a
 planted log of ML-1M's shape it is flat from the second, and five epochs run instead of
@@ -36,16 +37,29 @@ JUDGED_USERS = 2_000
 measured in 0.03 s on ML-100K, 0.1 s on a 1M-row log."""
 
 
-class EpochVerdicts:
-    """Stage one's verdict on each epoch, read by the served model training beside it
-    (``served_stops`` waits for the verdict on its epoch) or after it. Thread-safe."""
+JUDGED_ROWS = 2_000_000
+"""Training rows between two verdicts at most: an epoch of a larger log is judged in equal
+shares (the 25M planted log's 20M training rows in ten), so that a log whose list is as
+good after part of an epoch stops there."""
 
-    def __init__(self, min_gain: float, most: int, k: int) -> None:
-        self.min_gain, self.most, self.k = min_gain, most, k
+
+class EpochVerdicts:
+    """Stage one's verdict after each epoch (or each ``per_epoch``-th of one), read by the
+    served model training beside it (``served_stops`` waits for the verdict on its own
+    share) or after it. Thread-safe."""
+
+    def __init__(self, min_gain: float, most: int, k: int, per_epoch: int = 1) -> None:
+        self.min_gain, self.most, self.k, self.per_epoch = min_gain, most, k, per_epoch
         self.recalls: list[float] = []
         self.stopped_at: int | None = None
         self._changed = threading.Condition()
         self._closed = False
+
+    @classmethod
+    def for_rows(cls, rows: int, min_gain: float, most: int, k: int) -> EpochVerdicts:
+        """Verdicts for a run on ``rows`` training rows: a share of an epoch at a time
+        where an epoch has more than ``JUDGED_ROWS``."""
+        return cls(min_gain, most, k, max(1, -(-rows // JUDGED_ROWS)))
 
     def judge(self, recall: float) -> bool:
         """Record stage one's recall after its next epoch; whether it stops there."""
@@ -66,26 +80,30 @@ class EpochVerdicts:
             self._closed = True
             self._changed.notify_all()
 
-    def served_stops(self, epoch: int) -> bool:
-        """Whether the served model stops after ``epoch`` (waits for stage one's verdict)."""
+    def served_stops(self, share: int) -> bool:
+        """Whether the served model stops after its ``share``-th verdict's point (waits for
+        stage one's verdict there)."""
         with self._changed:
-            self._changed.wait_for(lambda: len(self.recalls) >= epoch or self._closed)
-            return self.stopped_at is not None and self.stopped_at <= epoch
+            self._changed.wait_for(lambda: len(self.recalls) >= share or self._closed)
+            return self.stopped_at is not None and self.stopped_at <= share
 
     def record(self) -> dict[str, Any]:
         """``metrics.json``'s ``epochs``: how many ran of the most, and why."""
-        ran = self.stopped_at or min(len(self.recalls), self.most)
+        shares = self.stopped_at or min(len(self.recalls), self.most * self.per_epoch)
+        whole, part = divmod(shares, self.per_epoch)
+        unit = "epochs" if self.per_epoch == 1 else f"{self.per_epoch}ths of an epoch"
         if self.stopped_at is not None:
             why = (
-                f"stage one's held-out recall@{self.k} of the last {STOP_WINDOW} epochs rose "
+                f"stage one's held-out recall@{self.k} of the last {STOP_WINDOW} {unit} rose "
                 f"less than {self.min_gain:.1%} above the best before them"
             )
         else:
             why = "the most epochs the config allows"
         return {
-            "ran": ran,
+            "ran": whole if not part else round(shares / self.per_epoch, 2),
             "most": self.most,
             "why": why,
+            "verdicts_per_epoch": self.per_epoch,
             f"stage_one_recall_at_{self.k}": [round(r, 4) for r in self.recalls],
         }
 

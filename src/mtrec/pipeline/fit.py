@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from mtrec.config import ModelConfig, TrainConfig
 from mtrec.distributed import world
@@ -14,7 +14,7 @@ from mtrec.model import MultiTaskModel
 from mtrec.pipeline.metrics import held_out_report
 from mtrec.pipeline.prepare import Prepared, build_model
 from mtrec.runtime import resolve_device, side_by_side
-from mtrec.train import Progress, TrainingRecord, train
+from mtrec.train import Checks, Progress, TrainingRecord, train
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import inherit
 
@@ -81,14 +81,14 @@ def fit_prepared(
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
     init_from: MultiTaskModel | None = None,
-    after_epoch: Callable[[int], bool] | None = None,
+    checks: Checks | None = None,
 ) -> tuple[MultiTaskModel, TrainingRecord]:
     """Build and train one model on ``prepared``'s training rows (its own configs by
     default), from ``init_from``'s weights where given (a warm start: see ``warm``);
-    ``after_epoch`` as ``train``'s."""
+    ``checks`` as ``train``'s."""
     tc = train_config or prepared.train_config
     mc = model_config or prepared.model_config
     model = build_model(prepared.dataset, prepared.vocabs, mc, tc.seed, prepared.seen)
     if init_from is not None:
         inherit(model, init_from)
-    return model, train(model, prepared.train, tc, progress, checkpoints, after_epoch)
+    return model, train(model, prepared.train, tc, progress, checkpoints, checks)

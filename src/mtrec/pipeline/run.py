@@ -24,7 +24,7 @@ from mtrec.pipeline.metrics import _held_out_metrics
 from mtrec.pipeline.prepare import Prepared, prepare
 from mtrec.pipeline.stages import fit_ranker_beside, two_stage
 from mtrec.ranking import Ranker, TwoStage
-from mtrec.train import Progress, TrainingRecord
+from mtrec.train import Checks, Progress, TrainingRecord
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY, check_shape, merged_items, replayed_share
 
@@ -167,16 +167,14 @@ def _fit(
     old_model = None if init_from is None else init_from.model
     verdicts = None
     if init_from is None and ranker is not None and ranker.min_gain:
-        verdicts = EpochVerdicts(ranker.min_gain, prepared.train_config.epochs, ranker.candidates)
+        verdicts = EpochVerdicts.for_rows(
+            len(prepared.train), ranker.min_gain, prepared.train_config.epochs, ranker.candidates
+        )
 
     def fit_model() -> tuple[MultiTaskModel, TrainingRecord]:
-        stop = None if verdicts is None else verdicts.served_stops
+        checks = None if verdicts is None else Checks(verdicts.served_stops, verdicts.per_epoch)
         return fit_prepared(
-            prepared,
-            progress=progress,
-            checkpoints=checkpoints,
-            init_from=old_model,
-            after_epoch=stop,
+            prepared, progress=progress, checkpoints=checkpoints, init_from=old_model, checks=checks
         )
 
     started = time.perf_counter()

@@ -40,7 +40,7 @@ from mtrec.ranking import (
     user_queries,
 )
 from mtrec.runtime import side_by_side
-from mtrec.train import Progress, TrainingRecord, train
+from mtrec.train import Checks, Progress, TrainingRecord, train
 
 ITEM_ITEM_MAX_ITEMS = 10_000
 """The ranker's item-item source needs an (items x items) float32 matrix saved with the
@@ -105,10 +105,11 @@ def fit_ranker_on_training_rows(
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
     try:
-        judge = None
+        checks = None
         if verdicts is not None:
-            judge = verdicts.judge_with(held_out_recall(model, seen, held, verdicts.k, tc.seed))
-        train(model, fit_rows, tc, progress, after_epoch=judge)
+            recall = held_out_recall(model, seen, held, verdicts.k, tc.seed)
+            checks = Checks(verdicts.judge_with(recall), verdicts.per_epoch)
+        train(model, fit_rows, tc, progress, checks=checks)
     finally:
         if verdicts is not None:
             verdicts.close()

@@ -32,12 +32,12 @@ def train(
     config: TrainConfig,
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
-    after_epoch: Callable[[int], bool] | None = None,
+    checks: Checks | None = None,
 ) -> TrainingRecord:
     """Fit ``model`` to ``data`` in place and return per-epoch losses (see :func:`_fit`).
 
-    ``after_epoch(epoch)`` is called after each epoch (the model in training mode); True
-    ends training there (as ``patience`` does).
+    ``checks`` may end training at an epoch's end, or at the end of a share of one (see
+    ``Checks``), as ``patience`` does.
 
     Training runs on ``config.device`` (the model, its batches, the loss and the optimizer
     state); the model comes back on the CPU, where evaluation and serving read it.
@@ -51,7 +51,7 @@ def train(
     device = resolve_device(config.device)
     model.to(device)
     try:
-        history = _train(model, data, config, progress, checkpoints, after_epoch)
+        history = _train(model, data, config, progress, checkpoints, checks)
     finally:
         model.to("cpu")
     return dataclasses.replace(history, device=str(device))
@@ -63,10 +63,12 @@ def _train(
     config: TrainConfig,
     progress: Progress | None,
     checkpoints: Checkpointing | None,
-    stop: Callable[[int], bool] | None,
+    checks: Checks | None,
 ) -> TrainingRecord:
     if not config.validation_fraction:
-        return _fit(model, data, config, progress, checkpoints, stop)
+        return _fit(model, data, config, progress, checkpoints, checks)
+    if checks is not None and checks.per_epoch != 1:
+        raise ConfigError("a validation slice is measured at epochs' ends: checks too, then")
     if checkpoints is not None:
         raise ConfigError(
             "checkpoints with a validation slice are not supported yet; use one or the other"
@@ -86,10 +88,10 @@ def _train(
             best.update(
                 loss=loss, epoch=epoch, state={k: v.clone() for k, v in model.state_dict().items()}
             )
-        stopped = stop is not None and stop(epoch)
+        stopped = checks is not None and checks.stop(epoch)
         return stopped or (bool(config.patience) and epoch - best["epoch"] >= config.patience)
 
-    history = _fit(model, fit_part, config, progress, None, after_epoch)
+    history = _fit(model, fit_part, config, progress, None, Checks(after_epoch))
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     if config.refit and best["epoch"]:
@@ -132,9 +134,10 @@ def _fit(
     config: TrainConfig,
     progress: Progress | None = None,
     checkpoints: Checkpointing | None = None,
-    after_epoch: Callable[[int], bool] | None = None,
+    checks: Checks | None = None,
 ) -> TrainingRecord:
-    """Fit ``model`` to ``data`` in place and return per-epoch losses.
+    """Fit ``model`` to ``data`` in place and return per-epoch losses (an epoch a check
+    stopped part of the way through counts its batches run).
 
     Batches are consecutive slices of ``data`` in its given order (the reference: rows
     shuffled once by the split, then the same order every epoch). With
@@ -158,31 +161,21 @@ def _fit(
             state, run.last_checkpoint = resumed
             epoch, first_step, sums = state.epoch, state.step, state.sums
             stats = [EpochStats(**h) for h in state.history]
-    every = (checkpoints.every_steps or 0) if checkpoints is not None else 0
     writes = checkpoints is not None and world().is_main  # one process writes for all
     run_started = time.perf_counter()
     while epoch <= config.epochs:
         epoch_started = time.perf_counter()
-        epoch_rng = run.generator.get_state()  # a checkpoint mid-epoch replays this order
-        order = torch.randperm(len(data), generator=run.generator) if config.shuffle else None
-        if progress is not None:
-            progress.start_epoch(epoch, config.epochs, run.n_batches)
-        unread: list[tuple[int, torch.Tensor]] = []  # (step, its losses) not read yet
-        for step in range(first_step, run.n_batches):
-            unread.append((step, _train_step(run, order, epoch, step)))
-            save = writes and every and (step + 1) % every == 0 and step + 1 < run.n_batches
-            if save or len(unread) >= run.read_every or step + 1 == run.n_batches:
-                sums = _read_losses(run, unread, epoch, sums, progress)
-            if save:
-                save_run(run, epoch, step + 1, epoch_rng, sums, stats)
-        epoch_stats = _epoch_stats(epoch, sums, run, time.perf_counter() - epoch_started)
+        sums, steps, stopped = _epoch(run, epoch, first_step, sums, stats, progress, checks)
+        epoch_stats = _epoch_stats(epoch, sums, run, time.perf_counter() - epoch_started, steps)
         stats.append(epoch_stats)
         if progress is not None:
             progress.end_epoch(epoch_stats)
+        if stopped:  # mid-epoch, by a check: the last checkpoint stays where it was
+            break
         epoch, first_step, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
         if writes:  # positioned at the start of the next epoch
             save_run(run, epoch, 0, run.generator.get_state(), sums, stats)
-        if after_epoch is not None and after_epoch(epoch - 1):
+        if checks is not None and checks.stop((epoch - 1) * checks.per_epoch):
             break
     model.eval()
     model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
@@ -190,6 +183,55 @@ def _fit(
     return TrainingRecord(
         stats, time.perf_counter() - run_started, precision, run.precision_reason, str(run.device)
     )
+
+
+@dataclasses.dataclass(frozen=True)
+class Checks:
+    """Where a run may stop: ``stop(n)`` is called ``per_epoch`` times an epoch, at the end
+    of each of its equal shares of batches, with the count of shares done; True ends the
+    run there (the model in training mode before and after)."""
+
+    stop: Callable[[int], bool]
+    per_epoch: int = 1
+
+    def share_ended(self, epoch: int, steps: int, n_batches: int) -> int | None:
+        """The count of shares done if batch ``steps`` ends one before the epoch's end."""
+        for share in range(1, self.per_epoch):
+            if steps == -(-share * n_batches // self.per_epoch):
+                return (epoch - 1) * self.per_epoch + share
+        return None
+
+
+def _epoch(
+    run: Run,
+    epoch: int,
+    first_step: int,
+    sums: list[float],
+    stats: list[EpochStats],
+    progress: Progress | None,
+    checks: Checks | None,
+) -> tuple[list[float], int, bool]:
+    """One epoch's batches from ``first_step``: its loss sums, its batches run (those
+    before ``first_step`` too), and whether a check stopped it before its end."""
+    every = (run.checkpoints.every_steps or 0) if run.checkpoints is not None else 0
+    writes = run.checkpoints is not None and world().is_main
+    epoch_rng = run.generator.get_state()  # a checkpoint mid-epoch replays this order
+    order = torch.randperm(len(run.data), generator=run.generator) if run.config.shuffle else None
+    if progress is not None:
+        progress.start_epoch(epoch, run.config.epochs, run.n_batches)
+    unread: list[tuple[int, torch.Tensor]] = []  # (step, its losses) not read yet
+    for step in range(first_step, run.n_batches):
+        unread.append((step, _train_step(run, order, epoch, step)))
+        save = writes and every and (step + 1) % every == 0 and step + 1 < run.n_batches
+        share = None if checks is None else checks.share_ended(epoch, step + 1, run.n_batches)
+        last = step + 1 == run.n_batches
+        if save or share or len(unread) >= run.read_every or last:
+            sums = _read_losses(run, unread, epoch, sums, progress)
+        if save:
+            save_run(run, epoch, step + 1, epoch_rng, sums, stats)
+        if share and checks is not None and checks.stop(share):
+            return sums, step + 1, True
+    return sums, run.n_batches, False
 
 
 def _read_losses(
@@ -272,8 +314,8 @@ def _train_step(run: Run, order: torch.Tensor | None, epoch: int, step: int) -> 
     return losses
 
 
-def _epoch_stats(epoch: int, sums: list[float], run: Run, seconds: float) -> EpochStats:
-    mean = _named([s / run.n_batches for s in sums], run.config)
+def _epoch_stats(epoch: int, sums: list[float], run: Run, seconds: float, steps: int) -> EpochStats:
+    mean = _named([s / max(steps, 1) for s in sums], run.config)
     return EpochStats(
         epoch=epoch,
         loss=mean["loss"],
