@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_run import run_cli as _run
@@ -454,3 +455,30 @@ def test_data_on_another_rating_scale_is_refused(
     fives = tmp_path / "fives.csv"
     fives.write_text("user_id,item_id,rating\n1,1,2\n2,2,5\n3,3,4\n")
     assert _run(["evaluate", "-m", str(model), "--test-interactions", str(fives), "--json"]) == 0
+
+
+def test_every_help_keeps_every_word_of_its_options_help() -> None:
+    """Rich renders help as markup: a bracketed word such as "[model]" vanished from
+    `mtrec train --help`. Every command's help shows every word of every option's help."""
+    import re
+
+    import typer
+    from typer.testing import CliRunner
+
+    from mtrec.cli.program import app
+
+    def commands(group: Any, path: list[str]) -> list[tuple[list[str], Any]]:
+        found = [(path, group)]
+        for name, sub in getattr(group, "commands", {}).items():  # typer's own click
+            found += commands(sub, [*path, name])
+        return found
+
+    runner = CliRunner()
+    checked = 0
+    for path, command in commands(typer.main.get_command(app), []):
+        shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "250"}).output
+        for param in command.params:
+            for word in re.findall(r"[A-Za-z][A-Za-z_-]+", getattr(param, "help", None) or ""):
+                assert word in shown, f"mtrec {' '.join(path)} --help lost {word!r}"
+                checked += 1
+    assert checked > 500  # every command's options were read

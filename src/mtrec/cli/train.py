@@ -52,9 +52,9 @@ def train_cmd(
     data_flags: dict[str, Any],
     config: Annotated[
         Path | None,
-        typer.Option(
+        typer.Option(  # help is Rich markup: a bracketed word is escaped to be shown
             help="A run config (TOML or JSON; a saved model's config.json too): the preset, "
-            "[model], [train], [ranker], [data] and [index] settings; flags override it."
+            r"\[model], \[train], \[ranker], \[data] and \[index] settings; flags override it."
         ),
     ] = None,
     print_config: Annotated[
