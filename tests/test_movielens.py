@@ -237,3 +237,24 @@ def test_timestamps_are_read_exactly(tmp_path: Path) -> None:
     rows = np.array([[1, 1, 3, 881250949], [1, 2, 4, 891717742], [2, 1, 5, 2**33 + 1]])
     ds = read_grouplens_dir(write_grouplens(tmp_path / "ml", rows))
     assert ds.interactions.timestamp.tolist() == [881250949, 891717742, 2**33 + 1]
+
+
+def test_a_host_that_cannot_be_reached_fails_at_once_without_warnings(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Offline, GroupLens's name does not resolve: that is no interrupted download to try
+    four times, each with a warning, before the next source; one attempt, one reason."""
+    import socket
+
+    from mtrec.data import download as downloads
+
+    with socket.socket() as probe:  # a port nothing listens on: the connection is refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    calls: list[str] = []
+    real = downloads._fetch
+    monkeypatch.setattr(downloads, "_fetch", lambda *args: calls.append("x") or real(*args))
+    caplog.set_level("WARNING", logger="mtrec.data")
+    with pytest.raises(OSError, match="cannot be reached"):
+        downloads.download(f"http://127.0.0.1:{port}/ml-100k.zip", tmp_path / "a.zip", "0" * 32)
+    assert calls == ["x"] and not caplog.records

@@ -11,6 +11,7 @@ from __future__ import annotations
 import http.client
 import logging
 import os
+import socket
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -59,6 +60,8 @@ def download(url: str, dest: str | Path, checksum: str, timeout: float = 30.0) -
                 504,
             ):
                 raise  # 404 and the like: retrying will not help
+            if _unreachable(exc):  # offline, or no such host: not an interruption
+                raise OSError(f"{url} cannot be reached: {exc.reason}") from exc
             error = exc
         except (http.client.IncompleteRead, ConnectionError, TimeoutError) as exc:
             error = exc
@@ -71,6 +74,12 @@ def download(url: str, dest: str | Path, checksum: str, timeout: float = 30.0) -
         raise DataError(f"checksum mismatch: {algorithm} {digest}, expected {expected}", path=url)
     os.replace(part, dest)
     return dest
+
+
+def _unreachable(error: urllib.error.URLError) -> bool:
+    """Whether the host's name does not resolve or it refuses the connection: a retry a
+    moment later would only print the same failure again (it did, four times, offline)."""
+    return isinstance(error.reason, socket.gaierror | ConnectionRefusedError)
 
 
 def _fetch(url: str, part: Path, timeout: float) -> None:
