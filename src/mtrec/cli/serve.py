@@ -49,7 +49,8 @@ def serve_cmd(
         from mtrec.serve import allowed_hosts, read_api_key, serve
     except ImportError as exc:
         raise ConfigError(
-            f"the service needs the 'serve' extra: pip install 'mtrec-torch[serve]' ({exc})"
+            "the service needs the 'serve' extra: bash scripts/setup.sh in a clone of "
+            f"mtrec (or pip install -e '.[serve]' there) ({exc})"
         ) from None
     key = read_api_key(api_key_file, os.environ)
     if threads < 1:

@@ -20,8 +20,8 @@ def _faiss() -> ModuleType:
         import faiss
     except ImportError:
         raise ConfigError(
-            "the FAISS index needs faiss-cpu: pip install 'mtrec-torch[ann]' "
-            "(or use the exact index)"
+            "the FAISS index needs faiss-cpu: pip install faiss-cpu (in a clone of mtrec: "
+            "pip install -e '.[ann]'), or use the exact index"
         ) from None
     return faiss
 

@@ -115,7 +115,8 @@ def _frame_library(name: str) -> Any:
         return importlib.import_module(name)
     except ImportError:
         raise ConfigError(
-            f"{name} is not installed: pip install {name} (or 'mtrec-torch[frames]')"
+            f"{name} is not installed: pip install {name} (in a clone of mtrec: "
+            "bash scripts/setup.sh, which installs the frames extra)"
         ) from None
 
 
