@@ -482,3 +482,25 @@ def test_every_help_keeps_every_word_of_its_options_help() -> None:
                 assert word in shown, f"mtrec {' '.join(path)} --help lost {word!r}"
                 checked += 1
     assert checked > 500  # every command's options were read
+
+
+def test_other_libraries_info_logs_stay_out_of_the_output() -> None:
+    """A first run printed matplotlib's 'generated new fontManager' (INFO): other
+    libraries speak from WARNING up, mtrec's own notes from INFO, everyone with -v."""
+    import logging
+
+    from mtrec.cli.program import _root
+
+    root, ours = logging.getLogger(), logging.getLogger("mtrec")
+    saved = (root.level, list(root.handlers), ours.level)
+    try:
+        root.handlers = []  # basicConfig configures a root without handlers
+        _root(verbose=False)
+        assert not logging.getLogger("matplotlib.font_manager").isEnabledFor(logging.INFO)
+        assert logging.getLogger("mtrec.data").isEnabledFor(logging.INFO)
+        root.handlers = []
+        _root(verbose=True)
+        assert logging.getLogger("matplotlib.font_manager").isEnabledFor(logging.DEBUG)
+    finally:
+        root.level, root.handlers = saved[0], saved[1]
+        ours.setLevel(saved[2])

@@ -48,11 +48,14 @@ def _root(
     ] = False,
 ) -> None:
     invocation["verbose"] = verbose
+    # mtrec's own notes at INFO; other libraries' only from WARNING (matplotlib's "generated
+    # new fontManager" leaked onto a first run), all of them with --verbose
     logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.INFO,
+        level=logging.DEBUG if verbose else logging.WARNING,
         format="%(message)s",
         handlers=[RichHandler(console=err, show_path=False, show_time=False)],
     )
+    logging.getLogger("mtrec").setLevel(logging.DEBUG if verbose else logging.INFO)
 
 
 def relaunch_with_torchrun(workers: int) -> None:
