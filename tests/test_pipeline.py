@@ -124,3 +124,25 @@ def test_compare_trains_its_models_side_by_side_to_the_same_results(tiny_dir: Pa
         r.predicted_rating for r in together.recommendations
     ]
     assert together.to_dict()["environment"]["models_side_by_side"] == 2
+
+
+def test_fit_in_python_says_what_it_does_and_reads_well(
+    tiny_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``mtrec.fit`` writes a line per epoch of each model to stderr (nothing with
+    ``progress=False``), takes its preset by keyword too, and a model prints readably."""
+    import mtrec
+
+    small = {"embedding_dim": 8, "head_layers": (16,), "batch_size": 256}
+    ds = read_grouplens_dir(tiny_dir)
+    model = mtrec.fit(ds, preset="default", epochs=2, **small)
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("served model: epoch 2 of at most 2, loss") for line in lines)
+    assert any(line.startswith("ranking stage's stage one: epoch 1 of") for line in lines)
+    served = model.metrics["served"]
+    assert repr(model) == (
+        f"<mtrec.Model: 60 users, 40 items, served recall@10 {served['recall']:.4f} "
+        f"NDCG {served['ndcg']:.4f}>"
+    )
+    mtrec.fit(ds, "reference", epochs=1, progress=False, **small)
+    assert capsys.readouterr().err == ""

@@ -3,7 +3,7 @@
 Built on the pipeline ``mtrec train`` runs (``train_model``): the same presets, split,
 ranking stage and checks; a ``Model`` is a ``Recommender`` that also evaluates and saves.
 
->>> model = mtrec.fit(ratings_frame, preset="default")       # 0.2 held out and measured
+>>> model = mtrec.fit(ratings_frame, "default")       # 0.2 held out and measured
 >>> model.metrics["served"]
 >>> model.recommend(5, k=10).to_frame()
 >>> model.evaluate(next_week_frame)["served"]
@@ -22,12 +22,25 @@ from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
 from mtrec.pipeline import evaluate_saved_on, served_summary, train_model
 from mtrec.recommend import Recommender
+from mtrec.train import EpochLines
 from mtrec.warm import REPLAY
 
 
 class Model(Recommender):
     """A trained model in memory: everything a ``Recommender`` answers, plus ``evaluate``
     on other data and ``save`` to a model directory (``mtrec serve`` serves it)."""
+
+    def __repr__(self) -> str:
+        served = self.metrics.get("served")
+        measured = (
+            f", served recall@{served['k']} {served['recall']:.4f} NDCG {served['ndcg']:.4f}"
+            if served
+            else ""
+        )
+        return (
+            f"<mtrec.Model: {len(self.saved.vocabs.users):,} users, "
+            f"{len(self.saved.vocabs.items):,} items{measured}>"
+        )
 
     @property
     def metrics(self) -> dict[str, Any]:
@@ -63,7 +76,7 @@ class Model(Recommender):
 
 def fit(
     data: Any,
-    preset_name: str | None = None,
+    preset: str | None = None,
     *,
     config: str | Path | RunConfig | None = None,
     columns: ColumnMap | None = None,
@@ -73,12 +86,13 @@ def fit(
     test: Any = None,
     init_from: Recommender | str | Path | None = None,
     replay: float = REPLAY,
+    progress: bool = True,
     **overrides: Any,
 ) -> Model:
     """Train a model on ``data``: a pandas or polars DataFrame, a pyarrow Table, a file,
     a ``Dataset``, or a MovieLens name ("ml-100k").
 
-    ``preset_name`` is a named configuration (``default``: history-aware towers and a
+    ``preset`` is a named configuration (``default``: history-aware towers and a
     ranking stage); ``config`` a run config file (as ``mtrec train --config``: its
     preset, ``[model]``, ``[train]`` and ``[ranker]``); ``overrides`` set any
     ``ModelConfig`` or ``TrainConfig`` field over both (``epochs=3``, ``seed=1``).
@@ -89,6 +103,7 @@ def fit(
     file. ``init_from`` (a model or its directory) continues that model on ``data``'s new
     interactions (a warm start; its config is the base, as ``mtrec train --init-from``),
     with ``replay`` (a share) of its own rows training the rating head again beside them.
+    ``progress`` writes a line per epoch of each model to stderr (False: silent).
 
     >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
     """
@@ -97,7 +112,7 @@ def fit(
     if init_from is not None:
         warm = init_from.saved if isinstance(init_from, Recommender) else artifact.load(init_from)
     run = RunConfig.of(config, None if warm is None else artifact.config_document(warm))
-    model_config, train_config, ranker = run.resolve(preset_name, **overrides)
+    model_config, train_config, ranker = run.resolve(preset, **overrides)
     saved = train_model(
         dataset,
         model_config,
@@ -108,6 +123,8 @@ def fit(
         ranker=ranker,
         init_from=warm,
         replay=replay,
+        progress=EpochLines("served model") if progress else None,
+        ranker_progress=EpochLines("ranking stage's stage one") if progress else None,
     )
     return Model(saved)
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Protocol
+import sys
+from typing import Protocol, TextIO
 
 log = logging.getLogger("mtrec.train")
 
@@ -50,3 +51,28 @@ class Progress(Protocol):
     def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None: ...
     def step(self, losses: dict[str, float]) -> None: ...
     def end_epoch(self, stats: EpochStats) -> None: ...
+
+
+class EpochLines:
+    """A ``Progress`` for scripts and notebooks: one line per epoch on ``stream`` (stderr),
+    named by ``label`` (two models train side by side under ``mtrec.fit``)."""
+
+    def __init__(self, label: str, stream: TextIO | None = None) -> None:
+        self.label, self.stream, self.epochs = label, stream, 0
+
+    def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None:
+        self.epochs = epochs
+
+    def step(self, losses: dict[str, float]) -> None:
+        pass
+
+    def end_epoch(self, stats: EpochStats) -> None:
+        parts = [f"{name} {value:.4g}" for name, value in (
+            ("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss)
+        ) if value is not None]  # fmt: skip
+        tasks = f" ({', '.join(parts)})" if parts else ""
+        line = (
+            f"{self.label}: epoch {stats.epoch} of at most {self.epochs}, loss "
+            f"{stats.loss:.4g}{tasks}, {stats.seconds:.1f} s\n"
+        )
+        (self.stream or sys.stderr).write(line)
