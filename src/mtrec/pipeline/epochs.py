@@ -39,7 +39,7 @@ measured in 0.03 s on ML-100K, 0.1 s on a 1M-row log."""
 
 JUDGED_ROWS = 2_000_000
 """Training rows between two verdicts at most: an epoch of a larger log is judged in equal
-shares (the 25M planted log's 20M training rows in ten), so that a log whose list is as
+shares (the 25M planted log's 16.2M training rows in nine), so that a log whose list is as
 good after part of an epoch stops there."""
 
 
@@ -71,7 +71,7 @@ class EpochVerdicts:
             return self.stopped_at is not None
 
     def judge_with(self, recall: Callable[[], float]) -> Callable[[int], bool]:
-        """Stage one's ``after_epoch``: measure ``recall()`` and ``judge`` it."""
+        """Stage one's check (``train.Checks``): measure ``recall()`` and ``judge`` it."""
         return lambda epoch: self.judge(recall())
 
     def close(self) -> None:
@@ -91,7 +91,7 @@ class EpochVerdicts:
         """``metrics.json``'s ``epochs``: how many ran of the most, and why."""
         shares = self.stopped_at or min(len(self.recalls), self.most * self.per_epoch)
         whole, part = divmod(shares, self.per_epoch)
-        unit = "epochs" if self.per_epoch == 1 else f"{self.per_epoch}ths of an epoch"
+        unit = "epochs" if self.per_epoch == 1 else f"shares (1/{self.per_epoch} of an epoch)"
         if self.stopped_at is not None:
             why = (
                 f"stage one's held-out recall@{self.k} of the last {STOP_WINDOW} {unit} rose "
