@@ -311,7 +311,7 @@ def test_missing_faiss_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     from mtrec.index import build_index
 
     monkeypatch.setitem(sys.modules, "faiss", None)
-    with pytest.raises(ConfigError, match=r"pip install 'mtrec-torch\[ann\]'"):
+    with pytest.raises(ConfigError, match=r"pip install faiss-cpu .*pip install -e '\.\[ann\]'"):
         build_index("faiss-hnsw", np.zeros((4, 2), dtype=np.float32))
 
 

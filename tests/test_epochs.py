@@ -3,6 +3,7 @@ by hand-computed verdicts, across threads, and end to end."""
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from pathlib import Path
@@ -64,6 +65,8 @@ def test_both_models_stop_at_stage_ones_epoch_and_metrics_say_why(tiny_dir: Path
     every = train_model(ds, HISTORY, config, ranker=RankerConfig(candidates=10, steps=20,
                                                                  min_gain=0.0))  # fmt: skip
     assert "epochs" not in every.metrics and len(every.metrics["history"]) == 40
+    sliced = dataclasses.replace(config, epochs=3, validation_fraction=0.1)  # its own judge
+    assert "epochs" not in train_model(ds, HISTORY, sliced, ranker=ranker).metrics
 
 
 def test_a_check_part_of_the_way_through_an_epoch_stops_there(tiny_dir: Path) -> None:

@@ -79,6 +79,11 @@ def main() -> int:
     ]
     if args.data_dir:
         base += ["--data-dir", str(args.data_dir)]
+    # every epoch runs (the default stops once its list stops improving: on small data
+    # that can be before the kills land)
+    every_epoch = work / "every-epoch.toml"
+    every_epoch.write_text("[ranker]\nmin_gain = 0.0\n")
+    base += ["--config", str(every_epoch)]
 
     subprocess.run([*base, "-o", str(work / "reference")], check=True, capture_output=True)
     reference = load_file(str(work / "reference" / "model.safetensors"))

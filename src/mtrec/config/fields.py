@@ -317,8 +317,9 @@ class RankerConfig(_JsonConfig):
     min_gain: float = 0.005
     """Both models stop training once their stage one's held-out recall has stopped rising
     (``mtrec.pipeline.epochs``): the best of its last three epochs less than this share
-    above the best before them; ``TrainConfig.epochs`` is then the most. 0: every epoch
-    runs."""
+    above the best before them; ``TrainConfig.epochs`` is then the most. 0, or a
+    ``validation_fraction`` of the training config's own: every epoch runs (or that
+    slice decides)."""
 
     def __post_init__(self) -> None:
         self._check_finite()

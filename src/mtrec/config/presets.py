@@ -38,7 +38,7 @@ PRESETS: dict[str, tuple[dict[str, Any], dict[str, Any]]] = {
 
 
 PRESETS["default"] = (
-    {**PRESETS["tuned"][0], "history": True, "new_user_rate": 0.2, "head_layers": (128, 64)},
+    {**PRESETS["tuned"][0], "history": True, "new_user_rate": 0.2},
     {**PRESETS["tuned"][1], "rating_weight": 3.0, "weight_decay": 0.2},
 )
 """Named (ModelConfig, TrainConfig) overrides.
@@ -49,9 +49,8 @@ occupation; movie genres and year), 64-d towers, rating biases, head dropout 0.2
 hits removed, 4+ star ratings as the only retrieval positives, weights 2 : 1. Chosen on
 MovieLens-100K seed 42 and checked on seeds 1 and 2 (numbers in docs/benchmarks.md).
 ``default`` (what ``mtrec train`` trains): ``tuned`` with a user tower that reads the
-user's history (a fifth of the rows trained as new users), a 128-64 rating head (a third
-of the 256-128 head's arithmetic, and on ML-100K seeds 42, 1, 2 as good a served list and
-RMSE), weights 2 : 3 and weight decay 0.2, served through the ranking stage
+user's history (a fifth of the rows trained as new users), weights 2 : 3 and weight decay
+0.2, served through the ranking stage
 (``RANKERS``); numbers in docs/benchmarks.md."""
 
 

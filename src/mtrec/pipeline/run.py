@@ -165,10 +165,11 @@ def _fit(
     """The served model, and the ranker where one is asked for (side by side where cheap);
     a warm start keeps the saved model's ranker."""
     old_model = None if init_from is None else init_from.model
-    verdicts = None
-    if init_from is None and ranker is not None and ranker.min_gain:
+    verdicts = None  # a validation slice of the config's own decides its epochs instead
+    tc = prepared.train_config
+    if init_from is None and ranker is not None and ranker.min_gain and not tc.validation_fraction:
         verdicts = EpochVerdicts.for_rows(
-            len(prepared.train), ranker.min_gain, prepared.train_config.epochs, ranker.candidates
+            len(prepared.train), ranker.min_gain, tc.epochs, ranker.candidates
         )
 
     def fit_model() -> tuple[MultiTaskModel, TrainingRecord]:

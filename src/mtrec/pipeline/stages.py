@@ -132,7 +132,8 @@ SIDE_BY_SIDE_MAX_ROWS = 20_000_000
 """``mtrec train`` fits the ranker (its stage one's training) and the served model side by
 side on a CPU up to this many training rows; beyond, one after the other, to bound memory.
 Both stop at stage one's verdicts (``epochs``), so neither trains long after the other.
-Measured (default preset, 2-core AMD EPYC, seed 42): the planted ML-1M shape (800k rows,
+Measured (default preset with a 128-64 head, 2-core AMD EPYC, seed 42): the planted ML-1M
+shape (800k rows,
 5 epochs), alternating, 79.6 / 75.5 s one after the other against 64.7 / 55.4 s side by
 side, 1.10 -> 1.39 GB peak; the planted 25M log (16.2M rows, two thirds of an epoch),
 946 s against 701 s, 3.07 -> 3.78 GB peak, the same list."""
