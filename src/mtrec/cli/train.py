@@ -192,9 +192,7 @@ def train_cmd(
             model_config,
             train_config,
             split=flags["split"],
-            test_fraction=holdout_fraction(
-                flags["holdout"], test is not None, _given(ctx)("holdout")
-            ),
+            test_fraction=test_fraction,
             test=test,
             estimate_fraction=flags["holdout_estimate"],
             index=index,

@@ -161,7 +161,6 @@ def _fit(
             state, run.last_checkpoint = resumed
             epoch, first_step, sums = state.epoch, state.step, state.sums
             stats = [EpochStats(**h) for h in state.history]
-    writes = checkpoints is not None and world().is_main  # one process writes for all
     run_started = time.perf_counter()
     while epoch <= config.epochs:
         epoch_started = time.perf_counter()
@@ -173,7 +172,7 @@ def _fit(
         if stopped:  # mid-epoch, by a check: the last checkpoint stays where it was
             break
         epoch, first_step, sums = epoch + 1, 0, [0.0, 0.0, 0.0]
-        if writes:  # positioned at the start of the next epoch
+        if run.writes_checkpoints:  # positioned at the start of the next epoch
             save_run(run, epoch, 0, run.generator.get_state(), sums, stats)
         if checks is not None and checks.stop((epoch - 1) * checks.per_epoch):
             break
@@ -214,7 +213,6 @@ def _epoch(
     """One epoch's batches from ``first_step``: its loss sums, its batches run (those
     before ``first_step`` too), and whether a check stopped it before its end."""
     every = (run.checkpoints.every_steps or 0) if run.checkpoints is not None else 0
-    writes = run.checkpoints is not None and world().is_main
     epoch_rng = run.generator.get_state()  # a checkpoint mid-epoch replays this order
     order = torch.randperm(len(run.data), generator=run.generator) if run.config.shuffle else None
     if progress is not None:
@@ -222,9 +220,9 @@ def _epoch(
     unread: list[tuple[int, torch.Tensor]] = []  # (step, its losses) not read yet
     for step in range(first_step, run.n_batches):
         unread.append((step, _train_step(run, order, epoch, step)))
-        save = writes and every and (step + 1) % every == 0 and step + 1 < run.n_batches
-        share = None if checks is None else checks.share_ended(epoch, step + 1, run.n_batches)
         last = step + 1 == run.n_batches
+        save = run.writes_checkpoints and every and (step + 1) % every == 0 and not last
+        share = None if checks is None else checks.share_ended(epoch, step + 1, run.n_batches)
         if save or share or len(unread) >= run.read_every or last:
             sums = _read_losses(run, unread, epoch, sums, progress)
         if save:

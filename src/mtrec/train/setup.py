@@ -67,6 +67,11 @@ class Run:
         return -(-len(self.data) // self.config.batch_size)
 
     @property
+    def writes_checkpoints(self) -> bool:
+        """Whether this process writes the run's checkpoints: one process writes for all."""
+        return self.checkpoints is not None and world().is_main
+
+    @property
     def read_every(self) -> int:
         """Batches between reads of the losses: every one on the CPU, where reading costs
         nothing and lets a divergence be caught before its step; ``READ_EVERY`` elsewhere."""
