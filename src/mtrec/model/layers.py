@@ -156,7 +156,10 @@ class Dropout(nn.Module):
         else:
             draw = torch.rand(x.shape, device=x.device, generator=self.generator)
             keep, rate = draw >= self.p, self.p
-        return x * keep * (1.0 / (1.0 - rate))
+        # one float mask, scaled once: its backward is a same-dtype multiply (with the
+        # boolean mask it promoted and scaled again: 1.17 against 0.73 ms forward and
+        # backward for 1000 x 256 here)
+        return x * keep.to(x.dtype).mul_(1.0 / (1.0 - rate))
 
 
 @dataclasses.dataclass(frozen=True)
