@@ -88,8 +88,10 @@ def test_a_big_test_set_is_measured_on_a_seeded_sample_of_its_users_and_says_so(
     everyone = train_model(ds, small, config).metrics
     sampled = train_model(ds, small, config, eval_users=20)
     n_users = everyone["evaluated_users"]["users"]
-    assert everyone["evaluated_users"] == {"users": n_users, "of": n_users, "seed": None}
-    assert sampled.metrics["evaluated_users"] == {"users": 20, "of": n_users, "seed": 3}
+    said = {"users": n_users, "of": n_users, "seed": None, "without_training_rows": 0}
+    assert everyone["evaluated_users"] == said
+    said = {"users": 20, "of": n_users, "seed": 3, "without_training_rows": 0}
+    assert sampled.metrics["evaluated_users"] == said
     assert sampled.metrics["served"]["recall"] != everyone["served"]["recall"]
     # re-evaluating the saved model measures the same users
     loaded = artifact.load(artifact.save(sampled, tmp_path / "model"))

@@ -77,17 +77,27 @@ def test_a_test_file_of_its_own_counts_unseen_ids(tiny_dir: Path, tmp_path: Path
     train, test = load_interactions(train_file), load_interactions(test_file)
     prepared = prepare(train, SMALL, CONFIG, test=test)
     assert len(prepared.train) == len(train_rows)  # every training row trains
-    assert len(prepared.test) == len(test_rows)  # the unseen ones are left out...
-    assert prepared.unseen is not None
-    assert prepared.unseen.to_dict() == {"rows": 4, "users": 2, "items": 1}  # ...and counted
+    assert len(prepared.test) == len(test_rows)  # the known users' rows...
+    # ...the new users' rows on known items, answered by the fallback list...
+    assert prepared.new_user_test is not None and len(prepared.new_user_test) == 3
+    assert set(prepared.new_user_test.user.tolist()) == {prepared.n_users, prepared.n_users + 1}
+    assert prepared.unseen is not None  # ...and the unknown item's row left out: all counted
+    said = {"rows": 1, "users": 2, "items": 1, "new_user_rows": 3}
+    assert prepared.unseen.to_dict() == said
     saved = train_model(train, SMALL, CONFIG, test=test)
-    assert saved.metrics["unseen_test"] == {"rows": 4, "users": 2, "items": 1}
+    assert saved.metrics["unseen_test"] == said
+    assert saved.metrics["evaluated_users"]["without_training_rows"] == 2
+    # 9001 liked two items (9002 none): one user of each list's fell back, in every list
+    assert {r["fell_back"] for r in saved.metrics["lists"]} == {1}
     assert saved.metrics["n_test"] == len(test_rows)
     assert saved.data["split"]["kind"] == "given"
     # a saved model evaluated on the same file later gives what training reported
     again = evaluate_saved_on(saved, test)
     assert again.report.top_k_accuracy == saved.metrics["top_k_accuracy"]
-    assert again.unseen.rows == 4
+    assert again.unseen.rows == 1
+    assert [(r.name, r.recall, r.ndcg, r.fell_back) for r in again.lists] == [
+        (r["name"], r["recall"], r["ndcg"], r["fell_back"]) for r in saved.metrics["lists"]
+    ]
 
 
 def test_cli_train_on_one_file_and_evaluate_on_another(tiny_dir: Path, tmp_path: Path) -> None:
@@ -99,7 +109,7 @@ def test_cli_train_on_one_file_and_evaluate_on_another(tiny_dir: Path, tmp_path:
     train = ["train", "--interactions", str(base), "-o", str(model), *args]
     assert _run([*train, "--test-interactions", str(test)]) == 0
     metrics = json.loads((model / "metrics.json").read_text())
-    assert metrics["unseen_test"] == {"rows": 1, "users": 1, "items": 0}
+    assert metrics["unseen_test"] == {"rows": 0, "users": 1, "items": 0, "new_user_rows": 1}
     assert _run([*train, "--test-interactions", str(test), "--holdout", "0.1"]) == 3
     deployed = tmp_path / "deployed"
     deploy = ["train", "--interactions", str(base), "-o", str(deployed), *args]
@@ -174,7 +184,7 @@ def test_fit_evaluate_recommend_save_from_frames(tiny_dir: Path, tmp_path: Path)
     measured = model.evaluate(test, columns)
     assert measured["top_k_accuracy"] == model.metrics["top_k_accuracy"]
     assert measured["served"] == model.metrics["served"]
-    assert measured["unseen_test"] == {"rows": 0, "users": 0, "items": 0}
+    assert measured["unseen_test"] == {"rows": 0, "users": 0, "items": 0, "new_user_rows": 0}
     frame = mtrec.to_frame(model.recommend_many([1, 2, 999], k=3))
     assert list(frame.columns) == list(FRAME_COLUMNS)
     assert frame["user_id"].tolist() == [1] * 3 + [2] * 3 + [999] * 3
@@ -290,7 +300,7 @@ def test_warm_start_keeps_old_rows_and_appends_new_ids(tiny_dir: Path, tmp_path:
 
     old_data, new_data = _halves(tiny_dir)
     old = train_model(old_data, SMALL, CONFIG, test_fraction=0.0)
-    vocabs = extended_vocabs(old, new_data)
+    vocabs = extended_vocabs(old, new_data, new_data.interactions)
     n_users, n_items = len(old.vocabs.users), len(old.vocabs.items)
     assert vocabs.users.id_array[:n_users].tolist() == old.vocabs.users.id_array.tolist()
     assert vocabs.items.id_array[:n_items].tolist() == old.vocabs.items.id_array.tolist()
@@ -328,7 +338,8 @@ def test_replayed_rows_train_the_rating_head_only(tiny_dir: Path) -> None:
 
     old_data, new_data = _halves(tiny_dir)
     old = train_model(old_data, SMALL, CONFIG, test_fraction=0.0)
-    new_rows = encode(new_data.interactions, extended_vocabs(old, new_data), old.scale)
+    vocabs = extended_vocabs(old, new_data, new_data.interactions)
+    new_rows = encode(new_data.interactions, vocabs, old.scale)
     assert with_replay(old.seen, new_rows, 0.0, 3) is new_rows
     rows = with_replay(old.seen, new_rows, 0.5, 3)
     replayed = int(rows.rating_only.sum())

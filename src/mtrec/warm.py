@@ -17,7 +17,7 @@ import torch
 from mtrec import seeds
 from mtrec.artifact import ItemInfo, SavedModel
 from mtrec.config import ModelConfig, TrainConfig
-from mtrec.data import Dataset
+from mtrec.data import Dataset, Interactions
 from mtrec.errors import ConfigError
 from mtrec.features import EncodedInteractions, SeenItems, Vocabs, seen_items
 from mtrec.model import MultiTaskModel
@@ -38,10 +38,11 @@ measured on 60-80%; the last 20% unread): 1 had the lowest mean RMSE and the hig
 mean recall@10 of the four over seeds 42, 1 and 2."""
 
 
-def extended_vocabs(saved: SavedModel, dataset: Dataset) -> Vocabs:
-    """The saved vocabularies with the dataset's new users and items appended."""
-    old = saved.vocabs
-    vocabs = Vocabs(old.users.extended(dataset.user_ids()), old.items.extended(dataset.item_ids()))
+def extended_vocabs(saved: SavedModel, dataset: Dataset, train: Interactions) -> Vocabs:
+    """The saved vocabularies with the new users and items of the training rows ``train``
+    (and ``dataset``'s catalogue) appended (``Vocabs.from_training``)."""
+    old, new = saved.vocabs, Vocabs.from_training(dataset, train)
+    vocabs = Vocabs(old.users.extended(new.users.id_array), old.items.extended(new.items.id_array))
     log.info(
         "warm start: %d new users and %d new items appended to %d and %d",
         len(vocabs.users) - len(old.users),

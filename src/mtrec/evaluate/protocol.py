@@ -72,7 +72,7 @@ def predict_ratings(
         )
         for lo in range(0, len(data), batch_size)
     ]
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros(0)
 
 
 @torch.no_grad()
@@ -133,7 +133,10 @@ def ranking_report(
 def rating_report(
     predicted: torch.Tensor, target: torch.Tensor, rating_range: float = 4.0
 ) -> dict[str, float]:
-    """RMSE and MAE, scaled and in stars."""
+    """RMSE and MAE, scaled and in stars (NaN without a row: a test part of users the
+    model does not know has no rating it predicted)."""
+    if not len(target):
+        return dict.fromkeys(("rmse", "rmse_stars", "mae", "mae_stars"), math.nan)
     error, absolute = rmse(predicted, target), mae(predicted, target)
     return {
         "rmse": error,
@@ -188,6 +191,9 @@ class ListReport:
     differences: dict[str, dict[str, tuple[float, float]]]
     n_users: int
     k: int = 10
+    fell_back: int = 0
+    """Of the ``n_users``, those without training rows: answered by the fallback list (the
+    same one in every list of a report)."""
 
 
 BOOT_BLOCKS = 10

@@ -15,6 +15,7 @@ from mtrec.features.encoding import (
 )
 from mtrec.features.history import (
     SeenItems,
+    fallback_order,
     interaction_counts,
     liked_counts,
     seen_items,
@@ -40,6 +41,7 @@ __all__ = [
     "Vocabs",
     "available_features",
     "encode",
+    "fallback_order",
     "feature_codes",
     "interaction_counts",
     "known_rows",

@@ -84,6 +84,17 @@ class Vocabs:
         """
         return cls(Vocab("user", dataset.user_ids()), Vocab("item", dataset.item_ids()))
 
+    @classmethod
+    def from_training(cls, dataset: Dataset, train: Interactions) -> Vocabs:
+        """What a model trained on ``train`` knows: the users with a training row, and the
+        items with one or in ``dataset``'s catalogue (those without a row are cold items,
+        embedded from their side features). A user or item seen only in evaluation rows is
+        unknown, as it would be in deployment: such a user gets the fallback list."""
+        items = train.distinct_items()
+        if dataset.items is not None:
+            items = np.unique(np.concatenate([dataset.items.ids, items]))
+        return cls(Vocab("user", train.distinct_users()), Vocab("item", items))
+
 
 @dataclasses.dataclass(frozen=True)
 class EncodedInteractions:
@@ -138,33 +149,45 @@ def encode(
 
 
 def known_rows(interactions: Interactions, vocabs: Vocabs) -> Unseen:
-    """Which rows of a log from elsewhere (a test file) have a user and an item that
-    ``vocabs`` know, and how many users, items and rows do not."""
+    """Which rows of a log from elsewhere (a test file, a split's test part) have a user and
+    an item that ``vocabs`` know, which have a known item but an unknown user (a user
+    without training rows: evaluated on the fallback list), and how many users, items and
+    rows are unknown."""
     user = _rows(vocabs.users, interactions.user, interactions.user_names, "oov")
     item = _rows(vocabs.items, interactions.item, interactions.item_names, "oov")
     return Unseen(
         known=(user >= 0) & (item >= 0),
         users=len(np.unique(interactions.user[user < 0])),
         items=len(np.unique(interactions.item[item < 0])),
+        new_user=(user < 0) & (item >= 0),
     )
 
 
 @dataclasses.dataclass(frozen=True)
 class Unseen:
-    """Rows of a test log whose user or item the model never saw (they cannot be scored)."""
+    """Rows of a test log whose user or item the model never saw. A row on an unknown item
+    cannot be in any list and is left out (counted); a known item's row of an unknown user
+    is evaluated on the fallback list that user would be served."""
 
     known: NDArray[np.bool_]
     users: int
     """Distinct unknown users."""
     items: int
     """Distinct unknown items."""
+    new_user: NDArray[np.bool_] | None = None
+    """Rows of an unknown user on a known item (None: not told apart, all left out)."""
 
     @property
     def rows(self) -> int:
-        return int((~self.known).sum())
+        """Rows left out: an unknown item's (or, untold apart, any unknown id's)."""
+        left_out = ~self.known if self.new_user is None else ~(self.known | self.new_user)
+        return int(left_out.sum())
 
     def to_dict(self) -> dict[str, int]:
-        return {"rows": self.rows, "users": self.users, "items": self.items}
+        said = {"rows": self.rows, "users": self.users, "items": self.items}
+        if self.new_user is not None:
+            said["new_user_rows"] = int(self.new_user.sum())
+        return said
 
 
 def _rows(

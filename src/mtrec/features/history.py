@@ -64,6 +64,13 @@ def liked_counts(
     return np.bincount(liked, minlength=n_items).astype(np.int64)
 
 
+def fallback_order(popularity: NDArray[np.int64]) -> NDArray[np.int64]:
+    """Item rows by descending ``popularity`` (``liked_counts``; ties by row): the list a
+    user the model does not know is served, and that every evaluated list gives such a
+    user."""
+    return np.argsort(-popularity, kind="stable").astype(np.int64)
+
+
 def interaction_counts(seen: SeenItems, n_items: int) -> NDArray[np.int64]:
     """Per item row, how many users interacted with it in training: the popularity
     baseline's score and the ranker's popularity signal."""

@@ -13,7 +13,7 @@ in named steps), ``saved`` (a saved model measured again).
 
 from mtrec.pipeline.fit import Fitted, fit_and_evaluate, fit_prepared, fit_side_by_side
 from mtrec.pipeline.metrics import held_out_report, served_lists, served_ratings, served_summary
-from mtrec.pipeline.prepare import Prepared, build_model, prepare, scorable_rows
+from mtrec.pipeline.prepare import Prepared, build_model, held_out_rows, prepare
 from mtrec.pipeline.run import train_model
 from mtrec.pipeline.saved import (
     Evaluation,
@@ -35,6 +35,6 @@ __all__ = [
     "ITEM_ITEM_MAX_ITEMS", "SIDE_BY_SIDE_MAX_ROWS", "Evaluation", "Fitted", "Prepared",
     "build_model", "carve", "evaluate_saved", "evaluate_saved_on", "evaluate_saved_with_lists",
     "fit_and_evaluate", "fit_prepared", "fit_ranker_beside", "fit_ranker_on_training_rows",
-    "fit_side_by_side", "held_out_report", "prepare", "scorable_rows", "served_lists",
+    "fit_side_by_side", "held_out_report", "held_out_rows", "prepare", "served_lists",
     "served_ratings", "served_summary", "stage_one", "train_model", "two_stage",
 ]  # fmt: skip

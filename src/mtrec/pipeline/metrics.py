@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from mtrec.errors import ConfigError
 from mtrec.evaluate import (
@@ -24,7 +25,13 @@ from mtrec.evaluate import (
     sample_users,
     user_lists,
 )
-from mtrec.features import EncodedInteractions, RatingScale, SeenItems
+from mtrec.features import (
+    EncodedInteractions,
+    RatingScale,
+    SeenItems,
+    fallback_order,
+    liked_counts,
+)
 from mtrec.model import MultiTaskModel
 from mtrec.pipeline.prepare import Prepared
 from mtrec.ranking import TwoStage, predicted_for_pairs
@@ -97,13 +104,16 @@ def _held_out_metrics(
             }
         return said
     seed = prepared.train_config.seed
-    test, evaluated = sample_users(prepared.test, eval_users, seed)
+    test, evaluated = sample_users(prepared.evaluated_rows(), eval_users, seed)
+    known = test.subset(test.user < prepared.n_users)
     scale, rated = prepared.scale, prepared.dataset.has_ratings
-    head = held_out_report(model, test, scale, rated, device=device)
-    reference = served_ratings(head, two, prepared.seen, test, scale)
-    lists = _list_reports(model, two, prepared.seen, test, k, 500.0, device)
+    head = held_out_report(model, known, scale, rated, device=device)
+    reference = served_ratings(head, two, prepared.seen, known, scale)
+    fallback = fallback_order(liked_counts(prepared.train, prepared.n_items))
+    lists = _list_reports(model, two, prepared.seen, test, k, 500.0, device, fallback)
+    new_users = int(np.unique(test.user[test.user >= prepared.n_users].numpy()).size)
     said = {
-        "evaluated_users": evaluated.to_dict(),
+        "evaluated_users": {**evaluated.to_dict(), "without_training_rows": new_users},
         **dataclasses.asdict(reference),
         "rating_head": {"rmse": head.rmse, "rmse_stars": head.rmse_stars, "mae": head.mae},
         "served": served_summary(lists),
@@ -123,8 +133,11 @@ def served_lists(
     ease_lambda: float = 500.0,
     device: str = "cpu",
 ) -> list[ListReport]:
-    """The served list beside retrieval alone, popularity and EASE on the held-out rows."""
-    return _list_reports(model, two, prepared.seen, prepared.test, k, ease_lambda, device)
+    """The served list beside retrieval alone, popularity and EASE on the held-out rows
+    (users without a training row answered by the fallback list in each)."""
+    fallback = fallback_order(liked_counts(prepared.train, prepared.n_items))
+    rows = prepared.evaluated_rows()
+    return _list_reports(model, two, prepared.seen, rows, k, ease_lambda, device, fallback)
 
 
 def _list_reports(
@@ -135,12 +148,29 @@ def _list_reports(
     k: int,
     ease_lambda: float,
     device: str = "cpu",
+    fallback: NDArray[np.int64] | None = None,
 ) -> list[ListReport]:
+    """Each list's report on ``test``. Its rows of users numbered from ``model.n_users``
+    on (no training row) get ``fallback``'s first ``k`` items in every list, as a
+    deployment serves them: the lists differ only where the models know the user."""
     if k < 1:
         raise ConfigError(f"k: expected a list length >= 1, got {k}")
-    users = np.unique(test.user.numpy())
+    rows = test.user.numpy()
+    new = rows >= model.n_users
+    users = np.unique(rows[~new])
     lists = user_lists(model, two, seen, users, k=k, ease_lambda=ease_lambda, device=device)
-    return list_reports(lists, users, test)
+    if not new.any():
+        return list_reports(lists, users, test)
+    if fallback is None:
+        raise ValueError("_list_reports: users without training rows need the fallback list")
+    newcomers = np.unique(rows[new])
+    width = next(iter(lists.values())).shape[1]
+    answer = np.broadcast_to(fallback[:width], (len(newcomers), width))
+    lists = {name: np.concatenate([top, answer]) for name, top in lists.items()}
+    reports = list_reports(lists, np.concatenate([users, newcomers]), test)
+    liked = test.label.numpy() >= RatingScale.liked
+    fell_back = int(np.unique(rows[new & liked]).size)
+    return [dataclasses.replace(report, fell_back=fell_back) for report in reports]
 
 
 def served_summary(reports: list[ListReport]) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import dataclasses
 import logging
 
 import numpy as np
+import torch
 
 from mtrec.artifact import SavedModel
 from mtrec.config import ModelConfig, TrainConfig
@@ -27,6 +28,7 @@ from mtrec.features import (
     seen_items,
 )
 from mtrec.model import MultiTaskModel
+from mtrec.vocab import Vocab
 from mtrec.warm import REPLAY, extended_vocabs, merged_seen, replayed_share, with_replay
 
 log = logging.getLogger("mtrec.pipeline")
@@ -55,14 +57,25 @@ class Prepared:
     seen: SeenItems
     """Each user's training items: excluded from honest lists and recommendations."""
     unseen: Unseen | None = None
-    """With a given test set: its rows the model cannot score, counted (None otherwise)."""
+    """The test rows of users or items without training rows, counted (None: no test)."""
+    new_user_test: EncodedInteractions | None = None
+    """Test rows of users without a training row (on known items), numbered after the
+    model's users (row ``n_users + j``): every list of the report answers them with the
+    fallback a deployment serves them (None: there are none)."""
     test_source: str = ""
     """With a given test set: where it came from."""
 
     @property
     def held_out(self) -> bool:
         """Whether there are test rows to evaluate on (not with ``test_fraction=0``)."""
-        return len(self.test) > 0
+        return len(self.test) > 0 or self.new_user_test is not None
+
+    def evaluated_rows(self) -> EncodedInteractions:
+        """The test rows a report measures: the known users' and, numbered after them,
+        those of users without a training row (``new_user_test``)."""
+        if self.new_user_test is None:
+            return self.test
+        return EncodedInteractions.cat([self.test, self.new_user_test])
 
     @property
     def n_users(self) -> int:
@@ -88,8 +101,10 @@ def prepare(
 
     ``test_fraction=0`` holds nothing out (a model to deploy: every row trains, nothing
     is evaluated). A ``test`` dataset (e.g. a published test file) is the test part
-    instead of a split: every row of ``dataset`` trains, and test rows whose user or
-    item never appears in ``dataset`` are left out and counted (``Prepared.unseen``).
+    instead of a split: every row of ``dataset`` trains. The vocabularies come from the
+    training rows (``Vocabs.from_training``): a test row of a user without one is
+    evaluated on the fallback list (``Prepared.new_user_test``), one on an item the model
+    never saw is left out; both counted (``Prepared.unseen``, see ``held_out_rows``).
     ``init_from`` (a warm start): the saved model's vocabularies with the new ids appended,
     its rating scale, and seen items that join its users' old ones with the new rows;
     ``replay``: that share of its own rows trains the rating head again beside the new
@@ -98,29 +113,25 @@ def prepare(
     >>> prepared = prepare(load_movielens(), *preset("tuned"))
     >>> fitted = fit_and_evaluate(prepared)
     """
-    model_config = model_config or ModelConfig()
-    train_config = train_config or TrainConfig()
-    if not dataset.has_ratings and train_config.rating_weight:
-        # implicit feedback: there is nothing for the rating head to learn
-        train_config = dataclasses.replace(train_config, rating_weight=0.0)
-        if not train_config.retrieval_weight:
-            raise ConfigError(f"{dataset.name} has no ratings: the rating task alone cannot train")
-    model_config, dropped = available_features(model_config, dataset)
-    if dropped:
-        log.warning("%s has no metadata for side features %s: left out", dataset.name, dropped)
-    vocabs = (
-        Vocabs.from_dataset(dataset) if init_from is None else extended_vocabs(init_from, dataset)
-    )
-    unseen = None
+    model_config, train_config = _fitting_configs(dataset, model_config, train_config)
     if test is None:
         parts = make_split(dataset.interactions, split, test_fraction, train_config.seed)
     else:
-        parts, unseen = _given_split(dataset, test, vocabs, train_config.seed)
+        parts = _given_split(dataset, test, train_config.seed)
         split, test_fraction = GIVEN, 0.0
+    vocabs = (
+        Vocabs.from_training(dataset, parts.train)
+        if init_from is None
+        else extended_vocabs(init_from, dataset, parts.train)
+    )
     scale = RatingScale.of(dataset) if init_from is None else init_from.scale
     if init_from is not None:
         scale.check_fits(dataset, "the warm start's interactions")
-    train_data, test_data = encode(parts.train, vocabs, scale), encode(parts.test, vocabs, scale)
+    train_data = encode(parts.train, vocabs, scale)
+    where = "the test data" if test is None else test.source or test.name
+    test_data, new_users, unseen = held_out_rows(parts.test, vocabs, scale, where)
+    if test is not None and not len(test_data) and new_users is None:
+        raise DataError("no test row has a user and an item seen in training", path=where)
     split_rows, fingerprint = (len(parts.train), len(parts.test)), split_fingerprint(parts.test)
     del parts  # the raw rows are encoded: 560 MB on a 20M-row log
     n_users = len(vocabs.users)
@@ -145,45 +156,70 @@ def prepare(
         train=train_data,
         test=test_data,
         seen=seen,
-        unseen=unseen,
+        unseen=unseen if len(test_data) or new_users is not None else None,
+        new_user_test=new_users,
         test_source="" if test is None else test.source or test.name,
     )
 
 
-def _given_split(
-    dataset: Dataset, test: Dataset, vocabs: Vocabs, seed: int
-) -> tuple[Split, Unseen]:
-    """Every row of ``dataset`` trains; ``test``'s rows with a known user and item test."""
-    where = test.source or test.name
+def _fitting_configs(
+    dataset: Dataset, model_config: ModelConfig | None, train_config: TrainConfig | None
+) -> tuple[ModelConfig, TrainConfig]:
+    """The configs as ``dataset`` can train them: side features it has no metadata for
+    dropped (said), the rating task off without ratings."""
+    model_config = model_config or ModelConfig()
+    train_config = train_config or TrainConfig()
+    if not dataset.has_ratings and train_config.rating_weight:
+        # implicit feedback: there is nothing for the rating head to learn
+        train_config = dataclasses.replace(train_config, rating_weight=0.0)
+        if not train_config.retrieval_weight:
+            raise ConfigError(f"{dataset.name} has no ratings: the rating task alone cannot train")
+    model_config, dropped = available_features(model_config, dataset)
+    if dropped:
+        log.warning("%s has no metadata for side features %s: left out", dataset.name, dropped)
+    return model_config, train_config
+
+
+def _given_split(dataset: Dataset, test: Dataset, seed: int) -> Split:
+    """Every row of ``dataset`` trains; every row of ``test`` is held out."""
     if test.has_ratings != dataset.has_ratings:
         has = "has" if test.has_ratings else "has no"
         raise DataError(
             f"the test data {has} ratings and the training data "
             f"{'has' if dataset.has_ratings else 'has none'}: give both a rating column or neither",
-            path=where,
+            path=test.source or test.name,
         )
     RatingScale.of(dataset).check_fits(test, "the test data")
-    kept, unseen = scorable_rows(test, vocabs)
-    return Split(no_holdout(dataset.interactions, seed=seed).train, kept, seed), unseen
+    return Split(no_holdout(dataset.interactions, seed=seed).train, test.interactions, seed)
 
 
-def scorable_rows(test: Dataset, vocabs: Vocabs) -> tuple[Interactions, Unseen]:
-    """The rows of a test log whose user and item are in ``vocabs``; the others are
-    counted (and said), never silently dropped."""
-    where = test.source or test.name
-    unseen = known_rows(test.interactions, vocabs)
-    if not unseen.known.any():
-        raise DataError("no test row has a user and an item seen in training", path=where)
-    if unseen.rows:
+def held_out_rows(
+    test: Interactions, vocabs: Vocabs, scale: RatingScale, where: str
+) -> tuple[EncodedInteractions, EncodedInteractions | None, Unseen]:
+    """The test rows as evaluated: those of known users and items encoded; those of users
+    without a training row (on known items) with the users numbered after the model's
+    (``len(vocabs.users) + j``), answered by the fallback list; the rows on items the
+    model never saw left out. All counted in the ``Unseen``, and said."""
+    unseen = known_rows(test, vocabs)
+    known = encode(test.take(np.flatnonzero(unseen.known)), vocabs, scale)
+    assert unseen.new_user is not None
+    new_rows = test.take(np.flatnonzero(unseen.new_user))
+    new_users = None
+    if len(new_rows):  # numbered among themselves, then after the model's users
+        own = Vocabs(Vocab("user", new_rows.distinct_users()), vocabs.items)
+        encoded = encode(new_rows, own, scale)
+        new_users = dataclasses.replace(encoded, user=encoded.user + len(vocabs.users))
+    if unseen.users or unseen.items:
         log.warning(
-            "%s: %d test rows have a user or item unseen in training (%d users, %d items): "
-            "not evaluated",
+            "%s: %d test rows of %d users without a training row: evaluated on the fallback "
+            "list; %d rows on %d items without one: not evaluated",
             where,
-            unseen.rows,
+            len(new_rows),
             unseen.users,
+            unseen.rows,
             unseen.items,
         )
-    return test.interactions.take(np.flatnonzero(unseen.known)), unseen
+    return known, new_users, unseen
 
 
 def build_model(
@@ -206,4 +242,17 @@ def build_model(
         codes.install(model)
     if history is not None:
         model.set_history(history)
+        if config.item_features:
+            _cold_items_from_features(model, history)
     return model
+
+
+def _cold_items_from_features(model: MultiTaskModel, history: SeenItems) -> None:
+    """Items of the catalogue without a training row (cold items) start with a zero id row:
+    it would never train (no batch holds the item), so its random start would stay in
+    the item's embedding beside its side features. At zero it stays zero, and the item is
+    embedded from its side features alone."""
+    cold = np.bincount(history.items, minlength=model.n_items) == 0
+    if cold.any():
+        with torch.no_grad():
+            model.item_embedding.weight[torch.from_numpy(cold)] = 0.0

@@ -9,9 +9,9 @@ from mtrec.data import Dataset
 from mtrec.data.split import GIVEN, make_split, split_fingerprint
 from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import EvalReport, ListReport, sample_users
-from mtrec.features import EncodedInteractions, Unseen, encode
+from mtrec.features import EncodedInteractions, Unseen, fallback_order
 from mtrec.pipeline.metrics import _list_reports, held_out_report, served_ratings
-from mtrec.pipeline.prepare import scorable_rows
+from mtrec.pipeline.prepare import held_out_rows
 from mtrec.ranking import TwoStage
 
 
@@ -23,6 +23,18 @@ def evaluate_saved(saved: SavedModel, dataset: Dataset) -> EvalReport:
     """
     test = _rebuilt_test(saved, dataset)
     return _saved_report(saved, test, saved.data.get("has_ratings", True), saved.two_stage())
+
+
+def _known(saved: SavedModel, test: EncodedInteractions) -> EncodedInteractions:
+    """The rows of users the model knows (the others are answered by the fallback list)."""
+    return test.subset(test.user < len(saved.vocabs.users))
+
+
+def _lists(
+    saved: SavedModel, two: TwoStage | None, test: EncodedInteractions, k: int
+) -> list[ListReport]:
+    fallback = fallback_order(saved.popularity)
+    return _list_reports(saved.model, two, saved.seen, test, k, 500.0, fallback=fallback)
 
 
 def _same_users(saved: SavedModel, test: EncodedInteractions) -> EncodedInteractions:
@@ -41,7 +53,7 @@ def evaluate_saved_with_lists(
     test = _rebuilt_test(saved, dataset)
     two = saved.two_stage()
     report = _saved_report(saved, test, saved.data.get("has_ratings", True), two)
-    return report, _list_reports(saved.model, two, saved.seen, test, k, 500.0)
+    return report, _lists(saved, two, test, k)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -58,21 +70,29 @@ def evaluate_saved_on(saved: SavedModel, test: Dataset, *, k: int = 10) -> Evalu
     """Evaluate a saved model on other data (next week's log, a published test file);
     its own training items stay excluded from the lists, as when it serves."""
     saved.scale.check_fits(test, "the test data")
-    kept, unseen = scorable_rows(test, saved.vocabs)
-    encoded = encode(kept, saved.vocabs, saved.scale)
+    where = test.source or test.name
+    known, new_users, unseen = held_out_rows(test.interactions, saved.vocabs, saved.scale, where)
+    if not len(known):
+        raise DataError("no test row has a user and an item seen in training", path=where)
+    encoded = _with(known, new_users)
     rated = saved.data.get("has_ratings", True) and test.has_ratings
     two = saved.two_stage()
     report = _saved_report(saved, encoded, rated, two)
-    lists = _list_reports(saved.model, two, saved.seen, encoded, k, 500.0)
-    return Evaluation(report, lists, unseen)
+    return Evaluation(report, _lists(saved, two, encoded, k), unseen)
+
+
+def _with(known: EncodedInteractions, new_users: EncodedInteractions | None) -> EncodedInteractions:
+    return known if new_users is None else EncodedInteractions.cat([known, new_users])
 
 
 def _saved_report(
     saved: SavedModel, test: EncodedInteractions, rated: bool, two: TwoStage | None
 ) -> EvalReport:
-    """A saved model's metrics on ``test``, its rating errors those of the ratings it shows."""
-    report = held_out_report(saved.model, test, saved.scale, rated)
-    return served_ratings(report, two, saved.seen, test, saved.scale)
+    """A saved model's metrics on ``test``'s rows of users it knows, its rating errors
+    those of the ratings it shows."""
+    known = _known(saved, test)
+    report = held_out_report(saved.model, known, saved.scale, rated)
+    return served_ratings(report, two, saved.seen, known, saved.scale)
 
 
 def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
@@ -97,4 +117,5 @@ def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
             "this model was evaluated on; evaluate it on the data it was trained with",
             field="split",
         )
-    return _same_users(saved, encode(split.test, saved.vocabs, saved.scale))
+    known, new_users, _ = held_out_rows(split.test, saved.vocabs, saved.scale, "the test split")
+    return _same_users(saved, _with(known, new_users))

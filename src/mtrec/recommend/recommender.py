@@ -15,6 +15,7 @@ from numpy.typing import NDArray
 from mtrec import artifact
 from mtrec.artifact import SavedModel
 from mtrec.errors import ConfigError, UnknownIdError
+from mtrec.features import fallback_order
 from mtrec.index import ExactIndex
 from mtrec.ranking import (
     RankedBatch,
@@ -60,8 +61,7 @@ class Recommender:
         with torch.inference_mode():
             items = self.model.embed_items().numpy()
         self._cosine = ExactIndex(unit_rows(items))
-        order = np.argsort(-saved.popularity, kind="stable")
-        self._popular = order.astype(np.int64)
+        self._popular = fallback_order(saved.popularity)
         by_genre: dict[str, list[int]] = {}
         for row, genres in enumerate(saved.items.genres):
             for genre in genres:
