@@ -96,7 +96,8 @@ def test_the_fallback_rows_of_a_report_by_hand(tiny_dir: Path) -> None:
     )
     both = EncodedInteractions.cat([known, new])
     alone = _list_reports(saved.model, None, saved.seen, known, 10, 500.0)
-    merged = _list_reports(saved.model, None, saved.seen, both, 10, 500.0, fallback=fallback)
+    counts = saved.popularity
+    merged = _list_reports(saved.model, None, saved.seen, both, 10, 500.0, fallback=counts)
     # the fallback's first item at rank 1, the 21st not in the top 10: recall 1/2, and
     # NDCG 1 (a hit at rank 1) over the ideal 1 + 1/log2(3)
     recall, ndcg = 0.5, 1.0 / (1.0 + 1.0 / np.log2(3.0))

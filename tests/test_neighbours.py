@@ -16,6 +16,7 @@ from mtrec.data.movielens import read_grouplens_dir
 from mtrec.errors import ArtifactError
 from mtrec.pipeline import train_model
 from mtrec.ranking import Ranker, predicted_for_pairs, training_errors, user_queries
+from mtrec.ranking.candidates import FEATURES
 from mtrec.ranking.neighbours import by_user, correction, fit_weight, unit_rows
 from mtrec.recommend import Recommender
 
@@ -173,9 +174,16 @@ def test_saved_errors_are_checked(tiny_dir: Path, tmp_path: Path, errors: str | 
 
 
 def test_a_ranker_saved_before_the_correction_loads_without_one() -> None:
-    ranker = Ranker(np.zeros(10, dtype=np.float32), RankerConfig(), 0.7)
+    ranker = Ranker(np.zeros(len(FEATURES), dtype=np.float32), RankerConfig(), 0.7)
     data = ranker.to_dict()
     assert Ranker.from_dict(data, "r").correction == pytest.approx(0.7)
+    # a file from before the recency feature: its ten weights, the new one at 0, no recency
+    old = {**data, "features": data["features"][:10], "weights": [1.0] * 10}
+    del old["recency_half_life"]
+    loaded = Ranker.from_dict(old, "r")
+    assert loaded.weights.tolist() == [1.0] * 10 + [0.0] and loaded.half_life is None
+    with pytest.raises(ArtifactError, match="features"):
+        Ranker.from_dict({**old, "features": data["features"][1:11]}, "r")
     del data["correction"]
     assert Ranker.from_dict(data, "r").correction == 0.0
     for bad in (-0.1, 2.5, float("nan"), "1", True, None):

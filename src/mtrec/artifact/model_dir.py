@@ -59,7 +59,9 @@ class SavedModel:
     vocabs: Vocabs
     items: ItemInfo
     seen: SeenItems
-    popularity: NDArray[np.int64]
+    popularity: NDArray[np.float64]
+    """Per item, what a user the model does not know is served by (``fallback_order``):
+    liked training rows, weighted by recency where the run chose to."""
     index: Index
     data: dict[str, Any]
     """Dataset name, source and split (kind, seed, test fraction, sizes, fingerprint)."""
@@ -85,5 +87,6 @@ class SavedModel:
             counts,
             self.ranker.correction,
             self.rating_errors,
+            recent=self.popularity if self.ranker.half_life is not None else None,
         )
         return TwoStage.around(stage, self.seen, self.ranker)

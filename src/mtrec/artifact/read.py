@@ -77,7 +77,7 @@ def load(directory: str | Path) -> SavedModel:
             vocabs=vocabs,
             items=items,
             seen=history,
-            popularity=seen["popularity"],
+            popularity=seen["popularity"].astype(np.float64),  # counts, before recency
             index=index,
             data=config.get("data", {}),
             metrics=files.json("metrics.json"),
@@ -241,7 +241,9 @@ def _check_seen(path: Path, seen: dict[str, Any], n_users: int, n_items: int) ->
         indptr.shape == (n_users + 1,)
         and items.ndim == 1
         and pop.shape == (n_items,)
-        and indptr.dtype.kind == items.dtype.kind == pop.dtype.kind == "i"
+        and indptr.dtype.kind == items.dtype.kind == "i"
+        and pop.dtype.kind in "if"
+        and bool(np.isfinite(pop).all())
         and indptr[0] == 0
         and indptr[-1] == len(items)
         and labels.shape == items.shape

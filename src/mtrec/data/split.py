@@ -77,8 +77,8 @@ def temporal_split(
             raise ConfigError(
                 f"test_fraction {test_fraction} of {n} rows leaves an empty train or test set"
             )
-        return Split(
-            interactions.take(np.sort(order[: n - n_test])),
+        return Split(  # the training rows in time order: the latest are the ranker's
+            interactions.take(order[: n - n_test]),
             interactions.take(np.sort(order[n - n_test :])),
             seed,
         )

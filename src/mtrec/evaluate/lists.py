@@ -31,13 +31,15 @@ def user_lists(
     candidates: int = 100,
     ease_lambda: float = 500.0,
     device: str | torch.device = "cpu",
+    recent: NDArray[np.float64] | None = None,
 ) -> dict[str, NDArray[np.int64]]:
     """(n_users, k) item rows per list for ``users``, each user's training items excluded.
 
     ``served``: the ranker over both sources (``two_stage``), or without one the top
     ``candidates`` by retrieval re-sorted by predicted rating (the reference's list);
     ``retrieval``: the two-tower top k; ``retrieve C, then rank by rating`` (with a
-    ranker, for the record); ``popularity``: most training interactions; ``EASE``
+    ranker, for the record); ``popularity``: most training interactions; ``recent
+    popularity`` (with ``recent``, liked rows weighted by recency); ``EASE``
     (catalogues of at most ``EASE_MAX_ITEMS``). Made ``USERS_PER_CHUNK`` users at a time;
     the two-tower searches run on ``device``.
     """
@@ -51,12 +53,20 @@ def user_lists(
         weights = ease_weights(seen.as_rows(), n_items, ease_lambda)
     parts = [
         _lists(
-            model, two_stage, seen, users[lo : lo + USERS_PER_CHUNK], index, weights, k, candidates
+            model,
+            two_stage,
+            seen,
+            users[lo : lo + USERS_PER_CHUNK],
+            index,
+            weights,
+            k,
+            candidates,
+            recent,
         )
         for lo in range(0, len(users), USERS_PER_CHUNK)
     ]
     if not parts:
-        parts = [_lists(model, two_stage, seen, users, index, weights, k, candidates)]
+        parts = [_lists(model, two_stage, seen, users, index, weights, k, candidates, recent)]
     return {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
 
 
@@ -79,6 +89,7 @@ def _lists(
     ease: NDArray[np.float32] | None,
     k: int,
     candidates: int,
+    recent: NDArray[np.float64] | None,
 ) -> dict[str, NDArray[np.int64]]:
     """``user_lists`` for one chunk of users."""
     exclude = [seen.of(int(u))[0] for u in users]
@@ -96,6 +107,8 @@ def _lists(
         lists[SERVED] = rated.rows
     lists["retrieval"] = retrieved[:, :k]
     lists["popularity"] = popularity_list(seen, exclude, model.n_items, k)
+    if recent is not None:
+        lists["recent popularity"] = popularity_list(seen, exclude, model.n_items, k, recent)
     if ease is not None:
         lists["EASE"] = ease_scores_list(ease, exclude, k)
     return lists

@@ -19,7 +19,9 @@ from mtrec.features.history import (
     interaction_counts,
     liked_counts,
     seen_items,
+    top_of_order,
 )
+from mtrec.features.recency import Recency, choose_recency, recent_counts
 from mtrec.features.side import (
     AGE_BUCKETS,
     ITEM_FEATURES,
@@ -36,15 +38,19 @@ __all__ = [
     "EncodedInteractions",
     "FeatureCodes",
     "RatingScale",
+    "Recency",
     "SeenItems",
     "Unseen",
     "Vocabs",
     "available_features",
+    "choose_recency",
     "encode",
     "fallback_order",
     "feature_codes",
     "interaction_counts",
     "known_rows",
     "liked_counts",
+    "recent_counts",
     "seen_items",
+    "top_of_order",
 ]

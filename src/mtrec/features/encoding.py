@@ -106,6 +106,9 @@ class EncodedInteractions:
     rating_only: torch.Tensor | None = None
     """(n,) bool: True where a row trains the rating head only (a warm start's replayed
     rows), not the retrieval task, whose candidates it still is; None: no such row."""
+    time: torch.Tensor | None = None
+    """(n,) int64 timestamps, where a run reads them (a split by time: ``encode``'s
+    ``with_time``); None otherwise (8 bytes a row it does not need)."""
 
     def __len__(self) -> int:
         return int(self.user.shape[0])
@@ -113,7 +116,8 @@ class EncodedInteractions:
     def subset(self, rows: torch.Tensor) -> EncodedInteractions:
         """The rows selected by an index or boolean mask tensor."""
         only = None if self.rating_only is None else self.rating_only[rows]
-        return EncodedInteractions(self.user[rows], self.item[rows], self.label[rows], only)
+        time = None if self.time is None else self.time[rows]
+        return EncodedInteractions(self.user[rows], self.item[rows], self.label[rows], only, time)
 
     def only_for_rating(self) -> EncodedInteractions:
         """These rows, every one training the rating head only."""
@@ -128,23 +132,32 @@ class EncodedInteractions:
                 torch.zeros(len(p), dtype=torch.bool) if p.rating_only is None else p.rating_only
                 for p in parts
             ])  # fmt: skip
+        times = [p.time for p in parts]
         return EncodedInteractions(
             torch.cat([p.user for p in parts]),
             torch.cat([p.item for p in parts]),
             torch.cat([p.label for p in parts]),
             only,
+            None if any(t is None for t in times) else torch.cat(times),  # type: ignore[arg-type]
         )
 
 
 def encode(
-    interactions: Interactions, vocabs: Vocabs, scale: RatingScale | None = None
+    interactions: Interactions,
+    vocabs: Vocabs,
+    scale: RatingScale | None = None,
+    *,
+    with_time: bool = False,
 ) -> EncodedInteractions:
-    """Translate ids to rows (unknown ids are an error) and scale the ratings."""
+    """Translate ids to rows (unknown ids are an error) and scale the ratings; with
+    ``with_time``, keep the timestamps too."""
     scale = scale or RatingScale()
+    time = torch.from_numpy(interactions.timestamp.astype(np.int64)) if with_time else None
     return EncodedInteractions(
         user=torch.from_numpy(_rows(vocabs.users, interactions.user, interactions.user_names)),
         item=torch.from_numpy(_rows(vocabs.items, interactions.item, interactions.item_names)),
         label=torch.from_numpy(scale.scale(interactions.rating)),
+        time=time,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
@@ -64,11 +65,31 @@ def liked_counts(
     return np.bincount(liked, minlength=n_items).astype(np.int64)
 
 
-def fallback_order(popularity: NDArray[np.int64]) -> NDArray[np.int64]:
-    """Item rows by descending ``popularity`` (``liked_counts``; ties by row): the list a
+def fallback_order(popularity: NDArray[Any]) -> NDArray[np.int64]:
+    """Item rows by descending ``popularity`` (liked counts, maybe weighted by recency:
+    ``Prepared.fallback_counts``; ties by row): the list a
     user the model does not know is served, and that every evaluated list gives such a
     user."""
     return np.argsort(-popularity, kind="stable").astype(np.int64)
+
+
+def top_of_order(
+    order: NDArray[np.int64], excluded: list[NDArray[np.int64]] | None, n: int, k: int
+) -> NDArray[np.int64]:
+    """(n, k): each of ``n`` lists' first ``k`` rows of one global ``order``, its
+    ``excluded`` rows left out (-1 pads a list the order cannot fill). One ranking for
+    everyone, cut per list: scoring the catalogue per user took 10 s of a 25M-row log's
+    evaluation (50,000 users x 80,000 items)."""
+    lists = np.full((n, min(k, len(order))), -1, dtype=np.int64)
+    for row in range(n):
+        history = excluded[row] if excluded is not None else None
+        if history is None or not len(history):
+            lists[row] = order[: lists.shape[1]]
+            continue
+        top = order[: k + len(history)]
+        top = top[~np.isin(top, history)][:k]
+        lists[row, : len(top)] = top
+    return lists
 
 
 def interaction_counts(seen: SeenItems, n_items: int) -> NDArray[np.int64]:

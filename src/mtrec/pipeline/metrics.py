@@ -30,7 +30,6 @@ from mtrec.features import (
     RatingScale,
     SeenItems,
     fallback_order,
-    liked_counts,
 )
 from mtrec.model import MultiTaskModel
 from mtrec.pipeline.prepare import Prepared
@@ -109,8 +108,8 @@ def _held_out_metrics(
     scale, rated = prepared.scale, prepared.dataset.has_ratings
     head = held_out_report(model, known, scale, rated, device=device)
     reference = served_ratings(head, two, prepared.seen, known, scale)
-    fallback = fallback_order(liked_counts(prepared.train, prepared.n_items))
-    lists = _list_reports(model, two, prepared.seen, test, k, 500.0, device, fallback)
+    counts, recent = prepared.fallback_counts(), prepared.recency.half_life is not None
+    lists = _list_reports(model, two, prepared.seen, test, k, 500.0, device, counts, recent)
     new_users = int(np.unique(test.user[test.user >= prepared.n_users].numpy()).size)
     said = {
         "evaluated_users": {**evaluated.to_dict(), "without_training_rows": new_users},
@@ -135,9 +134,9 @@ def served_lists(
 ) -> list[ListReport]:
     """The served list beside retrieval alone, popularity and EASE on the held-out rows
     (users without a training row answered by the fallback list in each)."""
-    fallback = fallback_order(liked_counts(prepared.train, prepared.n_items))
-    rows = prepared.evaluated_rows()
-    return _list_reports(model, two, prepared.seen, rows, k, ease_lambda, device, fallback)
+    counts, recent = prepared.fallback_counts(), prepared.recency.half_life is not None
+    rows, seen = prepared.evaluated_rows(), prepared.seen
+    return _list_reports(model, two, seen, rows, k, ease_lambda, device, counts, recent)
 
 
 def _list_reports(
@@ -148,24 +147,29 @@ def _list_reports(
     k: int,
     ease_lambda: float,
     device: str = "cpu",
-    fallback: NDArray[np.int64] | None = None,
+    fallback: NDArray[np.float64] | None = None,
+    recent: bool = False,
 ) -> list[ListReport]:
     """Each list's report on ``test``. Its rows of users numbered from ``model.n_users``
-    on (no training row) get ``fallback``'s first ``k`` items in every list, as a
-    deployment serves them: the lists differ only where the models know the user."""
+    on (no training row) get the top ``k`` of the ``fallback`` counts in every list, as a
+    deployment serves them: the lists differ only where the models know the user. With
+    ``recent`` (the counts are weighted by recency) their list is reported too."""
     if k < 1:
         raise ConfigError(f"k: expected a list length >= 1, got {k}")
     rows = test.user.numpy()
     new = rows >= model.n_users
     users = np.unique(rows[~new])
-    lists = user_lists(model, two, seen, users, k=k, ease_lambda=ease_lambda, device=device)
+    lists = user_lists(
+        model, two, seen, users, k=k, ease_lambda=ease_lambda, device=device,
+        recent=fallback if recent else None,
+    )  # fmt: skip
     if not new.any():
         return list_reports(lists, users, test)
     if fallback is None:
         raise ValueError("_list_reports: users without training rows need the fallback list")
     newcomers = np.unique(rows[new])
     width = next(iter(lists.values())).shape[1]
-    answer = np.broadcast_to(fallback[:width], (len(newcomers), width))
+    answer = np.broadcast_to(fallback_order(fallback)[:width], (len(newcomers), width))
     lists = {name: np.concatenate([top, answer]) for name, top in lists.items()}
     reports = list_reports(lists, np.concatenate([users, newcomers]), test)
     liked = test.label.numpy() >= RatingScale.liked

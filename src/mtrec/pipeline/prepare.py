@@ -9,6 +9,7 @@ import logging
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from mtrec.artifact import SavedModel
 from mtrec.config import ModelConfig, TrainConfig
@@ -18,15 +19,18 @@ from mtrec.errors import ConfigError, DataError
 from mtrec.features import (
     EncodedInteractions,
     RatingScale,
+    Recency,
     SeenItems,
     Unseen,
     Vocabs,
     available_features,
+    choose_recency,
     encode,
     feature_codes,
     known_rows,
     seen_items,
 )
+from mtrec.features.recency import NO_RECENCY
 from mtrec.model import MultiTaskModel
 from mtrec.vocab import Vocab
 from mtrec.warm import REPLAY, extended_vocabs, merged_seen, replayed_share, with_replay
@@ -64,6 +68,14 @@ class Prepared:
     fallback a deployment serves them (None: there are none)."""
     test_source: str = ""
     """With a given test set: where it came from."""
+    recency: Recency = NO_RECENCY
+    """How recent liked rows weigh in the fallback counts and the ranker's
+    ``recent_popularity`` (chosen on the latest training rows on a split by time)."""
+
+    def fallback_counts(self) -> NDArray[np.float64]:
+        """Per item, what users the model does not know are served by: its liked training
+        rows, weighted by ``recency``."""
+        return self.recency.counts(self.train, self.n_items)
 
     @property
     def held_out(self) -> bool:
@@ -127,7 +139,8 @@ def prepare(
     scale = RatingScale.of(dataset) if init_from is None else init_from.scale
     if init_from is not None:
         scale.check_fits(dataset, "the warm start's interactions")
-    train_data = encode(parts.train, vocabs, scale)
+    by_time = split == "temporal"  # the next weeks are tested: recency is worth choosing
+    train_data = encode(parts.train, vocabs, scale, with_time=by_time)
     where = "the test data" if test is None else test.source or test.name
     test_data, new_users, unseen = held_out_rows(parts.test, vocabs, scale, where)
     if test is not None and not len(test_data) and new_users is None:
@@ -158,6 +171,7 @@ def prepare(
         seen=seen,
         unseen=unseen if len(test_data) or new_users is not None else None,
         new_user_test=new_users,
+        recency=choose_recency(train_data, len(vocabs.items)) if by_time else NO_RECENCY,
         test_source="" if test is None else test.source or test.name,
     )
 

@@ -115,7 +115,7 @@ def train_model(
     fits = _fit(prepared, ranker, init_from, progress, ranker_progress, checkpoints)
     phases.done("fit")
     built, index_info = _index(fits.model, index, index_params)
-    two = None if fits.ranker is None else two_stage(fits.model, prepared.seen, fits.ranker, built)
+    two = _served_stages(prepared, fits, built)
     phases.done("index and ranking stage")
     history = fits.history
     measured = _held_out_metrics(
@@ -191,6 +191,13 @@ def _fit(
     return _Fits(model, history, fitted_ranker, ranker_seconds, seconds, epochs)
 
 
+def _served_stages(prepared: Prepared, fits: _Fits, index: Index) -> TwoStage | None:
+    """The served model's ranking stage (None without a ranker)."""
+    if fits.ranker is None:
+        return None
+    return two_stage(fits.model, prepared.seen, fits.ranker, index, prepared.fallback_counts())
+
+
 def _run_record(fits: _Fits, index_info: dict[str, Any]) -> dict[str, Any]:
     """``metrics.json``'s record of the run: seconds, device, precision, epochs, index."""
     history = fits.history
@@ -247,13 +254,13 @@ def _saved_model(
 
 def _what_it_knows(
     prepared: Prepared, init_from: SavedModel | None, replay: float
-) -> tuple[ItemInfo, NDArray[np.int64], dict[str, Any]]:
+) -> tuple[ItemInfo, NDArray[np.float64], dict[str, Any]]:
     """The saved model's item metadata, popularity (the unknown-user list) and data
     record; a warm start's join the saved model's with the new data's."""
     items = ItemInfo.from_items(prepared.vocabs.items, prepared.dataset.items)
     data = _data_record(prepared)
     if init_from is None:
-        return items, liked_counts(prepared.train, prepared.n_items), data
+        return items, prepared.fallback_counts(), data
     data["warm_start"] = {
         "users": [len(init_from.vocabs.users), prepared.n_users],
         "items": [len(init_from.vocabs.items), prepared.n_items],
@@ -261,7 +268,7 @@ def _what_it_knows(
         "from": init_from.data,
     }
     # popularity from every user's seen items, old and new (the rows hold replayed ones)
-    popularity = liked_counts(prepared.seen.as_rows(), prepared.n_items)
+    popularity = liked_counts(prepared.seen.as_rows(), prepared.n_items).astype(np.float64)
     return merged_items(init_from.items, items), popularity, data
 
 
@@ -300,4 +307,5 @@ def _data_record(prepared: Prepared) -> dict[str, Any]:
             "test_fingerprint": prepared.test_fingerprint,
             **({"test_source": prepared.test_source} if prepared.test_source else {}),
         },
+        **({"recency": prepared.recency.to_dict()} if prepared.recency.validation else {}),
     }

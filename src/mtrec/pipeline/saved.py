@@ -9,7 +9,7 @@ from mtrec.data import Dataset
 from mtrec.data.split import GIVEN, make_split, split_fingerprint
 from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import EvalReport, ListReport, sample_users
-from mtrec.features import EncodedInteractions, Unseen, fallback_order
+from mtrec.features import EncodedInteractions, Unseen
 from mtrec.pipeline.metrics import _list_reports, held_out_report, served_ratings
 from mtrec.pipeline.prepare import held_out_rows
 from mtrec.ranking import TwoStage
@@ -33,8 +33,9 @@ def _known(saved: SavedModel, test: EncodedInteractions) -> EncodedInteractions:
 def _lists(
     saved: SavedModel, two: TwoStage | None, test: EncodedInteractions, k: int
 ) -> list[ListReport]:
-    fallback = fallback_order(saved.popularity)
-    return _list_reports(saved.model, two, saved.seen, test, k, 500.0, fallback=fallback)
+    recent = (saved.data.get("recency") or {}).get("half_life_days") is not None
+    counts = saved.popularity
+    return _list_reports(saved.model, two, saved.seen, test, k, 500.0, "cpu", counts, recent)
 
 
 def _same_users(saved: SavedModel, test: EncodedInteractions) -> EncodedInteractions:

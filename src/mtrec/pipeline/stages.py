@@ -8,6 +8,7 @@ from typing import cast
 
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from mtrec import seeds
 from mtrec.config import RankerConfig
@@ -48,20 +49,31 @@ model (400 MB at this size); larger catalogues rank with the two-tower signals a
 
 
 def carve(
-    rows: EncodedInteractions, fraction: float, seed: int
+    rows: EncodedInteractions, fraction: float, seed: int, latest: bool = False
 ) -> tuple[EncodedInteractions, EncodedInteractions]:
-    """Split training rows into (stage one's rows, the ranker's held-aside rows), seeded."""
-    draw = torch.rand(len(rows), generator=torch.Generator().manual_seed(seed + seeds.RANKER_CARVE))
-    held = draw < fraction
+    """Split training rows into (stage one's rows, the ranker's held-aside rows), seeded;
+    ``latest``: the held-aside rows are the last ``fraction`` of ``rows`` (in time order),
+    as the test rows of a split by time are the latest."""
+    if latest:
+        held = torch.arange(len(rows)) >= len(rows) - round(len(rows) * fraction)
+    else:
+        draw = torch.Generator().manual_seed(seed + seeds.RANKER_CARVE)
+        held = torch.rand(len(rows), generator=draw) < fraction
     return rows.subset(~held), rows.subset(held)
 
 
 def two_stage(
-    model: MultiTaskModel, seen: SeenItems, ranker: Ranker, index: Index | None = None
+    model: MultiTaskModel,
+    seen: SeenItems,
+    ranker: Ranker,
+    index: Index | None = None,
+    recent: NDArray[np.float64] | None = None,
 ) -> TwoStage:
     """The fitted ``ranker`` over a stage one built around ``model`` (see ``stage_one``),
-    with the rating head's errors on ``seen`` where the ranker corrects ratings."""
-    stage = stage_one(model, seen, ranker.config, index, ranker.correction)
+    with the rating head's errors on ``seen`` where the ranker corrects ratings, and the
+    recency-weighted counts ``recent`` where it reads them (``Ranker.half_life``)."""
+    recent = recent if ranker.half_life is not None else None
+    stage = stage_one(model, seen, ranker.config, index, ranker.correction, recent)
     if stage.correction:
         stage = stage.updated(errors=training_errors(stage, seen))
     return TwoStage.around(stage, seen, ranker)
@@ -73,6 +85,7 @@ def stage_one(
     config: RankerConfig,
     index: Index | None = None,
     correction: float = 0.0,
+    recent: NDArray[np.float64] | None = None,
 ) -> StageOne:
     """Stage one over the training histories ``seen``: the model, an index of its items
     (exact unless given), EASE weights where the catalogue allows, item counts, and the
@@ -84,7 +97,8 @@ def stage_one(
     use_item_item = config.item_item and n_items <= ITEM_ITEM_MAX_ITEMS
     rows = seen.as_rows()
     weights = ease_weights(rows, n_items, config.item_item_lambda) if use_item_item else None
-    return StageOne(model, index, weights, interaction_counts(seen, n_items), correction)
+    counts = interaction_counts(seen, n_items)
+    return StageOne(model, index, weights, counts, correction, recent=recent)
 
 
 def fit_ranker_on_training_rows(
@@ -100,7 +114,8 @@ def fit_ranker_on_training_rows(
     ``verdicts``, stage one stops once its list of that share stops improving
     (``epochs``) and says so there."""
     tc = prepared.train_config
-    fit_rows, held = carve(prepared.train, config.holdout, tc.seed)
+    latest = prepared.split_kind == "temporal"  # its training rows are in time order
+    fit_rows, held = carve(prepared.train, config.holdout, tc.seed, latest)
     held, _ = sample_users(held, config.max_users, tc.seed + seeds.RANKER_USERS)
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
@@ -113,8 +128,10 @@ def fit_ranker_on_training_rows(
     finally:
         if verdicts is not None:
             verdicts.close()
+    half_life = prepared.recency.half_life  # stage one's own rows, weighted alike
+    recent = None if half_life is None else prepared.recency.counts(fit_rows, prepared.n_items)
     del fit_rows  # trained: its copy of the rows (300 MB at 16M) goes before the candidates
-    stage = stage_one(model, seen, config)
+    stage = stage_one(model, seen, config, recent=recent)
     if config.rating_correction and prepared.dataset.has_ratings and len(held):
         stage = stage.updated(correction=fit_correction(stage, seen, held))
     users = np.unique(held.user.numpy())
@@ -125,7 +142,7 @@ def fit_ranker_on_training_rows(
     found = stack_candidates(parts)
     held_args = (held.user.numpy(), held.item.numpy(), held.label.numpy())
     gains = gains_of(found, np.tile(users, len(parts)), *held_args, config, RatingScale.liked)
-    return fit_ranker(found, gains, config, stage.correction)
+    return fit_ranker(found, gains, config, stage.correction, half_life)
 
 
 SIDE_BY_SIDE_MAX_ROWS = 20_000_000

@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from mtrec.features import top_of_order
 from mtrec.ranking.item_item import item_item_source, union_rows
 from mtrec.ranking.queries import Queries
 from mtrec.ranking.ratings import head_ratings
@@ -24,6 +25,7 @@ FEATURES = (
     "history_x_item_item",
     "new_user_x_two_tower",
     "new_user_x_item_item",
+    "recent_popularity",
 )
 
 
@@ -65,9 +67,12 @@ def candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates
 def _candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidates:
     n_items = len(stage.counts)
     c = min(per_source, n_items)
-    _, tower_rows = stage.index.search(queries.embeddings, c, exclude=queries.exclusions())
+    excluded = queries.exclusions()
+    _, tower_rows = stage.index.search(queries.embeddings, c, exclude=excluded)
     item_item = item_item_source(stage, queries, c)
     lists = [tower_rows] if item_item is None else [tower_rows, item_item.top]
+    if stage.recent_order is not None:  # what is liked lately, on a log split by time
+        lists.append(top_of_order(stage.recent_order, excluded, len(queries), c))
     rows = union_rows(np.concatenate(lists, axis=1))
     valid = rows >= 0
     safe = np.where(valid, rows, 0)
@@ -85,6 +90,8 @@ def _candidates(stage: StageOne, queries: Queries, per_source: int) -> Candidate
     features[..., column["two_tower"]] = tower_z
     features[..., column["predicted_rating"]] = predicted
     features[..., column["popularity"]] = stage.popularity[safe]
+    if stage.recent_popularity is not None:
+        features[..., column["recent_popularity"]] = stage.recent_popularity[safe]
     features[..., column["two_tower_rank"]] = _rank_feature(tower, valid)
     features[..., column["history_x_two_tower"]] = length * tower_z
     new = ~known

@@ -28,6 +28,9 @@ class Ranker:
     config: RankerConfig
     correction: float = 0.0
     """Models saved before the correction existed have none (0)."""
+    half_life: float | None = None
+    """Seconds: the recency of the ``recent_popularity`` feature (the saved model's
+    fallback counts, ``features.recency``); None: that feature is off (zero)."""
 
     def score(self, found: Candidates) -> NDArray[np.float32]:
         """(n, c) scores; pads score -inf so they sort last."""
@@ -39,6 +42,7 @@ class Ranker:
             "features": list(FEATURES),
             "weights": [float(w) for w in self.weights],
             "correction": self.correction,
+            "recency_half_life": self.half_life,
             "config": self.config.to_dict(),
         }
 
@@ -47,23 +51,34 @@ class Ranker:
         """Rebuild from ``to_dict``; anything else raises ``ArtifactError`` naming ``where``."""
         weights = data.get("weights") if isinstance(data, dict) else None
         correction = data.get("correction", 0.0) if isinstance(data, dict) else None
+        half_life = data.get("recency_half_life") if isinstance(data, dict) else None
+        named = data.get("features") if isinstance(data, dict) else None
         if (
-            not isinstance(data, dict)
-            or data.get("features") != list(FEATURES)
+            not isinstance(named, list)
+            or not 0 < len(named) <= len(FEATURES)
+            or named != list(FEATURES[: len(named)])  # a file from before a feature: it weighs 0
             or not isinstance(weights, list)
-            or len(weights) != len(FEATURES)
+            or len(weights) != len(named)
             or not all(_finite(w) for w in weights)
             or not (_finite(correction) and 0 <= correction <= MAX_CORRECTION)
+            or not (half_life is None or (_finite(half_life) and half_life > 0))
         ):
             raise ArtifactError(
-                f"{where}: expected 'features' {list(FEATURES)}, as many finite 'weights' "
-                f"and a 'correction' in [0, {MAX_CORRECTION:g}]"
+                f"{where}: expected 'features' {list(FEATURES)} (or the first of them), as many "
+                f"finite 'weights', a 'correction' in [0, {MAX_CORRECTION:g}] and a "
+                "'recency_half_life' > 0 or null"
             )
+        weights = [*weights, *[0.0] * (len(FEATURES) - len(weights))]
         try:
             config = RankerConfig.from_dict(data.get("config", {}))
         except Exception as exc:
             raise ArtifactError(f"{where}: invalid ranker config ({exc})") from None
-        return cls(np.asarray(weights, dtype=np.float32), config, float(correction))
+        weights_array = np.asarray(weights, dtype=np.float32)
+        return cls(weights_array, config, float(correction), _seconds(half_life))
+
+
+def _seconds(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _finite(value: Any) -> bool:
@@ -78,7 +93,11 @@ def listwise_loss(scores: torch.Tensor, gains: torch.Tensor, pad: torch.Tensor) 
 
 
 def fit_ranker(
-    found: Candidates, gains: NDArray[np.float32], config: RankerConfig, correction: float = 0.0
+    found: Candidates,
+    gains: NDArray[np.float32],
+    config: RankerConfig,
+    correction: float = 0.0,
+    half_life: float | None = None,
 ) -> Ranker:
     """Fit the weights by :func:`listwise_loss` over the users with a positive, plus an
     L2 penalty (``correction``: the stage's, already fitted, kept with the weights).
@@ -96,7 +115,7 @@ def fit_ranker(
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()
-    return Ranker(w.detach().numpy().astype(np.float32), config, correction)
+    return Ranker(w.detach().numpy().astype(np.float32), config, correction, half_life)
 
 
 def gains_of(

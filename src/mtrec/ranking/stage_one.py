@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from numpy.typing import NDArray
 
+from mtrec.features import fallback_order
 from mtrec.index import Index
 from mtrec.model import MultiTaskModel, SplitHead
 from mtrec.ranking.neighbours import unit_rows
@@ -70,6 +71,9 @@ class StageOne:
     (``with_known_item_item``), like ``user_embeddings`` computed once: summing a
     request's history rows of the weights, then finding their top, was the largest step
     of a request; None: per query."""
+    recent: NDArray[np.float64] | None = None
+    """Each item's liked rows weighted by recency (``features.recency``), for the
+    ``recent_popularity`` feature; None: that feature is zero."""
     item_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     user_embeddings: NDArray[np.float32] = dataclasses.field(init=False)
     """Every known user's query embedding, computed once (a history-reading tower pools
@@ -80,6 +84,10 @@ class StageOne:
     """(n_users, 2) each known user's two-tower mean and spread over the catalogue."""
     popularity: NDArray[np.float64] = dataclasses.field(init=False)
     """Each item's popularity feature: log of its interactions, scaled to [0, 1]."""
+    recent_popularity: NDArray[np.float64] | None = dataclasses.field(init=False)
+    """Each item's rank by ``recent``, as -log(1 + rank) (None without it)."""
+    recent_order: NDArray[np.int64] | None = dataclasses.field(init=False)
+    """The item rows by ``recent``, most first: a third candidate source (None without)."""
     head: SplitHead | None = dataclasses.field(init=False)
     """The rating head frozen for serving, each item's share computed once."""
     unit_items: NDArray[np.float32] = dataclasses.field(init=False)
@@ -99,8 +107,11 @@ class StageOne:
         object.__setattr__(self, "item_moment", wide.T @ wide / max(len(wide), 1))
         object.__setattr__(self, "unit_items", unit_rows(items))
         object.__setattr__(self, "user_tower_stats", tower_stats(self, users))
-        scale = math.log1p(max(int(self.counts.max(initial=0)), 1))
-        object.__setattr__(self, "popularity", np.log1p(self.counts) / scale)
+        object.__setattr__(self, "popularity", _log_scaled(self.counts))
+        order = None if self.recent is None else fallback_order(self.recent)
+        object.__setattr__(self, "recent_order", order)
+        recent = None if order is None else _rank_scores(order)
+        object.__setattr__(self, "recent_popularity", recent)
 
     def updated(self, **fields: Any) -> StageOne:
         """This stage with ``fields`` (``correction``, ``errors``, ``known_item_item``)
@@ -110,6 +121,19 @@ class StageOne:
         for name, value in fields.items():
             object.__setattr__(out, name, value)
         return out
+
+
+def _log_scaled(counts: NDArray[np.int64] | NDArray[np.float64]) -> NDArray[np.float64]:
+    """log(1 + count) scaled to [0, 1] by the largest (at least 1)."""
+    return np.log1p(counts) / math.log1p(max(float(counts.max(initial=0)), 1.0))
+
+
+def _rank_scores(order: NDArray[np.int64]) -> NDArray[np.float64]:
+    """Per item row, -log(1 + its rank in ``order``): the scale of the ranker's other rank
+    features (a [0, 1] log count needed weights its 300 steps could not reach)."""
+    scores = np.empty(len(order), dtype=np.float64)
+    scores[order] = -np.log1p(np.arange(len(order)))
+    return scores
 
 
 def tower_stats(stage: StageOne, queries: NDArray[np.float32]) -> NDArray[np.float64]:
