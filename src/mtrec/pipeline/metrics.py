@@ -168,9 +168,12 @@ def _list_reports(
     if fallback is None:
         raise ValueError("_list_reports: users without training rows need the fallback list")
     newcomers = np.unique(rows[new])
-    width = next(iter(lists.values())).shape[1]
-    answer = np.broadcast_to(fallback_order(fallback)[:width], (len(newcomers), width))
-    lists = {name: np.concatenate([top, answer]) for name, top in lists.items()}
+    answer = fallback_order(fallback)[:k]
+    answer = np.broadcast_to(answer, (len(newcomers), len(answer)))
+    lists = {  # no known user: the model's lists are (0, 0)
+        name: np.concatenate([top if len(top) else top.reshape(0, answer.shape[1]), answer])
+        for name, top in lists.items()
+    }
     reports = list_reports(lists, np.concatenate([users, newcomers]), test)
     liked = test.label.numpy() >= RatingScale.liked
     fell_back = int(np.unique(rows[new & liked]).size)
