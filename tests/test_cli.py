@@ -371,8 +371,12 @@ def test_lax_values_are_refused_and_a_warm_start_takes_a_test_file(
     rating; and --init-from with --test-interactions was always refused, the saved split's
     holdout counting as a --holdout nobody gave."""
     model, data = tmp_path / "model", ["--data-dir", str(tiny_dir)]
-    base = ["train", *data, "--preset", "reference", "--epochs", "1", "-q"]
-    assert _run([*base, "-o", str(model)]) == 0
+    base = ["train", *data, "--epochs", "1", "-q"]
+    assert _run([*base, "--preset", "reference", "-o", str(model)]) == 0
+    # a warm start keeps the saved settings: a --preset beside it was ignored without a word
+    refused = [*base, "--preset", "tuned", "--init-from", str(model), "-o", str(tmp_path / "p")]
+    assert _run(refused) == 3
+    assert "goes without --init-from" in capsys.readouterr().err
     for replay in ("nan", "-1", "2"):
         argv = [*base, "--init-from", str(model), "--replay", replay, "-o", str(tmp_path / "r")]
         assert _run(argv) == 3, replay
@@ -442,8 +446,8 @@ def test_data_on_another_rating_scale_is_refused(
     """Issue 34: a warm start with 2..10 ratings onto a 1..5 model trained on labels up to
     2.25 (and showed a 10 as 5 stars); a 2..10 test file reported an RMSE of 3.9 stars."""
     model = tmp_path / "model"
-    base = ["--data-dir", str(tiny_dir), "--preset", "reference", "--epochs", "1", "-q"]
-    assert _run(["train", *base, "-o", str(model)]) == 0
+    base = ["--data-dir", str(tiny_dir), "--epochs", "1", "-q"]
+    assert _run(["train", *base, "--preset", "reference", "-o", str(model)]) == 0
     tens = tmp_path / "tens.csv"
     tens.write_text("user_id,item_id,rating\n1,1,2\n2,2,10\n3,3,6\n")
     warm = ["train", *base, "--init-from", str(model), "--interactions", str(tens)]

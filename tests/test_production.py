@@ -415,6 +415,8 @@ def test_warm_start_on_a_log_split_by_time(ml100k: Dataset) -> None:
     test = part(0.8, 1.0)
     known = known_rows(test.interactions, old.vocabs).known
     test = Dataset("test", test.interactions.take(np.flatnonzero(known)), has_ratings=True)
+    with pytest.raises(ConfigError, match="goes without"):  # the saved settings win: say so
+        mtrec.fit(part(0.6, 0.8), "tuned", init_from=old, holdout=None)
     warm = mtrec.fit(part(0.6, 0.8), init_from=old, holdout=None)
     full = mtrec.fit(part(0, 0.8), "default", holdout=None)
     assert len(warm.vocabs.users) > len(old.vocabs.users)  # the newer part brings new users

@@ -148,3 +148,29 @@ def test_non_finite_config_values_are_refused_before_any_work() -> None:
         with pytest.raises(ConfigError, match=named):
             make()
     assert TrainConfig(temperature=0.5).temperature == 0.5
+
+
+def test_minus_zero_is_not_id_zero() -> None:
+    """Issue 34: "-0" was read as user 0 (a data file keeps "-0" a string id of its own)."""
+    from mtrec.vocab import Vocab
+
+    vocab = Vocab("user", np.array([0, 5, -5]))
+    assert vocab.parse("0") == 0 and vocab.parse("-5") == -5
+    assert vocab.parse("-0") == "-0" and "-0" not in vocab
+
+
+def test_widths_are_bounded_and_tables_checked_against_memory() -> None:
+    """Issue 34: a huge ``embedding_dim`` failed allocating, with a traceback, after the
+    data had loaded; now the config or the model's build says which field and why."""
+    from mtrec.config import ModelConfig
+    from mtrec.errors import ConfigError
+    from mtrec.pipeline.prepare import check_tables_fit
+
+    with pytest.raises(ConfigError, match=r"embedding_dim: expected 1\.\.65536"):
+        ModelConfig(embedding_dim=10**9)
+    with pytest.raises(ConfigError, match="head_layers"):
+        ModelConfig(head_layers=(10**6,))
+    wide = ModelConfig(embedding_dim=4096, history=True)
+    check_tables_fit(1_000, 1_000, wide, memory=2**30)  # 3 x 4 B x 4096 x 3,000: 141 MiB
+    with pytest.raises(ConfigError, match=r"embedding_dim: 4096 for 100,000 users .* 2\.0 GiB"):
+        check_tables_fit(100_000, 10_000, wide, memory=2 * 2**30)

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from mtrec import artifact
-from mtrec.config import ModelConfig, RunConfig, TrainConfig
+from mtrec.config import ModelConfig, RunConfig, TrainConfig, refuse_preset_on_warm_start
 from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
 from mtrec.pipeline import evaluate_saved_on, served_summary, train_model
@@ -108,6 +108,7 @@ def fit(
     >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
     """
     dataset = as_dataset(data, columns, items)
+    refuse_preset_on_warm_start(preset, init_from is not None)
     warm = None
     if init_from is not None:
         warm = init_from.saved if isinstance(init_from, Recommender) else artifact.load(init_from)

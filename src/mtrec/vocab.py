@@ -10,7 +10,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from mtrec.errors import ArtifactError, DataError, UnknownIdError
 
-_CANONICAL_INT = re.compile(r"-?(0|[1-9][0-9]{0,18})")
+_CANONICAL_INT = re.compile(r"0|-?[1-9][0-9]{0,18}")
 """A decimal integer as written canonically: ASCII digits, no sign but '-', no leading
 zeros, at most 19 digits (int64). '05', ' 5', '²' or '٥' are not ids of user 5."""
 

@@ -28,7 +28,14 @@ from mtrec.cli.options import (
 )
 from mtrec.cli.program import err, invocation, out, relaunch_with_torchrun
 from mtrec.cli.render import ModelBar, metrics_line, progress_bars
-from mtrec.config import DATA_KEYS, RunConfig, effective_config, holdout_fraction, jsonable
+from mtrec.config import (
+    DATA_KEYS,
+    RunConfig,
+    effective_config,
+    holdout_fraction,
+    jsonable,
+    refuse_preset_on_warm_start,
+)
 from mtrec.distributed import World, join_from_env, leave
 from mtrec.errors import ConfigError
 from mtrec.evaluate import EVAL_USERS
@@ -166,6 +173,7 @@ def train_cmd(
     checkpoints = _checked_flags(
         workers, eval_users, replay, checkpoint_dir, checkpoint_every, keep_checkpoints, resume
     )
+    refuse_preset_on_warm_start(preset, init_from is not None)
     warm = None if init_from is None else artifact.load(init_from)
     saved_config = None if warm is None else artifact.config_document(warm)
     run = RunConfig.of(config, saved_config)  # then the flags over it

@@ -19,6 +19,7 @@ from mtrec.config.run import (
     effective_config,
     holdout_fraction,
     jsonable,
+    refuse_preset_on_warm_start,
 )
 
 __all__ = [
@@ -38,4 +39,5 @@ __all__ = [
     "jsonable",
     "preset",
     "ranker_preset",
+    "refuse_preset_on_warm_start",
 ]  # fmt: skip

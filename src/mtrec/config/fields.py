@@ -114,6 +114,11 @@ def _coerce(owner: str, key: str, hint: Any, value: Any) -> Any:
     return value
 
 
+MAX_WIDTH = 65_536
+"""The widest embedding or head layer a config takes: 256 times the widest measured (a
+width of 10^9 was an allocation failure's traceback after the data had loaded)."""
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig(_JsonConfig):
     """Shape of the multi-task model (the reference: 32-d towers, a 256-128-1 rating MLP)."""
@@ -156,11 +161,13 @@ class ModelConfig(_JsonConfig):
 
     def __post_init__(self) -> None:
         self._check_finite()
-        if self.embedding_dim < 1:
-            raise ConfigError(f"ModelConfig.embedding_dim: expected >= 1, got {self.embedding_dim}")
-        if any(width < 1 for width in self.head_layers):
+        if not 1 <= self.embedding_dim <= MAX_WIDTH:
             raise ConfigError(
-                f"ModelConfig.head_layers: expected widths >= 1, got {self.head_layers}"
+                f"ModelConfig.embedding_dim: expected 1..{MAX_WIDTH}, got {self.embedding_dim}"
+            )
+        if any(not 1 <= width <= MAX_WIDTH for width in self.head_layers):
+            raise ConfigError(
+                f"ModelConfig.head_layers: expected widths 1..{MAX_WIDTH}, got {self.head_layers}"
             )
         if not 0.0 <= self.new_user_rate < 1.0:
             raise ConfigError(

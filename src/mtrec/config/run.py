@@ -186,6 +186,17 @@ class RunConfig:
         return model_config, train_config, RankerConfig.from_dict({**(base or {}), **own})
 
 
+def refuse_preset_on_warm_start(preset: str | None, warm: bool) -> None:
+    """A warm start continues the saved model with its own settings, which would override
+    every one of a preset's: naming a preset beside it is an error, not a silent no-op."""
+    if warm and preset is not None:
+        raise ConfigError(
+            f"--preset / preset={preset!r} goes without --init-from / init_from: a warm start "
+            "keeps the saved model's settings (change training ones with flags, overrides or "
+            "a config)"
+        )
+
+
 def effective_config(
     model_config: ModelConfig,
     train_config: TrainConfig,

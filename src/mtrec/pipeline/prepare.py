@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 
 import numpy as np
 import torch
@@ -247,6 +248,7 @@ def build_model(
     and, for a user tower that reads histories, the users' training items ``history``."""
     if config.history and history is None:
         raise ConfigError("build_model: a model with config.history needs the users' histories")
+    check_tables_fit(len(vocabs.users), len(vocabs.items), config)
     if not (config.user_features or config.item_features):
         model = MultiTaskModel(len(vocabs.users), len(vocabs.items), config, seed=seed)
     else:
@@ -259,6 +261,27 @@ def build_model(
         if config.item_features:
             _cold_items_from_features(model, history)
     return model
+
+
+def check_tables_fit(
+    n_users: int, n_items: int, config: ModelConfig, memory: int | None = None
+) -> None:
+    """A ``ConfigError`` naming ``embedding_dim`` where the embedding tables, with their
+    optimizer's two moments, would not fit in ``memory`` bytes (default: this machine's):
+    the allocation failed with a traceback instead."""
+    if memory is None:
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (AttributeError, ValueError, OSError):  # not a POSIX system: not checked
+            return
+    rows = n_users + n_items * (2 if config.history else 1)
+    need = 3 * 4 * config.embedding_dim * rows
+    if need > memory:
+        raise ConfigError(
+            f"ModelConfig.embedding_dim: {config.embedding_dim} for {n_users:,} users and "
+            f"{n_items:,} items needs {need / 2**30:.1f} GiB of tables and optimizer state, "
+            f"more than the {memory / 2**30:.1f} GiB here"
+        )
 
 
 def _cold_items_from_features(model: MultiTaskModel, history: SeenItems) -> None:
