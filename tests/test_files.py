@@ -269,3 +269,21 @@ def test_float_ids_past_two_to_the_53_are_refused_not_merged() -> None:
     exact = pa.table({"user_id": [1.0, 2.0**53, None], "item_id": [1.0, 2.0, 3.0]})
     ds = load_interactions(exact, bad_rows="skip")
     assert ds.user_ids().tolist() == [1, 2**53] and ds.skipped == {"user_id": 1}
+
+
+def test_datetimes_with_sub_second_parts_are_read_to_the_second() -> None:
+    """Issue 34: a pandas ``datetime64`` column with milliseconds refused the whole frame
+    ("would lose data"); it is read to the second, as a decimal timestamp is."""
+    pd = pytest.importorskip("pandas")
+    from mtrec.estimator import as_dataset
+
+    frame = pd.DataFrame({
+        "user_id": [1, 2, 2],
+        "item_id": [10, 10, 11],
+        "rating": [4, 5, 3],
+        "timestamp": pd.to_datetime(
+            ["2024-01-01 00:00:01.250", "2024-01-01 00:00:02.000", "1969-12-31 23:59:59.500"]
+        ),
+    })  # fmt: skip
+    ds = as_dataset(frame)
+    assert ds.interactions.timestamp.tolist() == [1704067201, 1704067202, -1]

@@ -62,6 +62,8 @@ def number_values(column: Any, integer: bool) -> tuple[NDArray[Any], NDArray[np.
     column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    if pa.types.is_timestamp(column.type):  # to the second, as a decimal timestamp is (a
+        column = pc.floor_temporal(column, unit="second")  # part refused the whole frame)
     if pa.types.is_timestamp(column.type) or pa.types.is_date(column.type):
         column = pc.cast(column.cast(pa.timestamp("s")), pa.int64())
     if pa.types.is_string(column.type) or pa.types.is_large_string(column.type):
