@@ -157,7 +157,7 @@ def test_train_recommend_similar_evaluate(
     assert cold["fallback"] and cold["notice"] and cold["items"][0]["stars"] is None
 
     assert _run(["recommend", "-m", str(model), "-u", "3"]) == 0
-    assert "retrieved, then ranked" in capsys.readouterr().out
+    assert "retrieved, then ordered by the ranker's score" in capsys.readouterr().out
 
     assert _run(["similar", "-m", str(model), "-i", "1", "-k", "3", "--json"]) == 0
     assert len(json.loads(capsys.readouterr().out)) == 3

@@ -148,19 +148,23 @@ def recommend_cmd(
         return
     if result.notice:
         err.print(f"[yellow]notice:[/yellow] {result.notice}", highlight=False)
-    kind = "most popular (fallback)" if result.fallback else "retrieved, then ranked"
+    ranked = any(r.rank_score is not None for r in result.items)
+    kind = (
+        "most popular (fallback)"
+        if result.fallback
+        else "retrieved, then ordered by the ranker's score"
+        if ranked
+        else "retrieved, then ordered by predicted stars"
+    )
     who = f"user {user}" if user is not None else "a new user, from their history"
     table = Table(title=f"{who}: {kind}")
-    for col in ("#", "title", "genres", "retrieval score", "predicted stars"):
+    columns = ["#", "title", "genres", "retrieval score", "predicted stars"]
+    for col in [*columns, "ranker score"] if ranked else columns:
         table.add_column(col, justify="left" if col in ("title", "genres") else "right")
     for n, r in enumerate(result.items, start=1):
-        table.add_row(
-            str(n),
-            r.title or str(r.item_id),
-            ", ".join(r.genres),
-            num(r.retrieval_score, 3),
-            num(r.stars, 2),
-        )
+        cells = [str(n), r.title or str(r.item_id), ", ".join(r.genres)]
+        cells += [num(r.retrieval_score, 3), num(r.stars, 2)]
+        table.add_row(*cells, *([num(r.rank_score, 3)] if ranked else []))
     out.print(table)
 
 

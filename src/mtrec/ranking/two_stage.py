@@ -35,6 +35,8 @@ class RankedBatch:
     rows: NDArray[np.int64]
     retrieval: NDArray[np.float32]
     predicted: NDArray[np.float32]
+    score: NDArray[np.float32] | None = None
+    """The ranker's score, which orders the list (None: ordered by predicted rating)."""
 
     def take(self, order: NDArray[np.int64]) -> RankedBatch:
         """The columns in ``order`` (n, k'), per row."""
@@ -44,6 +46,7 @@ class RankedBatch:
             self.rows[per_row, order],
             self.retrieval[per_row, order],
             self.predicted[per_row, order],
+            None if self.score is None else self.score[per_row, order],
         )
 
 
@@ -166,7 +169,7 @@ class TwoStage:
         found = candidates(self.stage, queries, max(per_source, k))
         scores = self.ranker.score(found)
         order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
-        batch = RankedBatch(found.rows, found.retrieval, found.predicted).take(order)
+        batch = RankedBatch(found.rows, found.retrieval, found.predicted, scores).take(order)
         if not self.stage.correction:
             return batch
         # the ratings shown: the chosen items' corrected predictions (not the ranker's
@@ -174,4 +177,5 @@ class TwoStage:
         valid = batch.rows >= 0
         safe, head = np.where(valid, batch.rows, 0), np.where(valid, batch.predicted, 0.0)
         shown = corrected(self.stage, queries, safe, head.astype(np.float32))
-        return RankedBatch(batch.rows, batch.retrieval, np.where(valid, shown, -np.inf))
+        shown = np.where(valid, shown, -np.inf)
+        return RankedBatch(batch.rows, batch.retrieval, shown, batch.score)

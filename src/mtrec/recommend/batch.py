@@ -54,7 +54,8 @@ def write_all_users(
 ) -> int:
     """Write every known user's list to a Parquet file, atomically; returns the row count.
 
-    Columns: ``user_id, rank, item_id, title, retrieval_score, predicted_rating, stars``.
+    Columns: ``user_id, rank, item_id, title, retrieval_score, predicted_rating, stars,
+    rank_score`` (the ranking stage's score, which orders the list; null without one).
     Users are processed ``users_per_batch`` at a time, so memory stays bounded.
     """
     import pyarrow as pa
@@ -84,6 +85,9 @@ def write_all_users(
                         "retrieval_score": batch.retrieval[keep],
                         "predicted_rating": batch.predicted[keep],
                         "stars": rec.saved.scale.stars(batch.predicted[keep]),
+                        "rank_score": pa.nulls(int(keep.sum()), pa.float32())
+                        if batch.score is None
+                        else batch.score[keep],
                     }
                 )
                 if writer is None:

@@ -30,6 +30,9 @@ class Recommendation:
     """The rating head's scaled prediction y, unclipped (None for a fallback)."""
     stars: float | None
     """``1 + 4 y`` on MovieLens, clipped to the rating range (None for a fallback)."""
+    rank_score: float | None = None
+    """The ranking stage's score, which orders the list (None where the list is ordered
+    by predicted rating, or for a fallback)."""
 
     def to_dict(self) -> dict[str, Any]:
         """As JSON-ready data (``dataclasses.asdict`` is 10x slower on the serving path)."""
@@ -40,6 +43,7 @@ class Recommendation:
             "retrieval_score": self.retrieval_score,
             "predicted_rating": self.predicted_rating,
             "stars": self.stars,
+            "rank_score": self.rank_score,
         }
 
 
@@ -68,7 +72,7 @@ class Recommendations:
 
 FRAME_COLUMNS = (
     "user_id", "rank", "item_id", "title", "genres", "retrieval_score", "predicted_rating",
-    "stars", "fallback",
+    "stars", "rank_score", "fallback",
 )  # fmt: skip
 
 
@@ -80,13 +84,13 @@ def to_frame(lists: Sequence[Recommendations], kind: FrameKind = "pandas") -> An
 
     rows = [
         (lst.user_id, rank, r.item_id, r.title, list(r.genres), r.retrieval_score,
-         r.predicted_rating, r.stars, lst.fallback)
+         r.predicted_rating, r.stars, r.rank_score, lst.fallback)
         for lst in lists
         for rank, r in enumerate(lst.items, start=1)
     ]  # fmt: skip
     columns = list(zip(*rows, strict=True)) if rows else [()] * len(FRAME_COLUMNS)
     types = [None, pa.int32(), None, pa.string(), pa.list_(pa.string()), pa.float64(),
-             pa.float64(), pa.float64(), pa.bool_()]  # fmt: skip
+             pa.float64(), pa.float64(), pa.float64(), pa.bool_()]  # fmt: skip
     ids = [_id_type(c) for c in (columns[0], columns[2])]
     types[0], types[2] = ids
     table = pa.table(
@@ -185,6 +189,7 @@ def records_of(
                 retrieval_score=float(batch.retrieval[i, j]),
                 predicted_rating=float(batch.predicted[i, j]),
                 stars=float(stars[j]),
+                rank_score=None if batch.score is None else float(batch.score[i, j]),
             )
         )
     return out
