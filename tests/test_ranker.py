@@ -445,3 +445,29 @@ def test_the_evaluation_reads_the_ranking_stages_ease_weights(
     assert np.array_equal(again["EASE"], reused["EASE"])
     with pytest.raises(AssertionError, match="solved again"):
         lists.user_lists(rec.model, rec.two_stage, saved.seen, users, ease_lambda=499.0)
+
+
+def test_a_batch_ranks_in_bounded_passes_to_the_same_lists(
+    tiny_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 34: a 943-user batch with 1,000 candidates gathered every candidate at once
+    (482 MB above the service's size; eight at once, 4.5 GB). Passes of at most
+    ``CANDIDATE_ROWS`` users x candidates give the same lists (the ratings shown to
+    float32 rounding: the correction's products over fewer rows round differently)."""
+    from mtrec.recommend import recommender
+
+    def shown(lists: list) -> list:  # type: ignore[type-arg]
+        return [(r.item_id, r.rank_score, r.retrieval_score) for rs in lists for r in rs.items]
+
+    def stars(lists: list) -> np.ndarray:  # type: ignore[type-arg]
+        return np.array([r.stars for rs in lists for r in rs.items])
+
+    rec = Recommender(train_model(read_grouplens_dir(tiny_dir), HISTORY, CONFIG, ranker=RANKER))
+    users = rec.vocabs.users.id_array[:25].tolist()
+    for ranking in (True, False):
+        whole = rec.recommend_many(users, k=5, candidates=20, ranking=ranking)
+        monkeypatch.setattr(recommender, "CANDIDATE_ROWS", 40)  # two users a pass
+        passes = rec.recommend_many(users, k=5, candidates=20, ranking=ranking)
+        monkeypatch.setattr(recommender, "CANDIDATE_ROWS", 1_000_000)
+        assert shown(passes) == shown(whole) and len(shown(whole)) == 125
+        np.testing.assert_allclose(stars(passes), stars(whole), atol=1e-5)

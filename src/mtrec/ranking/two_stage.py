@@ -12,6 +12,7 @@ Two ways to order the candidates:
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
@@ -37,6 +38,24 @@ class RankedBatch:
     predicted: NDArray[np.float32]
     score: NDArray[np.float32] | None = None
     """The ranker's score, which orders the list (None: ordered by predicted rating)."""
+
+    @staticmethod
+    def stack(parts: list[RankedBatch]) -> RankedBatch:
+        """Several batches' rows, one after another, padded to the widest (-1 rows)."""
+        width = max(p.rows.shape[1] for p in parts)
+
+        def pad(a: NDArray[Any], value: float) -> NDArray[Any]:
+            return np.pad(a, [(0, 0), (0, width - a.shape[1])], constant_values=value)
+
+        scores = [p.score for p in parts]
+        return RankedBatch(
+            np.concatenate([pad(p.rows, -1) for p in parts]),
+            np.concatenate([pad(p.retrieval, -np.inf) for p in parts]),
+            np.concatenate([pad(p.predicted, -np.inf) for p in parts]),
+            None
+            if any(s is None for s in scores)
+            else np.concatenate([pad(s, -np.inf) for s in scores]),  # type: ignore[arg-type]
+        )
 
     def take(self, order: NDArray[np.int64]) -> RankedBatch:
         """The columns in ``order`` (n, k'), per row."""
