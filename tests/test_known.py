@@ -7,6 +7,7 @@ with the fallback a deployment serves them, and the report counts them.
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -17,8 +18,8 @@ from mtrec.config import ModelConfig, TrainConfig
 from mtrec.data import Dataset, Interactions
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.data.split import make_split
-from mtrec.features import EncodedInteractions, fallback_order, liked_counts
-from mtrec.pipeline import prepare, train_model
+from mtrec.features import EncodedInteractions, RatingScale, fallback_order, liked_counts
+from mtrec.pipeline import build_model, prepare, train_model
 from mtrec.pipeline.metrics import _list_reports
 from mtrec.recommend import Recommender
 
@@ -61,6 +62,39 @@ def test_the_vocabularies_and_popularity_come_from_training_rows(tiny_dir: Path,
         assert int(prepared.new_user_test.user.min()) == prepared.n_users
     else:
         assert prepared.new_user_test is None
+
+
+def test_the_rating_scale_comes_from_training_rows(tiny_dir: Path) -> None:
+    """Only the latest rows hold five stars: a split by time scales ratings by 1..4, the
+    range its training rows show (the whole log's 1..5 read the test rows)."""
+    ds = read_grouplens_dir(tiny_dir)
+    rows = ds.interactions
+    late = rows.timestamp >= np.quantile(rows.timestamp, 0.8)
+    rating = np.where(~late & (rows.rating == 5), 4, rows.rating).astype(np.float32)
+    ds = Dataset(ds.name, dataclasses.replace(rows, rating=rating), ds.items, ds.users)
+    prepared = prepare(ds, SMALL, CONFIG, split="temporal")
+    assert (prepared.scale.low, prepared.scale.high) == (1.0, 4.0)
+    assert (RatingScale.of(ds).low, RatingScale.of(ds).high) == (1.0, 5.0)
+
+
+def test_catalogue_items_without_a_training_row_are_counted_cold(tiny_dir: Path) -> None:
+    """Issue 33: with a catalogue every item is in the vocabulary, so a test row on an item
+    no training row holds counted as known (u1 with --items-file: 0 unseen rows, 32
+    without); it is evaluated and counted as a cold item's."""
+    ds = read_grouplens_dir(tiny_dir)
+    rows = ds.interactions
+    on_40 = rows.item == 40
+    train = Dataset(ds.name, rows.take(np.flatnonzero(~on_40)), ds.items, ds.users)
+    test = Dataset(ds.name, rows.take(np.flatnonzero(on_40)), ds.items, ds.users)
+    prepared = prepare(train, SMALL, CONFIG, test=test)
+    assert 40 in prepared.vocabs.items  # from the catalogue
+    assert prepared.unseen is not None
+    said = prepared.unseen.to_dict()
+    assert said["cold_item_rows"] == int(on_40.sum()) and said["cold_items"] == 1
+    assert said["rows"] == 0  # evaluated, not left out
+    model = build_model(train, prepared.vocabs, SMALL, 3, prepared.seen)
+    row = prepared.vocabs.items.row(40)
+    assert not model.item_embedding.weight[row].any()  # embedded from its side features
 
 
 def test_users_without_training_rows_get_the_fallback_everywhere(tiny_dir: Path) -> None:

@@ -83,6 +83,7 @@ def test_a_test_file_of_its_own_counts_unseen_ids(tiny_dir: Path, tmp_path: Path
     assert set(prepared.new_user_test.user.tolist()) == {prepared.n_users, prepared.n_users + 1}
     assert prepared.unseen is not None  # ...and the unknown item's row left out: all counted
     said = {"rows": 1, "users": 2, "items": 1, "new_user_rows": 3}
+    said |= {"cold_item_rows": 0, "cold_items": 0}  # no catalogue: every known item trained
     assert prepared.unseen.to_dict() == said
     saved = train_model(train, SMALL, CONFIG, test=test)
     assert saved.metrics["unseen_test"] == said
@@ -109,7 +110,8 @@ def test_cli_train_on_one_file_and_evaluate_on_another(tiny_dir: Path, tmp_path:
     train = ["train", "--interactions", str(base), "-o", str(model), *args]
     assert _run([*train, "--test-interactions", str(test)]) == 0
     metrics = json.loads((model / "metrics.json").read_text())
-    assert metrics["unseen_test"] == {"rows": 0, "users": 1, "items": 0, "new_user_rows": 1}
+    counts = {"rows": 0, "users": 1, "items": 0, "new_user_rows": 1}
+    assert metrics["unseen_test"] == counts | {"cold_item_rows": 0, "cold_items": 0}
     assert _run([*train, "--test-interactions", str(test), "--holdout", "0.1"]) == 3
     deployed = tmp_path / "deployed"
     deploy = ["train", "--interactions", str(base), "-o", str(deployed), *args]
@@ -184,7 +186,8 @@ def test_fit_evaluate_recommend_save_from_frames(tiny_dir: Path, tmp_path: Path)
     measured = model.evaluate(test, columns)
     assert measured["top_k_accuracy"] == model.metrics["top_k_accuracy"]
     assert measured["served"] == model.metrics["served"]
-    assert measured["unseen_test"] == {"rows": 0, "users": 0, "items": 0, "new_user_rows": 0}
+    counts = {"rows": 0, "users": 0, "items": 0, "new_user_rows": 0}
+    assert measured["unseen_test"] == counts | {"cold_item_rows": 0, "cold_items": 0}
     frame = mtrec.to_frame(model.recommend_many([1, 2, 999], k=3))
     assert list(frame.columns) == list(FRAME_COLUMNS)
     assert frame["user_id"].tolist() == [1] * 3 + [2] * 3 + [999] * 3

@@ -417,7 +417,11 @@ def test_train_fits_the_ranker_beside_the_model_to_the_same_result(
     for name, weights in beside.model.state_dict().items():
         assert torch.equal(weights, after.model.state_dict()[name]), name
     assert beside.ranker is not None and after.ranker is not None
-    assert beside.ranker.to_dict() == after.ranker.to_dict()
+    # the ranker's fit: a matrix-vector product whose bits depend on the thread count on
+    # some CPUs (one thread beside, two after; Intel Xeon: the 8th digit); the lists agree
+    ours, theirs = beside.ranker.to_dict(), after.ranker.to_dict()
+    np.testing.assert_allclose(ours.pop("weights"), theirs.pop("weights"), rtol=1e-5, atol=1e-6)
+    assert ours == theirs
     assert beside.metrics["lists"] == after.metrics["lists"]
 
 

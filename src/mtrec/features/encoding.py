@@ -33,10 +33,11 @@ class RatingScale:
     top-k accuracy counts only these rows)."""
 
     @classmethod
-    def of(cls, dataset: Dataset) -> RatingScale:
+    def of(cls, dataset: Dataset, rows: Interactions | None = None) -> RatingScale:
         """The scale of a dataset's ratings: their observed range (1..5 on MovieLens-100K,
-        0.5..5 on the half-star sets). Implicit feedback (no ratings) maps to 1."""
-        rating = dataset.interactions.rating
+        0.5..5 on the half-star sets), over ``rows`` where given (the training rows: no
+        evaluation row sets it). Implicit feedback (no ratings) maps to 1."""
+        rating = (dataset.interactions if rows is None else rows).rating
         if not dataset.has_ratings or not len(rating):
             return cls(0.0, 1.0)
         low, high = float(rating.min()), float(rating.max())
@@ -189,6 +190,18 @@ class Unseen:
     """Distinct unknown items."""
     new_user: NDArray[np.bool_] | None = None
     """Rows of an unknown user on a known item (None: not told apart, all left out)."""
+    cold_item_rows: int | None = None
+    """Evaluated rows on a catalogue item without a training row (known from the catalogue,
+    embedded from its side features); None: not counted."""
+    cold_items: int | None = None
+    """Distinct such items."""
+
+    def with_cold(self, items: NDArray[np.int64], trained: NDArray[np.bool_]) -> Unseen:
+        """These counts with the cold items among the evaluated rows' ``items`` (item rows)
+        counted: those ``trained`` (per item row: has a training row) says are not."""
+        cold = ~trained[items]
+        n_items = len(np.unique(items[cold]))
+        return dataclasses.replace(self, cold_item_rows=int(cold.sum()), cold_items=n_items)
 
     @property
     def rows(self) -> int:
@@ -200,6 +213,8 @@ class Unseen:
         said = {"rows": self.rows, "users": self.users, "items": self.items}
         if self.new_user is not None:
             said["new_user_rows"] = int(self.new_user.sum())
+        if self.cold_item_rows is not None and self.cold_items is not None:
+            said["cold_item_rows"], said["cold_items"] = self.cold_item_rows, self.cold_items
         return said
 
 

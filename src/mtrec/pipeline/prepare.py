@@ -137,7 +137,7 @@ def prepare(
         if init_from is None
         else extended_vocabs(init_from, dataset, parts.train)
     )
-    scale = RatingScale.of(dataset) if init_from is None else init_from.scale
+    scale = RatingScale.of(dataset, parts.train) if init_from is None else init_from.scale
     if init_from is not None:
         scale.check_fits(dataset, "the warm start's interactions")
     by_time = split == "temporal"  # the next weeks are tested: recency is worth choosing
@@ -170,11 +170,30 @@ def prepare(
         train=train_data,
         test=test_data,
         seen=seen,
-        unseen=unseen if len(test_data) or new_users is not None else None,
+        unseen=_counted(unseen, test_data, new_users, seen, len(vocabs.items)),
         new_user_test=new_users,
         recency=choose_recency(train_data, len(vocabs.items)) if by_time else NO_RECENCY,
         test_source="" if test is None else test.source or test.name,
     )
+
+
+def _counted(
+    unseen: Unseen,
+    test: EncodedInteractions,
+    new_users: EncodedInteractions | None,
+    seen: SeenItems,
+    n_items: int,
+) -> Unseen | None:
+    """``unseen`` with the evaluated rows on cold items counted (None: nothing held out)."""
+    if not len(test) and new_users is None:
+        return None
+    items = [test.item.numpy()] + ([] if new_users is None else [new_users.item.numpy()])
+    return unseen.with_cold(np.concatenate(items), trained_items(seen, n_items))
+
+
+def trained_items(seen: SeenItems, n_items: int) -> NDArray[np.bool_]:
+    """Per item row, whether a training row holds it (the others are cold items)."""
+    return np.bincount(seen.items, minlength=n_items) > 0
 
 
 def _fitting_configs(
@@ -289,7 +308,7 @@ def _cold_items_from_features(model: MultiTaskModel, history: SeenItems) -> None
     it would never train (no batch holds the item), so its random start would stay in
     the item's embedding beside its side features. At zero it stays zero, and the item is
     embedded from its side features alone."""
-    cold = np.bincount(history.items, minlength=model.n_items) == 0
+    cold = ~trained_items(history, model.n_items)
     if cold.any():
         with torch.no_grad():
             model.item_embedding.weight[torch.from_numpy(cold)] = 0.0

@@ -11,7 +11,7 @@ from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import EvalReport, ListReport, sample_users
 from mtrec.features import EncodedInteractions, Unseen
 from mtrec.pipeline.metrics import _list_reports, held_out_report, served_ratings
-from mtrec.pipeline.prepare import held_out_rows
+from mtrec.pipeline.prepare import held_out_rows, trained_items
 from mtrec.ranking import TwoStage
 
 
@@ -76,6 +76,7 @@ def evaluate_saved_on(saved: SavedModel, test: Dataset, *, k: int = 10) -> Evalu
     if not len(known):
         raise DataError("no test row has a user and an item seen in training", path=where)
     encoded = _with(known, new_users)
+    unseen = unseen.with_cold(encoded.item.numpy(), trained_items(saved.seen, saved.model.n_items))
     rated = saved.data.get("has_ratings", True) and test.has_ratings
     two = saved.two_stage()
     report = _saved_report(saved, encoded, rated, two)

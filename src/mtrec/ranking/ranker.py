@@ -111,7 +111,7 @@ def fit_ranker(
     w = torch.zeros(x.shape[-1], requires_grad=True)
     optimizer = Adam([w], lr=config.learning_rate)  # torch.optim's costs a second's import
     for _ in range(config.steps if len(x) else 0):
-        loss = listwise_loss((x * w).sum(-1), g, pad) + config.l2 * (w**2).sum()
+        loss = listwise_loss(x @ w, g, pad) + config.l2 * (w**2).sum()
         optimizer.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         optimizer.step()

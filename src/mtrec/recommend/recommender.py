@@ -37,9 +37,7 @@ from mtrec.recommend.records import (
 from mtrec.vocab import Vocab
 
 CANDIDATE_ROWS = 32_768
-"""Users x candidates (per source) ranked in one pass: a batch of 943 users x 1,000
-candidates x k 100 gathered every candidate's embedding and features at once and peaked
-482 MB above the service's resident size (eight such requests at once, 4.5 GB)."""
+"""Users x candidates ranked in one pass (943 users x 1,000 candidates at once: +472 MB)."""
 
 
 class Recommender:
@@ -192,16 +190,13 @@ class Recommender:
         ``ranking=False``: the first stage's top ``k`` in retrieval order. ``blocked``:
         item rows no list holds (``blocked_rows``). At most ``CANDIDATE_ROWS`` users x
         candidates a pass: memory stays bounded whatever the batch."""
-        per_user = max(candidates or 100, k)
-        chunk = max(1, CANDIDATE_ROWS // per_user)
+        chunk = max(1, CANDIDATE_ROWS // max(candidates or 100, k))
         if len(user_rows) > chunk:
-            parts = [
-                self.rank_rows(
-                    user_rows[lo : lo + chunk], k, candidates, exclude_seen, ranking, blocked
-                )
-                for lo in range(0, len(user_rows), chunk)
-            ]
-            return RankedBatch.stack(parts)
+            args = (k, candidates, exclude_seen, ranking, blocked)
+            parts = range(0, len(user_rows), chunk)
+            return RankedBatch.stack(
+                [self.rank_rows(user_rows[i : i + chunk], *args) for i in parts]
+            )
         if self.two_stage is not None and ranking:
             stage = self.two_stage.stage
             queries = user_queries(stage, user_rows, self.saved.seen, exclude_seen, blocked)
