@@ -67,9 +67,8 @@ def liked_counts(
 
 def fallback_order(popularity: NDArray[Any]) -> NDArray[np.int64]:
     """Item rows by descending ``popularity`` (liked counts, maybe weighted by recency:
-    ``Prepared.fallback_counts``; ties by row): the list a
-    user the model does not know is served, and that every evaluated list gives such a
-    user."""
+    ``Prepared.fallback_counts``; ties by row): the list a user the model does not know
+    is served, and that every evaluated list gives such a user."""
     return np.argsort(-popularity, kind="stable").astype(np.int64)
 
 
