@@ -25,6 +25,7 @@ except ImportError:  # h11 comes with uvicorn itself
         H11Protocol as _HttpProtocol,
     )
 from mtrec.errors import ArtifactError, ConfigError
+from mtrec.runtime import tune_allocator_to_serve
 from mtrec.serve.app import create_app
 from mtrec.serve.guard import LOOPBACK_HOSTS
 
@@ -108,6 +109,7 @@ def worker_app() -> FastAPI:
 
 
 def _worker_app(settings: dict[str, Any], supervised: Path | None = None) -> FastAPI:
+    tune_allocator_to_serve()
     import torch
     from threadpoolctl import threadpool_limits
 

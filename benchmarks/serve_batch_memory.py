@@ -1,0 +1,94 @@
+"""Maximal batch requests at once against one server: its memory before, at peak and after
+(issue 34: eight 1,000-user x 1,000-candidate x k 100 batches reached 4.5 GB, 2 GB held).
+
+Serves ``--model``, reads the server's resident memory from ``/proc`` (its processes
+summed: the peak is the sum of each one's ``VmHWM``), sends
+``--concurrent`` POST ``/v1/recommendations:batch`` requests at once (the model's first
+1,000 users, ``candidates`` 1,000, ``k`` 100), and prints the resident size before, the
+peak (``VmHWM``) and after, and each request's seconds. Linux only.
+
+    python benchmarks/serve_batch_memory.py --model DIR
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+from serve_load import free_port, wait_ready
+
+
+def tree(pid: int) -> list[int]:
+    """``pid`` and its descendants (the service's workers run in processes of their own)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(p for child in children for p in tree(int(child)))]
+
+
+def memory_kb(pid: int, field: str) -> int:
+    """A ``/proc/PID/status`` field (``VmRSS``, ``VmHWM``) in kB, summed over the tree."""
+    total = 0
+    for each in tree(pid):
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                total += int(line.split()[1])
+    return total
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", type=Path, required=True)
+    ap.add_argument("--concurrent", type=int, default=8)
+    args = ap.parse_args()
+    users = json.loads((args.model / "vocab.json").read_text())["users"]["ids"][:1000]
+    body = json.dumps({"user_ids": users, "k": 100, "candidates": 1000}).encode()
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mtrec", "serve", "-m", str(args.model), "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_ready(base)
+        before = memory_kb(server.pid, "VmRSS")
+        seconds: list[float] = []
+
+        def one() -> None:
+            started = time.perf_counter()
+            request = urllib.request.Request(
+                f"{base}/v1/recommendations:batch",
+                data=body,
+                headers={"content-type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=600) as response:
+                assert response.status == 200
+                response.read()
+            seconds.append(time.perf_counter() - started)
+
+        threads = [threading.Thread(target=one) for _ in range(args.concurrent)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        time.sleep(1.0)
+        peak, after = memory_kb(server.pid, "VmHWM"), memory_kb(server.pid, "VmRSS")
+        print(
+            f"{args.concurrent} batches of {len(users)} users x 1,000 candidates x k 100 at once: "
+            f"resident {before / 1024:.0f} MB before, peak {peak / 1024:.0f} MB "
+            f"(+{(peak - before) / 1024:.0f}), {after / 1024:.0f} MB after "
+            f"(+{(after - before) / 1024:.0f}); {len(seconds)} answered in "
+            f"{min(seconds):.1f}-{max(seconds):.1f} s"
+        )
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+if __name__ == "__main__":
+    main()
