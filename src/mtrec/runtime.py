@@ -23,6 +23,16 @@ _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 
 
+def _glibc() -> ctypes.CDLL | None:
+    """The C library where it is glibc on Linux (whose ``mallopt`` these settings are)."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:
+        return None
+
+
 def tune_allocator() -> bool:
     """Keep freed large blocks in glibc's heap instead of returning them to the OS.
 
@@ -39,11 +49,8 @@ def tune_allocator() -> bool:
     while ``mtrec compare`` keeps its ~80k faults. Returns whether it applied (glibc on
     Linux only; elsewhere it does nothing).
     """
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     # blocks below 32 MB come from the heap, and up to 256 MB of freed ones stay there
     ok = libc.mallopt(_M_MMAP_THRESHOLD, 32 << 20)
@@ -63,11 +70,8 @@ def tune_allocator_to_serve() -> bool:
     they had been answered (peak +736 MB); with this, +145-159 MB (peak +549-576 MB)
     (``benchmarks/serve_batch_memory.py``, ML-100K's default model). Returns whether it
     applied (glibc on Linux only)."""
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-    except OSError:
+    libc = _glibc()
+    if libc is None:
         return False
     ok = libc.mallopt(_M_ARENA_MAX, 2)
     ok &= libc.mallopt(_M_TRIM_THRESHOLD, 32 << 20)
