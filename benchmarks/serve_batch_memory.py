@@ -21,23 +21,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serve_load import free_port, wait_ready
-
-
-def tree(pid: int) -> list[int]:
-    """``pid`` and its descendants (the service's workers run in processes of their own)."""
-    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    return [pid, *(p for child in children for p in tree(int(child)))]
-
-
-def memory_kb(pid: int, field: str) -> int:
-    """A ``/proc/PID/status`` field (``VmRSS``, ``VmHWM``) in kB, summed over the tree."""
-    total = 0
-    for each in tree(pid):
-        for line in Path(f"/proc/{each}/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                total += int(line.split()[1])
-    return total
+from serve_load import free_port, memory_mb, wait_ready
 
 
 def main() -> None:
@@ -56,7 +40,7 @@ def main() -> None:
     )
     try:
         wait_ready(base)
-        before = memory_kb(server.pid, "VmRSS")
+        before = memory_mb(server.pid)
         seconds: list[float] = []
 
         def one() -> None:
@@ -77,12 +61,11 @@ def main() -> None:
         for thread in threads:
             thread.join()
         time.sleep(1.0)
-        peak, after = memory_kb(server.pid, "VmHWM"), memory_kb(server.pid, "VmRSS")
+        peak, after = memory_mb(server.pid, "VmHWM"), memory_mb(server.pid)
         print(
             f"{args.concurrent} batches of {len(users)} users x 1,000 candidates x k 100 at once: "
-            f"resident {before / 1024:.0f} MB before, peak {peak / 1024:.0f} MB "
-            f"(+{(peak - before) / 1024:.0f}), {after / 1024:.0f} MB after "
-            f"(+{(after - before) / 1024:.0f}); {len(seconds)} answered in "
+            f"resident {before:.0f} MB before, peak {peak:.0f} MB (+{peak - before:.0f}), "
+            f"{after:.0f} MB after (+{after - before:.0f}); {len(seconds)} answered in "
             f"{min(seconds):.1f}-{max(seconds):.1f} s"
         )
     finally:

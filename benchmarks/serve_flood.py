@@ -24,7 +24,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from serve_load import free_port, wait_ready
+from serve_load import free_port, memory_mb, wait_ready
 
 LUA = r"""
 counter = 0
@@ -35,13 +35,6 @@ request = function()
 end
 """
 KEY = "flood-benchmark-key"
-
-
-def rss_mb(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
 
 
 def main() -> None:
@@ -67,7 +60,7 @@ def main() -> None:
     auth = {"Authorization": f"Bearer {KEY}"}
     try:
         wait_ready(base)
-        before = rss_mb(server.pid)
+        before = memory_mb(server.pid)
         script = Path(tempfile.mkdtemp()) / "flood.lua"
         script.write_text(LUA)
         stop = threading.Event()
@@ -95,7 +88,7 @@ def main() -> None:
         ).stdout
         stop.set()
         thread.join()
-        after = rss_mb(server.pid)
+        after = memory_mb(server.pid)
         sent = next(line for line in out.splitlines() if "requests in" in line).split()[0]
         healthz.sort()
         p99 = healthz[min(len(healthz) - 1, int(0.99 * len(healthz)))]

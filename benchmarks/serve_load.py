@@ -57,6 +57,18 @@ end
 """
 
 
+def memory_mb(pid: int, field: str = "VmRSS") -> float:
+    """A ``/proc/PID/status`` memory field (``VmRSS``, ``VmHWM``) in MB, summed over
+    ``pid`` and its descendants (a service's workers run in processes of their own)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    own = next(
+        int(line.split()[1])
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+        if line.startswith(field + ":")
+    )
+    return own / 1024 + sum(memory_mb(int(child), field) for child in children)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

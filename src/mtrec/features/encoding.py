@@ -188,8 +188,8 @@ class Unseen:
     """Distinct unknown users."""
     items: int
     """Distinct unknown items."""
-    new_user: NDArray[np.bool_] | None = None
-    """Rows of an unknown user on a known item (None: not told apart, all left out)."""
+    new_user: NDArray[np.bool_]
+    """Rows of an unknown user on a known item (evaluated on the fallback list)."""
     cold_item_rows: int | None = None
     """Evaluated rows on a catalogue item without a training row (known from the catalogue,
     embedded from its side features); None: not counted."""
@@ -205,14 +205,12 @@ class Unseen:
 
     @property
     def rows(self) -> int:
-        """Rows left out: an unknown item's (or, untold apart, any unknown id's)."""
-        left_out = ~self.known if self.new_user is None else ~(self.known | self.new_user)
-        return int(left_out.sum())
+        """Rows left out: those on an unknown item."""
+        return int((~(self.known | self.new_user)).sum())
 
     def to_dict(self) -> dict[str, int]:
         said = {"rows": self.rows, "users": self.users, "items": self.items}
-        if self.new_user is not None:
-            said["new_user_rows"] = int(self.new_user.sum())
+        said["new_user_rows"] = int(self.new_user.sum())
         if self.cold_item_rows is not None and self.cold_items is not None:
             said["cold_item_rows"], said["cold_items"] = self.cold_item_rows, self.cold_items
         return said

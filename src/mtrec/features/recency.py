@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 
 from mtrec.config import LIKED
 from mtrec.features.encoding import EncodedInteractions
+from mtrec.features.history import liked_counts
 
 HALF_LIVES = (1 / 2, 1 / 8, 1 / 32)
 """The half-lives tried, as shares of the training rows' time span (besides none: plain
@@ -32,10 +33,10 @@ def recent_counts(
     """Per item row, its rows rated at least ``min_label``, each weighing
     ``2 ** -(age / half_life)`` (age: seconds before the latest row); plain counts where
     ``half_life`` is None."""
+    if half_life is None or rows.time is None or not len(rows):
+        return liked_counts(rows, n_items, min_label).astype(np.float64)
     liked = rows.label >= min_label
     items = rows.item[liked].numpy()
-    if half_life is None or rows.time is None or not len(items):
-        return np.bincount(items, minlength=n_items).astype(np.float64)
     time = rows.time.numpy()
     age = (time.max() - time[liked.numpy()]).astype(np.float64)
     weighted = np.bincount(items, weights=np.exp2(-age / half_life), minlength=n_items)

@@ -108,7 +108,7 @@ def _held_out_metrics(
     scale, rated = prepared.scale, prepared.dataset.has_ratings
     head = held_out_report(model, known, scale, rated, device=device)
     reference = served_ratings(head, two, prepared.seen, known, scale)
-    counts, recent = prepared.fallback_counts(), prepared.recency.half_life is not None
+    counts, recent = prepared.fallback_counts, prepared.recency.half_life is not None
     lists = _list_reports(model, two, prepared.seen, test, k, 500.0, device, counts, recent)
     new_users = int(np.unique(test.user[test.user >= prepared.n_users].numpy()).size)
     said = {
@@ -134,7 +134,7 @@ def served_lists(
 ) -> list[ListReport]:
     """The served list beside retrieval alone, popularity and EASE on the held-out rows
     (users without a training row answered by the fallback list in each)."""
-    counts, recent = prepared.fallback_counts(), prepared.recency.half_life is not None
+    counts, recent = prepared.fallback_counts, prepared.recency.half_life is not None
     rows, seen = prepared.evaluated_rows(), prepared.seen
     return _list_reports(model, two, seen, rows, k, ease_lambda, device, counts, recent)
 

@@ -5,6 +5,7 @@ items, and a model built for them.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import os
 
@@ -73,9 +74,11 @@ class Prepared:
     """How recent liked rows weigh in the fallback counts and the ranker's
     ``recent_popularity`` (chosen on the latest training rows on a split by time)."""
 
+    @functools.cached_property
     def fallback_counts(self) -> NDArray[np.float64]:
         """Per item, what users the model does not know are served by: its liked training
-        rows, weighted by ``recency``."""
+        rows, weighted by ``recency`` (counted once: the ranking stage, the evaluation and
+        the saved model each read it)."""
         return self.recency.counts(self.train, self.n_items)
 
     @property
@@ -84,11 +87,8 @@ class Prepared:
         return len(self.test) > 0 or self.new_user_test is not None
 
     def evaluated_rows(self) -> EncodedInteractions:
-        """The test rows a report measures: the known users' and, numbered after them,
-        those of users without a training row (``new_user_test``)."""
-        if self.new_user_test is None:
-            return self.test
-        return EncodedInteractions.cat([self.test, self.new_user_test])
+        """The test rows a report measures (``evaluated_rows``)."""
+        return evaluated_rows(self.test, self.new_user_test)
 
     @property
     def n_users(self) -> int:
@@ -227,6 +227,14 @@ def _given_split(dataset: Dataset, test: Dataset, seed: int) -> Split:
     return Split(no_holdout(dataset.interactions, seed=seed).train, test.interactions, seed)
 
 
+def evaluated_rows(
+    known: EncodedInteractions, new_users: EncodedInteractions | None
+) -> EncodedInteractions:
+    """The test rows a report measures: the known users' and, numbered after them, those
+    of users without a training row (``held_out_rows``' two parts)."""
+    return known if new_users is None else EncodedInteractions.cat([known, new_users])
+
+
 def held_out_rows(
     test: Interactions, vocabs: Vocabs, scale: RatingScale, where: str
 ) -> tuple[EncodedInteractions, EncodedInteractions | None, Unseen]:
@@ -236,7 +244,6 @@ def held_out_rows(
     model never saw left out. All counted in the ``Unseen``, and said."""
     unseen = known_rows(test, vocabs)
     known = encode(test.take(np.flatnonzero(unseen.known)), vocabs, scale)
-    assert unseen.new_user is not None
     new_rows = test.take(np.flatnonzero(unseen.new_user))
     new_users = None
     if len(new_rows):  # numbered among themselves, then after the model's users

@@ -195,7 +195,7 @@ def _served_stages(prepared: Prepared, fits: _Fits, index: Index) -> TwoStage | 
     """The served model's ranking stage (None without a ranker)."""
     if fits.ranker is None:
         return None
-    return two_stage(fits.model, prepared.seen, fits.ranker, index, prepared.fallback_counts())
+    return two_stage(fits.model, prepared.seen, fits.ranker, index, prepared.fallback_counts)
 
 
 def _run_record(fits: _Fits, index_info: dict[str, Any]) -> dict[str, Any]:
@@ -260,7 +260,7 @@ def _what_it_knows(
     items = ItemInfo.from_items(prepared.vocabs.items, prepared.dataset.items)
     data = _data_record(prepared)
     if init_from is None:
-        return items, prepared.fallback_counts(), data
+        return items, prepared.fallback_counts, data
     data["warm_start"] = {
         "users": [len(init_from.vocabs.users), prepared.n_users],
         "items": [len(init_from.vocabs.items), prepared.n_items],

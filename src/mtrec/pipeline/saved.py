@@ -11,7 +11,7 @@ from mtrec.errors import ConfigError, DataError
 from mtrec.evaluate import EvalReport, ListReport, sample_users
 from mtrec.features import EncodedInteractions, Unseen
 from mtrec.pipeline.metrics import _list_reports, held_out_report, served_ratings
-from mtrec.pipeline.prepare import held_out_rows, trained_items
+from mtrec.pipeline.prepare import evaluated_rows, held_out_rows, trained_items
 from mtrec.ranking import TwoStage
 
 
@@ -75,16 +75,12 @@ def evaluate_saved_on(saved: SavedModel, test: Dataset, *, k: int = 10) -> Evalu
     known, new_users, unseen = held_out_rows(test.interactions, saved.vocabs, saved.scale, where)
     if not len(known):
         raise DataError("no test row has a user and an item seen in training", path=where)
-    encoded = _with(known, new_users)
+    encoded = evaluated_rows(known, new_users)
     unseen = unseen.with_cold(encoded.item.numpy(), trained_items(saved.seen, saved.model.n_items))
     rated = saved.data.get("has_ratings", True) and test.has_ratings
     two = saved.two_stage()
     report = _saved_report(saved, encoded, rated, two)
     return Evaluation(report, _lists(saved, two, encoded, k), unseen)
-
-
-def _with(known: EncodedInteractions, new_users: EncodedInteractions | None) -> EncodedInteractions:
-    return known if new_users is None else EncodedInteractions.cat([known, new_users])
 
 
 def _saved_report(
@@ -120,4 +116,4 @@ def _rebuilt_test(saved: SavedModel, dataset: Dataset) -> EncodedInteractions:
             field="split",
         )
     known, new_users, _ = held_out_rows(split.test, saved.vocabs, saved.scale, "the test split")
-    return _same_users(saved, _with(known, new_users))
+    return _same_users(saved, evaluated_rows(known, new_users))
