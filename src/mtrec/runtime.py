@@ -67,7 +67,7 @@ def tune_allocator_to_serve() -> bool:
 
     The request threads each grew a glibc arena of their own and kept what a large batch
     had freed: eight maximal batch requests at once left the service 572 MB larger after
-    they had been answered (peak +736 MB); with this, +145-159 MB (peak +549-576 MB)
+    they had been answered (peak +736 MB); with this, +145-290 MB (peak +549-599 MB, four runs)
     (``benchmarks/serve_batch_memory.py``, ML-100K's default model). Returns whether it
     applied (glibc on Linux only)."""
     libc = _glibc()
