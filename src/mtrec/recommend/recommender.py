@@ -6,7 +6,7 @@ import dataclasses
 import numbers
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 import numpy as np
 import torch
@@ -27,6 +27,7 @@ from mtrec.ranking import (
 )
 from mtrec.ranking.neighbours import unit_rows
 from mtrec.recommend.records import (
+    ListFilters,
     RatedItem,
     Recommendation,
     Recommendations,
@@ -121,9 +122,7 @@ class Recommender:
         candidates: int | None = None,
         exclude_seen: bool = True,
         ranking: bool = True,
-        *,
-        exclude_items: Sequence[int | str] = (),
-        genres: Sequence[str] = (),
+        **filters: Unpack[ListFilters],
     ) -> Recommendations:
         """The user's top ``k`` (training items left out unless ``exclude_seen=False``).
 
@@ -136,10 +135,8 @@ class Recommender:
         Filters: ``exclude_items`` never appear (unknown ids: ``UnknownIdError``);
         ``genres``, where given, keeps only items of at least one of them.
         """
-        return self.recommend_many(  # which checks k and candidates
-            [user_id], k, candidates, exclude_seen, ranking, exclude_items=exclude_items,
-            genres=genres,
-        )[0]  # fmt: skip
+        # recommend_many checks k, candidates and the filters
+        return self.recommend_many([user_id], k, candidates, exclude_seen, ranking, **filters)[0]
 
     def recommend_many(
         self,

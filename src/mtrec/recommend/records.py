@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from mtrec.artifact import ItemInfo
 from mtrec.errors import ConfigError
@@ -15,6 +15,13 @@ from mtrec.ranking import (
 from mtrec.vocab import Vocab
 
 FrameKind = Literal["pandas", "polars", "arrow"]
+
+
+class ListFilters(TypedDict, total=False):
+    """The filters a list takes by keyword (``Recommender.recommend_many``'s)."""
+
+    exclude_items: Sequence[int | str]
+    genres: Sequence[str]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Query, Request
@@ -44,6 +45,17 @@ def _holder(request: Request) -> ModelHolder:
 
 
 Holder = Annotated[ModelHolder, Depends(_holder)]
+LISTS: dict[str, Any] = {"tags": ["recommendations"], "responses": ERRORS}
+"""What every route answering with items declares."""
+TopK = Annotated[int, Query(ge=1, le=MAX_K)]
+
+
+def _items_of(
+    holder: ModelHolder, side: str, given_id: int | str, items: Sequence[Any]
+) -> JSONResponse:
+    """``{"<side>_id": the id as the model spells it, "items": [...]}``."""
+    canonical = holder.recommender.canonical_id(side, given_id)
+    return JSONResponse({f"{side}_id": canonical, "items": [i.to_dict() for i in items]})
 
 
 @router.get("/healthz", tags=["operations"])
@@ -68,16 +80,11 @@ async def prometheus(request: Request) -> Response:
     return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
-@router.get(
-    "/v1/users/{user_id}/recommendations",
-    tags=["recommendations"],
-    response_model=Recommendations,
-    responses=ERRORS,
-)
+@router.get("/v1/users/{user_id}/recommendations", response_model=Recommendations, **LISTS)
 async def recommendations(
     holder: Holder,
     user_id: str,
-    k: Annotated[int, Query(ge=1, le=MAX_K)] = 10,
+    k: TopK = 10,
     candidates: Annotated[int | None, Query(ge=1, le=MAX_CANDIDATES)] = None,
     exclude_seen: bool = True,
     ranking: bool = True,
@@ -102,12 +109,7 @@ async def recommendations(
     return JSONResponse(result.to_dict())
 
 
-@router.post(
-    "/v1/recommendations:batch",
-    tags=["recommendations"],
-    response_model=BatchOut,
-    responses=ERRORS,
-)
+@router.post("/v1/recommendations:batch", response_model=BatchOut, **LISTS)
 async def recommendations_batch(
     holder: Holder, request: Annotated[BatchRequest, Body()]
 ) -> JSONResponse:
@@ -126,12 +128,7 @@ async def recommendations_batch(
     return JSONResponse({"results": [r.to_dict() for r in results]})
 
 
-@router.post(
-    "/v1/recommendations",
-    tags=["recommendations"],
-    response_model=Recommendations,
-    responses=ERRORS,
-)
+@router.post("/v1/recommendations", response_model=Recommendations, **LISTS)
 async def recommendations_for_history(
     holder: Holder, request: Annotated[HistoryRequest, Body()]
 ) -> JSONResponse:
@@ -151,45 +148,23 @@ async def recommendations_for_history(
     return JSONResponse(result.to_dict())
 
 
-@router.get(
-    "/v1/users/{user_id}/history",
-    tags=["recommendations"],
-    response_model=HistoryOut,
-    responses=ERRORS,
-)
-async def history(
-    holder: Holder, user_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10
-) -> JSONResponse:
+@router.get("/v1/users/{user_id}/history", response_model=HistoryOut, **LISTS)
+async def history(holder: Holder, user_id: str, k: TopK = 10) -> JSONResponse:
     """The user's best-rated training items (empty for an unknown user)."""
-    rec = holder.recommender
-    items = rec.history(user_id, k=k)
-    body = {"user_id": rec.canonical_id("user", user_id), "items": [i.to_dict() for i in items]}
-    return JSONResponse(body)
+    return _items_of(holder, "user", user_id, holder.recommender.history(user_id, k=k))
 
 
-@router.post("/v1/rank", tags=["recommendations"], response_model=RankOut, responses=ERRORS)
+@router.post("/v1/rank", response_model=RankOut, **LISTS)
 async def rank(holder: Holder, request: Annotated[RankRequest, Body()]) -> JSONResponse:
     """The given items ordered by predicted rating for the user (404 for unknown ids)."""
-    rec = holder.recommender
-    items = rec.rank(request.user_id, request.item_ids)
-    user_id = rec.canonical_id("user", request.user_id)
-    return JSONResponse({"user_id": user_id, "items": [i.to_dict() for i in items]})
+    items = holder.recommender.rank(request.user_id, request.item_ids)
+    return _items_of(holder, "user", request.user_id, items)
 
 
-@router.get(
-    "/v1/items/{item_id}/similar",
-    tags=["recommendations"],
-    response_model=SimilarOut,
-    responses=ERRORS,
-)
-async def similar(
-    holder: Holder, item_id: str, k: Annotated[int, Query(ge=1, le=MAX_K)] = 10
-) -> JSONResponse:
+@router.get("/v1/items/{item_id}/similar", response_model=SimilarOut, **LISTS)
+async def similar(holder: Holder, item_id: str, k: TopK = 10) -> JSONResponse:
     """Items with the most similar embeddings (cosine), the item itself left out."""
-    rec = holder.recommender
-    items = rec.similar(item_id, k=k)
-    body = {"item_id": rec.canonical_id("item", item_id), "items": [i.to_dict() for i in items]}
-    return JSONResponse(body)
+    return _items_of(holder, "item", item_id, holder.recommender.similar(item_id, k=k))
 
 
 @router.post("/v1/admin/reload", tags=["operations"])

@@ -51,25 +51,31 @@ def train(
     device = resolve_device(config.device)
     model.to(device)
     try:
-        history = _train(model, data, config, progress, checkpoints, checks)
+        history = _train(model, data, config, Hooks(progress, checkpoints, checks))
     finally:
         model.to("cpu")
     return dataclasses.replace(history, device=str(device))
 
 
+@dataclasses.dataclass(frozen=True)
+class Hooks:
+    """What a run reports to (``progress``), saves to (``checkpoints``) and is stopped by
+    (``checks``): ``train``'s optional arguments, passed on as one."""
+
+    progress: Progress | None = None
+    checkpoints: Checkpointing | None = None
+    checks: Checks | None = None
+
+
 def _train(
-    model: MultiTaskModel,
-    data: EncodedInteractions,
-    config: TrainConfig,
-    progress: Progress | None,
-    checkpoints: Checkpointing | None,
-    checks: Checks | None,
+    model: MultiTaskModel, data: EncodedInteractions, config: TrainConfig, hooks: Hooks
 ) -> TrainingRecord:
     if not config.validation_fraction:
-        return _fit(model, data, config, progress, checkpoints, checks)
+        return _fit(model, data, config, hooks)
+    checks = hooks.checks
     if checks is not None and checks.per_epoch != 1:
         raise ConfigError("a validation slice is measured at epochs' ends: checks too, then")
-    if checkpoints is not None:
+    if hooks.checkpoints is not None:
         raise ConfigError(
             "checkpoints with a validation slice are not supported yet; use one or the other"
         )
@@ -91,7 +97,7 @@ def _train(
         stopped = checks is not None and checks.stop(epoch)
         return stopped or (bool(config.patience) and epoch - best["epoch"] >= config.patience)
 
-    history = _fit(model, fit_part, config, progress, None, Checks(after_epoch))
+    history = _fit(model, fit_part, config, Hooks(hooks.progress, checks=Checks(after_epoch)))
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     if config.refit and best["epoch"]:
@@ -99,7 +105,7 @@ def _train(
         refit = dataclasses.replace(
             config, epochs=best["epoch"], validation_fraction=0.0, refit=False
         )
-        history = _fit(model, data, refit, progress, None)
+        history = _fit(model, data, refit, Hooks(hooks.progress))
     return dataclasses.replace(history, validation=losses, best_epoch=best["epoch"])
 
 
@@ -129,12 +135,7 @@ def validation_loss(
 
 
 def _fit(
-    model: MultiTaskModel,
-    data: EncodedInteractions,
-    config: TrainConfig,
-    progress: Progress | None = None,
-    checkpoints: Checkpointing | None = None,
-    checks: Checks | None = None,
+    model: MultiTaskModel, data: EncodedInteractions, config: TrainConfig, hooks: Hooks
 ) -> TrainingRecord:
     """Fit ``model`` to ``data`` in place and return per-epoch losses (an epoch a check
     stopped part of the way through counts its batches run).
@@ -153,6 +154,7 @@ def _fit(
     >>> history = train(model, encode(split.train, vocabs), TrainConfig(epochs=5))
     >>> history.epochs[-1].loss
     """
+    progress, checkpoints, checks = hooks.progress, hooks.checkpoints, hooks.checks
     run = setup_run(model, data, config, checkpoints)
     epoch, first_step, sums, stats = 1, 0, [0.0, 0.0, 0.0], []
     if checkpoints is not None:
