@@ -14,6 +14,7 @@ from rich.table import Table
 from mtrec.cli.options import (
     AsJson,
     DeviceFlag,
+    ResultsDir,
     SplitKind,
     load_data,
     parse_seed,
@@ -33,9 +34,7 @@ from mtrec.report import write_outputs, write_sweep
 def compare_cmd(
     data_flags: dict[str, Any],
     split: SplitKind = "random",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
-        "mtrec-out/compare"
-    ),
+    output: ResultsDir = Path("mtrec-out/compare"),
     preset: Annotated[
         str, typer.Option(help="reference (the tutorial), tuned or default.")
     ] = "reference",
@@ -110,9 +109,7 @@ def compare_cmd(
 def sweep_cmd(
     data_flags: dict[str, Any],
     split: SplitKind = "random",
-    output: Annotated[Path, typer.Option("--output", "-o", help="Where results go.")] = Path(
-        "mtrec-out/sweep"
-    ),
+    output: ResultsDir = Path("mtrec-out/sweep"),
     preset: Annotated[str, typer.Option(help="reference or tuned.")] = "tuned",
     weights: Annotated[
         str, typer.Option(help="Retrieval weights, comma-separated (ranking 1).")

@@ -181,6 +181,8 @@ def key_int(option: str) -> tuple[str, int]:
 ModelDir = Annotated[
     Path, typer.Option("--model", "-m", help="A directory written by mtrec train.")
 ]
+ResultsDir = Annotated[Path, typer.Option("--output", "-o", help="Where results go.")]
+"""``--output`` of the commands that write a results folder (compare, sweep)."""
 DeviceFlag = Annotated[
     str | None,
     typer.Option(

@@ -14,7 +14,7 @@ from mtrec.model import MultiTaskModel
 from mtrec.pipeline.metrics import held_out_report
 from mtrec.pipeline.prepare import Prepared, build_model
 from mtrec.runtime import resolve_device, side_by_side
-from mtrec.train import Checks, Progress, TrainingRecord, train
+from mtrec.train import Hooks, Progress, TrainingRecord, train
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import inherit
 
@@ -42,7 +42,8 @@ def fit_and_evaluate(
     """Build, train and evaluate one model on ``prepared`` (its own configs by default)."""
     if not prepared.held_out:
         raise ConfigError("nothing is held out to evaluate on (test_fraction 0); use fit_prepared")
-    model, history = fit_prepared(prepared, train_config, model_config, progress, checkpoints)
+    hooks = Hooks(progress, checkpoints)
+    model, history = fit_prepared(prepared, train_config, model_config, hooks)
     test, scale, rated = prepared.test, prepared.scale, prepared.dataset.has_ratings
     on = history.device  # the all-users top-k runs where training ran
     reference = held_out_report(model, test, scale, rated, device=on)
@@ -78,17 +79,16 @@ def fit_prepared(
     prepared: Prepared,
     train_config: TrainConfig | None = None,
     model_config: ModelConfig | None = None,
-    progress: Progress | None = None,
-    checkpoints: Checkpointing | None = None,
+    hooks: Hooks | None = None,
     init_from: MultiTaskModel | None = None,
-    checks: Checks | None = None,
 ) -> tuple[MultiTaskModel, TrainingRecord]:
     """Build and train one model on ``prepared``'s training rows (its own configs by
     default), from ``init_from``'s weights where given (a warm start: see ``warm``);
-    ``checks`` as ``train``'s."""
+    ``hooks``: ``train``'s progress, checkpoints and checks."""
     tc = train_config or prepared.train_config
     mc = model_config or prepared.model_config
     model = build_model(prepared.dataset, prepared.vocabs, mc, tc.seed, prepared.seen)
     if init_from is not None:
         inherit(model, init_from)
-    return model, train(model, prepared.train, tc, progress, checkpoints, checks)
+    hooks = hooks or Hooks()
+    return model, train(model, prepared.train, tc, hooks.progress, hooks.checkpoints, hooks.checks)

@@ -24,7 +24,7 @@ from mtrec.pipeline.metrics import _held_out_metrics
 from mtrec.pipeline.prepare import Prepared, prepare
 from mtrec.pipeline.stages import fit_ranker_beside, two_stage
 from mtrec.ranking import Ranker, TwoStage
-from mtrec.train import Checks, Progress, TrainingRecord
+from mtrec.train import Checks, Hooks, Progress, TrainingRecord
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY, check_shape, merged_items, replayed_share
 
@@ -174,9 +174,8 @@ def _fit(
 
     def fit_model() -> tuple[MultiTaskModel, TrainingRecord]:
         checks = None if verdicts is None else Checks(verdicts.served_stops, verdicts.per_epoch)
-        return fit_prepared(
-            prepared, progress=progress, checkpoints=checkpoints, init_from=old_model, checks=checks
-        )
+        hooks = Hooks(progress, checkpoints, checks)
+        return fit_prepared(prepared, hooks=hooks, init_from=old_model)
 
     started = time.perf_counter()
     if init_from is not None or ranker is None:

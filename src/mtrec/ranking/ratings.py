@@ -102,14 +102,10 @@ def head_ratings(
     n, c = items.shape
     step = max(1, PAIRS_PER_CHUNK // max(c, 1))
     if n <= step:
-        return _head_block(stage, users, user_rows, items)
+        return _head_block(stage, users, user_rows, items, slice(None))
+    blocks = range(0, n, step)
     return np.concatenate(
-        [
-            _head_block(
-                stage, users[lo : lo + step], user_rows[lo : lo + step], items[lo : lo + step]
-            )
-            for lo in range(0, n, step)
-        ]
+        [_head_block(stage, users, user_rows, items, slice(lo, lo + step)) for lo in blocks]
     )
 
 
@@ -118,7 +114,9 @@ def _head_block(
     users: NDArray[np.float32],
     user_rows: NDArray[np.int64],
     items: NDArray[np.int64],
+    rows: slice,
 ) -> NDArray[np.float32]:
+    users, user_rows, items = users[rows], user_rows[rows], items[rows]
     if stage.head is not None:
         return stage.head.predict(users, user_rows, items)
     n, c = items.shape  # a head that reads the dot product: the whole head per pair

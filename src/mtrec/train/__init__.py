@@ -7,7 +7,7 @@ epoch's losses and the run's record), ``checkpoint`` and ``resume`` (crash-safe
 checkpoints), ``optim`` (Adagrad and Adam(W) with row-sparse steps).
 """
 
-from mtrec.train.loop import Checks, train, validation_loss
+from mtrec.train.loop import Checks, Hooks, train, validation_loss
 from mtrec.train.precision import choose_precision, native_bf16
 from mtrec.train.records import EpochLines, EpochStats, History, Progress, TrainingRecord
 from mtrec.train.setup import (
@@ -19,7 +19,7 @@ from mtrec.train.setup import (
 )
 
 __all__ = [
-    "Checks", "EpochLines", "EpochStats", "History", "Progress", "TrainingRecord",
+    "Checks", "EpochLines", "EpochStats", "History", "Hooks", "Progress", "TrainingRecord",
     "choose_precision", "make_optimizer", "native_bf16", "retrieval_options", "run_fingerprint",
     "sparse_gradients_work", "sparse_updates", "train", "validation_loss",
 ]  # fmt: skip
