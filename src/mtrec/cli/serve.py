@@ -37,7 +37,7 @@ def serve_cmd(
         ),
     ] = None,
     header_timeout: Annotated[
-        float, typer.Option(help="Seconds a client has to send a request's headers.")
+        float, typer.Option(help="Seconds a client has to send a request's headers and body.")
     ] = 10.0,
     workers: Annotated[
         int | None,
