@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtrec.config import ModelConfig, TrainConfig
+from mtrec.config import ModelConfig, RunConfig, TrainConfig
 from mtrec.data import Dataset, Interactions
 from mtrec.data.movielens import read_grouplens_dir
 from mtrec.experiments import compare, sweep
@@ -141,6 +141,11 @@ def test_fit_in_python_says_what_it_does_and_reads_well(
     lines = capsys.readouterr().err.splitlines()
     assert any(line.startswith("served model: epoch 2 of at most 2, loss") for line in lines)
     assert any(line.startswith("ranking stage's stage one: epoch 1 of") for line in lines)
+    one = RunConfig(preset="default", ranker={"refit": False})  # stage one serves: one model
+    mtrec.fit(ds, config=one, epochs=2, **small)
+    lines = capsys.readouterr().err.splitlines()
+    assert any(line.startswith("served model: epoch 2 of at most 2, loss") for line in lines)
+    assert not any("stage one:" in line for line in lines)
     served = model.metrics["served"]
     assert repr(model) == (
         f"<mtrec.Model: 60 users, 40 items, served recall@10 {served['recall']:.4f} "

@@ -17,7 +17,7 @@ from mtrec.errors import ArtifactError, ConfigError
 from mtrec.features import EncodedInteractions, seen_items
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
-from mtrec.pipeline import carve, fit_ranker_on_training_rows, prepare, train_model
+from mtrec.pipeline import carve, fit_stage_one, prepare, train_model
 from mtrec.ranking import (
     FEATURES,
     Candidates,
@@ -125,11 +125,11 @@ def test_carve_partitions_the_training_rows() -> None:
 def test_the_ranker_never_sees_a_test_row(tiny_dir: Path) -> None:
     ds = read_grouplens_dir(tiny_dir)
     prepared = prepare(ds, HISTORY, CONFIG)
-    ranker = fit_ranker_on_training_rows(prepared, RANKER)
+    ranker = fit_stage_one(prepared, RANKER).ranker
     # other test labels, other test items: the ranker must come out bit for bit the same
     test = prepared.test
     scrambled = EncodedInteractions(test.user, test.item.flip(0), 1.0 - test.label)
-    other = fit_ranker_on_training_rows(dataclasses.replace(prepared, test=scrambled), RANKER)
+    other = fit_stage_one(dataclasses.replace(prepared, test=scrambled), RANKER).ranker
     assert np.array_equal(ranker.weights, other.weights)
     assert ranker.correction == other.correction  # its rating correction's weight too
     assert np.any(ranker.weights != 0)
@@ -149,15 +149,15 @@ def test_the_ranker_fits_on_at_most_max_users(
         return real_fit(found, *args)  # type: ignore[arg-type]
 
     monkeypatch.setattr(mtrec.pipeline.stages, "fit_ranker", counting)
-    _, held = carve(prepared.train, RANKER.holdout, CONFIG.seed)
+    _, held = carve(prepared.train, RANKER.resolved(len(prepared.train)).holdout or 0, CONFIG.seed)
     n_held = len(np.unique(held.user.numpy()))
     assert n_held > 3
-    whole = fit_ranker_on_training_rows(prepared, RANKER)
-    every = fit_ranker_on_training_rows(prepared, dataclasses.replace(RANKER, max_users=0))
+    whole = fit_stage_one(prepared, RANKER).ranker
+    every = fit_stage_one(prepared, dataclasses.replace(RANKER, max_users=0)).ranker
     assert np.array_equal(every.weights, whole.weights) and every.correction == whole.correction
     small = dataclasses.replace(RANKER, max_users=3)
-    sampled = fit_ranker_on_training_rows(prepared, small)
-    again = fit_ranker_on_training_rows(prepared, small)
+    sampled = fit_stage_one(prepared, small).ranker
+    again = fit_stage_one(prepared, small).ranker
     # each user twice: as a known user and as a new user known by the history
     assert lists == [2 * n_held, 2 * n_held, 2 * 3, 2 * 3]
     assert np.array_equal(sampled.weights, again.weights)  # the sample is seeded
@@ -408,9 +408,10 @@ def test_train_fits_the_ranker_beside_the_model_to_the_same_result(
     before = torch.get_num_threads()
     torch.set_num_threads(2)
     try:
-        beside = train_model(ds, dropped, CONFIG, ranker=RANKER)
+        refit = dataclasses.replace(RANKER, refit=True)  # a second model, trained to serve
+        beside = train_model(ds, dropped, CONFIG, ranker=refit)
         monkeypatch.setattr(pipeline.stages, "SIDE_BY_SIDE_MAX_ROWS", 0)  # one after the other
-        after = train_model(ds, dropped, CONFIG, ranker=RANKER)
+        after = train_model(ds, dropped, CONFIG, ranker=refit)
     finally:
         torch.set_num_threads(before)
     assert together == [2, 1]
@@ -423,6 +424,37 @@ def test_train_fits_the_ranker_beside_the_model_to_the_same_result(
     np.testing.assert_allclose(ours.pop("weights"), theirs.pop("weights"), rtol=1e-5, atol=1e-6)
     assert ours == theirs
     assert beside.metrics["lists"] == after.metrics["lists"]
+
+
+def test_a_second_model_serves_small_logs_and_stage_one_large_ones() -> None:
+    """RankerConfig.refit None: a second model where the training rows are few (it is
+    cheap there), stage one itself beyond ``REFIT_MAX_ROWS``; the carve follows (a fifth
+    beside a second model, 5% where stage one serves) unless given."""
+    from mtrec.config import REFIT_MAX_ROWS
+
+    auto = RankerConfig()
+    small, large = auto.resolved(REFIT_MAX_ROWS), auto.resolved(REFIT_MAX_ROWS + 1)
+    assert (small.refit, small.holdout, large.refit, large.holdout) == (True, 0.2, False, 0.05)
+    given = RankerConfig(refit=False, holdout=0.3).resolved(10)
+    assert (given.refit, given.holdout) == (False, 0.3)
+
+
+def test_stage_one_is_the_served_model_where_no_second_model_trains(tiny_dir: Path) -> None:
+    """refit=False: one model trains, and it is the ranking stage's stage one, bit for bit,
+    its user tower reading every training row (the carved-out share too)."""
+    ds = read_grouplens_dir(tiny_dir)
+    one = dataclasses.replace(RANKER, refit=False, min_gain=0.0)  # every epoch runs
+    saved = train_model(ds, HISTORY, CONFIG, ranker=one)
+    prepared = prepare(ds, HISTORY, CONFIG)
+    stage = fit_stage_one(prepared, one)
+    served = saved.model.state_dict()
+    for name, weights in stage.model.state_dict().items():
+        if not name.startswith("history_"):  # the histories: stage one's rows, then all
+            assert torch.equal(weights, served[name]), name
+    assert torch.equal(saved.model.history_items, torch.as_tensor(prepared.seen.items))
+    assert len(stage.model.history_items) < len(saved.model.history_items)
+    assert saved.ranker is not None and saved.ranker.config.holdout == 0.05
+    np.testing.assert_allclose(saved.ranker.weights, stage.ranker.weights, rtol=1e-5)
 
 
 def test_the_evaluation_reads_the_ranking_stages_ease_weights(

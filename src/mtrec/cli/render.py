@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TaskID, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichBar
 from rich.table import Table
 
@@ -21,10 +21,12 @@ class ModelBar:
 
     def __init__(self, bar: RichBar, name: str) -> None:
         self.bar, self.name = bar, name
-        self.task = bar.add_task(name, total=None, losses="")
-        self.n = 0
+        self.task: TaskID | None = None  # shown from its first epoch: a model that never
+        self.n = 0  # trains (stage one serving: no second model) shows no line
 
     def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None:
+        if self.task is None:
+            self.task = self.bar.add_task(self.name, total=None, losses="")
         self.bar.reset(
             self.task, total=n_batches, description=f"{self.name} epoch {epoch}/{epochs}"
         )
@@ -32,12 +34,13 @@ class ModelBar:
 
     def step(self, losses: dict[str, float]) -> None:
         self.n += 1
-        if self.n % 10 == 0:  # rendering every batch would cost more than the batch
+        if self.n % 10 == 0 and self.task is not None:  # every batch: it would cost more
             text = "  ".join(f"{k} {v:.4g}" for k, v in losses.items() if k != "loss")
             self.bar.update(self.task, completed=self.n, losses=text)
 
     def end_epoch(self, stats: EpochStats) -> None:
-        self.bar.update(self.task, completed=self.n)
+        if self.task is not None:
+            self.bar.update(self.task, completed=self.n)
         parts = [
             f"{task} loss {value:.4g}"
             for task, value in (("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss))

@@ -9,7 +9,14 @@ configuration and live in the CLI.
 file, the presets and the flags resolved in one place).
 """
 
-from mtrec.config.fields import LIKED, LOVED, ModelConfig, RankerConfig, TrainConfig
+from mtrec.config.fields import (
+    LIKED,
+    LOVED,
+    REFIT_MAX_ROWS,
+    ModelConfig,
+    RankerConfig,
+    TrainConfig,
+)
 from mtrec.config.presets import PRESETS, RANKERS, preset, ranker_preset
 from mtrec.config.run import (
     DATA_KEYS,
@@ -29,6 +36,7 @@ __all__ = [
     "LOVED",
     "PRESETS",
     "RANKERS",
+    "REFIT_MAX_ROWS",
     "SAVED_ONLY",
     "ModelConfig",
     "RankerConfig",

@@ -21,14 +21,14 @@ from mtrec.features import EncodedInteractions
 from mtrec.pipeline import (
     Fitted,
     Prepared,
-    fit_ranker_on_training_rows,
     fit_side_by_side,
+    fit_stage_one,
     prepare,
     served_lists,
     two_stage,
 )
 from mtrec.recommend import recommend_reference
-from mtrec.train import Progress
+from mtrec.train import Hooks, Progress
 
 
 def weightings(config: TrainConfig) -> tuple[tuple[str, float, float], ...]:
@@ -94,9 +94,8 @@ def compare(
     if baselines:
         two = None
         if ranker is not None:
-            fitted_ranker = fit_ranker_on_training_rows(
-                prepared, ranker, progress("ranker's stage one") if progress else None
-            )
+            bar = progress("ranker's stage one") if progress else None
+            fitted_ranker = fit_stage_one(prepared, ranker, Hooks(bar)).ranker
             two = two_stage(multi, prepared.seen, fitted_ranker)
         on = next(r.device for r, _ in results if r.name == "multi-task")  # where it trained
         lists = served_lists(multi, two, prepared, k=k, ease_lambda=ease_lambda, device=on)

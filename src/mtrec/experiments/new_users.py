@@ -31,9 +31,16 @@ from mtrec.features import (
     seen_items,
 )
 from mtrec.model import MultiTaskModel
-from mtrec.pipeline import Prepared, build_model, fit_ranker_beside, two_stage
+from mtrec.pipeline import (
+    Prepared,
+    build_model,
+    fit_ranker_beside,
+    fit_stage_one,
+    refits,
+    two_stage,
+)
 from mtrec.ranking import history_queries
-from mtrec.train import Progress, TrainingRecord, train
+from mtrec.train import Hooks, Progress, TrainingRecord, train
 
 
 @dataclasses.dataclass(frozen=True)
@@ -115,7 +122,13 @@ def evaluate_new_users(
         model = build_model(dataset, vocabs, model_config, train_config.seed, seen)
         return model, train(model, parts.train, train_config, progress)
 
-    (fitted_ranker, _), (model, _) = fit_ranker_beside(prepared, ranker, ranker_progress, fit_model)
+    if refits(ranker, len(parts.train)):
+        (fitted_ranker, _), (model, _) = fit_ranker_beside(
+            prepared, ranker, ranker_progress, fit_model
+        )
+    else:  # stage one serves, as under mtrec train
+        stage = fit_stage_one(prepared, ranker, Hooks(progress))
+        fitted_ranker, model = stage.ranker, stage.served(seen)
     two = two_stage(model, seen, fitted_ranker)
     history = parts.history
     queries = history_queries(model, history.indptr, history.items, history.labels)

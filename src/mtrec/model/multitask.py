@@ -163,6 +163,7 @@ class MultiTaskModel(nn.Module):
         self.history_indptr = indptr.long()
         self.history_items = items.long()
         self.history_labels = labels.float()  # an entry weighs 0.5 + its scaled rating
+        self._whole_log = None  # the old histories' (370 MB at 15M rows) is rebuilt if needed
 
     def _history_pool(self, rows: torch.Tensor, exclude: torch.Tensor | None) -> torch.Tensor:
         """(B,) user rows -> (B, d) scaled sums of their history rows; ``exclude`` (B,) item

@@ -26,7 +26,8 @@ from mtrec.pipeline.stages import (
     SIDE_BY_SIDE_MAX_ROWS,
     carve,
     fit_ranker_beside,
-    fit_ranker_on_training_rows,
+    fit_stage_one,
+    refits,
     stage_one,
     two_stage,
 )
@@ -34,7 +35,8 @@ from mtrec.pipeline.stages import (
 __all__ = [
     "ITEM_ITEM_MAX_ITEMS", "SIDE_BY_SIDE_MAX_ROWS", "Evaluation", "Fitted", "Prepared",
     "build_model", "carve", "evaluate_saved", "evaluate_saved_on", "evaluate_saved_with_lists",
-    "fit_and_evaluate", "fit_prepared", "fit_ranker_beside", "fit_ranker_on_training_rows",
-    "fit_side_by_side", "held_out_report", "held_out_rows", "prepare", "served_lists",
-    "served_ratings", "served_summary", "stage_one", "train_model", "two_stage",
+    "fit_and_evaluate", "fit_prepared", "fit_ranker_beside",
+    "fit_side_by_side", "fit_stage_one", "held_out_report", "held_out_rows", "prepare",
+    "refits", "served_lists", "served_ratings", "served_summary", "stage_one", "train_model",
+    "two_stage",
 ]  # fmt: skip

@@ -5,9 +5,10 @@ Stage one trains on the training rows less a carved-out share (``stages.carve``)
 those rows are what its two-tower list should find: after each epoch, its recall@C (C the
 ranker's candidates a source) of their liked items is measured on a seeded sample of their
 users. Once the best of the last ``STOP_WINDOW`` epochs is less than ``min_gain`` above the
-best before them, stage one stops, and the served model (training beside it, or after it)
-stops at the same epoch; an epoch of more than ``JUDGED_ROWS`` rows is judged in shares.
-No test row is read: the carved-out rows are training rows.
+best before them, stage one stops (the served model where it serves; with
+``RankerConfig.refit`` the served model, training beside it or after it, stops at the same
+epoch); an epoch of more than ``JUDGED_ROWS`` rows is judged in shares. No test row is
+read: the carved-out rows are training rows.
 
 On ML-100K this recall rises to about the fifteenth epoch, the default's most; on a
 planted log of ML-1M's shape it is flat from the second, and five epochs run instead of

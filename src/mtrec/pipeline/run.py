@@ -22,7 +22,7 @@ from mtrec.pipeline.epochs import EpochVerdicts
 from mtrec.pipeline.fit import fit_prepared
 from mtrec.pipeline.metrics import _held_out_metrics
 from mtrec.pipeline.prepare import Prepared, prepare
-from mtrec.pipeline.stages import fit_ranker_beside, two_stage
+from mtrec.pipeline.stages import fit_ranker_beside, fit_stage_one, two_stage
 from mtrec.ranking import Ranker, TwoStage
 from mtrec.train import Checks, Hooks, Progress, TrainingRecord
 from mtrec.train.checkpoint import Checkpointing
@@ -52,7 +52,7 @@ def train_model(
     """What ``mtrec train`` does: prepare, fit and evaluate one model, index its items.
 
     With ``ranker`` the list is served through the ranking stage, fitted first on the
-    training rows alone (``fit_ranker_on_training_rows``; ``ranker_progress`` shows its
+    training rows alone (``fit_stage_one``; ``ranker_progress`` shows its
     stage one's training). ``metrics["lists"]`` holds the served list beside retrieval
     alone, popularity and EASE at ``k`` (honest protocol, paired 95% intervals).
 
@@ -148,8 +148,10 @@ class _Fits:
     history: TrainingRecord
     ranker: Ranker | None
     ranker_seconds: float
+    """The ranking stage's own seconds: its candidates and ranker (with ``refit``, its
+    stage one's training too, beside the served model's)."""
     seconds: float
-    """Both fits' wall time: side by side, they overlap."""
+    """Both fits' wall time (side by side, they overlap)."""
     epochs: dict[str, Any] | None = None
     """How many epochs ran and why, where stage one's verdicts decided (``epochs``)."""
 
@@ -162,9 +164,11 @@ def _fit(
     ranker_progress: Progress | None,
     checkpoints: Checkpointing | None,
 ) -> _Fits:
-    """The served model, and the ranker where one is asked for (side by side where cheap);
-    a warm start keeps the saved model's ranker."""
+    """The served model, and the ranker where one is asked for: stage one serves, or with
+    ``refit`` a second model trained on every row (side by side where cheap); a warm
+    start keeps the saved model's ranker."""
     old_model = None if init_from is None else init_from.model
+    ranker = None if ranker is None else ranker.resolved(len(prepared.train))
     verdicts = None  # a validation slice of the config's own decides its epochs instead
     tc = prepared.train_config
     if init_from is None and ranker is not None and ranker.min_gain and not tc.validation_fraction:
@@ -181,10 +185,14 @@ def _fit(
     if init_from is not None or ranker is None:
         fitted_ranker, ranker_seconds = None if init_from is None else init_from.ranker, 0.0
         model, history = fit_model()
-    else:
+    elif ranker.refit:
         (fitted_ranker, ranker_seconds), (model, history) = fit_ranker_beside(
             prepared, ranker, ranker_progress, fit_model, verdicts
         )
+    else:  # stage one serves
+        stage = fit_stage_one(prepared, ranker, Hooks(progress, checkpoints), verdicts)
+        fitted_ranker, ranker_seconds = stage.ranker, stage.seconds - stage.history.seconds
+        model, history = stage.served(prepared.seen), stage.history
     seconds = time.perf_counter() - started
     epochs = None if verdicts is None else verdicts.record()
     return _Fits(model, history, fitted_ranker, ranker_seconds, seconds, epochs)

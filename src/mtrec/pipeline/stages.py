@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from typing import cast
@@ -41,7 +42,7 @@ from mtrec.ranking import (
     user_queries,
 )
 from mtrec.runtime import side_by_side
-from mtrec.train import Checks, Progress, TrainingRecord, train
+from mtrec.train import Checks, Hooks, Progress, TrainingRecord, train
 
 ITEM_ITEM_MAX_ITEMS = 10_000
 """The ranker's item-item source needs an (items x items) float32 matrix saved with the
@@ -101,30 +102,58 @@ def stage_one(
     return StageOne(model, index, weights, counts, correction, recent=recent)
 
 
-def fit_ranker_on_training_rows(
+def refits(config: RankerConfig | None, rows: int) -> bool:
+    """Whether a second model trains to serve beside stage one on ``rows`` training rows
+    (``RankerConfig.refit``)."""
+    return config is not None and bool(config.resolved(rows).refit)
+
+
+@dataclasses.dataclass(frozen=True)
+class StageOneFit:
+    """The ranking stage fitted on training rows alone: its stage one's model (trained on
+    the training rows less the carved-out share, reading only their histories), the
+    ranker, and their seconds."""
+
+    ranker: Ranker
+    model: MultiTaskModel
+    history: TrainingRecord
+    seconds: float
+    """Stage one's training, its candidates and the ranker's fit."""
+
+    def served(self, seen: SeenItems) -> MultiTaskModel:
+        """Stage one as the served model: its user tower then reads every training row
+        (``seen``), the carved-out share too. One model serves as the ranker learned it,
+        at half the training of a second one on every row (``RankerConfig.refit``)."""
+        self.model.set_history(seen)
+        return self.model
+
+
+def fit_stage_one(
     prepared: Prepared,
     config: RankerConfig,
-    progress: Progress | None = None,
+    hooks: Hooks | None = None,
     verdicts: EpochVerdicts | None = None,
-) -> Ranker:
-    """The ranker, fitted without a test row: stage one trains on the training rows less a
-    carved-out share; the neighbourhood correction's weight is fitted to that share's
-    ratings, and the ranker learns to put that share first among its candidates (the
-    share's rows of at most ``config.max_users`` users, a seeded sample). With
+) -> StageOneFit:
+    """The ranking stage, fitted without a test row: stage one trains on the training rows
+    less a carved-out share; the neighbourhood correction's weight is fitted to that
+    share's ratings, and the ranker learns to put that share first among its candidates
+    (the share's rows of at most ``config.max_users`` users, a seeded sample). With
     ``verdicts``, stage one stops once its list of that share stops improving
-    (``epochs``) and says so there."""
-    tc = prepared.train_config
+    (``epochs``) and says so there. ``hooks``: stage one's progress and checkpoints."""
+    started = time.perf_counter()
+    tc, config = prepared.train_config, config.resolved(len(prepared.train))
     latest = prepared.split_kind == "temporal"  # its training rows are in time order
-    fit_rows, held = carve(prepared.train, config.holdout, tc.seed, latest)
+    fit_rows, held = carve(prepared.train, cast(float, config.holdout), tc.seed, latest)
     held, _ = sample_users(held, config.max_users, tc.seed + seeds.RANKER_USERS)
     seen = seen_items(fit_rows, prepared.n_users)
     model = build_model(prepared.dataset, prepared.vocabs, prepared.model_config, tc.seed, seen)
+    hooks = hooks or Hooks()
     try:
         checks = None
         if verdicts is not None:
             recall = held_out_recall(model, seen, held, verdicts.k, tc.seed)
             checks = Checks(verdicts.judge_with(recall), verdicts.per_epoch)
-        train(model, fit_rows, tc, progress, checks=checks)
+        history = train(model, fit_rows, tc, hooks.progress, hooks.checkpoints, checks)
     finally:
         if verdicts is not None:
             verdicts.close()
@@ -132,12 +161,26 @@ def fit_ranker_on_training_rows(
     recent = None if half_life is None else prepared.recency.counts(fit_rows, prepared.n_items)
     del fit_rows  # trained: its copy of the rows (300 MB at 16M) goes before the candidates
     stage = stage_one(model, seen, config, recent=recent)
-    if config.rating_correction and prepared.dataset.has_ratings and len(held):
+    ranker = _fit_ranker(stage, seen, held, config, prepared.dataset.has_ratings, half_life)
+    return StageOneFit(ranker, model, history, time.perf_counter() - started)
+
+
+def _fit_ranker(
+    stage: StageOne,
+    seen: SeenItems,
+    held: EncodedInteractions,
+    config: RankerConfig,
+    rated: bool,
+    half_life: float | None,
+) -> Ranker:
+    """The correction's weight (where the log is ``rated``) and the ranker, fitted on the
+    carved-out rows ``held`` (``seen``: stage one's own rows)."""
+    if config.rating_correction and rated and len(held):
         stage = stage.updated(correction=fit_correction(stage, seen, held))
     users = np.unique(held.user.numpy())
     parts = [candidates(stage, user_queries(stage, users, seen), config.candidates)]
-    if model.config.history:  # the same users again, as new users known by their history
-        queries = history_queries(model, *histories_of(seen, users))
+    if stage.model.config.history:  # the same users again, as new users known by their history
+        queries = history_queries(stage.model, *histories_of(seen, users))
         parts.append(candidates(stage, queries, config.candidates))
     found = stack_candidates(parts)
     held_args = (held.user.numpy(), held.item.numpy(), held.label.numpy())
@@ -170,7 +213,7 @@ def fit_ranker_beside(
 
     def fit_ranker() -> tuple[Ranker, float]:
         started = time.perf_counter()
-        fitted = fit_ranker_on_training_rows(prepared, config, progress, verdicts)
+        fitted = fit_stage_one(prepared, config, Hooks(progress), verdicts).ranker
         return fitted, time.perf_counter() - started
 
     at_once = len(prepared.train) <= SIDE_BY_SIDE_MAX_ROWS and _cpu_in_one_process(

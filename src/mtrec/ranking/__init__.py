@@ -19,7 +19,7 @@ candidate), listed in ``FEATURES``:
 
 It is trained listwise (softmax cross-entropy over each user's candidates, with graded
 gains from ratings) on interactions carved out of the training rows, with stage one
-fitted on the rest (``pipeline.fit_ranker_on_training_rows``): no test row is ever seen.
+fitted on the rest (``pipeline.fit_stage_one``): no test row is ever seen.
 
 The files follow a request: ``queries`` (who a list is for), ``stage_one``,
 ``item_item`` and ``candidates`` (the two sources and the features), ``ratings`` (the
