@@ -354,6 +354,71 @@ def test_real_server_keeps_a_descriptor_for_a_health_check(model_dir: Path) -> N
     assert "Traceback" not in stderr
 
 
+def _children(pid: int) -> list[int]:
+    """The processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads Linux's /proc")
+def test_workers_end_with_a_killed_supervisor_and_leave_no_files(model_dir: Path) -> None:
+    """Issue 34: after the supervisor was SIGKILLed its workers kept the port (a restart
+    failed with address-in-use) and the folder holding their settings (the API key)
+    stayed. Now they stop with it, and the last one out removes that folder."""
+    import socket
+
+    proc, base = start_server(model_dir, "--workers", "2")
+    port = int(base.rsplit(":", 1)[1])
+    deadline = time.monotonic() + 30
+    workers: list[int] = []
+    while len(workers) < 2 and time.monotonic() < deadline:
+        # uvicorn's workers (multiprocessing's resource tracker is a child too)
+        workers = [pid for pid in _children(proc.pid) if b"spawn_main" in _cmdline(pid)]
+        time.sleep(0.1)
+    assert len(workers) == 2, workers
+    settings = Path(
+        next(
+            entry.split(b"=", 1)[1].decode()
+            for entry in _environ(workers[0]).split(b"\0")
+            if entry.startswith(b"MTREC_SERVE_WORKER=")
+        )
+    )
+    assert settings.exists()
+    proc.kill()
+    proc.wait(timeout=10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and (
+        any(Path(f"/proc/{pid}").exists() for pid in workers) or settings.parent.exists()
+    ):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert not settings.parent.exists()
+    with socket.socket() as again:  # the port is free for a restart
+        again.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        again.bind(("127.0.0.1", port))
+
+
+def _environ(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/environ").read_bytes()
+    except OSError:
+        return b""
+
+
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def test_a_worker_still_loading_when_a_reload_came_catches_up(
     model_dir: Path, tiny_dir: Path, tmp_path: Path
 ) -> None:

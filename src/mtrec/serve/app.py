@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
+import shutil
 import signal
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -76,7 +78,8 @@ def _lifespan(
     holder: ModelHolder, supervised: Path | None
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     """SIGHUP reloads the model, as the admin route does (only where signals can be had);
-    a worker registers in ``supervised`` so that a reload on one worker reaches the others."""
+    a worker registers in ``supervised`` so that a reload on one worker reaches the others,
+    and removes the workers' shared folder on its way out if the supervisor has died."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -85,6 +88,7 @@ def _lifespan(
             loop.add_signal_handler(
                 signal.SIGHUP, lambda: asyncio.ensure_future(reload_logged(holder))
             )
+        supervisor = os.getppid()
         registered = None if supervised is None else register_worker(supervised)
         # a reload signalled while this worker was still loading
         if registered is not None and holder.stale():
@@ -92,6 +96,8 @@ def _lifespan(
         yield
         if registered is not None:
             registered.unlink(missing_ok=True)
+        if supervised is not None and os.getppid() != supervisor:  # it was killed: its
+            shutil.rmtree(supervised.parent, ignore_errors=True)  # cleanup will not run
 
     return lifespan
 

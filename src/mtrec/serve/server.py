@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import gc
 import json
 import os
 import shutil
+import signal
 import tempfile
 from collections.abc import MutableMapping
 from pathlib import Path
@@ -79,6 +81,7 @@ def serve(
     run_dir = Path(metrics_dir) / "workers"  # where workers register for reloads
     run_dir.mkdir()
     settings["run_dir"] = str(run_dir)
+    settings["supervisor"] = os.getpid()
     # to the workers through a file only this user can read: in their environment the API
     # key would show in /proc/<pid>/environ for as long as they run
     settings_file = Path(metrics_dir) / "worker-settings.json"
@@ -98,7 +101,27 @@ _WORKER_SETTINGS = "MTREC_SERVE_WORKER"
 def worker_app() -> FastAPI:
     """The app of one of several worker processes, from the supervisor's settings."""
     settings = json.loads(Path(os.environ[_WORKER_SETTINGS]).read_text(encoding="utf-8"))
-    return _worker_app(settings, supervised=Path(settings["run_dir"]))
+    run_dir = Path(settings["run_dir"])
+    _end_with_supervisor(int(settings["supervisor"]))
+    return _worker_app(settings, supervised=run_dir)
+
+
+def _end_with_supervisor(supervisor: int) -> None:
+    """Stop this worker when its supervisor dies (the worker's shutdown then removes the
+    folder the workers share: ``app``): a SIGKILLed supervisor had left its workers
+    holding the port, and their settings (the API key) behind."""
+    _ask_for_sigterm_on_parent_death()
+    if os.getppid() != supervisor:  # it died before the request above took hold
+        raise SystemExit(0)
+
+
+def _ask_for_sigterm_on_parent_death() -> None:
+    """Linux's PR_SET_PDEATHSIG (SIGTERM: uvicorn's graceful shutdown); elsewhere nothing."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
 
 
 def _worker_app(settings: dict[str, Any], supervised: Path | None = None) -> FastAPI:
