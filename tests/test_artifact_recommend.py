@@ -148,6 +148,17 @@ def test_a_malformed_manifest_is_named_not_a_traceback(saved_dir: Path, digests:
         artifact.load(saved_dir)
 
 
+@pytest.mark.parametrize("name", ["x\x00y", "\ud800", "a\\b"])
+def test_a_manifest_name_no_file_can_have_is_named_not_a_traceback(
+    saved_dir: Path, name: str
+) -> None:
+    """Issue 34: a NUL or a lone surrogate in a listed name raised from ``open``."""
+    manifest = json.loads((saved_dir / "manifest.json").read_text())
+    _rewrite_manifest(saved_dir, sha256={**manifest["sha256"], name: "0" * 64})
+    with pytest.raises(ArtifactError, match=r"manifest\.json: .* is not a file inside"):
+        artifact.load(saved_dir)
+
+
 def test_items_json_of_the_wrong_types_fails_at_load(saved_dir: Path) -> None:
     items = json.loads((saved_dir / "items.json").read_text())
     items["genres"][3] = [7]

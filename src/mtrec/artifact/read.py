@@ -173,8 +173,7 @@ def _verified(root: Path, manifest_bytes: bytes) -> dict[str, bytes]:
     ):
         raise ArtifactError(f"{where}: 'sha256' must map file names to SHA-256 hex digests")
     for name in digests:
-        parts = Path(name).parts
-        if not parts or Path(name).is_absolute() or ".." in parts or "\\" in name:
+        if not _file_name(name):
             raise ArtifactError(f"{where}: {name!r} is not a file inside the directory")
     for name in (*FILES, "index/index.json"):
         if name not in digests:
@@ -184,6 +183,19 @@ def _verified(root: Path, manifest_bytes: bytes) -> dict[str, bytes]:
         if hashlib.sha256(data[name]).hexdigest() != expected:
             raise ArtifactError(f"{root / name}: corrupt (checksum does not match {where.name})")
     return data
+
+
+def _file_name(name: str) -> bool:
+    """Whether a manifest's ``name`` is a relative path inside the directory that the file
+    system can open (a NUL or a lone surrogate raised from ``open``, a traceback)."""
+    if "\x00" in name or "\\" in name:
+        return False
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    parts = Path(name).parts
+    return bool(parts) and not Path(name).is_absolute() and ".." not in parts
 
 
 def _item_info(items: dict[str, Any], n_items: int, where: Path) -> ItemInfo:
