@@ -37,8 +37,10 @@ from mtrec.recommend.records import (
 )
 from mtrec.vocab import Vocab
 
-CANDIDATE_ROWS = 32_768
-"""Users x candidates ranked in one pass (943 users x 1,000 candidates at once: +472 MB)."""
+CANDIDATE_ROWS = 8_192
+"""Users x candidates ranked in one pass (943 users x 1,000 candidates at once: +472 MB).
+Eight such batches at once through the service (``benchmarks/serve_batch_memory.py``,
+2-core AMD EPYC): peak +520 / +589 MB in passes of 32,768, +430 / +270 MB of 8,192."""
 
 
 class Recommender:
