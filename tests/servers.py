@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import resource
 import socket
 import subprocess
 import sys
@@ -18,14 +17,9 @@ def free_port() -> int:
 
 
 def start_server(
-    model_dir: Path,
-    *args: str,
-    env: dict[str, str] | None = None,
-    timeout_s: float = 30.0,
-    descriptors: int | None = None,
+    model_dir: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 30.0
 ) -> tuple[subprocess.Popen[str], str]:
-    """The running server and its base URL, once /healthz answers (or an error if it died);
-    ``descriptors``: its soft and hard limit on open files."""
+    """The running server and its base URL, once /healthz answers (or an error if it died)."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -40,13 +34,8 @@ def start_server(
         "warning",
         *args,
     ]
-
-    def limit() -> None:
-        if descriptors is not None:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (descriptors, descriptors))
-
     proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, preexec_fn=limit
+        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
     )
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s

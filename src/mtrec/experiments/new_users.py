@@ -36,7 +36,6 @@ from mtrec.pipeline import (
     build_model,
     fit_ranker_beside,
     fit_stage_one,
-    refits,
     two_stage,
 )
 from mtrec.ranking import history_queries
@@ -122,7 +121,7 @@ def evaluate_new_users(
         model = build_model(dataset, vocabs, model_config, train_config.seed, seen)
         return model, train(model, parts.train, train_config, progress)
 
-    if refits(ranker, len(parts.train)):
+    if ranker.resolved(len(parts.train)).refit:
         (fitted_ranker, _), (model, _) = fit_ranker_beside(
             prepared, ranker, ranker_progress, fit_model
         )

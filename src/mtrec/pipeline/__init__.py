@@ -27,7 +27,6 @@ from mtrec.pipeline.stages import (
     carve,
     fit_ranker_beside,
     fit_stage_one,
-    refits,
     stage_one,
     two_stage,
 )
@@ -37,6 +36,5 @@ __all__ = [
     "build_model", "carve", "evaluate_saved", "evaluate_saved_on", "evaluate_saved_with_lists",
     "fit_and_evaluate", "fit_prepared", "fit_ranker_beside",
     "fit_side_by_side", "fit_stage_one", "held_out_report", "held_out_rows", "prepare",
-    "refits", "served_lists", "served_ratings", "served_summary", "stage_one", "train_model",
-    "two_stage",
+    "served_lists", "served_ratings", "served_summary", "stage_one", "train_model", "two_stage",
 ]  # fmt: skip

@@ -102,12 +102,6 @@ def stage_one(
     return StageOne(model, index, weights, counts, correction, recent=recent)
 
 
-def refits(config: RankerConfig | None, rows: int) -> bool:
-    """Whether a second model trains to serve beside stage one on ``rows`` training rows
-    (``RankerConfig.refit``)."""
-    return config is not None and bool(config.resolved(rows).refit)
-
-
 @dataclasses.dataclass(frozen=True)
 class StageOneFit:
     """The ranking stage fitted on training rows alone: its stage one's model (trained on

@@ -17,20 +17,7 @@ from mtrec.serve.schemas import MAX_CANDIDATES, MAX_GENRES, MAX_ITEMS, MAX_K
 from mtrec.serve.server import read_api_key, serve, worker_app
 
 __all__ = [
-    "HEADER_TIMEOUT",
-    "LOOPBACK_HOSTS",
-    "MAX_BODY_BYTES",
-    "MAX_CANDIDATES",
-    "MAX_GENRES",
-    "MAX_HEAD_BYTES",
-    "MAX_ITEMS",
-    "MAX_K",
-    "BatchedAccept",
-    "HeaderDeadline",
-    "ModelHolder",
-    "allowed_hosts",
-    "create_app",
-    "read_api_key",
-    "serve",
-    "worker_app",
+    "HEADER_TIMEOUT", "LOOPBACK_HOSTS", "MAX_BODY_BYTES", "MAX_CANDIDATES", "MAX_GENRES",
+    "MAX_HEAD_BYTES", "MAX_ITEMS", "MAX_K", "BatchedAccept", "HeaderDeadline", "ModelHolder",
+    "allowed_hosts", "create_app", "read_api_key", "serve", "worker_app",
 ]  # fmt: skip

@@ -124,9 +124,10 @@ _HEAD_TOO_LARGE = (
 )
 
 
+@functools.cache
 def connection_bound() -> int:
     """Client connections this process keeps open at most: its descriptor limit less
-    ``SPARE_DESCRIPTORS`` (at least 16)."""
+    ``SPARE_DESCRIPTORS`` (at least 16); read once, not at every connection."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     return max(16, soft - SPARE_DESCRIPTORS) if soft != resource.RLIM_INFINITY else 1 << 30
 
@@ -139,6 +140,7 @@ def raise_descriptor_limit() -> None:
     if soft != resource.RLIM_INFINITY and soft < want:
         with contextlib.suppress(ValueError, OSError):  # else it stays: connection_bound reads it
             resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    connection_bound.cache_clear()
 
 
 def _close_oldest_waiting() -> None:
