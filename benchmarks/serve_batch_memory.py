@@ -7,7 +7,7 @@ summed: the peak is the sum of each one's ``VmHWM``), sends
 1,000 users, ``candidates`` 1,000, ``k`` 100), and prints the resident size before, the
 peak (``VmHWM``) and after, and each request's seconds. Linux only.
 
-    python benchmarks/serve_batch_memory.py --model DIR
+    python benchmarks/serve_batch_memory.py --model DIR [--rounds 3]
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--model", type=Path, required=True)
     ap.add_argument("--concurrent", type=int, default=8)
+    ap.add_argument("--rounds", type=int, default=1, help="bursts one after another")
     args = ap.parse_args()
     users = json.loads((args.model / "vocab.json").read_text())["users"]["ids"][:1000]
     body = json.dumps({"user_ids": users, "k": 100, "candidates": 1000}).encode()
@@ -55,19 +56,21 @@ def main() -> None:
                 response.read()
             seconds.append(time.perf_counter() - started)
 
-        threads = [threading.Thread(target=one) for _ in range(args.concurrent)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        time.sleep(1.0)
-        peak, after = memory_mb(server.pid, "VmHWM"), memory_mb(server.pid)
-        print(
-            f"{args.concurrent} batches of {len(users)} users x 1,000 candidates x k 100 at once: "
-            f"resident {before:.0f} MB before, peak {peak:.0f} MB (+{peak - before:.0f}), "
-            f"{after:.0f} MB after (+{after - before:.0f}); {len(seconds)} answered in "
-            f"{min(seconds):.1f}-{max(seconds):.1f} s"
-        )
+        for _ in range(args.rounds):
+            seconds.clear()
+            threads = [threading.Thread(target=one) for _ in range(args.concurrent)]
+            for thread in threads:
+                thread.start()
+            for thread in threads:
+                thread.join()
+            time.sleep(1.0)
+            peak, after = memory_mb(server.pid, "VmHWM"), memory_mb(server.pid)
+            print(
+                f"{args.concurrent} batches of {len(users)} users x 1,000 candidates x k 100 "
+                f"at once: resident {before:.0f} MB before, peak {peak:.0f} MB "
+                f"(+{peak - before:.0f}), {after:.0f} MB after (+{after - before:.0f}); "
+                f"{len(seconds)} answered in {min(seconds):.1f}-{max(seconds):.1f} s"
+            )
     finally:
         server.terminate()
         server.wait(timeout=30)

@@ -678,3 +678,47 @@ def test_a_stale_registration_is_removed_not_signalled(tmp_path: Path) -> None:
         for process in (bystander, worker):
             process.kill()
             process.wait()
+
+
+def test_a_worker_answers_one_batch_at_a_time_then_gives_memory_back(
+    model_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 34: eight maximal batches at once each held their buffers while they
+    interleaved on one thread, and what they freed stayed with the worker. Batches now
+    wait their turn, and each answer is followed by a collection and a heap trim."""
+    import threading
+    import time
+
+    from mtrec.recommend import Recommender
+    from mtrec.serve import routes
+
+    inside, most, trims = [0], [0], []
+    lock = threading.Lock()
+    real = Recommender.recommend_many
+
+    def slow(self: Recommender, *args: Any, **kwargs: Any) -> Any:
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.2)
+        with lock:
+            inside[0] -= 1
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Recommender, "recommend_many", slow)
+    monkeypatch.setattr(routes, "give_back_freed_memory", lambda: trims.append(1))
+    with TestClient(create_app(model_dir)) as client:
+        answers: list[int] = []
+
+        def post() -> None:
+            body = {"user_ids": [1, 2], "k": 3}
+            answers.append(client.post("/v1/recommendations:batch", json=body).status_code)
+
+        threads = [threading.Thread(target=post) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert answers == [200] * 4
+    assert most[0] == 1  # four at once: 4 before
+    assert len(trims) == 4

@@ -22,7 +22,7 @@ from mtrec.errors import ConfigError, UnknownIdError
 from mtrec.serve.guard import MAX_BODY_BYTES, Guard
 from mtrec.serve.holder import ModelHolder, register_worker, reload_logged
 from mtrec.serve.metrics import Metrics
-from mtrec.serve.routes import router
+from mtrec.serve.routes import batch_slots, router
 from mtrec.serve.schemas import error
 
 log = logging.getLogger("mtrec.serve")
@@ -58,6 +58,7 @@ def create_app(
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.supervised = supervised
+    app.state.batch_slots = batch_slots()
     app.state.page_html = resources.files("mtrec").joinpath("page.html").read_text("utf-8")
     _add_error_handlers(app)
     # the routes themselves, not an included router: the guard labels a refused request

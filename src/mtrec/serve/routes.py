@@ -12,12 +12,16 @@ import signal
 from collections.abc import Sequence
 from typing import Annotated, Any
 
+import anyio
+import anyio.to_thread
 from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.background import BackgroundTask
 
 from mtrec.recommend import Recommendations
+from mtrec.runtime import give_back_freed_memory
 from mtrec.serve.holder import ModelHolder, log_failed_reload, reason, signal_workers
 from mtrec.serve.schemas import (
     ERRORS,
@@ -109,23 +113,43 @@ async def recommendations(
     return JSONResponse(result.to_dict())
 
 
+BATCHES_AT_ONCE = 1
+"""Batch requests one worker process works on at once; the others wait their turn. A
+worker computes on one thread, so more at once only interleave, and each holds its
+buffers meanwhile: eight maximal batches at once through two workers peaked at +244-365 MB
+and held +54-66 MB after with four at once a worker, +144-257 and +20-80 with one
+(``benchmarks/serve_batch_memory.py``, 2-core AMD EPYC)."""
+
+
+def batch_slots() -> anyio.CapacityLimiter:
+    """The limiter :func:`recommendations_batch` waits on (one an app: ``create_app``)."""
+    return anyio.CapacityLimiter(BATCHES_AT_ONCE)
+
+
 @router.post("/v1/recommendations:batch", response_model=BatchOut, **LISTS)
 async def recommendations_batch(
-    holder: Holder, request: Annotated[BatchRequest, Body()]
+    holder: Holder, http: Request, request: Annotated[BatchRequest, Body()]
 ) -> JSONResponse:
     """Lists for up to 1,000 users in one batched pass (index search, ranking stage),
-    in the order given; unknown users get popular items (``fallback: true``)."""
-    results = await run_in_threadpool(  # a large batch must not hold the event loop
-        holder.recommender.recommend_many,
-        request.user_ids,
-        request.k,
-        request.candidates,
-        request.exclude_seen,
-        request.ranking,
-        exclude_items=request.exclude_items,
-        genres=request.genres,
-    )
-    return JSONResponse({"results": [r.to_dict() for r in results]})
+    in the order given; unknown users get popular items (``fallback: true``). A worker
+    answers one batch at a time; after it, what the batch freed goes back to the OS."""
+
+    def answer() -> JSONResponse:  # off the event loop: lists, then their JSON
+        results = holder.recommender.recommend_many(
+            request.user_ids,
+            request.k,
+            request.candidates,
+            request.exclude_seen,
+            request.ranking,
+            exclude_items=request.exclude_items,
+            genres=request.genres,
+        )
+        return JSONResponse(
+            {"results": [r.to_dict() for r in results]},
+            background=BackgroundTask(give_back_freed_memory),
+        )
+
+    return await anyio.to_thread.run_sync(answer, limiter=http.app.state.batch_slots)
 
 
 @router.post("/v1/recommendations", response_model=Recommendations, **LISTS)
