@@ -277,22 +277,43 @@ def test_newer_format_version_is_refused(saved_dir: Path) -> None:
         artifact.load(saved_dir / "nope")
 
 
-def test_failed_save_keeps_the_old_model(saved_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_failed_save_keeps_the_old_model_and_the_new_one_elsewhere(
+    saved_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 34: a full disk mid-save lost the trained model behind a traceback. The old
+    model stays, and the new one is written to the system's temporary directory, named."""
+    import errno
+    import tempfile
+
     saved = artifact.load(saved_dir)
     before = (saved_dir / "model.safetensors").read_bytes()
+    real_save = saved.index.save
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(elsewhere))
 
-    def boom(directory: object) -> None:
-        raise OSError("disk full")
+    def full_beside_the_target(directory: Path) -> None:
+        if not directory.is_relative_to(elsewhere):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_save(directory)
 
-    monkeypatch.setattr(saved.index, "save", boom)
-    with pytest.raises(OSError, match="disk full"):
+    monkeypatch.setattr(saved.index, "save", full_beside_the_target)
+    with pytest.raises(ArtifactError, match="No space left on device") as raised:
         artifact.save(saved, saved_dir)
     assert (saved_dir / "model.safetensors").read_bytes() == before
-    assert (
-        artifact.load(saved_dir).vocabs.items.id_array.tolist()
-        == saved.vocabs.items.id_array.tolist()
-    )
     assert not [p for p in saved_dir.parent.iterdir() if p.name.startswith(".")]
+    (kept,) = elsewhere.iterdir()
+    assert f"written to {kept} instead" in str(raised.value)
+    again = artifact.load(kept)
+    assert again.vocabs.items.id_array.tolist() == saved.vocabs.items.id_array.tolist()
+
+    def full_everywhere(directory: Path) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(saved.index, "save", full_everywhere)
+    with pytest.raises(ArtifactError, match=r"could not be kept in .* either"):
+        artifact.save(saved, saved_dir)
+    assert list(elsewhere.iterdir()) == [kept]  # the second try left nothing behind
 
 
 def test_evaluate_saved_rebuilds_and_checks_the_split(tiny_dir: Path, saved_dir: Path) -> None:

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
+from safetensors import SafetensorError
 from safetensors.numpy import save_file
 from safetensors.torch import save_file as save_torch
 
@@ -44,9 +45,33 @@ def save(saved: SavedModel, directory: str | Path) -> Path:
         os.chmod(tmp, 0o777 & ~current_umask())
         _write_files(saved, tmp)
         _swap_into_place(tmp, target)
+    except (OSError, SafetensorError) as exc:  # a full disk, a lost mount: keep the work
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise ArtifactError(
+            f"{target}: the model could not be written ({_reason(exc)}); {_keep_elsewhere(saved)}"
+        ) from None
     finally:
         shutil.rmtree(tmp, ignore_errors=True)  # the old model after a swap, or a failed write
     return target
+
+
+def _reason(exc: BaseException) -> str:
+    return exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+
+
+def _keep_elsewhere(saved: SavedModel) -> str:
+    """Write ``saved`` to a new folder in the system's temporary directory (another file
+    system, often) so that a failed save does not lose a training run; says where."""
+    try:
+        kept = Path(tempfile.mkdtemp(prefix="mtrec-unsaved-"))
+    except OSError as exc:
+        return f"it could not be kept in {tempfile.gettempdir()} either ({_reason(exc)})"
+    try:
+        _write_files(saved, kept)
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(kept, ignore_errors=True)
+        return f"it could not be kept in {kept.parent} either ({_reason(exc)})"
+    return f"the trained model was written to {kept} instead: move it where it belongs"
 
 
 MODEL_ENTRIES = frozenset(
