@@ -13,7 +13,7 @@ from mtrec.data.movielens import read_grouplens_dir
 from mtrec.errors import TrainingError
 from mtrec.features import EncodedInteractions, Vocabs, encode
 from mtrec.model import MultiTaskModel
-from mtrec.train import EpochStats, train
+from mtrec.train import EpochStats, TrainingRecord, train
 from mtrec.train.checkpoint import Checkpointing, list_checkpoints, read_checkpoint
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
@@ -36,6 +36,8 @@ class CrashAt:
             raise Crash
 
     def end_epoch(self, stats: EpochStats) -> None: ...
+
+    def finish(self, record: TrainingRecord) -> None: ...
 
 
 @pytest.fixture

@@ -47,7 +47,7 @@ def test_compare_end_to_end_on_generated_data(
     assert all(1 <= i["stars"] <= 5 for i in items)
     assert (out / "compare.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = (out / "report.md").read_text()
-    assert "| multi-task | 1, 1 |" in report and "compare.png" in report
+    assert "| multi-task | 1 : 1 |" in report and "compare.png" in report
 
 
 def test_compare_json_is_deterministic(
@@ -508,3 +508,30 @@ def test_other_libraries_info_logs_stay_out_of_the_output() -> None:
     finally:
         root.level, root.handlers = saved[0], saved[1]
         ours.setLevel(saved[2])
+
+
+def test_compare_says_one_line_per_model_and_draws_no_bars_without_a_terminal(
+    tiny_dir: Path, tmp_path: Path
+) -> None:
+    """Issue 31: without a terminal, ``mtrec compare`` interleaved the three models' epoch
+    lines, then left three bars with a cut-off time column, and showed the reference's
+    retrieval loss summed over a batch (6770) where ``train`` shows one per row (7.451)."""
+    args = ["compare", "--data-dir", str(tiny_dir), "-o", str(tmp_path / "out")]
+    done = subprocess.run(
+        [sys.executable, "-m", "mtrec", *args, "--epochs", "2", "--batch-size", "64"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "COLUMNS": "80"},
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert sorted(line.split(":")[0] for line in lines) == [
+        "multi-task", "rating-specialised", "retrieval-specialised"
+    ], lines  # fmt: skip
+    for line in lines:
+        assert ": trained, 2 epochs in " in line and "epoch 2/2" not in line
+    retrieval = [float(line.rsplit("retrieval loss ", 1)[1].split(",")[0])
+                 for line in lines if "retrieval loss" in line]  # fmt: skip
+    assert len(retrieval) == 2 and all(0 < loss < 10 for loss in retrieval)  # per row, ~log(64)
+    assert "(reference): " not in done.stdout and "top-10 reference" in done.stdout

@@ -22,7 +22,7 @@ from mtrec.features import EncodedInteractions, Vocabs, encode, seen_items
 from mtrec.index import ExactIndex
 from mtrec.model import MultiTaskModel
 from mtrec.runtime import on_a_spare_core, resolve_device, side_by_side
-from mtrec.train import EpochStats, run_fingerprint, train
+from mtrec.train import EpochStats, TrainingRecord, run_fingerprint, train
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.train.setup import Run
 
@@ -78,6 +78,8 @@ class Recorder:
         self.losses.append(losses)
 
     def end_epoch(self, stats: EpochStats) -> None: ...
+
+    def finish(self, record: TrainingRecord) -> None: ...
 
 
 @pytest.fixture()

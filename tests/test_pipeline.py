@@ -131,8 +131,9 @@ def test_compare_trains_its_models_side_by_side_to_the_same_results(tiny_dir: Pa
 def test_fit_in_python_says_what_it_does_and_reads_well(
     tiny_dir: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``mtrec.fit`` writes a line per epoch of each model to stderr (nothing with
-    ``progress=False``), takes its preset by keyword too, and a model prints readably."""
+    """``mtrec.fit`` writes a line per epoch of each model and one per phase after the
+    training to stderr (nothing with ``progress=False``), takes its preset by keyword too,
+    and a model prints readably."""
     import mtrec
 
     small = {"embedding_dim": 8, "head_layers": (16,), "batch_size": 256}
@@ -141,6 +142,9 @@ def test_fit_in_python_says_what_it_does_and_reads_well(
     lines = capsys.readouterr().err.splitlines()
     assert any(line.startswith("served model: epoch 2 of at most 2, loss") for line in lines)
     assert any(line.startswith("ranking stage's stage one: epoch 1 of") for line in lines)
+    assert any(line.startswith("served model: trained, 2 epochs in ") for line in lines)
+    phases = [line.split(":")[0] for line in lines if ": " in line and " s" in line]
+    assert phases[-3:] == ["fit", "index and ranking stage", "evaluation"], lines
     one = RunConfig(preset="default", ranker={"refit": False})  # stage one serves: one model
     mtrec.fit(ds, config=one, epochs=2, **small)
     lines = capsys.readouterr().err.splitlines()

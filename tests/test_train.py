@@ -16,7 +16,7 @@ from mtrec.evaluate import evaluate, top_k_items
 from mtrec.features import Vocabs, encode
 from mtrec.model import MultiTaskModel
 from mtrec.recommend import recommend_reference
-from mtrec.train import EpochStats, train
+from mtrec.train import EpochStats, TrainingRecord, train
 
 SMALL = ModelConfig(embedding_dim=8, head_layers=(16,))
 
@@ -88,11 +88,15 @@ def test_progress_receives_every_batch(tiny_dir: Path) -> None:
         def end_epoch(self, stats: EpochStats) -> None:
             seen.append(("end", stats.epoch))
 
+        def finish(self, record: TrainingRecord) -> None:
+            seen.append(("finish", len(record.epochs)))
+
     ds = read_grouplens_dir(tiny_dir)
     vocabs = Vocabs.from_dataset(ds)
     model = MultiTaskModel(len(vocabs.users), len(vocabs.items), SMALL, seed=0)
     train(model, encode(ds.interactions, vocabs), TrainConfig(epochs=1, batch_size=500), Recorder())
-    assert seen == [("start", 1, 1, 3), *[["loss", "rating", "retrieval"]] * 3, ("end", 1)]
+    steps = [["loss", "rating", "retrieval"]] * 3
+    assert seen == [("start", 1, 1, 3), *steps, ("end", 1), ("finish", 1)]
 
 
 def test_unknown_user_in_recommend_reference(tiny_dir: Path) -> None:

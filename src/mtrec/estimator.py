@@ -12,7 +12,10 @@ ranking stage and checks; a ``Model`` is a ``Recommender`` that also evaluates a
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +23,7 @@ from mtrec import artifact
 from mtrec.config import ModelConfig, RunConfig, TrainConfig, refuse_preset_on_warm_start
 from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
-from mtrec.pipeline import evaluate_saved_on, served_summary, train_model
+from mtrec.pipeline import PHASE_LOG, evaluate_saved_on, served_summary, train_model
 from mtrec.recommend import Recommender
 from mtrec.train import EpochLines
 from mtrec.warm import REPLAY
@@ -103,7 +106,9 @@ def fit(
     file. ``init_from`` (a model or its directory) continues that model on ``data``'s new
     interactions (a warm start; its config is the base, as ``mtrec train --init-from``),
     with ``replay`` (a share) of its own rows training the rating head again beside them.
-    ``progress`` writes a line per epoch of each model to stderr (False: silent).
+    ``progress`` writes a line per epoch of each model and one per phase after training
+    (index, evaluation) to stderr (False: silent; the phases are also logged on
+    ``mtrec.pipeline.phases`` at INFO, for a caller's own logging).
 
     >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
     """
@@ -114,20 +119,42 @@ def fit(
         warm = init_from.saved if isinstance(init_from, Recommender) else artifact.load(init_from)
     run = RunConfig.of(config, None if warm is None else artifact.config_document(warm))
     model_config, train_config, ranker = run.resolve(preset, **overrides)
-    saved = train_model(
-        dataset,
-        model_config,
-        train_config,
-        split=split,
-        test_fraction=0.0 if holdout is None or test is not None else holdout,
-        test=None if test is None else as_dataset(test, columns),
-        ranker=ranker,
-        init_from=warm,
-        replay=replay,
-        progress=EpochLines("served model") if progress else None,
-        ranker_progress=EpochLines("ranking stage's stage one") if progress else None,
-    )
+    with _phase_lines(progress):
+        saved = train_model(
+            dataset,
+            model_config,
+            train_config,
+            split=split,
+            test_fraction=0.0 if holdout is None or test is not None else holdout,
+            test=None if test is None else as_dataset(test, columns),
+            ranker=ranker,
+            init_from=warm,
+            replay=replay,
+            progress=EpochLines("served model") if progress else None,
+            ranker_progress=EpochLines("ranking stage's stage one") if progress else None,
+        )
     return Model(saved)
+
+
+@contextlib.contextmanager
+def _phase_lines(on: bool) -> Iterator[None]:
+    """With ``progress``, the run's phase lines (``PHASE_LOG``) on stderr beside the epoch
+    lines, and only there (not also through the caller's own logging handlers)."""
+    if not on:
+        yield
+        return
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    level, propagate = PHASE_LOG.level, PHASE_LOG.propagate
+    PHASE_LOG.addHandler(handler)
+    PHASE_LOG.setLevel(logging.INFO)
+    PHASE_LOG.propagate = False
+    try:
+        yield
+    finally:
+        PHASE_LOG.removeHandler(handler)
+        PHASE_LOG.setLevel(level)
+        PHASE_LOG.propagate = propagate
 
 
 def load(directory: str | Path) -> Model:

@@ -27,7 +27,7 @@ from mtrec.config import ranker_preset
 from mtrec.errors import ConfigError
 from mtrec.experiments import compare_seeds, sweep
 from mtrec.plots import preload_plotting
-from mtrec.report import write_outputs, write_sweep
+from mtrec.report import TOP_K_REFERENCE, TOP_K_UNSEEN, write_outputs, write_sweep
 
 
 @takes_data()
@@ -101,7 +101,7 @@ def compare_cmd(
     if as_json:
         sys.stdout.write(json.dumps(result.to_dict(), indent=2) + "\n")
         return
-    print_compare(result)
+    print_compare(result, preset)
     out.print(f"[dim]wrote {', '.join(str(p) for p in paths)}[/dim]")
 
 
@@ -144,7 +144,7 @@ def sweep_cmd(
     table = Table(
         title=f"{data.name}, preset {preset}, seed {seed}: retrieval weight (rating weight 1)"
     )
-    for col in ("model", "top-10 ref", "top-10 honest", "RMSE", "Pareto", "train s"):
+    for col in ("model", TOP_K_REFERENCE, TOP_K_UNSEEN, "RMSE", "Pareto", "training s"):
         table.add_column(col, justify="left" if col == "model" else "right")
     for p in points:
         table.add_row(

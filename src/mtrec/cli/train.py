@@ -41,7 +41,7 @@ from mtrec.errors import ConfigError
 from mtrec.evaluate import EVAL_USERS
 from mtrec.index import INDEX_KINDS, check_index_options
 from mtrec.io import json_safe
-from mtrec.pipeline import train_model
+from mtrec.pipeline import PHASE_LOG, train_model
 from mtrec.runtime import resolve_device
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY
@@ -190,6 +190,7 @@ def train_cmd(
     artifact.check_target(output)  # before the work, not after it
     where = _join(train_config.device)
     quiet = quiet or not where.is_main  # one voice: rank 0 reports progress and notices
+    PHASE_LOG.setLevel(logging.WARNING if quiet else logging.NOTSET)
     data = load_data(**{k: v for k, v in flags.items() if k in DATA_FLAGS})
     test = None if flags["test_interactions"] is None else test_data(flags)
     test_fraction = holdout_fraction(flags["holdout"], test is not None, _given(ctx)("holdout"))

@@ -14,7 +14,7 @@ in named steps), ``saved`` (a saved model measured again).
 from mtrec.pipeline.fit import Fitted, fit_and_evaluate, fit_prepared, fit_side_by_side
 from mtrec.pipeline.metrics import held_out_report, served_lists, served_ratings, served_summary
 from mtrec.pipeline.prepare import Prepared, build_model, held_out_rows, prepare
-from mtrec.pipeline.run import train_model
+from mtrec.pipeline.run import PHASE_LOG, train_model
 from mtrec.pipeline.saved import (
     Evaluation,
     evaluate_saved,
@@ -32,7 +32,7 @@ from mtrec.pipeline.stages import (
 )
 
 __all__ = [
-    "ITEM_ITEM_MAX_ITEMS", "SIDE_BY_SIDE_MAX_ROWS", "Evaluation", "Fitted", "Prepared",
+    "ITEM_ITEM_MAX_ITEMS", "PHASE_LOG", "SIDE_BY_SIDE_MAX_ROWS", "Evaluation", "Fitted", "Prepared",
     "build_model", "carve", "evaluate_saved", "evaluate_saved_on", "evaluate_saved_with_lists",
     "fit_and_evaluate", "fit_prepared", "fit_ranker_beside",
     "fit_side_by_side", "fit_stage_one", "held_out_report", "held_out_rows", "prepare",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import time
 from typing import Any
 
@@ -92,7 +93,7 @@ def train_model(
     )
     if init_from is not None:
         check_shape(init_from.model_config, prepared.model_config)
-    phases.done("prepare")
+    phases.done("prepare", "training")
     estimate = None
     if estimate_fraction is not None:
         if prepared.held_out:
@@ -113,10 +114,12 @@ def train_model(
         ).metrics
         phases.done("estimate")
     fits = _fit(prepared, ranker, init_from, progress, ranker_progress, checkpoints)
-    phases.done("fit")
+    phases.done("fit", "building the index and the ranking stage")
     built, index_info = _index(fits.model, index, index_params)
     two = _served_stages(prepared, fits, built)
-    phases.done("index and ranking stage")
+    phases.done(
+        "index and ranking stage", "evaluating on the held-out rows" if prepared.held_out else None
+    )
     history = fits.history
     measured = _held_out_metrics(
         fits.model, two, prepared, k, estimate, estimate_fraction, history.device, eval_users
@@ -134,10 +137,18 @@ class Phases:
         self.seconds: dict[str, float] = {}
         self._last = time.perf_counter()
 
-    def done(self, phase: str) -> None:
+    def done(self, phase: str, then: str | None = None) -> None:
+        """``phase`` ended now; its seconds are recorded, and logged with what comes
+        ``then`` (``mtrec.pipeline.phases``, INFO: the CLI shows it unless ``-q``)."""
         now = time.perf_counter()
         self.seconds[phase] = round(now - self._last, 3)
         self._last = now
+        next_up = f"; {then}" if then else ""
+        PHASE_LOG.info("%s: %.1f s%s", phase, self.seconds[phase], next_up)
+
+
+PHASE_LOG = logging.getLogger("mtrec.pipeline.phases")
+"""Where a run says what it has done and what it does next (silenced by ``-q``)."""
 
 
 @dataclasses.dataclass(frozen=True)

@@ -9,7 +9,14 @@ checkpoints), ``optim`` (Adagrad and Adam(W) with row-sparse steps).
 
 from mtrec.train.loop import Checks, Hooks, train, validation_loss
 from mtrec.train.precision import choose_precision, native_bf16
-from mtrec.train.records import EpochLines, EpochStats, History, Progress, TrainingRecord
+from mtrec.train.records import (
+    EpochLines,
+    EpochStats,
+    History,
+    Progress,
+    TrainingRecord,
+    losses_text,
+)
 from mtrec.train.setup import (
     make_optimizer,
     retrieval_options,
@@ -20,6 +27,6 @@ from mtrec.train.setup import (
 
 __all__ = [
     "Checks", "EpochLines", "EpochStats", "History", "Hooks", "Progress", "TrainingRecord",
-    "choose_precision", "make_optimizer", "native_bf16", "retrieval_options", "run_fingerprint",
-    "sparse_gradients_work", "sparse_updates", "train", "validation_loss",
+    "choose_precision", "losses_text", "make_optimizer", "native_bf16", "retrieval_options",
+    "run_fingerprint", "sparse_gradients_work", "sparse_updates", "train", "validation_loss",
 ]  # fmt: skip

@@ -181,9 +181,12 @@ def _fit(
     model.eval()
     model.sparse_gradients(False)  # inference never needs it; a plain backward expects dense
     precision = "bf16" if run.dtype is torch.bfloat16 else "fp32"
-    return TrainingRecord(
+    record = TrainingRecord(
         stats, time.perf_counter() - run_started, precision, run.precision_reason, str(run.device)
     )
+    if progress is not None:
+        progress.finish(record)
+    return record
 
 
 @dataclasses.dataclass(frozen=True)
@@ -249,7 +252,7 @@ def _read_losses(
             raise _diverged(run, losses[0], epoch, step)
         sums = [a + b for a, b in zip(sums, losses, strict=True)]
         if progress is not None:
-            progress.step(_named(losses, run.config))
+            progress.step(_named(losses, run.config, run.retrieval_rows))
     unread.clear()
     return sums
 
@@ -322,14 +325,16 @@ def _epoch_stats(epoch: int, sums: list[float], run: Run, seconds: float, steps:
         retrieval_loss=mean.get("retrieval"),
         rating_loss=mean.get("rating"),
         seconds=seconds,
+        retrieval_rows=run.retrieval_rows,
     )
 
 
-def _named(values: list[float], config: TrainConfig) -> dict[str, float]:
-    """(total, retrieval, rating) by name, leaving out a task with weight 0."""
+def _named(values: list[float], config: TrainConfig, rows: float = 1.0) -> dict[str, float]:
+    """(total, retrieval, rating) by name, leaving out a task with weight 0; the retrieval
+    loss divided by ``rows`` (``Run.retrieval_rows``: per row, as progress shows it)."""
     named = {"loss": values[0]}
     if config.retrieval_weight:
-        named["retrieval"] = values[1]
+        named["retrieval"] = values[1] / rows
     if config.rating_weight:
         named["rating"] = values[2]
     return named

@@ -21,6 +21,17 @@ class EpochStats:
     retrieval_loss: float | None
     rating_loss: float | None
     seconds: float
+    retrieval_rows: float = 1.0
+    """The rows a batch's retrieval loss sums over (``retrieval_reduction`` sum, as the
+    reference: the mean batch size; 1 where it is a mean)."""
+
+    def shown(self) -> dict[str, float]:
+        """The tasks' losses as progress shows them: retrieval per row whatever the
+        reduction, so that ``compare``'s reference models read like ``train``'s."""
+        named = {"retrieval": self.retrieval_loss, "rating": self.rating_loss}
+        if self.retrieval_loss is not None:
+            named["retrieval"] = self.retrieval_loss / self.retrieval_rows
+        return {task: value for task, value in named.items() if value is not None}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -46,11 +57,19 @@ History = TrainingRecord
 
 
 class Progress(Protocol):
-    """Receives training progress; the CLI renders it as a bar, a library caller may ignore it."""
+    """Receives training progress; the CLI renders it as a bar, a library caller may ignore
+    it. ``step`` gets a batch's losses as ``EpochStats.shown`` names them (retrieval per
+    row); ``finish`` the run's record once its last epoch has ended."""
 
     def start_epoch(self, epoch: int, epochs: int, n_batches: int) -> None: ...
     def step(self, losses: dict[str, float]) -> None: ...
     def end_epoch(self, stats: EpochStats) -> None: ...
+    def finish(self, record: TrainingRecord) -> None: ...
+
+
+def losses_text(losses: dict[str, float]) -> str:
+    """``retrieval loss 7.451, rating loss 0.0611``: the words every progress line uses."""
+    return ", ".join(f"{task} loss {value:.4g}" for task, value in losses.items())
 
 
 class EpochLines:
@@ -67,12 +86,15 @@ class EpochLines:
         pass
 
     def end_epoch(self, stats: EpochStats) -> None:
-        parts = [f"{name} {value:.4g}" for name, value in (
-            ("retrieval", stats.retrieval_loss), ("rating", stats.rating_loss)
-        ) if value is not None]  # fmt: skip
-        tasks = f" ({', '.join(parts)})" if parts else ""
-        line = (
-            f"{self.label}: epoch {stats.epoch} of at most {self.epochs}, loss "
-            f"{stats.loss:.4g}{tasks}, {stats.seconds:.1f} s\n"
+        shown = stats.shown()
+        tasks = f" ({losses_text(shown)})" if shown else ""
+        self._write(
+            f"epoch {stats.epoch} of at most {self.epochs}, loss {stats.loss:.4g}{tasks}, "
+            f"{stats.seconds:.1f} s"
         )
-        (self.stream or sys.stderr).write(line)
+
+    def finish(self, record: TrainingRecord) -> None:
+        self._write(f"trained, {len(record.epochs)} epochs in {record.seconds:.1f} s")
+
+    def _write(self, text: str) -> None:
+        (self.stream or sys.stderr).write(f"{self.label}: {text}\n")

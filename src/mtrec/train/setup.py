@@ -67,6 +67,13 @@ class Run:
         return -(-len(self.data) // self.config.batch_size)
 
     @property
+    def retrieval_rows(self) -> float:
+        """The rows a batch's retrieval loss sums over (the mean batch; 1 for a mean)."""
+        if self.config.retrieval_reduction == "mean":
+            return 1.0
+        return len(self.data) / max(self.n_batches, 1)
+
+    @property
     def writes_checkpoints(self) -> bool:
         """Whether this process writes the run's checkpoints: one process writes for all."""
         return self.checkpoints is not None and world().is_main
