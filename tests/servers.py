@@ -17,9 +17,14 @@ def free_port() -> int:
 
 
 def start_server(
-    model_dir: Path, *args: str, env: dict[str, str] | None = None, timeout_s: float = 30.0
+    model_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 30.0,
+    stdout: int = subprocess.DEVNULL,
 ) -> tuple[subprocess.Popen[str], str]:
-    """The running server and its base URL, once /healthz answers (or an error if it died)."""
+    """The running server and its base URL, once /healthz answers (or an error if it died).
+    It logs warnings only, unless ``args`` give another ``--log-level``."""
     port = free_port()
     cmd = [
         sys.executable,
@@ -34,9 +39,7 @@ def start_server(
         "warning",
         *args,
     ]
-    proc = subprocess.Popen(
-        cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen(cmd, env=env, stdout=stdout, stderr=subprocess.PIPE, text=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -82,6 +82,10 @@ def test_recommendations(client: TestClient) -> None:
         and "nobody" in cold["notice"]
         and cold["items"][0]["stars"] is None
     )
+    # issue 31: an unknown user's id came back as a string, a known one's as a number
+    unknown = client.get("/v1/users/99999/recommendations?k=3").json()
+    assert unknown["user_id"] == 99999 and unknown["fallback"] is True
+    assert cold["user_id"] == "nobody"  # not an integer id: the string it was
 
 
 def test_history_rank_similar(client: TestClient) -> None:
@@ -722,3 +726,39 @@ def test_a_worker_answers_one_batch_at_a_time_then_gives_memory_back(
     assert answers == [200] * 4
     assert most[0] == 1  # four at once: 4 before
     assert len(trims) == 4
+
+
+def test_requests_are_logged_one_line_each_unless_asked_not_to(model_dir: Path) -> None:
+    """Issue 31: the server logged no requests. Now one Common Log Format line each, with
+    the milliseconds taken; a forged target cannot break the line; off with a flag."""
+    import subprocess
+
+    from mtrec.serve.guard import access_line
+
+    for flags, expected in (((), 2), (("--no-access-log",), 0)):
+        proc, base = start_server(
+            model_dir, "--workers", "1", "--log-level", "info", *flags, stdout=subprocess.PIPE
+        )
+        try:
+            assert _get(f"{base}/v1/users/5/recommendations?k=3")[0] == 200
+            assert _get(f"{base}/v1/users/none/history")[0] == 200
+        finally:
+            proc.terminate()
+            stdout, _ = proc.communicate(timeout=20)
+        lines = [line for line in stdout.splitlines() if '"GET /v1/' in line]
+        assert len(lines) == expected, stdout
+        if expected:
+            pattern = r'127\.0\.0\.1 - - \[\d\d/\w{3}/\d{4}:[\d:]{8} \+0000\] "GET '
+            assert re.match(
+                pattern + r'/v1/users/5/recommendations\?k=3 HTTP/1\.1" 200 \d+ ', lines[0]
+            )
+            assert lines[0].endswith("ms")
+    scope = {
+        "method": "GET",
+        "path": "/",
+        "raw_path": b'/a"b\xff',
+        "query_string": b"",
+        "client": ("::1", 9),
+    }
+    line = access_line(scope, 404, 0, 0.001)
+    assert '"GET /a\\"b\\xff HTTP/1.1" 404 0 1.0ms' in line and "\n" not in line

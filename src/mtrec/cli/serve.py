@@ -43,6 +43,13 @@ def serve_cmd(
         int | None,
         typer.Option(help="Server processes sharing the port (default: the CPU cores, up to 4)."),
     ] = None,
+    access_log: Annotated[
+        bool,
+        typer.Option(
+            help="A line per request on stdout (Common Log Format and milliseconds), at "
+            "log level info or below."
+        ),
+    ] = True,
 ) -> None:
     """Serve recommendations over HTTP (JSON API, /docs, /metrics and a web page at /)."""
     try:
@@ -81,4 +88,5 @@ def serve_cmd(
         hosts=allowed_hosts(host, allowed_host or []),
         header_timeout=header_timeout,
         workers=workers,
+        access_log=access_log,
     )

@@ -164,7 +164,8 @@ class Recommender:
         out, j = [], 0
         for user_id, row in zip(user_ids, rows, strict=True):
             if row is None:
-                out.append(self._fallback(user_id, k, blocked))
+                # the id in the model's type ("999" over integer ids: 999), as known users'
+                out.append(self._fallback(self.vocabs.users.parse(user_id), k, blocked))
                 continue
             assert batch is not None
             out.append(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import logging
 import time
 from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
@@ -42,11 +43,13 @@ class Guard:
             await self.app(scope, receive, send)
             return
         start = time.perf_counter()
-        status = {"code": 500}
+        status = {"code": 500, "bytes": 0}
 
         async def send_and_record(message: Message) -> None:
             if message["type"] == "http.response.start":
                 status["code"] = message["status"]
+            elif message["type"] == "http.response.body":
+                status["bytes"] += len(message.get("body", b""))
             await send(message)
 
         response = self._refuse(scope)
@@ -60,9 +63,10 @@ class Guard:
             else:
                 await self.app(scope, receive, send_and_record)
         finally:
-            self.metrics.observe(
-                scope["method"], self._label(scope), status["code"], time.perf_counter() - start
-            )
+            seconds = time.perf_counter() - start
+            self.metrics.observe(scope["method"], self._label(scope), status["code"], seconds)
+            if ACCESS_LOG.isEnabledFor(logging.INFO):
+                ACCESS_LOG.info(access_line(scope, status["code"], status["bytes"], seconds))
 
     def _label(self, scope: Scope) -> str:
         """The route's template, never the raw path: a label per distinct path would let
@@ -110,6 +114,26 @@ class Guard:
                 401, "unauthorized", "missing or wrong API key (Authorization: Bearer <key>)"
             )
         return None
+
+
+ACCESS_LOG = logging.getLogger("mtrec.access")
+"""One line per request, as web servers write them (``mtrec serve --no-access-log``: none)."""
+
+
+def access_line(scope: Scope, status: int, size: int, seconds: float) -> str:
+    """The Common Log Format (client, time, request line, status, bytes) and the
+    milliseconds taken: ``127.0.0.1 - - [08/Dec/2026:03:04:05 +0000] "GET /healthz
+    HTTP/1.1" 200 15 0.4ms``. The target is the raw one, escaped: nothing a client
+    sends can forge a line."""
+    client = (scope.get("client") or ("-",))[0]
+    target = scope.get("raw_path") or scope["path"].encode("utf-8", "surrogateescape")
+    if scope.get("query_string"):
+        target += b"?" + scope["query_string"]
+    shown = target.decode("ascii", "backslashreplace").replace('"', '\\"')
+    shown = "".join(c if c.isprintable() else f"\\x{ord(c):02x}" for c in shown)
+    when = time.strftime("%d/%b/%Y:%H:%M:%S +0000", time.gmtime())
+    request = f"{scope['method']} {shown} HTTP/{scope.get('http_version', '1.1')}"
+    return f'{client} - - [{when}] "{request}" {status} {size} {seconds * 1000:.1f}ms'
 
 
 def _host_name(header: bytes) -> str:

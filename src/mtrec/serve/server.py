@@ -50,6 +50,7 @@ def serve(
     hosts: frozenset[str] | None = LOOPBACK_HOSTS,
     header_timeout: float = HEADER_TIMEOUT,
     workers: int = 1,
+    access_log: bool = True,
 ) -> None:
     """Run the service on uvicorn until interrupted (SIGHUP reloads the model).
 
@@ -72,7 +73,8 @@ def serve(
     }
     raise_descriptor_limit()  # the workers inherit it
     options: dict[str, Any] = {"host": host, "port": port, "log_level": log_level}
-    options |= {"access_log": False, "http": BatchedAccept}
+    options |= {"access_log": False, "http": BatchedAccept}  # the guard writes ours
+    options["log_config"] = logging_config(access_log and log_level in ("info", "debug", "trace"))
     if workers == 1:
         uvicorn.run(_worker_app(settings), **options)
         return
@@ -96,6 +98,28 @@ def serve(
 
 
 _WORKER_SETTINGS = "MTREC_SERVE_WORKER"
+
+
+def logging_config(access_log: bool) -> dict[str, Any]:
+    """uvicorn's logging, and the guard's access lines (``mtrec.access``) on stdout, one
+    line each with nothing added (each worker applies it as it starts)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["formatters"]["mtrec_access"] = {"format": "%(message)s"}
+    config["handlers"]["mtrec_access"] = {
+        "formatter": "mtrec_access",
+        "class": "logging.StreamHandler",
+        "stream": "ext://sys.stdout",
+    }
+    config["loggers"]["mtrec.access"] = {
+        "handlers": ["mtrec_access"],
+        "level": "INFO" if access_log else "WARNING",
+        "propagate": False,
+    }
+    return config
 
 
 def worker_app() -> FastAPI:
