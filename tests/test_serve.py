@@ -64,7 +64,41 @@ def test_health_ready_page_docs(client: TestClient) -> None:
     assert page.status_code == 200 and "retrieve, then rank" in page.text
     spec = client.get("/openapi.json").json()
     assert "/v1/users/{user_id}/recommendations" in spec["paths"] and "/v1/rank" in spec["paths"]
-    assert client.get("/docs").status_code == 200
+    docs = client.get("/docs")
+    assert docs.status_code == 200
+    # issue 31: /docs was blank offline (Swagger UI from a CDN); now from a package, here
+    scripts = re.findall(r'<script src="([^"]+)"', docs.text)
+    styles = re.findall(r'<link type="text/css" rel="stylesheet" href="([^"]+)"', docs.text)
+    assert scripts and styles and all(u.startswith("/docs-assets/") for u in scripts + styles)
+    for url in scripts + styles:
+        asset = client.get(url)
+        assert asset.status_code == 200 and len(asset.content) > 10_000, url
+
+
+def test_the_uvicorn_protocol_we_extend_has_what_we_use() -> None:
+    """serve/protocol.py subclasses uvicorn's HTTP protocol and uses some of its members;
+    pyproject pins uvicorn below the next minor version, and this fails loudly (naming the
+    member) where a new uvicorn renamed or removed one."""
+    import asyncio
+
+    from uvicorn.config import Config
+    from uvicorn.server import ServerState
+
+    from mtrec.serve.protocol import HeaderDeadline
+
+    base = HeaderDeadline.__mro__[1]
+    for method in ("connection_made", "connection_lost", "data_received",
+                   "on_headers_complete", "on_response_complete", "shutdown"):  # fmt: skip
+        assert callable(getattr(base, method, None)), f"uvicorn: {base.__name__}.{method} is gone"
+    config = Config(app=lambda scope, receive, send: None)
+    config.load()
+    loop = asyncio.new_event_loop()
+    try:
+        protocol = base(config, ServerState(), {}, _loop=loop)
+    finally:
+        loop.close()
+    for attribute in ("transport", "loop", "cycle", "server_state", "config", "app_state"):
+        assert hasattr(protocol, attribute), f"uvicorn: {base.__name__}().{attribute} is gone"
 
 
 def test_recommendations(client: TestClient) -> None:

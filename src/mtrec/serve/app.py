@@ -15,7 +15,9 @@ from pathlib import Path
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mtrec.errors import ConfigError, UnknownIdError
@@ -54,7 +56,10 @@ def create_app(
         version="1",
         summary="Retrieve, then rank: recommendations from one multi-task model.",
         lifespan=_lifespan(holder, supervised),
+        docs_url=None,  # ours below: Swagger UI from a package, not a CDN
+        redoc_url=None,
     )
+    _add_docs(app)
     app.state.holder = holder
     app.state.metrics = metrics
     app.state.supervised = supervised
@@ -73,6 +78,36 @@ def create_app(
         allowed_hosts=hosts,
     )
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+"""Where the Swagger UI's script and style are served from (the swagger-ui-bundle package)."""
+
+
+def _add_docs(app: FastAPI) -> None:
+    """``/docs`` that works offline: FastAPI's page fetches Swagger UI from a CDN, blank
+    without the internet; here its files come from the ``swagger-ui-bundle`` package
+    (the serve extra), or from the CDN where that is not installed."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path  # type: ignore[import-untyped]
+    except ImportError:
+        local = False
+    else:
+        local = True
+        app.mount(DOCS_ASSETS, StaticFiles(directory=swagger_ui_path), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        openapi, title = app.openapi_url or "/openapi.json", "mtrec API"
+        if not local:
+            return get_swagger_ui_html(openapi_url=openapi, title=title)
+        return get_swagger_ui_html(
+            openapi_url=openapi,
+            title=title,
+            swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+            swagger_favicon_url=f"{DOCS_ASSETS}/favicon-32x32.png",
+        )
 
 
 def _lifespan(
