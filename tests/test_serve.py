@@ -796,3 +796,19 @@ def test_requests_are_logged_one_line_each_unless_asked_not_to(model_dir: Path) 
     }
     line = access_line(scope, 404, 0, 0.001)
     assert '"GET /a\\"b\\xff HTTP/1.1" 404 0 1.0ms' in line and "\n" not in line
+
+
+def test_items_are_found_by_title_or_id_most_liked_first(client: TestClient) -> None:
+    """The page's history box searches here (issue 31)."""
+    found = client.get("/v1/items?q=MOVIE 1&k=40").json()["items"]
+    titles = [i["title"] for i in found]
+    assert titles and all("movie 1" in t.casefold() for t in titles)
+    assert set(found[0]) == {"item_id", "title", "genres"}
+    popular = client.get("/v1/users/nobody/recommendations?k=40").json()["items"]
+    order = [i["item_id"] for i in popular if i["item_id"] in {f["item_id"] for f in found}]
+    assert [i["item_id"] for i in found] == order  # the most liked first
+    by_id = client.get("/v1/items?q=3&k=40").json()["items"]
+    assert 3 in [i["item_id"] for i in by_id]
+    assert client.get("/v1/items?q=").json() == {"items": []}
+    assert client.get("/v1/items?q=zzzz").json() == {"items": []}
+    _error(client.get("/v1/items?q=" + "x" * 101), 422, "invalid")

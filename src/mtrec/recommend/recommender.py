@@ -67,7 +67,8 @@ class Recommender:
         with torch.inference_mode():
             items = self.model.embed_items().numpy()
         self._cosine = ExactIndex(unit_rows(items))
-        self._popular = fallback_order(saved.popularity)
+        self.popular_rows = fallback_order(saved.popularity)
+        """Item rows, the most liked in training first (an unknown user's list)."""
         by_genre: dict[str, list[int]] = {}
         for row, genres in enumerate(saved.items.genres):
             for genre in genres:
@@ -327,7 +328,7 @@ class Recommender:
         self, user_id: int | str | None, k: int, blocked: NDArray[np.int64] | None = None
     ) -> Recommendations:
         info = self.saved.items
-        popular = self._popular
+        popular = self.popular_rows
         if blocked is not None:
             popular = popular[~np.isin(popular, blocked)]
         items = [

@@ -175,6 +175,18 @@ class RatedItem:
         }
 
 
+@dataclasses.dataclass(frozen=True)
+class CatalogueItem:
+    """An item as the catalogue describes it (what a title search finds)."""
+
+    item_id: int | str
+    title: str | None
+    genres: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"item_id": self.item_id, "title": self.title, "genres": list(self.genres)}
+
+
 def describe(
     vocab: Vocab, info: ItemInfo, row: int
 ) -> tuple[int | str, str | None, tuple[str, ...]]:

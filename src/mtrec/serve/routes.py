@@ -20,7 +20,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.background import BackgroundTask
 
-from mtrec.recommend import Recommendations
+from mtrec.recommend import MAX_QUERY, Recommendations, find_items
 from mtrec.runtime import give_back_freed_memory
 from mtrec.serve.holder import ModelHolder, log_failed_reload, reason, signal_workers
 from mtrec.serve.schemas import (
@@ -34,6 +34,7 @@ from mtrec.serve.schemas import (
     HistoryEntry,
     HistoryOut,
     HistoryRequest,
+    ItemsOut,
     RankOut,
     RankRequest,
     SimilarOut,
@@ -183,6 +184,16 @@ async def rank(holder: Holder, request: Annotated[RankRequest, Body()]) -> JSONR
     """The given items ordered by predicted rating for the user (404 for unknown ids)."""
     items = holder.recommender.rank(request.user_id, request.item_ids)
     return _items_of(holder, "user", request.user_id, items)
+
+
+@router.get("/v1/items", response_model=ItemsOut, **LISTS)
+async def items(
+    holder: Holder, q: Annotated[str, Query(max_length=MAX_QUERY)] = "", k: TopK = 10
+) -> JSONResponse:
+    """Items whose title holds ``q`` (any case) or whose id is ``q``, the most liked in
+    training first: what a new user's history is picked from (the page's history box)."""
+    found = find_items(holder.recommender, q, k)
+    return JSONResponse({"items": [i.to_dict() for i in found]})
 
 
 @router.get("/v1/items/{item_id}/similar", response_model=SimilarOut, **LISTS)

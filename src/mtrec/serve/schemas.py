@@ -7,7 +7,13 @@ from typing import Annotated, Any
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field, Strict, StrictBool, StrictInt, StrictStr
 
-from mtrec.recommend import RatedItem, Recommendation, Recommendations, SimilarItem
+from mtrec.recommend import (
+    CatalogueItem,
+    RatedItem,
+    Recommendation,
+    Recommendations,
+    SimilarItem,
+)
 
 MAX_K = 100
 MAX_CANDIDATES = 1000
@@ -71,6 +77,10 @@ class HistoryOut(BaseModel):
 class SimilarOut(BaseModel):
     item_id: int | str
     items: list[SimilarItem]
+
+
+class ItemsOut(BaseModel):
+    items: list[CatalogueItem]
 
 
 class ErrorBody(BaseModel):
