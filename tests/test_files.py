@@ -115,13 +115,33 @@ def test_integer_items_file_against_string_log_ids(tmp_path: Path) -> None:
         ("uid,sku,stars\nu1,i1,4\nu2,,4\nu3,,5\n", r":3, field 'sku': missing value \(2 rows"),
         ("uid,sku,stars\nu1,i1,4\nu2,i2,nan\n", r":3, field 'stars': missing value"),
         ("uid,sku,stars\nu1,i1,4\nu2,i2\n", r"log\.csv:3: malformed row"),
-        ("who,what\n1,2\n", r"no column 'uid' \(set --user-col\); the file has \['who', 'what'\]"),
+        ("who,what\n1,2\n", r"no column 'uid' \(set ColumnMap\(user=\.\.\.\)\); the file has"),
     ],
 )
 def test_bad_csv_rows_name_line_and_column(tmp_path: Path, text: str, message: str) -> None:
     (tmp_path / "log.csv").write_text(text)
     with pytest.raises(DataError, match=message):
         load_interactions(tmp_path / "log.csv", ColumnMap("uid", "sku", "stars"))
+
+
+def test_messages_name_python_parameters_in_python_and_flags_in_the_cli(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 31: a Python caller was told to set --user-col, a flag of the CLI."""
+    from cli_run import run_cli
+
+    (tmp_path / "log.csv").write_text("who,what,stars\n1,2,4\n3,4,x\n")
+    with pytest.raises(DataError, match=r"ColumnMap\(user=\.\.\.\)") as raised:
+        load_interactions(tmp_path / "log.csv")
+    assert "--user-col" not in str(raised.value)
+    with pytest.raises(DataError, match="pass bad_rows='skip' to drop") as raised:
+        load_interactions(tmp_path / "log.csv", ColumnMap("who", "what", "stars"))
+    assert "--skip-bad-rows" not in str(raised.value)
+    log = ["train", "--interactions", str(tmp_path / "log.csv"), "-o", str(tmp_path / "m")]
+    assert run_cli(log) == 2
+    assert "(set --user-col)" in capsys.readouterr().err
+    assert run_cli([*log, "--user-col", "who", "--item-col", "what", "--rating-col", "stars"]) == 2
+    assert "pass --skip-bad-rows to drop" in capsys.readouterr().err
 
 
 def test_bad_parquet_rows_name_the_row_group(tmp_path: Path) -> None:
@@ -237,7 +257,7 @@ def test_ids_and_ratings_are_never_silently_changed(tmp_path: Path) -> None:
     (tmp_path / "r.csv").write_text("user_id,item_id,rating\n1,1,4\n2,2,1e30\n3,3,6\n")
     with pytest.raises(DataError, match=r"r\.csv:3, field 'rating': bad value 1e\+30 .*\[-1e"):
         load_interactions(tmp_path / "r.csv")
-    with pytest.raises(DataError, match=r"r\.csv:3.*must lie in \[1, 5\] \(--rating-range\)"):
+    with pytest.raises(DataError, match=r"r\.csv:3.*must lie in \[1, 5\] \(rating_range\)"):
         load_interactions(tmp_path / "r.csv", rating_range=(1.0, 5.0))
     kept = load_interactions(tmp_path / "r.csv", rating_range=(1.0, 5.0), bad_rows="skip")
     assert kept.interactions.rating.tolist() == [4.0] and kept.skipped == {"rating": 2}

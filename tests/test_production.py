@@ -188,6 +188,12 @@ def test_fit_evaluate_recommend_save_from_frames(tiny_dir: Path, tmp_path: Path)
     assert measured["served"] == model.metrics["served"]
     counts = {"rows": 0, "users": 0, "items": 0, "new_user_rows": 0}
     assert measured["unseen_test"] == counts | {"cold_item_rows": 0, "cold_items": 0}
+    lists = measured.to_frame()  # issue 31: the lists as a table, not only a nested dict
+    served = lists.set_index("list").loc["served"]
+    assert served["recall"] == measured["served"]["recall"] and served["k"] == 10
+    assert served["recall_low"] <= served["recall"] <= served["recall_high"]
+    assert list(lists["list"]) == [r["name"] for r in measured["lists"]]
+    assert measured.to_frame("arrow").num_rows == len(measured["lists"])
     frame = mtrec.to_frame(model.recommend_many([1, 2, 999], k=3))
     assert list(frame.columns) == list(FRAME_COLUMNS)
     assert frame["user_id"].tolist() == [1] * 3 + [2] * 3 + [999] * 3

@@ -2,7 +2,28 @@
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+from collections.abc import Iterator
 from pathlib import Path
+
+_SURFACE: contextvars.ContextVar[str] = contextvars.ContextVar("mtrec_surface", default="python")
+
+
+def setting(flag: str, parameter: str) -> str:
+    """How a message names a setting: the command line's ``flag`` under ``mtrec``, the
+    Python ``parameter`` elsewhere (a Python caller cannot pass ``--user-col``)."""
+    return flag if _SURFACE.get() == "cli" else parameter
+
+
+@contextlib.contextmanager
+def on_the_command_line() -> Iterator[None]:
+    """Messages raised inside name the CLI's flags (``setting``)."""
+    token = _SURFACE.set("cli")
+    try:
+        yield
+    finally:
+        _SURFACE.reset(token)
 
 
 class MtrecError(Exception):

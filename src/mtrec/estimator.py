@@ -25,6 +25,7 @@ from mtrec.data import ColumnMap, Dataset, load_interactions, load_movielens
 from mtrec.data.movielens import MOVIELENS
 from mtrec.pipeline import PHASE_LOG, evaluate_saved_on, served_summary, train_model
 from mtrec.recommend import Recommender
+from mtrec.recommend.records import FrameKind, frame_of
 from mtrec.train import EpochLines
 from mtrec.warm import REPLAY
 
@@ -58,23 +59,56 @@ class Model(Recommender):
     def train_config(self) -> TrainConfig:
         return self.saved.train_config
 
-    def evaluate(
-        self, test: Any, columns: ColumnMap | None = None, *, k: int = 10
-    ) -> dict[str, Any]:
+    def evaluate(self, test: Any, columns: ColumnMap | None = None, *, k: int = 10) -> Evaluated:
         """Measure on other data (a DataFrame, Arrow table, file or Dataset): top-k
         accuracy and rating errors, the served list beside retrieval alone, popularity and
-        EASE (``lists``; ``served`` in short), and the test rows it could not score."""
+        EASE (``lists``; ``served`` in short), and the test rows it could not score. A
+        dict; ``.to_frame()`` gives the lists as a table.
+
+        >>> model.evaluate(next_week).to_frame()[["list", "recall", "recall_low"]]
+        """
         evaluation = evaluate_saved_on(self.saved, as_dataset(test, columns), k=k)
-        return {
+        return Evaluated(
             **dataclasses.asdict(evaluation.report),
-            "served": served_summary(evaluation.lists),
-            "lists": [dataclasses.asdict(r) for r in evaluation.lists],
-            "unseen_test": evaluation.unseen.to_dict(),
-        }
+            served=served_summary(evaluation.lists),
+            lists=[dataclasses.asdict(r) for r in evaluation.lists],
+            unseen_test=evaluation.unseen.to_dict(),
+        )
 
     def save(self, directory: str | Path) -> Path:
         """Write the model directory (atomically; see ``mtrec.artifact``)."""
         return artifact.save(self.saved, directory)
+
+
+class Evaluated(dict[str, Any]):
+    """What ``Model.evaluate`` measured: a dict (as before), and its lists as a table."""
+
+    def to_frame(self, kind: FrameKind = "pandas") -> Any:
+        """One row per list (served, each stage alone, popularity, EASE): recall and NDCG
+        at k with their 95% intervals over users, the users measured and how many of them
+        got the popularity fallback; a pandas or polars DataFrame or an Arrow table."""
+        import pyarrow as pa
+
+        lists = self["lists"]
+        columns = {
+            "list": [r["name"] for r in lists],
+            "k": [r["k"] for r in lists],
+            **{
+                f"{metric}{part}": [_interval_part(r, metric, part) for r in lists]
+                for metric in ("recall", "ndcg")
+                for part in ("", "_low", "_high")
+            },
+            "users": [r["n_users"] for r in lists],
+            "fell_back": [r["fell_back"] for r in lists],
+        }
+        return frame_of(pa.table(columns), kind)
+
+
+def _interval_part(report: dict[str, Any], metric: str, part: str) -> float:
+    """A list's ``metric`` (``part`` "") or one end of its interval ("_low", "_high")."""
+    if not part:
+        return float(report[metric])
+    return float(report[f"{metric}_ci"][0 if part == "_low" else 1])
 
 
 def fit(

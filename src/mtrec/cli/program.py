@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
 
-from mtrec.errors import MtrecError
+from mtrec.errors import MtrecError, on_the_command_line
 from mtrec.runtime import tune_allocator
 
 app = typer.Typer(
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> None:
     tune_allocator()
     invocation["argv"] = list(sys.argv[1:] if argv is None else argv)
     try:
-        app(args=argv)  # standalone: usage errors print themselves and exit 2
+        with on_the_command_line():  # messages name flags, not Python parameters
+            app(args=argv)  # standalone: usage errors print themselves and exit 2
     except MtrecError as exc:
         if invocation["verbose"]:
             traceback.print_exc()

@@ -12,7 +12,7 @@ from typing import Any
 
 from mtrec.config.fields import ModelConfig, RankerConfig, TrainConfig
 from mtrec.config.presets import PRESETS, RANKERS, preset_configs
-from mtrec.errors import ConfigError
+from mtrec.errors import ConfigError, setting
 
 DATA_KEYS = (
     "dataset", "data_dir", "cache_dir", "interactions", "user_col", "item_col", "rating_col",
@@ -190,10 +190,10 @@ def refuse_preset_on_warm_start(preset: str | None, warm: bool) -> None:
     """A warm start continues the saved model with its own settings, which would override
     every one of a preset's: naming a preset beside it is an error, not a silent no-op."""
     if warm and preset is not None:
+        named, warm_from = setting("--preset", "preset"), setting("--init-from", "init_from")
         raise ConfigError(
-            f"--preset / preset={preset!r} goes without --init-from / init_from: a warm start "
-            "keeps the saved model's settings (change training ones with flags, overrides or "
-            "a config)"
+            f"{named} {preset!r} goes without {warm_from}: a warm start keeps the saved "
+            "model's settings (change training ones with flags, overrides or a config)"
         )
 
 

@@ -11,7 +11,7 @@ from typing import Any, Literal
 import numpy as np
 from numpy.typing import NDArray
 
-from mtrec.errors import ConfigError, DataError
+from mtrec.errors import ConfigError, DataError, setting
 
 log = logging.getLogger("mtrec.data")
 
@@ -165,7 +165,8 @@ class ColumnarTable:
         what += "" if value is None else f" {value!r}"
         what += f" ({notes[column]})" if notes and column in notes else ""
         others = f" ({counts[column]} rows like this)" if counts[column] > 1 else ""
-        hint = "; pass --skip-bad-rows to drop and count such rows"
+        skip = setting("--skip-bad-rows", "bad_rows='skip'")
+        hint = f"; pass {skip} to drop and count such rows"
         if self.parquet:
             group, within = self._row_group(row)
             raise DataError(

@@ -23,7 +23,7 @@ from mtrec.data.columnar import BadRows, ColumnarTable
 from mtrec.data.interactions import Dataset, Interactions, Items
 from mtrec.data.releases import catalogue_items
 from mtrec.data.values import encode_ids, id_values, number_values
-from mtrec.errors import ConfigError, DataError
+from mtrec.errors import ConfigError, DataError, setting
 
 log = logging.getLogger("mtrec.data")
 
@@ -122,10 +122,10 @@ def load_interactions(
 def _wanted(table: ColumnarTable, columns: ColumnMap) -> dict[str, str]:
     """The file's columns to read, by role: user and item (required), rating and
     timestamp (where given or present)."""
-    for flag, column in (("--user-col", columns.user), ("--item-col", columns.item)):
-        table.require(column, flag)
-    rating = _optional(table, columns.rating, "rating", "--rating-col")
-    timestamp = _optional(table, columns.timestamp, "timestamp", "--timestamp-col")
+    for role, column in (("user", columns.user), ("item", columns.item)):
+        table.require(column, setting(f"--{role}-col", f"ColumnMap({role}=...)"))
+    rating = _optional(table, columns.rating, "rating")
+    timestamp = _optional(table, columns.timestamp, "timestamp")
     wanted = {"user": columns.user, "item": columns.item}
     if rating:
         wanted["rating"] = rating
@@ -152,7 +152,9 @@ def _ratings_and_times(
     if rating:
         ratings, bad[rating] = table.convert(data, rating, number_values, False)
         bad[rating] |= ~((ratings >= low) & (ratings <= high))  # NaN: outside too
-        notes[rating] = f"ratings must lie in [{low:g}, {high:g}] (--rating-range)"
+        notes[rating] = (
+            f"ratings must lie in [{low:g}, {high:g}] ({setting('--rating-range', 'rating_range')})"
+        )
     else:
         ratings = np.ones(n, dtype=np.float64)
     if timestamp:
@@ -183,12 +185,14 @@ def _same_id_kind(
     return raw, items
 
 
-def _optional(table: ColumnarTable, given: str | None, default: str, flag: str) -> str | None:
+def _optional(table: ColumnarTable, given: str | None, role: str) -> str | None:
+    """The ``role`` column (rating or timestamp): as given, "" for none, None for the
+    column of the role's name where the file has one."""
     if given is None:
-        return default if default in table.names else None
+        return role if role in table.names else None
     if given == "":  # explicitly none
         return None
-    table.require(given, flag)
+    table.require(given, setting(f"--{role}-col", f"ColumnMap({role}=...)"))
     return given
 
 
@@ -203,7 +207,7 @@ def _read_items(
     id_column = columns.id or next(
         (c for c in (item_column, "item_id", "id") if c in table.names), item_column
     )
-    table.require(id_column, "--items-id-col")
+    table.require(id_column, setting("--items-id-col", "ItemColumns(id=...)"))
     present = [c for c in (columns.title, columns.genres, columns.year) if c in table.names]
     data = table.load([id_column, *present], ids=(id_column,))
     ids, missing = table.convert(data, id_column, id_values)

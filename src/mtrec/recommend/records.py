@@ -106,6 +106,14 @@ def to_frame(lists: Sequence[Recommendations], kind: FrameKind = "pandas") -> An
             for name, values, t in zip(FRAME_COLUMNS, columns, types, strict=True)
         }
     )
+    return frame_of(table, kind)
+
+
+def frame_of(table: Any, kind: FrameKind = "pandas") -> Any:
+    """An Arrow table as ``kind``: a pandas or polars DataFrame (imported only when asked
+    for), or the table itself."""
+    import pyarrow as pa
+
     if kind == "arrow":
         return table
     if kind == "pandas":
