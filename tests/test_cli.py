@@ -144,6 +144,12 @@ def test_train_recommend_similar_evaluate(
     trained = json.loads(capsys.readouterr().out)
     assert trained["metrics"]["index"]["kind"] == "exact"
     assert json.loads((model / "config.json").read_text())["model_config"]["embedding_dim"] == 8
+    # issue 31: a report of the run beside the model, checksummed with it
+    report = (model / "report.md").read_text()
+    assert "| served |" in report and "| EASE |" in report and "| 3 |" in report
+    assert (model / "report.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    digests = json.loads((model / "manifest.json").read_text())["sha256"]
+    assert {"report.md", "report.png"} <= set(digests)
 
     assert _run(["recommend", "-m", str(model), "-u", "3", "-k", "4", "--json"]) == 0
     recs = json.loads(capsys.readouterr().out)

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from mtrec.io import atomic_path
 from mtrec.runtime import on_a_spare_core
 
 if TYPE_CHECKING:
+    from mtrec.evaluate import ListReport
     from mtrec.experiments import CompareResult, SweepPoint
 
 
@@ -92,3 +93,55 @@ def plot_sweep(points: list[SweepPoint], path: Path, title: str) -> None:
     fig.subplots_adjust(left=0.13, right=0.97, bottom=0.12, top=0.9)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+
+
+def plot_training(
+    epochs: list[dict[str, float]], lists: list[ListReport], path: str | Path, title: str
+) -> None:
+    """What ``mtrec train`` did, in two panels: each task's loss per epoch (retrieval per
+    row, rating on its own axis), and each list's recall@k and NDCG@k on the held-out
+    users with their 95% intervals (served, each stage alone, popularity, EASE)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 4.2))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.86, wspace=0.75)
+    losses, quality = fig.subplots(1, 2, width_ratios=(1, 1.4))
+    _plot_losses(losses, epochs)
+    names = [r.name for r in lists][::-1]  # the served list on top
+    for offset, metric, color in ((-0.2, "recall", "#4C72B0"), (0.2, "ndcg", "#DD8452")):
+        values = [getattr(r, metric) for r in lists][::-1]
+        low = [v - getattr(r, f"{metric}_ci")[0] for v, r in zip(values, lists[::-1], strict=True)]
+        high = [getattr(r, f"{metric}_ci")[1] - v for v, r in zip(values, lists[::-1], strict=True)]
+        rows = [i + offset for i in range(len(names))]
+        label = f"{'NDCG' if metric == 'ndcg' else 'recall'}@{lists[0].k if lists else 10}"
+        quality.barh(rows, values, height=0.4, color=color, label=label)
+        quality.errorbar(values, rows, xerr=[low, high], fmt="none", ecolor="#333", capsize=3)
+    quality.set_yticks(range(len(names)), names, fontsize=8)
+    quality.set_title("Held-out lists, 95% intervals over users", fontsize=10)
+    quality.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title, fontsize=10)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110)
+
+
+def _plot_losses(ax: Any, epochs: list[dict[str, float]]) -> None:
+    """Retrieval loss per row on ``ax``, rating loss on a twin axis, by epoch."""
+    x = [e["epoch"] for e in epochs]
+    ax.set_title("Training loss per epoch", fontsize=10)
+    ax.set_xlabel("epoch")
+    lines = []
+    if epochs and epochs[0].get("retrieval_loss") is not None:
+        rows = [e.get("retrieval_rows", 1.0) for e in epochs]
+        y = [e["retrieval_loss"] / n for e, n in zip(epochs, rows, strict=True)]
+        lines += ax.plot(x, y, "o-", color="#4C72B0", label="retrieval (per row)")
+        ax.set_ylabel("retrieval loss")
+    if epochs and epochs[0].get("rating_loss") is not None:
+        twin = ax.twinx() if lines else ax
+        y = [e["rating_loss"] for e in epochs]
+        lines += twin.plot(x, y, "s-", color="#55A868", label="rating (MSE, 0-1 scale)")
+        twin.set_ylabel("rating loss")
+    if lines:
+        ax.legend(lines, [line.get_label() for line in lines], fontsize=8)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 from mtrec.evaluate import ListReport
 from mtrec.experiments import CompareResult, SweepPoint
 from mtrec.io import atomic_path, json_safe, write_json
-from mtrec.plots import plot_comparison, plot_sweep
+from mtrec.plots import plot_comparison, plot_sweep, plot_training
 
 
 def write_outputs(result: CompareResult, output_dir: str | Path) -> list[Path]:
@@ -280,3 +281,43 @@ def write_sweep(points: list[SweepPoint], output_dir: str | Path, title: str) ->
         tmp.write_text("\n".join(lines), encoding="utf-8")
     plot_sweep(points, out / "sweep.png", title)
     return [out / "sweep.json", out / "sweep.md", out / "sweep.png"]
+
+
+TRAIN_REPORT = ("report.md", "report.png")
+"""What ``write_train_report`` writes (``mtrec train`` puts them in the model directory)."""
+
+
+def write_train_report(metrics: dict[str, Any], out_dir: Path, title: str) -> list[Path]:
+    """``report.md`` and ``report.png`` of a training run from its ``metrics.json``: the
+    held-out lists with their intervals and paired differences, and each task's loss per
+    epoch (a run that held nothing out shows its losses alone)."""
+    lists = [_list_report(r) for r in metrics.get("lists", [])]
+    epochs = metrics.get("history", [])
+    md, png = (out_dir / name for name in TRAIN_REPORT)
+    plot_training(epochs, lists, png, title)
+    lines = [f"# mtrec train: {title}", "", f"![training and lists]({png.name})", ""]
+    if lists:
+        lines += ["## The lists a user gets (held-out users)", ""]
+        lines += _markdown_table(*list_rows(lists), left=1)
+        lines += [""]
+    lines += ["## Loss per epoch (retrieval per row)", "", "| epoch | retrieval | rating | s |"]
+    lines += ["|---:|---:|---:|---:|"]
+    for e in epochs:
+        retrieval = e.get("retrieval_loss")
+        per_row = "-" if retrieval is None else f"{retrieval / e.get('retrieval_rows', 1.0):.4g}"
+        rating = "-" if e.get("rating_loss") is None else f"{e['rating_loss']:.4g}"
+        lines.append(f"| {e['epoch']} | {per_row} | {rating} | {e['seconds']:.1f} |")
+    with atomic_path(md) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [md, png]
+
+
+def _list_report(data: dict[str, Any]) -> ListReport:
+    """A list's record as ``metrics.json`` holds it (intervals as JSON arrays)."""
+    return ListReport(
+        **{
+            **data,
+            "recall_ci": tuple(data["recall_ci"]),
+            "ndcg_ci": tuple(data["ndcg_ci"]),
+        }
+    )

@@ -10,6 +10,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +30,13 @@ from mtrec.io import (
 )
 
 
-def save(saved: SavedModel, directory: str | Path) -> Path:
+def save(
+    saved: SavedModel, directory: str | Path, extras: Mapping[str, Path] | None = None
+) -> Path:
     """Write ``saved`` to ``directory`` atomically (replacing an existing model there;
-    anything else already there is refused: see ``check_target``).
+    anything else already there is refused: see ``check_target``). ``extras``: files to
+    put beside the model under those names (``REPORT_FILES``: the training report),
+    checksummed with it.
 
     The new model is written beside the target under a temporary name, then swapped in
     with one atomic exchange where the system has one (Linux): at every instant the
@@ -43,7 +48,7 @@ def save(saved: SavedModel, directory: str | Path) -> Path:
     tmp = Path(tempfile.mkdtemp(prefix=_temp_prefix(target), suffix=".tmp", dir=target.parent))
     try:
         os.chmod(tmp, 0o777 & ~current_umask())
-        _write_files(saved, tmp)
+        _write_files(saved, tmp, extras or {})
         _swap_into_place(tmp, target)
     except (OSError, SafetensorError) as exc:  # a full disk, a lost mount: keep the work
         shutil.rmtree(tmp, ignore_errors=True)
@@ -67,15 +72,17 @@ def _keep_elsewhere(saved: SavedModel) -> str:
     except OSError as exc:
         return f"it could not be kept in {tempfile.gettempdir()} either ({_reason(exc)})"
     try:
-        _write_files(saved, kept)
+        _write_files(saved, kept, {})
     except (OSError, SafetensorError) as exc:
         shutil.rmtree(kept, ignore_errors=True)
         return f"it could not be kept in {kept.parent} either ({_reason(exc)})"
     return f"the trained model was written to {kept} instead: move it where it belongs"
 
 
+REPORT_FILES = frozenset({"report.md", "report.png"})
+"""What ``save``'s ``extras`` may name: ``mtrec train``'s report of the run."""
 MODEL_ENTRIES = frozenset(
-    {*FILES, "manifest.json", "ranker.json", "item_item.safetensors", "index"}
+    {*FILES, *REPORT_FILES, "manifest.json", "ranker.json", "item_item.safetensors", "index"}
 )
 """Every name a model directory can hold: replacing one deletes nothing else."""
 
@@ -155,7 +162,7 @@ def config_document(saved: SavedModel) -> dict[str, Any]:
     }
 
 
-def _write_files(saved: SavedModel, out: Path) -> None:
+def _write_files(saved: SavedModel, out: Path, extras: Mapping[str, Path]) -> None:
     write_json(out / "config.json", config_document(saved))
     write_json(
         out / "vocab.json",
@@ -182,6 +189,10 @@ def _write_files(saved: SavedModel, out: Path) -> None:
     if saved.item_item is not None:
         _save_numpy({"weights": saved.item_item}, str(out / "item_item.safetensors"))
     saved.index.save(out / "index")
+    for name, source in extras.items():
+        if name not in REPORT_FILES:
+            raise ArtifactError(f"{name}: not a file a model directory holds")
+        shutil.copyfile(source, out / name)
     files = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
     mode = 0o666 & ~current_umask()  # safetensors creates its files 0600
     for name in files:

@@ -6,6 +6,7 @@ import contextlib
 import json
 import logging
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,6 +43,7 @@ from mtrec.evaluate import EVAL_USERS
 from mtrec.index import INDEX_KINDS, check_index_options
 from mtrec.io import json_safe
 from mtrec.pipeline import PHASE_LOG, train_model
+from mtrec.report import write_train_report
 from mtrec.runtime import resolve_device
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY
@@ -263,7 +265,9 @@ def _write_and_report(saved: SavedModel, output: Path, as_json: bool) -> None:
     """Save the model, then say what it measured (JSON or one line) and where the time
     went (``metrics.json``'s ``phases``, the save added)."""
     started = time.perf_counter()
-    path = artifact.save(saved, output)
+    with tempfile.TemporaryDirectory(prefix="mtrec-report-") as drafts:
+        report = write_train_report(saved.metrics, Path(drafts), _run_title(saved))
+        path = artifact.save(saved, output, extras={p.name: p for p in report})
     phases = {**saved.metrics.get("phases", {}), "save": time.perf_counter() - started}
     if as_json:
         document = json_safe({"model": str(path), "metrics": saved.metrics})
@@ -282,7 +286,14 @@ def _write_and_report(saved: SavedModel, output: Path, as_json: bool) -> None:
         out.print(f"{metrics_line(m)}; {seconds}; index {m['index']['kind']}", highlight=False)
     spent = ", ".join(f"{name} {took:.1f} s" for name, took in phases.items())
     out.print(f"[dim]time: {spent}[/dim]", highlight=False)
-    out.print(f"[dim]wrote {path}[/dim]")
+    out.print(f"[dim]wrote {path} (its report: {path / 'report.md'}, report.png)[/dim]")
+
+
+def _run_title(saved: SavedModel) -> str:
+    """The report's title: the data and the run's seed."""
+    split = saved.data.get("split") or {}
+    held = f"{split['kind']} split" if split.get("test_fraction") else "every row trained"
+    return f"{saved.data.get('dataset', 'data')}, {held}, seed {saved.train_config.seed}"
 
 
 def _given(ctx: typer.Context) -> Callable[[str], bool]:
