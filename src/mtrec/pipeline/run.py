@@ -29,6 +29,9 @@ from mtrec.train import Checks, Hooks, Progress, TrainingRecord
 from mtrec.train.checkpoint import Checkpointing
 from mtrec.warm import REPLAY, check_shape, merged_items, replayed_share
 
+PHASE_LOG = logging.getLogger("mtrec.pipeline.phases")
+"""Where a run says what it has done and what it does next (silenced by ``-q``)."""
+
 
 def train_model(
     dataset: Dataset,
@@ -145,10 +148,6 @@ class Phases:
         self._last = now
         next_up = f"; {then}" if then else ""
         PHASE_LOG.info("%s: %.1f s%s", phase, self.seconds[phase], next_up)
-
-
-PHASE_LOG = logging.getLogger("mtrec.pipeline.phases")
-"""Where a run says what it has done and what it does next (silenced by ``-q``)."""
 
 
 @dataclasses.dataclass(frozen=True)
