@@ -745,6 +745,7 @@ def test_a_worker_answers_one_batch_at_a_time_then_gives_memory_back(
 
     monkeypatch.setattr(Recommender, "recommend_many", slow)
     monkeypatch.setattr(routes, "give_back_freed_memory", lambda: trims.append(1))
+    monkeypatch.setattr(routes, "TRIM_AFTER_ITEMS", 6)  # 2 users x k 3: large here
     with TestClient(create_app(model_dir)) as client:
         answers: list[int] = []
 
@@ -757,6 +758,8 @@ def test_a_worker_answers_one_batch_at_a_time_then_gives_memory_back(
             thread.start()
         for thread in threads:
             thread.join()
+        small = client.post("/v1/recommendations:batch", json={"user_ids": [1], "k": 3})
+        assert small.status_code == 200  # 3 items: no trim after it
     assert answers == [200] * 4
     assert most[0] == 1  # four at once: 4 before
     assert len(trims) == 4

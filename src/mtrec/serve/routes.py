@@ -122,6 +122,11 @@ and held +54-66 MB after with four at once a worker, +144-257 and +20-80 with on
 (``benchmarks/serve_batch_memory.py``, 2-core AMD EPYC)."""
 
 
+TRIM_AFTER_ITEMS = 10_000
+"""Items in a batch answer (users x k) from which the worker hands memory back after it:
+the full collection takes 20-90 ms of a loaded worker, not worth it after a small one."""
+
+
 def batch_slots() -> anyio.CapacityLimiter:
     """The limiter :func:`recommendations_batch` waits on (one an app: ``create_app``)."""
     return anyio.CapacityLimiter(BATCHES_AT_ONCE)
@@ -133,7 +138,7 @@ async def recommendations_batch(
 ) -> JSONResponse:
     """Lists for up to 1,000 users in one batched pass (index search, ranking stage),
     in the order given; unknown users get popular items (``fallback: true``). A worker
-    answers one batch at a time; after it, what the batch freed goes back to the OS."""
+    answers one batch at a time; after a large one, what it freed goes back to the OS."""
 
     def answer() -> JSONResponse:  # off the event loop: lists, then their JSON
         results = holder.recommender.recommend_many(
@@ -145,9 +150,10 @@ async def recommendations_batch(
             exclude_items=request.exclude_items,
             genres=request.genres,
         )
+        large = len(request.user_ids) * request.k >= TRIM_AFTER_ITEMS
         return JSONResponse(
             {"results": [r.to_dict() for r in results]},
-            background=BackgroundTask(give_back_freed_memory),
+            background=BackgroundTask(give_back_freed_memory) if large else None,
         )
 
     return await anyio.to_thread.run_sync(answer, limiter=http.app.state.batch_slots)

@@ -184,8 +184,9 @@ def _fit(
     record = TrainingRecord(
         stats, time.perf_counter() - run_started, precision, run.precision_reason, str(run.device)
     )
-    if progress is not None:
-        progress.finish(record)
+    finish = getattr(progress, "finish", None)  # a Progress written before finish existed
+    if finish is not None:  # has none: it still runs
+        finish(record)
     return record
 
 
