@@ -32,29 +32,40 @@ def preload_plotting() -> None:
 
 
 def plot_comparison(result: CompareResult, path: str | Path) -> None:
-    """Two bar charts side by side: top-10 accuracy and RMSE of each model."""
+    """Top-10 accuracy and RMSE of each model (the mean and its spread where several seeds
+    ran), and with ``--baselines`` the lists a user gets with their 95% intervals."""
     import matplotlib
 
     matplotlib.use("Agg")
     from matplotlib.figure import Figure  # no pyplot: no global state, faster import
 
     names = [m.name for m in result.models]
-    fig = Figure(figsize=(9, 3.6))
-    fig.subplots_adjust(left=0.07, right=0.98, bottom=0.12, top=0.8, wspace=0.25)
+    panels = 3 if result.lists else 2
+    fig = Figure(figsize=(4.6 * panels, 3.8))
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.22, top=0.8, wspace=0.5)
+    axes = fig.subplots(1, panels)
     colors = ["#4C72B0", "#DD8452", "#55A868"][: len(names)]
+    summary, seeds = result.summary(), 1 + len(result.other_seeds)
     for ax, key, title in zip(
-        fig.subplots(1, 2),
+        axes,
         ("top_k_accuracy", "rmse"),
         ("Top-10 accuracy (higher is better)", "RMSE, scaled (lower is better)"),
-        strict=True,
+        strict=False,
     ):
-        values = [getattr(m, key) for m in result.models]
-        bars = ax.bar(names, values, color=colors)
-        ax.bar_label(bars, fmt="%.4f", fontsize=8)
+        values = [summary[name][key]["mean"] for name in names]
+        spread = [summary[name][key]["std"] for name in names] if seeds > 1 else None
+        bars = ax.bar(names, values, color=colors, yerr=spread, capsize=4)
+        ax.bar_label(bars, fmt="%.4f", fontsize=8, padding=6 if spread else 2)
         ax.set_title(title, fontsize=10)
         ax.tick_params(axis="x", labelsize=8)
-        ax.margins(y=0.15)
-    fig.suptitle(f"{result.dataset}, {result.protocol} protocol, seed {result.seed}", fontsize=10)
+        ax.margins(y=0.2)
+    if result.lists:
+        _plot_lists(axes[2], result.lists)
+    spread_said = f"mean and standard deviation over {seeds} seeds" if seeds > 1 else "one seed"
+    fig.suptitle(
+        f"{result.dataset}, {result.protocol} protocol, seed {result.seed}: {spread_said}",
+        fontsize=10,
+    )
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
 
@@ -107,24 +118,35 @@ def plot_training(
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(11, 4.2))
-    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.14, top=0.86, wspace=0.75)
+    fig.subplots_adjust(left=0.06, right=0.98, bottom=0.2, top=0.86, wspace=0.75)
     losses, quality = fig.subplots(1, 2, width_ratios=(1, 1.4))
     _plot_losses(losses, epochs)
-    names = [r.name for r in lists][::-1]  # the served list on top
-    for offset, metric, color in ((-0.2, "recall", "#4C72B0"), (0.2, "ndcg", "#DD8452")):
-        values = [getattr(r, metric) for r in lists][::-1]
-        low = [v - getattr(r, f"{metric}_ci")[0] for v, r in zip(values, lists[::-1], strict=True)]
-        high = [getattr(r, f"{metric}_ci")[1] - v for v, r in zip(values, lists[::-1], strict=True)]
-        rows = [i + offset for i in range(len(names))]
-        label = f"{'NDCG' if metric == 'ndcg' else 'recall'}@{lists[0].k if lists else 10}"
-        quality.barh(rows, values, height=0.4, color=color, label=label)
-        quality.errorbar(values, rows, xerr=[low, high], fmt="none", ecolor="#333", capsize=3)
-    quality.set_yticks(range(len(names)), names, fontsize=8)
-    quality.set_title("Held-out lists, 95% intervals over users", fontsize=10)
-    quality.legend(fontsize=8, loc="lower right")
+    if lists:
+        _plot_lists(quality, lists)
+    else:  # every row trained: nothing held out to measure
+        quality.set_axis_off()
+        quality.text(0.5, 0.5, "every row trained:\nno held-out lists", ha="center")
     fig.suptitle(title, fontsize=10)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=110)
+
+
+def _plot_lists(ax: Any, lists: list[ListReport]) -> None:
+    """Each list's recall@k and NDCG@k as bars with their 95% intervals, the first on top."""
+    shown = lists[::-1]
+    names = [r.name for r in shown]
+    for offset, metric, color in ((-0.2, "recall", "#4C72B0"), (0.2, "ndcg", "#DD8452")):
+        values = [getattr(r, metric) for r in shown]
+        intervals = [getattr(r, f"{metric}_ci") for r in shown]
+        low = [v - ci[0] for v, ci in zip(values, intervals, strict=True)]
+        high = [ci[1] - v for v, ci in zip(values, intervals, strict=True)]
+        rows = [i + offset for i in range(len(names))]
+        label = f"{'NDCG' if metric == 'ndcg' else 'recall'}@{lists[0].k if lists else 10}"
+        ax.barh(rows, values, height=0.4, color=color, label=label)
+        ax.errorbar(values, rows, xerr=[low, high], fmt="none", ecolor="#333", capsize=3)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_title("Held-out lists, 95% intervals over users", fontsize=10)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=2, frameon=False)
 
 
 def _plot_losses(ax: Any, epochs: list[dict[str, float]]) -> None:
