@@ -186,7 +186,7 @@ def _setup_lines(result: CompareResult) -> list[str]:
         "the whole catalogue; under the reference protocol the movies the user rated in "
         "training are not excluded; everywhere else (the honest protocol) they are left out, "
         "as a served list does. Recall@10 and NDCG@10: per user, relevant = test ratings of "
-        "4+ stars. RMSE on the scaled rating (0.25 = one star) and in stars.",
+        "4+ stars. RMSE on the scaled rating (0.25 = one star).",
         "",
     ]
 
