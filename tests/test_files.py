@@ -100,6 +100,50 @@ def test_items_file_gives_titles_genres_years_and_joins_the_vocabulary(tmp_path:
     assert len(vocabs.items) == 21
 
 
+def test_a_users_file_gives_side_features_to_the_users_it_names(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 31: user features (age, gender, occupation) could come only with MovieLens;
+    a log of one's own had no way to give them. A value left empty gets no code."""
+    from cli_run import run_cli
+
+    import mtrec
+    from mtrec.config import ModelConfig
+    from mtrec.features import available_features, feature_codes
+
+    pq.write_table(_log(), tmp_path / "log.parquet")
+    (tmp_path / "users.csv").write_text(
+        "uid,age,gender,shoe\nuser-000,23,F,40\nuser-001,,M,41\nuser-002,61,,42\nnobody,30,F,1\n"
+    )
+    ds = load_interactions(tmp_path / "log.parquet", MAP, users=tmp_path / "users.csv")
+    assert ds.users is not None and ds.users.ids.tolist()[:2] == ["user-000", "user-001"]
+    assert ds.users.age.tolist() == [23, -1, 61, 30] and ds.users.gender.tolist()[2] == ""
+    assert ds.users.has("age") and ds.users.has("gender") and not ds.users.has("occupation")
+    config = ModelConfig(user_features=("age", "gender", "occupation"))
+    configured, dropped = available_features(config, ds)
+    assert configured.user_features == ("age", "gender") and dropped == ["user occupation"]
+    vocabs = Vocabs.from_dataset(ds)
+    codes = feature_codes(ds, vocabs, configured.user_features, ())
+    rows = [vocabs.users.row(u) for u in ("user-000", "user-001", "user-002", "user-003")]
+    ages, genders = codes.user["age"][rows, 0].tolist(), codes.user["gender"][rows, 0].tolist()
+    assert ages == [2, 0, 7, 0]  # 18-24, not given, 56+, not in the users file
+    assert genders[0] != genders[1] and 0 not in genders[:2] and genders[2:] == [0, 0]
+    (tmp_path / "bad.csv").write_text("uid,shoe\nuser-000,40\n")
+    with pytest.raises(DataError, match="no user feature column"):
+        load_interactions(tmp_path / "log.parquet", MAP, users=tmp_path / "bad.csv")
+    small = {"embedding_dim": 8, "head_layers": (8,), "batch_size": 64, "epochs": 1}
+    model = mtrec.fit(tmp_path / "log.parquet", "tuned", columns=MAP, users=tmp_path / "users.csv",
+                      progress=False, **small)  # fmt: skip
+    assert model.model_config.user_features == ("age", "gender")
+    args = ["train", "--interactions", str(tmp_path / "log.parquet"), "--user-col", "uid",
+            "--item-col", "sku", "--rating-col", "stars", "--preset", "tuned", "--epochs", "1",
+            "--users-file", str(tmp_path / "users.csv"), "-q",
+            "-o", str(tmp_path / "m")]  # fmt: skip
+    assert run_cli(args) == 0, capsys.readouterr().err
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["model_config"]["user_features"] == ["age", "gender"]
+
+
 def test_integer_items_file_against_string_log_ids(tmp_path: Path) -> None:
     (tmp_path / "log.csv").write_text("user_id,item_id\na,1\nb,x\n")
     (tmp_path / "items.csv").write_text("item_id,title\n1,One (2001)\n")

@@ -118,6 +118,7 @@ def fit(
     config: str | Path | RunConfig | None = None,
     columns: ColumnMap | None = None,
     items: Any = None,
+    users: Any = None,
     holdout: float | None = 0.2,
     split: str = "random",
     test: Any = None,
@@ -137,16 +138,17 @@ def fit(
     trains on every row, to deploy.
     ``test`` (same kinds as ``data``) is a test set of its own instead of a split.
     ``items``: a frame or file of item titles/genres/years for ``data`` from memory or a
-    file. ``init_from`` (a model or its directory) continues that model on ``data``'s new
-    interactions (a warm start; its config is the base, as ``mtrec train --init-from``),
-    with ``replay`` (a share) of its own rows training the rating head again beside them.
+    file; ``users`` one of user ages/genders/occupations (side features). ``init_from``
+    (a model or its directory) continues that model on ``data``'s new interactions (a
+    warm start; its config is the base, as ``mtrec train --init-from``), with ``replay``
+    (a share) of its own rows training the rating head again beside them.
     ``progress`` writes a line per epoch of each model and one per phase after training
     (index, evaluation) to stderr (False: silent; the phases are also logged on
     ``mtrec.pipeline.phases`` at INFO, for a caller's own logging).
 
     >>> model = mtrec.fit(frame, "reference", epochs=3, columns=ColumnMap(user="uid"))
     """
-    dataset = as_dataset(data, columns, items)
+    dataset = as_dataset(data, columns, items, users)
     refuse_preset_on_warm_start(preset, init_from is not None)
     warm = None
     if init_from is not None:
@@ -196,10 +198,12 @@ def load(directory: str | Path) -> Model:
     return Model(artifact.load(directory))
 
 
-def as_dataset(data: Any, columns: ColumnMap | None = None, items: Any = None) -> Dataset:
+def as_dataset(
+    data: Any, columns: ColumnMap | None = None, items: Any = None, users: Any = None
+) -> Dataset:
     """``data`` as a Dataset: one already, a MovieLens name, a file or a frame in memory."""
     if isinstance(data, Dataset):
         return data
     if isinstance(data, str) and data in MOVIELENS and not Path(data).exists():
         return load_movielens(data)
-    return load_interactions(data, columns, items=items)
+    return load_interactions(data, columns, items=items, users=users)

@@ -52,6 +52,13 @@ ItemsFile = Annotated[
     Path | None,
     typer.Option("--items-file", help="--interactions: items with title/genres/year columns."),
 ]
+UsersFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--users-file",
+        help="--interactions: users with age/gender/occupation columns (side features).",
+    ),
+]
 RatingRange = Annotated[
     str | None,
     typer.Option(
@@ -81,8 +88,8 @@ _DATA_PARAMETERS = (
     ("dataset", DatasetName, "ml-100k"), ("interactions", InteractionsFile, None),
     ("user_col", UserCol, "user_id"), ("item_col", ItemCol, "item_id"),
     ("rating_col", RatingCol, None), ("timestamp_col", TimestampCol, None),
-    ("items_file", ItemsFile, None), ("skip_bad_rows", SkipBadRows, False),
-    ("rating_range", RatingRange, None),
+    ("items_file", ItemsFile, None), ("users_file", UsersFile, None),
+    ("skip_bad_rows", SkipBadRows, False), ("rating_range", RatingRange, None),
 )  # fmt: skip
 """The flags of the commands that take data (MovieLens or the user's own file): name,
 type and default, declared once."""
@@ -131,20 +138,23 @@ def load_data(
     rating_col: str | None,
     timestamp_col: str | None,
     items_file: Path | None,
+    users_file: Path | None,
     skip_bad_rows: bool,
     rating_range: str | None,
 ) -> Dataset:
     """MovieLens (any size) or the user's own file, as the flags say; says what it dropped."""
     if interactions is None:
-        if items_file is not None or skip_bad_rows or rating_range is not None:
+        if items_file or users_file or skip_bad_rows or rating_range is not None:
             raise ConfigError(
-                "--items-file, --skip-bad-rows and --rating-range go with --interactions"
+                "--items-file, --users-file, --skip-bad-rows and --rating-range go with "
+                "--interactions"
             )
         return load_movielens(dataset, data_dir=data_dir, cache_dir=cache_dir)
     loaded = load_interactions(
         interactions,
         ColumnMap(user_col, item_col, rating_col, timestamp_col),
         items=items_file,
+        users=users_file,
         bad_rows="skip" if skip_bad_rows else "error",
         rating_range=None if rating_range is None else _rating_range(rating_range),
     )
@@ -197,6 +207,5 @@ def test_data(flags: dict[str, Any]) -> Dataset:
     """--test-interactions, read with the same column flags as --interactions (the
     catalogue comes from the training data)."""
     data_flags = {key: flags[key] for key in DATA_FLAGS}
-    return load_data(
-        **{**data_flags, "interactions": flags["test_interactions"], "items_file": None}
-    )
+    test = {"interactions": flags["test_interactions"], "items_file": None, "users_file": None}
+    return load_data(**{**data_flags, **test})

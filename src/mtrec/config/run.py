@@ -16,7 +16,8 @@ from mtrec.errors import ConfigError, setting
 
 DATA_KEYS = (
     "dataset", "data_dir", "cache_dir", "interactions", "user_col", "item_col", "rating_col",
-    "timestamp_col", "items_file", "skip_bad_rows", "rating_range", "split", "holdout",
+    "timestamp_col", "items_file", "users_file", "skip_bad_rows", "rating_range", "split",
+    "holdout",
     "holdout_estimate", "test_interactions", "eval_users",
 )  # fmt: skip
 """The ``[data]`` keys of a run config: the data flags of ``mtrec train``, same names."""
@@ -231,7 +232,9 @@ def _section(document: dict[str, Any], name: str, where: str, keys: set[str]) ->
     return dict(section)
 
 
-PATH_KEYS = ("data_dir", "cache_dir", "interactions", "items_file", "test_interactions")
+PATH_KEYS = (
+    "data_dir", "cache_dir", "interactions", "items_file", "users_file", "test_interactions"
+)  # fmt: skip
 """The ``[data]`` keys that name files or folders."""
 
 

@@ -14,13 +14,13 @@ from __future__ import annotations
 import dataclasses
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 from mtrec.data.columnar import BadRows, ColumnarTable
-from mtrec.data.interactions import Dataset, Interactions, Items
+from mtrec.data.interactions import Dataset, Interactions, Items, Users
 from mtrec.data.releases import catalogue_items
 from mtrec.data.values import encode_ids, id_values, number_values
 from mtrec.errors import ConfigError, DataError, setting
@@ -30,6 +30,10 @@ log = logging.getLogger("mtrec.data")
 
 PLAUSIBLE_RATING = 1e6
 """Without a declared range, ratings beyond this magnitude are bad rows."""
+
+
+Meta = TypeVar("Meta", Items, Users)
+"""An items or a users table: metadata whose ``ids`` follow the log's id kind."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -61,14 +65,18 @@ def load_interactions(
     *,
     items: str | Path | Any | None = None,
     item_columns: ItemColumns | None = None,
+    users: str | Path | Any | None = None,
     bad_rows: BadRows = "error",
     name: str | None = None,
     rating_range: tuple[float, float] | None = None,
 ) -> Dataset:
     """Load an interaction log (and optionally an items file with titles and genres).
 
-    ``path`` and ``items`` may also be data in memory: a pandas or polars DataFrame or a
-    pyarrow Table, checked like a file (a bad value is named by its row and column).
+    ``path``, ``items`` and ``users`` may also be data in memory: a pandas or polars
+    DataFrame or a pyarrow Table, checked like a file (a bad value is named by its row and
+    column). ``users``: a user id column (the log's user column name, ``user_id`` or
+    ``id``) and any of ``age``, ``gender``, ``occupation`` (the side features the
+    ``default`` preset reads; the others are left out).
 
     A rating outside ``rating_range`` (by default +-``PLAUSIBLE_RATING``: one stray 1e30
     would squash every other rating into nothing) is a bad row like an unparsable one.
@@ -91,6 +99,12 @@ def load_interactions(
         raw_ids, meta, items_path = _read_items(items, item_columns, columns.item)
         ints = isinstance(item, np.ndarray)
         catalogue = _same_id_kind((raw_ids, meta), ints, path, items_path)
+    people = None
+    if users is not None:
+        user_ids, people, users_path = _read_users(users, columns.user)
+        people = _same_id_kind((user_ids, people), isinstance(user, np.ndarray), path, users_path)[
+            1
+        ]
     user_codes, user_names = encode_ids(user, keep)
     item_codes, item_names = encode_ids(item, keep, None if catalogue is None else catalogue[0])
     every = keep.all()
@@ -113,6 +127,7 @@ def load_interactions(
         name=name or path.name.split(".")[0],
         interactions=interactions,
         items=None if catalogue is None else catalogue[1],
+        users=people,
         source=f"file {path}" if table.arrow is None else str(path),
         has_ratings=rated,
         skipped=skipped,
@@ -171,18 +186,20 @@ def _release_arrow_memory() -> None:
 
 
 def _same_id_kind(
-    catalogue: tuple[NDArray[Any], Items], log_ints: bool, log_path: Path, items_path: Path
-) -> tuple[NDArray[Any], Items]:
-    """The items file's ids in the log's kind: integer ids stay integers only if both are."""
-    raw, items = catalogue
+    table: tuple[NDArray[Any], Meta], log_ints: bool, log_path: Path, table_path: Path
+) -> tuple[NDArray[Any], Meta]:
+    """An items or users file's ids in the log's kind: integer ids stay integers only if
+    both are."""
+    raw, meta = table
     if raw.dtype.kind in "iu" and not log_ints:
         raw = raw.astype(np.str_)
-        return raw, dataclasses.replace(items, ids=raw)
+        return raw, dataclasses.replace(meta, ids=raw)
     if raw.dtype.kind not in "iu" and log_ints:
+        side = "item" if isinstance(meta, Items) else "user"
         raise DataError(
-            f"item ids are text here but integers in {log_path}", path=items_path, field="id"
+            f"{side} ids are text here but integers in {log_path}", path=table_path, field="id"
         )
-    return raw, items
+    return raw, meta
 
 
 def _optional(table: ColumnarTable, given: str | None, role: str) -> str | None:
@@ -209,12 +226,7 @@ def _read_items(
     )
     table.require(id_column, setting("--items-id-col", "ItemColumns(id=...)"))
     present = [c for c in (columns.title, columns.genres, columns.year) if c in table.names]
-    data = table.load([id_column, *present], ids=(id_column,))
-    ids, missing = table.convert(data, id_column, id_values)
-    table.check({id_column: missing}, "error", data)
-    raw = ids if isinstance(ids, np.ndarray) else ids.to_numpy(zero_copy_only=False).astype(str)
-    if len(np.unique(raw)) != len(raw):
-        raise DataError("item ids repeat in the items file", path=path, field=id_column)
+    data, raw = _keyed_rows(table, id_column, present, "item")
     n = len(raw)
 
     def text(column: str) -> list[str]:
@@ -227,3 +239,52 @@ def _read_items(
         years, _ = table.convert(data, columns.year, number_values, True)  # bad or missing: 0
     items = catalogue_items(raw, text(columns.title), text(columns.genres), years)
     return raw, items, path
+
+
+def _keyed_rows(
+    table: ColumnarTable, id_column: str, present: list[str], side: str
+) -> tuple[Any, NDArray[Any]]:
+    """An items or users file's ``present`` columns and its ids: every row has one, and
+    none repeats (one row per item or user)."""
+    data = table.load([id_column, *present], ids=(id_column,))
+    ids, missing = table.convert(data, id_column, id_values)
+    table.check({id_column: missing}, "error", data)
+    raw = ids if isinstance(ids, np.ndarray) else ids.to_numpy(zero_copy_only=False).astype(str)
+    if len(np.unique(raw)) != len(raw):
+        raise DataError(f"{side} ids repeat in the {side}s file", path=table.path, field=id_column)
+    return data, raw
+
+
+USER_COLUMNS = ("age", "gender", "occupation")
+"""What a users file may give (by these names): the user side features presets read."""
+
+
+def _read_users(source: str | Path | Any, user_column: str) -> tuple[NDArray[Any], Users, Path]:
+    """(raw ids, Users, where) of a users file or frame: an id column and any of
+    ``USER_COLUMNS`` (a value left empty is "not given": no feature code)."""
+    table = ColumnarTable.open(source)
+    path = table.path
+    id_column = next((c for c in (user_column, "user_id", "id") if c in table.names), user_column)
+    table.require(id_column, setting("--user-col", "ColumnMap(user=...)"))
+    present = [c for c in USER_COLUMNS if c in table.names]
+    if not present:
+        raise DataError(
+            f"no user feature column: expected one of {list(USER_COLUMNS)}, the file has "
+            f"{table.names}",
+            path=path,
+        )
+    data, raw = _keyed_rows(table, id_column, present, "user")
+    n = len(raw)
+
+    def text(column: str) -> NDArray[np.str_]:
+        if column not in present:
+            return np.full(n, "", dtype=np.str_)
+        return np.array(
+            [str(v if v is not None else "").strip() for v in data.column(column).to_pylist()]
+        )
+
+    age = np.full(n, -1, dtype=np.int32)
+    if "age" in present:
+        ages, bad = table.convert(data, "age", number_values, True)
+        age = np.where(bad | (ages < 0), -1, ages).astype(np.int32)
+    return raw, Users(raw, age, text("gender"), text("occupation"), np.full(n, "")), path

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -95,9 +96,10 @@ class Items:
 
 @dataclasses.dataclass(frozen=True)
 class Users:
-    """User metadata; row i describes user ``ids[i]``."""
+    """User metadata; row i describes user ``ids[i]`` (integer or text ids). A value a
+    users file did not give is -1 (age) or "" (the others): no feature code."""
 
-    ids: NDArray[np.int64]
+    ids: NDArray[Any]
     age: NDArray[np.int32]
     gender: NDArray[np.str_]
     occupation: NDArray[np.str_]
@@ -115,6 +117,13 @@ class Users:
 
     def __len__(self) -> int:
         return len(self.ids)
+
+    def has(self, feature: str) -> bool:
+        """Whether any user has a value of ``feature`` (age, gender, occupation)."""
+        if feature == "age":
+            return bool((self.age >= 0).any())
+        text = {"gender": self.gender, "occupation": self.occupation}[feature]
+        return bool((text != "").any())
 
 
 def distinct(ids: NDArray[np.int64]) -> NDArray[np.int64]:

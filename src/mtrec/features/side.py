@@ -28,9 +28,10 @@ def available_features(config: ModelConfig, dataset: Dataset) -> tuple[ModelConf
     for MovieLens, used on a log without a users file), and the names of those dropped."""
     dropped: list[str] = []
     user, item = config.user_features, config.item_features
-    if user and dataset.users is None:
-        dropped += [f"user {f}" for f in user]
-        user = ()
+    if user:  # a users file may give some of them
+        users = dataset.users
+        dropped += [f"user {f}" for f in user if users is None or not users.has(f)]
+        user = tuple(f for f in user if users is not None and users.has(f))
     if item and dataset.items is None:
         dropped += [f"item {f}" for f in item]
         item = ()
@@ -139,12 +140,15 @@ def _code_tables(
 
 
 def _user_codes(users: Users, name: str) -> tuple[NDArray[np.int64], int]:
-    """One user feature's code per metadata row (0: none) and its table size: age groups
-    by MovieLens' buckets, gender and occupation by their distinct values."""
-    column = {"age": users.age, "gender": users.gender, "occupation": users.occupation}[name]
-    if name == "age":
-        return np.searchsorted(AGE_BUCKETS, column, side="right") + 1, len(AGE_BUCKETS) + 2
+    """One user feature's code per metadata row (0: none or not given) and its table size:
+    age groups by MovieLens' buckets, gender and occupation by their distinct values."""
+    if name == "age":  # -1: not given
+        codes = np.searchsorted(AGE_BUCKETS, users.age, side="right") + 1
+        return np.where(users.age >= 0, codes, 0), len(AGE_BUCKETS) + 2
+    column = {"gender": users.gender, "occupation": users.occupation}[name]
     values, inverse = np.unique(column, return_inverse=True)
+    if len(values) and values[0] == "":  # not given ("" sorts first): code 0
+        return inverse, len(values)
     return inverse + 1, len(values) + 1
 
 
