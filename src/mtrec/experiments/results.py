@@ -168,7 +168,7 @@ class CompareResult:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        """The ``results.json`` document (schema documented in docs/guide.md); NaN becomes null."""
+        """The ``results.json`` document (schema documented in docs/models.md); NaN becomes null."""
         document: dict[str, Any] = json_safe(
             {
                 "dataset": self.dataset,
