@@ -51,7 +51,7 @@ def save(
         _write_files(saved, tmp, extras or {})
         _swap_into_place(tmp, target)
     except (OSError, SafetensorError) as exc:  # a full disk, a lost mount: keep the work
-        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(tmp, ignore_errors=True)  # first: its space may be what the copy needs
         raise ArtifactError(
             f"{target}: the model could not be written ({_reason(exc)}); {_keep_elsewhere(saved)}"
         ) from None

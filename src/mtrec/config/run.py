@@ -17,8 +17,7 @@ from mtrec.errors import ConfigError, setting
 DATA_KEYS = (
     "dataset", "data_dir", "cache_dir", "interactions", "user_col", "item_col", "rating_col",
     "timestamp_col", "items_file", "users_file", "skip_bad_rows", "rating_range", "split",
-    "holdout",
-    "holdout_estimate", "test_interactions", "eval_users",
+    "holdout", "holdout_estimate", "test_interactions", "eval_users",
 )  # fmt: skip
 """The ``[data]`` keys of a run config: the data flags of ``mtrec train``, same names."""
 INDEX_KEYS = ("kind", "options")

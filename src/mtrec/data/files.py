@@ -102,9 +102,8 @@ def load_interactions(
     people = None
     if users is not None:
         user_ids, people, users_path = _read_users(users, columns.user)
-        people = _same_id_kind((user_ids, people), isinstance(user, np.ndarray), path, users_path)[
-            1
-        ]
+        ints = isinstance(user, np.ndarray)
+        _, people = _same_id_kind((user_ids, people), ints, path, users_path)
     user_codes, user_names = encode_ids(user, keep)
     item_codes, item_names = encode_ids(item, keep, None if catalogue is None else catalogue[0])
     every = keep.all()
@@ -221,9 +220,7 @@ def _read_items(
     columns = columns or ItemColumns()
     table = ColumnarTable.open(source)
     path = table.path
-    id_column = columns.id or next(
-        (c for c in (item_column, "item_id", "id") if c in table.names), item_column
-    )
+    id_column = columns.id or _id_column(table, item_column, "item")
     table.require(id_column, setting("--items-id-col", "ItemColumns(id=...)"))
     present = [c for c in (columns.title, columns.genres, columns.year) if c in table.names]
     data, raw = _keyed_rows(table, id_column, present, "item")
@@ -239,6 +236,12 @@ def _read_items(
         years, _ = table.convert(data, columns.year, number_values, True)  # bad or missing: 0
     items = catalogue_items(raw, text(columns.title), text(columns.genres), years)
     return raw, items, path
+
+
+def _id_column(table: ColumnarTable, log_column: str, side: str) -> str:
+    """An items or users file's id column: the log's own name for it, else ``<side>_id``,
+    else ``id`` (the log's name where none is there: ``require`` then names it)."""
+    return next((c for c in (log_column, f"{side}_id", "id") if c in table.names), log_column)
 
 
 def _keyed_rows(
@@ -264,7 +267,7 @@ def _read_users(source: str | Path | Any, user_column: str) -> tuple[NDArray[Any
     ``USER_COLUMNS`` (a value left empty is "not given": no feature code)."""
     table = ColumnarTable.open(source)
     path = table.path
-    id_column = next((c for c in (user_column, "user_id", "id") if c in table.names), user_column)
+    id_column = _id_column(table, user_column, "user")
     table.require(id_column, setting("--user-col", "ColumnMap(user=...)"))
     present = [c for c in USER_COLUMNS if c in table.names]
     if not present:
