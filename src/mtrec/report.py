@@ -147,23 +147,33 @@ def render_markdown(result: CompareResult) -> str:
     if result.lists:
         lines += _lists_lines(result)
     lines += _epoch_lines(result)
-    lines += [
-        "",
-        f"## Retrieve, then rank: user {result.user_id} (multi-task model)",
-        "",
-        "| # | title | retrieval score | predicted stars |",
-        "|---:|---|---:|---:|",
+    lines += _section(f"Retrieve, then rank: user {result.user_id} (multi-task model)")
+    user_rows = [
+        [str(n), f"{r.title or r.item_id}", f"{r.retrieval_score:.3f}", f"{r.stars:.2f}"]
+        for n, r in enumerate(result.recommendations, start=1)
     ]
-    for n, r in enumerate(result.recommendations, start=1):
-        lines.append(f"| {n} | {r.title or r.item_id} | {r.retrieval_score:.3f} | {r.stars:.2f} |")
+    headers = ["#", "title", "retrieval score", "predicted stars"]
+    lines += _markdown_table(headers, user_rows, left=(1,))
     lines += ["", "![comparison](compare.png)", ""]
     return "\n".join(lines)
 
 
-def _markdown_table(headers: list[str], rows: list[list[str]], left: int) -> list[str]:
-    """A Markdown table whose first ``left`` columns align left, the others right."""
+def _section(title: str, *paragraphs: str) -> list[str]:
+    """A level-two heading (after a blank line) and its paragraphs, each followed by one."""
+    lines = ["", f"## {title}", ""]
+    for paragraph in paragraphs:
+        lines += [paragraph, ""]
+    return lines
+
+
+def _markdown_table(
+    headers: list[str], rows: list[list[str]], left: int | tuple[int, ...]
+) -> list[str]:
+    """A Markdown table whose first ``left`` columns (or the columns numbered in it) align
+    left, the others right."""
+    at_left = set(range(left)) if isinstance(left, int) else set(left)
     lines = ["| " + " | ".join(headers) + " |"]
-    lines.append("|" + "---|" * left + "---:|" * (len(headers) - left))
+    lines.append("|" + "".join("---|" if c in at_left else "---:|" for c in range(len(headers))))
     return lines + ["| " + " | ".join(row) + " |" for row in rows]
 
 
@@ -211,19 +221,15 @@ def _seeds_lines(result: CompareResult) -> list[str]:
 
 def _lists_lines(result: CompareResult) -> list[str]:
     """The lists a user gets, with their intervals (and their summary over the seeds)."""
-    lines = [
-        "",
-        "## The lists a user gets (multi-task model, honest protocol)",
-        "",
+    lines = _section(
+        "The lists a user gets (multi-task model, honest protocol)",
         "`served`: what `mtrec recommend` serves for this preset (the ranking stage over "
         "two-tower and item-item candidates where the preset has one; otherwise the top "
         "100 by retrieval re-sorted by predicted rating). 95% bootstrap intervals over "
         "users; the last four columns are paired differences to EASE and to retrieval "
         "alone (an interval above zero: better on these users).",
-        "",
-    ]
-    list_headers, list_cells = list_rows(result.lists)
-    lines += _markdown_table(list_headers, list_cells, left=1)
+    )
+    lines += _markdown_table(*list_rows(result.lists), left=1)
     if result.other_seeds:
         lines += ["", *lists_summary_lines(result)]
     return lines
@@ -231,16 +237,9 @@ def _lists_lines(result: CompareResult) -> list[str]:
 
 def _epoch_lines(result: CompareResult) -> list[str]:
     """Each model's loss per epoch."""
-    lines = [
-        "",
-        "## Loss per epoch (mean over batches)",
-        "",
-        "| model | " + " | ".join(f"epoch {e.epoch}" for e in result.models[0].epochs) + " |",
-        "|---|" + "---:|" * len(result.models[0].epochs),
-    ]
-    for m in result.models:
-        lines.append(f"| {m.name} | " + " | ".join(f"{e.loss:.4g}" for e in m.epochs) + " |")
-    return lines
+    headers = ["model", *(f"epoch {e.epoch}" for e in result.models[0].epochs)]
+    rows = [[m.name, *(f"{e.loss:.4g}" for e in m.epochs)] for m in result.models]
+    return _section("Loss per epoch (mean over batches)") + _markdown_table(headers, rows, left=1)
 
 
 def write_sweep(points: list[SweepPoint], output_dir: str | Path, title: str) -> list[Path]:
@@ -300,16 +299,22 @@ def write_train_report(metrics: dict[str, Any], out_dir: Path, title: str) -> li
         lines += ["## The lists a user gets (held-out users)", ""]
         lines += _markdown_table(*list_rows(lists), left=1)
         lines += [""]
-    lines += ["## Loss per epoch (retrieval per row)", "", "| epoch | retrieval | rating | s |"]
-    lines += ["|---:|---:|---:|---:|"]
+    lines += ["## Loss per epoch (retrieval per row)", ""]
+    lines += _markdown_table(["epoch", "retrieval", "rating", "s"], _loss_rows(epochs), left=0)
+    with atomic_path(md) as tmp:
+        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return [md, png]
+
+
+def _loss_rows(epochs: list[dict[str, Any]]) -> list[list[str]]:
+    """Each epoch's retrieval loss per row, rating loss and seconds (``-``: not trained)."""
+    rows = []
     for e in epochs:
         retrieval = e.get("retrieval_loss")
         per_row = "-" if retrieval is None else f"{retrieval / e.get('retrieval_rows', 1.0):.4g}"
         rating = "-" if e.get("rating_loss") is None else f"{e['rating_loss']:.4g}"
-        lines.append(f"| {e['epoch']} | {per_row} | {rating} | {e['seconds']:.1f} |")
-    with atomic_path(md) as tmp:
-        Path(tmp).write_text("\n".join(lines) + "\n", encoding="utf-8")
-    return [md, png]
+        rows.append([str(e["epoch"]), per_row, rating, f"{e['seconds']:.1f}"])
+    return rows
 
 
 def _list_report(data: dict[str, Any]) -> ListReport:

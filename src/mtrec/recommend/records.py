@@ -148,51 +148,32 @@ def _id_type(ids: Sequence[Any]) -> Any:
 
 
 @dataclasses.dataclass(frozen=True)
-class SimilarItem:
+class CatalogueItem:
+    """An item as the catalogue describes it (what a title search finds); the items a
+    user rated and an item's neighbours add one number to it."""
+
+    item_id: int | str
+    title: str | None
+    genres: tuple[str, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        """As JSON-ready data: every field, the genres as a list."""
+        data = {field.name: getattr(self, field.name) for field in dataclasses.fields(self)}
+        return {**data, "genres": list(self.genres)}
+
+
+@dataclasses.dataclass(frozen=True)
+class SimilarItem(CatalogueItem):
     """An item near another in embedding space; ``score`` is the cosine similarity."""
 
-    item_id: int | str
-    title: str | None
-    genres: tuple[str, ...]
     score: float
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "title": self.title,
-            "genres": list(self.genres),
-            "score": self.score,
-        }
-
 
 @dataclasses.dataclass(frozen=True)
-class RatedItem:
+class RatedItem(CatalogueItem):
     """An item the user rated in training, with the rating they gave (in stars)."""
 
-    item_id: int | str
-    title: str | None
-    genres: tuple[str, ...]
     rating: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "item_id": self.item_id,
-            "title": self.title,
-            "genres": list(self.genres),
-            "rating": self.rating,
-        }
-
-
-@dataclasses.dataclass(frozen=True)
-class CatalogueItem:
-    """An item as the catalogue describes it (what a title search finds)."""
-
-    item_id: int | str
-    title: str | None
-    genres: tuple[str, ...]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"item_id": self.item_id, "title": self.title, "genres": list(self.genres)}
 
 
 def describe(
