@@ -815,3 +815,71 @@ def test_items_are_found_by_title_or_id_most_liked_first(client: TestClient) -> 
     assert client.get("/v1/items?q=").json() == {"items": []}
     assert client.get("/v1/items?q=zzzz").json() == {"items": []}
     _error(client.get("/v1/items?q=" + "x" * 101), 422, "invalid")
+
+
+BOUNDED_SERVER = """
+import resource, sys, uvicorn
+from mtrec.serve import HeaderDeadline
+
+async def app(scope, receive, send):
+    if scope["type"] != "http":
+        return
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+_, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (80, hard))  # bound: 80 - 64 spare = 16
+HeaderDeadline.seconds = 120.0  # nothing expires during the test: only the bound closes
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http=HeaderDeadline,
+            lifespan="off", log_level="warning")
+"""
+
+
+def test_connections_past_the_bound_close_the_longest_waiting_ones() -> None:
+    """Issue 34: clients holding half-sent requests took every descriptor of a server,
+    which then reset every new connection (health checks included). With 16 client
+    connections allowed (its descriptor limit less SPARE_DESCRIPTORS), 30 half-sent
+    requests and one whole one: the 15 that waited longest are closed, the other 15 stay,
+    and the whole request is answered."""
+    import select
+    import socket
+
+    from mtrec.serve.protocol import SPARE_DESCRIPTORS
+
+    assert SPARE_DESCRIPTORS == 64  # the server script's limit of 80 assumes it
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", BOUNDED_SERVER, str(port)], stderr=subprocess.PIPE, text=True
+    )
+    waiting: list[socket.socket] = []
+    try:
+        for _ in range(100):  # until it listens
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        for _ in range(30):
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # the head never ends
+            waiting.append(conn)
+            time.sleep(0.02)  # accepted in the order they came
+        time.sleep(0.3)
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
+            conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            got = b""
+            while not got.endswith(b"ok"):
+                chunk = conn.recv(4096)
+                assert chunk, "the whole request's connection was closed"
+                got += chunk
+        assert got.startswith(b"HTTP/1.1 200")
+        time.sleep(0.3)
+        readable, _, _ = select.select(waiting, [], [], 0)
+        closed = [n for n, conn in enumerate(waiting) if conn in readable and conn.recv(1) == b""]
+        assert closed == list(range(15)), closed
+    finally:
+        for conn in waiting:
+            conn.close()
+        proc.terminate()
+        proc.communicate(timeout=20)
