@@ -32,10 +32,23 @@ data_app = typer.Typer(no_args_is_help=True, help="Fetch datasets; synthesise bi
 app.add_typer(data_app, name="data")
 
 
-err = Console(stderr=True)
+PIPED_WIDTH = 160
+"""Columns of output that goes to no terminal (a file, a pager, a notebook's ``!mtrec``):
+rich's 80 wrapped a list's titles over three lines and cropped the compare table's last
+column. ``COLUMNS`` still decides where it is set."""
 
 
-out = Console()
+def _console(stderr: bool = False) -> Console:
+    console = Console(stderr=stderr)
+    if console.is_terminal or "COLUMNS" in os.environ:
+        return console
+    return Console(stderr=stderr, width=PIPED_WIDTH)
+
+
+err = _console(stderr=True)
+
+
+out = _console()
 
 
 invocation: dict[str, Any] = {"verbose": False, "argv": []}
