@@ -573,6 +573,34 @@ def test_filters_and_the_batch_route(which: str, request: pytest.FixtureRequest)
     _error(client.post("/v1/recommendations:batch", json={"user_ids": [True]}), 422, "invalid")
 
 
+@pytest.mark.parametrize("which", ["model_dir", "history_model"])  # without / with a ranker
+def test_batch_json_is_the_records_json_byte_for_byte(
+    which: str, request: pytest.FixtureRequest
+) -> None:
+    """The batch route writes its JSON from the ranked arrays (no record per item); it is
+    what the records' dicts encode to, for known and unknown users, filters, either
+    stage, training items shown or not, and a user's id in the model's type."""
+    from starlette.responses import JSONResponse
+
+    from mtrec.recommend import Recommender
+
+    rec = Recommender.load(request.getfixturevalue(which))
+    genre = rec.recommend(3, k=1).items[0].genres[0]
+    for kwargs in (
+        {},
+        {"ranking": False},
+        {"exclude_seen": False, "candidates": 7},
+        {"genres": [genre], "exclude_items": [rec.recommend(3, k=1).items[0].item_id]},
+    ):
+        users = [1, "2", 3, "zz", 1]
+        lists = rec.ranked_many(users, 6, **kwargs)
+        records = [r.to_dict() for r in lists.records()]
+        assert lists.json() == JSONResponse({"results": records}).body, kwargs
+    assert rec.ranked_many(["zz"], 3).json() == JSONResponse(
+        {"results": [r.to_dict() for r in rec.recommend_many(["zz"], 3)]}
+    ).body
+
+
 BUSY_SERVER = """
 import sys, time, uvicorn
 from mtrec.serve import BatchedAccept, HeaderDeadline
@@ -732,7 +760,7 @@ def test_a_worker_answers_one_batch_at_a_time_then_gives_memory_back(
 
     inside, most, trims = [0], [0], []
     lock = threading.Lock()
-    real = Recommender.recommend_many
+    real = Recommender.ranked_many
 
     def slow(self: Recommender, *args: Any, **kwargs: Any) -> Any:
         with lock:
@@ -743,7 +771,7 @@ def test_a_worker_answers_one_batch_at_a_time_then_gives_memory_back(
             inside[0] -= 1
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(Recommender, "recommend_many", slow)
+    monkeypatch.setattr(Recommender, "ranked_many", slow)
     monkeypatch.setattr(routes, "give_back_freed_memory", lambda: trims.append(1))
     monkeypatch.setattr(routes, "TRIM_AFTER_ITEMS", 6)  # 2 users x k 3: large here
     with TestClient(create_app(model_dir)) as client:

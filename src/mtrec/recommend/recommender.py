@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import numbers
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Unpack
@@ -28,10 +27,12 @@ from mtrec.ranking import (
 from mtrec.ranking.neighbours import unit_rows
 from mtrec.recommend.records import (
     ListFilters,
+    RankedLists,
     RatedItem,
     Recommendation,
     Recommendations,
     SimilarItem,
+    check_list_sizes,
     describe,
     records_of,
 )
@@ -148,35 +149,32 @@ class Recommender:
         candidates: int | None = None,
         exclude_seen: bool = True,
         ranking: bool = True,
-        *,
-        exclude_items: Sequence[int | str] = (),
-        genres: Sequence[str] = (),
+        **filters: Unpack[ListFilters],
     ) -> list[Recommendations]:
         """``recommend`` for many users in one batched index search and head pass."""
-        _check_sizes(k, candidates)
-        blocked = self.blocked_rows(exclude_items, genres)
-        rows = [self._row(self.vocabs.users, u) for u in user_ids]
+        return self.ranked_many(user_ids, k, candidates, exclude_seen, ranking, **filters).records()
+
+    def ranked_many(
+        self, user_ids: Sequence[int | str], *options: Any, **named: Any
+    ) -> RankedLists:
+        """``recommend_many``'s lists (the same arguments) as ranked arrays: records, or
+        the service's JSON written from the arrays (``RankedLists.json``)."""
+        k, candidates, exclude_seen, ranking, exclude, genres = _list_options(*options, **named)
+        check_list_sizes(k, candidates)
+        blocked = self.blocked_rows(exclude, genres)
+        users = self.vocabs.users
+        rows = [self._row(users, u) for u in user_ids]
         known = np.array([r for r in rows if r is not None], dtype=np.int64)
-        batch = (
-            self.rank_rows(known, k, candidates, exclude_seen, ranking, blocked)
-            if len(known)
-            else None
-        )
-        out, j = [], 0
-        for user_id, row in zip(user_ids, rows, strict=True):
-            if row is None:
-                # the id in the model's type ("999" over integer ids: 999), as known users'
-                out.append(self._fallback(self.vocabs.users.parse(user_id), k, blocked))
-                continue
-            assert batch is not None
-            out.append(
-                Recommendations(
-                    self.vocabs.users.id_array[row].item(),  # the id as the model knows it
-                    records_of(batch, j, self.vocabs.items, self.saved.items, self.saved.scale),
-                )
-            )
-            j += 1
-        return out
+        args = (k, candidates, exclude_seen, ranking, blocked)
+        batch = self.rank_rows(known, *args) if len(known) else None
+        # a known user's id as the model knows it; an unknown one's in the model's type
+        # ("999" over integer ids: 999), with its fallback list
+        fallback = self._fallback
+        lists = [
+            users.id_array[r].item() if r is not None else fallback(users.parse(u), k, blocked)
+            for u, r in zip(user_ids, rows, strict=True)
+        ]
+        return RankedLists(lists, batch, self.vocabs.items, self.saved.items, self.saved.scale)
 
     def rank_rows(
         self,
@@ -267,7 +265,7 @@ class Recommender:
 
         >>> rec.recommend_for_history([(50, 5.0), (181, 4.0), (172, None)], k=10)
         """
-        _check_sizes(k, candidates)
+        check_list_sizes(k, candidates)
         if not self.model.config.history:
             raise ConfigError(
                 "this model's user tower does not read histories; train it with the default "
@@ -374,6 +372,20 @@ class Recommender:
         ]
 
 
+def _list_options(
+    k: int = 10,
+    candidates: int | None = None,
+    exclude_seen: bool = True,
+    ranking: bool = True,
+    *,
+    exclude_items: Sequence[int | str] = (),
+    genres: Sequence[str] = (),
+) -> tuple[int, int | None, bool, bool, Sequence[int | str], Sequence[str]]:
+    """``recommend_many``'s arguments after the users, with its defaults; another name
+    is a ``TypeError``, as in a call of ``recommend_many``."""
+    return k, candidates, exclude_seen, ranking, exclude_items, genres
+
+
 def _typed_ids(
     ids: list[int | str], dtype: np.dtype[Any]
 ) -> tuple[NDArray[Any], NDArray[np.bool_]]:
@@ -385,15 +397,3 @@ def _typed_ids(
         return np.array(values, dtype=np.int64), fits
     fits = np.array([isinstance(i, str) for i in ids], dtype=bool)
     return np.array([i if ok else "" for i, ok in zip(ids, fits, strict=True)], np.str_), fits
-
-
-def _check_sizes(k: int, candidates: int | None) -> None:
-    """A list's length and candidates per source: at least 1 (0 is not "the default")."""
-    if isinstance(k, bool) or not isinstance(k, numbers.Integral) or k < 1:
-        raise ConfigError(f"k: expected an integer >= 1, got {k!r}")
-    if candidates is not None and (
-        isinstance(candidates, bool)
-        or not isinstance(candidates, numbers.Integral)
-        or candidates < 1
-    ):
-        raise ConfigError(f"candidates: expected an integer >= 1 (or none), got {candidates!r}")
