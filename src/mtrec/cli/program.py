@@ -33,16 +33,14 @@ app.add_typer(data_app, name="data")
 
 
 PIPED_WIDTH = 160
-"""Columns of output that goes to no terminal (a file, a pager, a notebook's ``!mtrec``):
-rich's 80 wrapped a list's titles over three lines and cropped the compare table's last
-column. ``COLUMNS`` still decides where it is set."""
+"""Columns of output that goes to no terminal (a file, a pager, a notebook's ``!mtrec``),
+whatever ``COLUMNS`` says: rich's 80 wrapped a list's titles over three lines and cropped
+the compare table's last column."""
 
 
 def _console(stderr: bool = False) -> Console:
     console = Console(stderr=stderr)
-    if console.is_terminal or "COLUMNS" in os.environ:
-        return console
-    return Console(stderr=stderr, width=PIPED_WIDTH)
+    return console if console.is_terminal else Console(stderr=stderr, width=PIPED_WIDTH)
 
 
 err = _console(stderr=True)

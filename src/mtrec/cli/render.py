@@ -94,15 +94,13 @@ def print_compare(result: CompareResult, preset: str) -> None:
         )
     for row in rows:
         table.add_row(*row)
-    # a terminal gets its own width; a pipe or a file gets whole names instead of 80 columns
-    wide = out if out.is_terminal else Console(width=132)
-    wide.print(table)
-    wide.print(f"[dim]{PROTOCOLS_NOTE}[/dim]", highlight=False)
+    out.print(table)  # a pipe or a file: whole names (``program.PIPED_WIDTH``)
+    out.print(f"[dim]{PROTOCOLS_NOTE}[/dim]", highlight=False)
     if result.lists:
-        print_lists(result.lists, wide)
+        print_lists(result.lists, out)
         if result.other_seeds:
             for line in lists_summary_lines(result):
-                wide.print(line, highlight=False)
+                out.print(line, highlight=False)
     better = (
         ""
         if preset == "default"
@@ -119,7 +117,7 @@ def print_compare(result: CompareResult, preset: str) -> None:
         recs.add_column(col, justify="left" if col == "title" else "right")
     for n, r in enumerate(result.recommendations, start=1):
         recs.add_row(str(n), r.title or str(r.item_id), num(r.retrieval_score, 3), num(r.stars, 2))
-    wide.print(recs)
+    out.print(recs)
 
 
 def print_lists(lists: list[ListReport], console: Console) -> None:

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from mtrec import artifact
@@ -98,7 +97,7 @@ def evaluate_cmd(
         then = saved.metrics.get(key)
         table.add_row(key, num(finite(now[key]), 4), num(finite(then), 4))
     out.print(table)
-    print_lists(lists, out if out.is_terminal else Console(width=160))
+    print_lists(lists, out)
 
 
 def recommend_cmd(
