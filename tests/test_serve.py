@@ -596,9 +596,10 @@ def test_batch_json_is_the_records_json_byte_for_byte(
         lists = rec.ranked_many(users, 6, **kwargs)
         records = [r.to_dict() for r in lists.records()]
         assert lists.json() == JSONResponse({"results": records}).body, kwargs
-    assert rec.ranked_many(["zz"], 3).json() == JSONResponse(
-        {"results": [r.to_dict() for r in rec.recommend_many(["zz"], 3)]}
-    ).body
+    assert (
+        rec.ranked_many(["zz"], 3).json()
+        == JSONResponse({"results": [r.to_dict() for r in rec.recommend_many(["zz"], 3)]}).body
+    )
 
 
 BUSY_SERVER = """
