@@ -18,7 +18,9 @@ from hypothesis import strategies as st
 from synthetic import planted_ratings, write_grouplens
 
 from mtrec import artifact
-from mtrec.config import ModelConfig, TrainConfig
+from mtrec.cli.saved import parse_history
+from mtrec.config import ModelConfig, RankerConfig, RunConfig, TrainConfig
+from mtrec.config.run import DATA_KEYS
 from mtrec.data.files import load_interactions
 from mtrec.data.movielens import parse_recbole, read_cache, read_grouplens_dir
 from mtrec.data.releases import GENRES, RELEASES, parse_grouplens, parse_release
@@ -309,3 +311,74 @@ def test_users_interaction_files(header: str, rows: list[str], skip: bool, parqu
         assert np.isfinite(ev.rating).all()
         if ev.user_names is not None:
             assert ev.user.min() >= 0 and ev.user.max() < len(ev.user_names)
+
+
+SECTION_KEYS = {
+    "model": sorted(ModelConfig.__dataclass_fields__),
+    "train": sorted(TrainConfig.__dataclass_fields__),
+    "ranker": sorted(RankerConfig.__dataclass_fields__),
+    "data": sorted(DATA_KEYS),
+    "index": ["kind", "options"],
+}
+RUN_CONFIG = st.fixed_dictionaries(
+    {},
+    optional={
+        "preset": st.one_of(st.sampled_from(["default", "tuned", "reference"]), JSON),
+        **{
+            name: st.one_of(st.dictionaries(st.sampled_from(keys), JSON, max_size=3), JSON)
+            for name, keys in SECTION_KEYS.items()
+        },
+    },
+)
+
+
+def _toml(document: dict[str, object]) -> str:
+    """A rough TOML rendering (values as JSON, which TOML mostly reads): near-valid files."""
+    top = [f"{k} = {json.dumps(v)}" for k, v in document.items() if not isinstance(v, dict)]
+    tables = [
+        f"[{k}]\n" + "\n".join(f"{key} = {json.dumps(value)}" for key, value in v.items())
+        for k, v in document.items()
+        if isinstance(v, dict)
+    ]
+    return "\n".join(top + tables)
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    document=RUN_CONFIG,
+    suffix=st.sampled_from([".toml", ".json"]),
+    raw=st.one_of(st.none(), ANY_TEXT),
+)
+def test_run_config_files(document: dict[str, object], suffix: str, raw: str | None) -> None:
+    """``mtrec train --config FILE``: read, then resolved into the three configs (where the
+    values are checked), or mtrec's own error naming the file or key; never another one."""
+    text = (
+        raw if raw is not None else (json.dumps(document) if suffix == ".json" else _toml(document))
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / f"run{suffix}"
+        path.write_text(text, encoding="utf-8", errors="surrogatepass")
+        with contextlib.suppress(MtrecError):
+            RunConfig.read(path).resolve()
+    with contextlib.suppress(MtrecError):
+        RunConfig.from_dict(document).resolve()
+
+
+@given(
+    text=st.one_of(
+        ANY_TEXT,
+        st.lists(st.tuples(FIELD, st.sampled_from(["", ":"]), FIELD).map("".join), max_size=6).map(
+            ",".join
+        ),
+    )
+)
+def test_history_flag(text: str) -> None:
+    """``--history ITEM[:RATING],...``: entries with a finite rating or none, or one
+    ``ConfigError`` naming the entry."""
+    try:
+        entries = parse_history(text)
+    except MtrecError as error:
+        assert "--history entry" in str(error)
+        return
+    assert entries and all(item for item, _ in entries)
+    assert all(r is None or np.isfinite(r) for _, r in entries)
