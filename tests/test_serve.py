@@ -7,6 +7,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -307,7 +308,6 @@ def test_real_server_process(model_dir: Path, tmp_path: Path) -> None:
 
 
 def test_real_server_checks_hosts_and_drops_slow_headers(model_dir: Path) -> None:
-    import socket
 
     proc, base = start_server(model_dir, "--header-timeout", "1", "--allowed-host", "mtrec.test")
     port = int(base.rsplit(":", 1)[1])
@@ -371,7 +371,6 @@ def test_workers_end_with_a_killed_supervisor_and_leave_no_files(model_dir: Path
     """Issue 34: after the supervisor was SIGKILLed its workers kept the port (a restart
     failed with address-in-use) and the folder holding their settings (the API key)
     stayed. Now they stop with it, and the last one out removes that folder."""
-    import socket
 
     proc, base = start_server(model_dir, "--workers", "2")
     port = int(base.rsplit(":", 1)[1])
@@ -622,10 +621,29 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), http=protocol, lifespa
 """
 
 
+def _listening(port: int) -> None:
+    """Return once a server started on ``port`` accepts connections."""
+    for _ in range(100):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+
+
+def _answer(conn: socket.socket) -> bytes:
+    """Read one answer of the test scripts' servers (its body is ``ok``)."""
+    got = b""
+    while not got.endswith(b"ok"):
+        chunk = conn.recv(4096)
+        assert chunk, "closed"
+        got += chunk
+    return got
+
+
 def _burst_seconds(protocol: str, busy: int = 8, burst: int = 40) -> float:
     """Seconds until each of ``burst`` connections opened at once has its first answer,
     the slowest, while ``busy`` connections keep a one-process server saturated."""
-    import socket
     import threading
 
     port = free_port()
@@ -634,28 +652,16 @@ def _burst_seconds(protocol: str, busy: int = 8, burst: int = 40) -> float:
     )
     request = b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"
 
-    def answer(conn: socket.socket) -> None:
-        got = b""
-        while not got.endswith(b"ok"):
-            chunk = conn.recv(4096)
-            assert chunk, "closed"
-            got += chunk
-
     stop = threading.Event()
 
     def load() -> None:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             while not stop.is_set():
                 conn.sendall(request)
-                answer(conn)
+                _answer(conn)
 
     try:
-        for _ in range(100):  # until it listens
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        _listening(port)
         threads = [threading.Thread(target=load) for _ in range(busy)]
         for thread in threads:
             thread.start()
@@ -665,7 +671,7 @@ def _burst_seconds(protocol: str, busy: int = 8, burst: int = 40) -> float:
         for conn in new:
             conn.sendall(request)
         for conn in new:  # the slowest decides
-            answer(conn)
+            _answer(conn)
         return time.perf_counter() - started
     finally:
         stop.set()
@@ -872,7 +878,6 @@ def test_connections_past_the_bound_close_the_longest_waiting_ones() -> None:
     requests and one whole one: the 15 that waited longest are closed, the other 15 stay,
     and the whole request is answered."""
     import select
-    import socket
 
     from mtrec.serve.protocol import SPARE_DESCRIPTORS
 
@@ -883,12 +888,7 @@ def test_connections_past_the_bound_close_the_longest_waiting_ones() -> None:
     )
     waiting: list[socket.socket] = []
     try:
-        for _ in range(100):  # until it listens
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        _listening(port)
         for _ in range(30):
             conn = socket.create_connection(("127.0.0.1", port), timeout=10)
             conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n")  # the head never ends
@@ -897,11 +897,7 @@ def test_connections_past_the_bound_close_the_longest_waiting_ones() -> None:
         time.sleep(0.3)
         with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
             conn.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            got = b""
-            while not got.endswith(b"ok"):
-                chunk = conn.recv(4096)
-                assert chunk, "the whole request's connection was closed"
-                got += chunk
+            got = _answer(conn)  # its connection stays open
         assert got.startswith(b"HTTP/1.1 200")
         time.sleep(0.3)
         readable, _, _ = select.select(waiting, [], [], 0)
